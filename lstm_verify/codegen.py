@@ -1,0 +1,518 @@
+"""Generate NumPy and torch source for a cell: sequence forward and its exact BPTT backward.
+
+The generated module has two functions::
+
+    forward(params, inputs, state, t0=0, save=False) -> (outputs, final_state, cache)
+    backward(params, cache, d_outputs=None, d_state=None) -> (grads, d_inputs, d_state0)
+
+``inputs`` maps input names to (T, B, n) arrays, ``state`` maps state names to (B, n), outputs
+are (T, B, n) values of the output state. The loop body is scheduled in stages: all affine maps
+that are ready, then all pointwise nodes that are ready (one CSE'd block). Affine maps sharing
+an argument use one stacked GEMM; those whose argument is an input are hoisted out of the time
+loop. The backward recomputes nothing: the forward saves exactly the values that the CSE'd
+partial derivatives and the weight gradients read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy
+from sympy.printing.pycode import PythonCodePrinter
+
+from .derive import partials
+from .functions import FUNCTIONS
+from .ir import Affine, CellIR, Pointwise, dependencies
+from .spec import display
+
+BACKENDS = ("numpy", "torch")
+
+
+# ----------------------------------------------------------------------------- printers
+
+
+class _Printer(PythonCodePrinter):
+    backend = "numpy"
+
+    def _print_Pow(self, expr):
+        base, exp = expr.as_base_exp()
+        if exp.is_Integer and exp < 0:
+            return f"1/{self.parenthesize(base ** -exp, 100)}" if exp != -1 else (
+                f"1/{self.parenthesize(base, 100)}"
+            )
+        return super()._print_Pow(expr)
+
+    def _print_Symbol(self, expr):
+        return expr.name
+
+
+def _function_printer(func):
+    def method(self, expr):
+        fmt = getattr(func, self.backend)
+        return fmt.format(*(self._print(a) for a in expr.args))
+
+    return method
+
+
+class NumpyPrinter(_Printer):
+    backend = "numpy"
+
+
+class TorchPrinter(_Printer):
+    backend = "torch"
+
+
+for _f in FUNCTIONS.values():
+    for _cls in (NumpyPrinter, TorchPrinter):
+        setattr(_cls, f"_print_{_f.sympy.__name__}", _function_printer(_f))
+
+PRINTERS = {"numpy": NumpyPrinter, "torch": TorchPrinter}
+
+PRELUDE = {
+    "numpy": '''
+import numpy
+
+
+def _sigmoid(x):
+    e = numpy.exp(-numpy.abs(x))
+    return numpy.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
+
+
+def _stack(xs):
+    return numpy.stack(xs, 0)
+
+
+def _zeros(shape, like):
+    return numpy.zeros(shape, dtype=like.dtype)
+''',
+    "torch": '''
+import torch
+
+
+def _step(x):
+    return (x > 0).to(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).to(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (torch.remainder(t, period) == 0).to(period.dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
+
+
+def _stack(xs):
+    return torch.stack(xs, 0)
+
+
+def _zeros(shape, like):
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+''',
+}
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Group:
+    """Affine terms sharing one argument: one stacked GEMM."""
+
+    arg: str
+    terms: tuple[tuple[str, str], ...]  # (affine node, weight)
+    hoisted: bool  # the argument is an input: one GEMM for the whole sequence
+
+    @property
+    def var(self) -> str:
+        return f"_W_{self.arg}"
+
+
+def schedule(ir: CellIR) -> list:
+    """Topological order in stages: every ready affine map, then every ready pointwise node."""
+    ready = {n for n, _ in ir.inputs} | {n for n, _ in ir.states}
+    remaining = list(ir.nodes)
+    order = []
+    while remaining:
+        for kind in (Affine, Pointwise):
+            progress = True
+            while progress:
+                progress = False
+                for n in list(remaining):
+                    if isinstance(n, kind) and all(
+                        d in ready or d not in ir.node_map for d in dependencies(n)
+                    ):
+                        order.append(n)
+                        ready.add(n.name)
+                        remaining.remove(n)
+                        progress = kind is Pointwise
+    return order
+
+
+def groups(ir: CellIR) -> dict[str, Group]:
+    inputs = {n for n, _ in ir.inputs}
+    terms: dict[str, list] = {}
+    for n in schedule(ir):
+        if isinstance(n, Affine):
+            for w, arg in n.terms:
+                terms.setdefault(arg, []).append((n.name, w))
+    return {a: Group(a, tuple(t), a in inputs) for a, t in terms.items()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    order: tuple
+    groups: dict
+    partials: dict  # node -> {symbol: expr}
+    saved: tuple[str, ...]  # vector names whose per-step values the backward reads
+
+
+def plan(ir: CellIR) -> Plan:
+    order = tuple(schedule(ir))
+    gr = groups(ir)
+    pd = partials(ir)
+    inputs = {n for n, _ in ir.inputs}
+    vectors = inputs | {n for n, _ in ir.states} | set(ir.node_map)
+    needed = set()
+    for d in pd.values():
+        for expr in d.values():
+            needed |= {s.name for s in expr.free_symbols}
+    needed |= {g.arg for g in gr.values()}
+    saved = tuple(sorted(n for n in needed if n in vectors and n not in inputs))
+    return Plan(order, gr, pd, saved)
+
+
+# ----------------------------------------------------------------------------- emitting
+
+
+class _Code:
+    def __init__(self):
+        self.lines: list[str] = []
+        self.indent = 1
+
+    def __call__(self, line=""):
+        self.lines.append("    " * self.indent + line if line else "")
+
+    def text(self):
+        return "\n".join(self.lines)
+
+
+def _cse_block(code: _Code, items: list[tuple[str, sympy.Expr]], printer, prefix: str):
+    """Emit ``name = expr`` lines for items (in dependency order), sharing subexpressions."""
+    if not items:
+        return
+    symbols = sympy.numbered_symbols(prefix)
+    replacements, reduced = sympy.cse([e for _, e in items], symbols=symbols, order="none")
+    pending = [(s.name, e) for s, e in replacements] + [(n, e) for (n, _), e in zip(items, reduced)]
+    produced = {n for n, _ in pending}
+    available: set[str] = set()
+    while pending:
+        for k, (name, expr) in enumerate(pending):
+            if all(s.name not in produced or s.name in available for s in expr.free_symbols):
+                code(f"{name} = {printer.doprint(expr)}")
+                available.add(name)
+                pending.pop(k)
+                break
+        else:  # pragma: no cover - cse output is acyclic
+            raise AssertionError("cyclic CSE output")
+
+
+def _unpack_params(code: _Code, ir: CellIR, gr: dict[str, Group]):
+    for name in ir.param_names:
+        code(f'{name} = params["{name}"]')
+    for b, _, _ in ir.buffers:
+        code(f'{b} = params["{b}"]')
+    for w in ir.weights:
+        if w.mask is not None:
+            code(f"_mask_{w.name} = {_mask_text(w.mask)}")
+            code(f"{w.name} = {w.name} * _mask_{w.name}")
+    for g in gr.values():
+        code(f"{g.var} = _cat([{', '.join(w for _, w in g.terms)}], 0)")
+        if len(g.terms) > 1:
+            code(f"_off_{g.arg} = _offsets([{', '.join(w + '.shape[0]' for _, w in g.terms)}])")
+
+
+def _mask_text(mask) -> str:
+    def side(o):
+        if o.buffer is None:
+            return repr(o.value)
+        return f"{o.buffer}[None, :]" if o.side == "in" else f"{o.buffer}[:, None]"
+
+    return f"({side(mask.left)} {mask.op} {side(mask.right)})"
+
+
+def _block(g: Group, k: int, tensor: str, rows=False) -> str:
+    """Block k of a stacked GEMM result (last axis) or of a stacked weight gradient (rows)."""
+    if len(g.terms) == 1:
+        return tensor
+    lead = "" if rows else "..., "
+    return f"{tensor}[{lead}_off_{g.arg}[{k}]:_off_{g.arg}[{k + 1}]]"
+
+
+def generate(ir: CellIR, backend: str) -> str:
+    """Source text of the generated module for one backend."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    p = plan(ir)
+    printer = PRINTERS[backend]()
+    header = _header(ir, backend, p)
+    fwd = _forward(ir, p, printer)
+    bwd = _backward(ir, p, printer)
+    helpers = '''
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+'''
+    return header + PRELUDE[backend] + helpers + "\n\n" + fwd + "\n\n\n" + bwd + "\n"
+
+
+def _header(ir: CellIR, backend: str, p: Plan) -> str:
+    eqs = "\n".join(f"#   {e.text}" for e in ir.spec.equations)
+    cite = "; ".join(ir.spec.cite)
+    return (
+        f"# Generated by lstm-verify for cell {ir.name!r} ({ir.spec.title}), backend {backend}.\n"
+        f"# Spec sha256 {ir.spec.sha256}. Source: {cite}.\n"
+        f"# Equations:\n{eqs}\n"
+        f"# Saved for the backward: {', '.join(display(s) for s in p.saved) or 'nothing'}.\n"
+        "# Do not edit: regenerate from the spec.\n"
+    )
+
+
+def _forward(ir: CellIR, p: Plan, printer) -> str:
+    code = _Code()
+    code.indent = 0
+    code("def forward(params, inputs, state, t0=0, save=False):")
+    code.indent = 1
+    code('"""Run the cell over a sequence; see the module header for the equations."""')
+    _unpack_params(code, ir, p.groups)
+    first = ir.inputs[0][0]
+    for n, _ in ir.inputs:
+        code(f'_X_{n} = inputs["{n}"]')
+    code(f"_T, _B = _X_{first}.shape[0], _X_{first}.shape[1]")
+    for g in p.groups.values():
+        if g.hoisted:
+            code(
+                f"_G_{g.arg} = (_X_{g.arg}.reshape(_T * _B, _X_{g.arg}.shape[2]) @ {g.var}.T)"
+                f".reshape(_T, _B, -1)"
+            )
+    for s, _ in ir.states:
+        code(f'{s} = state["{s}"]')
+    code("_outputs = []")
+    saved = p.saved
+    code(f"_saved = {{{', '.join(repr(s) + ': []' for s in saved)}}} if save else None")
+    code("for _t in range(_T):")
+    code.indent = 2
+    if ir.step:
+        code(f"{ir.step} = t0 + _t")
+    for n, _ in ir.inputs:
+        code(f"{n} = _X_{n}[_t]")
+    done_groups = set()
+    run: list = []
+    cse_prefix = iter(range(10**6))
+
+    def flush():
+        if run:
+            _cse_block(code, [(n.name, n.expr) for n in run], printer, f"_f{next(cse_prefix)}_")
+            run.clear()
+
+    for node in p.order:
+        if isinstance(node, Pointwise):
+            run.append(node)
+            continue
+        flush()
+        for _, arg in node.terms:
+            g = p.groups[arg]
+            if arg not in done_groups:
+                done_groups.add(arg)
+                code(f"_g_{arg} = _G_{arg}[_t]" if g.hoisted else f"_g_{arg} = {arg} @ {g.var}.T")
+        parts = []
+        for _, arg in node.terms:
+            g = p.groups[arg]
+            k = [a for a, _ in g.terms].index(node.name)
+            parts.append(_block(g, k, f"_g_{arg}"))
+        if node.bias:
+            parts.append(node.bias)
+        code(f"{node.name} = {' + '.join(parts)}")
+    flush()
+    if saved:
+        code("if save:")
+        for s in saved:
+            code(f'    _saved["{s}"].append({s})')
+    for s, _ in ir.states:
+        code(f"{s} = {ir.new(s)}")
+    code(f"_outputs.append({ir.output})")
+    code.indent = 1
+    code("cache = None")
+    code("if save:")
+    code("    cache = {")
+    code('        "inputs": inputs,')
+    code('        "state0": dict(state),')
+    code('        "t0": t0,')
+    code('        "saved": {k: _stack(v) for k, v in _saved.items()},')
+    code("    }")
+    states = ", ".join(f'"{s}": {s}' for s, _ in ir.states)
+    code(f"return _stack(_outputs), {{{states}}}, cache")
+    return code.text()
+
+
+def _backward(ir: CellIR, p: Plan, printer) -> str:
+    code = _Code()
+    code.indent = 0
+    code("def backward(params, cache, d_outputs=None, d_state=None):")
+    code.indent = 1
+    code('"""Exact BPTT through the sequence run by forward(..., save=True)."""')
+    _unpack_params(code, ir, p.groups)
+    inputs = [n for n, _ in ir.inputs]
+    states = [n for n, _ in ir.states]
+    diagonals = {d for d, _ in ir.diagonals}
+    for n in inputs:
+        code(f'_X_{n} = cache["inputs"]["{n}"]')
+    code(f"_T, _B = _X_{inputs[0]}.shape[0], _X_{inputs[0]}.shape[1]")
+    code('t0 = cache["t0"]')
+    code('_state0 = cache["state0"]')
+    for s in p.saved:
+        code(f'_S_{s} = cache["saved"]["{s}"]')
+    code("if d_state is None:")
+    code("    d_state = {}")
+    for s in states:
+        code(f'_carry_{s} = d_state["{s}"] if d_state.get("{s}") is not None else _zeros(_state0["{s}"].shape, _state0["{s}"])')
+    for d in diagonals:
+        code(f"_grad_{d} = _zeros({d}.shape, {d})")
+    for g in p.groups.values():
+        code(f"_GB_{g.arg} = []")
+    pointwise_inputs = [n for n in inputs if any(n in d for d in p.partials.values())]
+    for n in pointwise_inputs:
+        code(f"_DX_{n} = []")
+    code("for _t in range(_T - 1, -1, -1):")
+    code.indent = 2
+    if ir.step:
+        code(f"{ir.step} = t0 + _t")
+    for n in inputs:
+        code(f"{n} = _X_{n}[_t]")
+    for s in p.saved:
+        code(f"{s} = _S_{s}[_t]")
+    # partial derivatives, all CSE'd together
+    items, names = [], {}
+    for node, d in p.partials.items():
+        for s, expr in d.items():
+            if expr.is_Atom:
+                names[(node, s)] = expr
+            else:
+                key = f"_p_{node}_{s}"
+                items.append((key, expr))
+                names[(node, s)] = sympy.Symbol(key)
+    _cse_block(code, items, printer, "_q")
+    bars: set[str] = set()
+
+    def add(target, text):
+        if target in bars:
+            code(f"_d_{target} = _d_{target} + {text}")
+        else:
+            code(f"_d_{target} = {text}")
+            bars.add(target)
+
+    out_new = ir.new(ir.output)
+    code(f"_d_{out_new} = _carry_{ir.output}")
+    code("if d_outputs is not None:")
+    code(f"    _d_{out_new} = _d_{out_new} + d_outputs[_t]")
+    bars.add(out_new)
+    for s in states:
+        if s != ir.output:
+            add(ir.new(s), f"_carry_{s}")
+    flushed = set()
+    stacked: dict[str, str] = {}
+
+    def flush_group(arg):
+        if arg in flushed or arg not in p.groups:
+            return
+        flushed.add(arg)
+        g = p.groups[arg]
+        parts = []
+        for aff, w in g.terms:
+            if aff in bars:
+                parts.append(f"_d_{aff}")
+            else:
+                parts.append(f"_zeros((_B, {w}.shape[0]), {w})")
+        joined = f"_cat([{', '.join(parts)}], 1)"
+        if joined in stacked:  # another argument feeds exactly the same affine maps
+            code(f"_gb_{arg} = {stacked[joined]}")
+        else:
+            code(f"_gb_{arg} = {joined}")
+            stacked[joined] = f"_gb_{arg}"
+        code(f"_GB_{arg}.append(_gb_{arg})")
+        if not g.hoisted:
+            add(arg, f"_gb_{arg} @ {g.var}")
+
+    for node in reversed(p.order):
+        flush_group(node.name)
+        if isinstance(node, Affine) or node.name not in bars:
+            continue
+        for s, expr in p.partials[node.name].items():
+            factor = names[(node.name, s)]
+            if factor == 0:
+                continue
+            if factor == 1:
+                term = f"_d_{node.name}"
+            else:
+                term = f"_d_{node.name} * {printer.doprint(factor)}"
+            if s in diagonals:
+                code(f"_grad_{s} = _grad_{s} + ({term}).sum(0)")
+            else:
+                add(s, term)
+    for src in states + inputs:
+        flush_group(src)
+    for s in states:
+        code(f"_carry_{s} = _d_{s}" if s in bars else f"_carry_{s} = _zeros(_carry_{s}.shape, _carry_{s})")
+    for n in pointwise_inputs:
+        code(f"_DX_{n}.append(_d_{n})" if n in bars else f"_DX_{n}.append(_zeros({n}.shape, {n}))")
+    code.indent = 1
+    code("grads = {}")
+    code("d_inputs = {}")
+    for g in p.groups.values():
+        code(f"_GBs = _stack(_GB_{g.arg}[::-1])")
+        src = f"_X_{g.arg}" if g.hoisted else f"_S_{g.arg}"
+        code(f"_m = _GBs.shape[2]")
+        code(f"_GW = _GBs.reshape(_T * _B, _m).T @ {src}.reshape(_T * _B, {src}.shape[2])")
+        for k, (aff, w) in enumerate(g.terms):
+            block = _block(g, k, "_GW", rows=True)
+            mask = next(x.mask for x in ir.weights if x.name == w)
+            code(f'grads["{w}"] = {block}' + (f" * _mask_{w}" if mask is not None else ""))
+            node = ir.node_map[aff]
+            if node.bias and node.terms[0][1] == g.arg:
+                code(f'grads["{node.bias}"] = {_block(g, k, "_GBs")}.sum((0, 1))')
+        if g.hoisted:
+            code(f'd_inputs["{g.arg}"] = (_GBs.reshape(_T * _B, _m) @ {g.var}).reshape(_T, _B, -1)')
+    for n in pointwise_inputs:
+        code(f"_dx = _stack(_DX_{n}[::-1])")
+        code(f'd_inputs["{n}"] = d_inputs["{n}"] + _dx if "{n}" in d_inputs else _dx')
+    for n in inputs:
+        code(f'if "{n}" not in d_inputs:')
+        code(f'    d_inputs["{n}"] = _zeros(_X_{n}.shape, _X_{n})')
+    for d in diagonals:
+        code(f'grads["{d}"] = _grad_{d}')
+    states_map = ", ".join(f'"{s}": _carry_{s}' for s in states)
+    code(f"return grads, d_inputs, {{{states_map}}}")
+    return code.text()
+

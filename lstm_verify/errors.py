@@ -1,0 +1,41 @@
+"""One error hierarchy for the whole package.
+
+Every error raised on purpose is a :class:`LstmVerifyError`; each subclass also inherits the
+built-in exception a caller would expect, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class LstmVerifyError(Exception):
+    """Base class of every error lstm-verify raises on purpose."""
+
+
+class SpecError(LstmVerifyError, ValueError):
+    """A spec file is malformed, hostile or inconsistent.
+
+    ``path``, ``equation`` and ``column`` (1-based) say where; any may be ``None``.
+    """
+
+    def __init__(self, message: str, *, path=None, equation=None, column=None):
+        self.path = None if path is None else str(path)
+        self.equation = equation
+        self.column = column
+        self.detail = message
+        where = []
+        if self.path:
+            where.append(self.path)
+        if equation is not None:
+            where.append(f"equation {equation!r}")
+        if column is not None:
+            where.append(f"column {column}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ShapeError(LstmVerifyError, ValueError):
+    """Arrays handed to a generated implementation have the wrong shape, dtype or names."""
+
+
+class VerificationError(LstmVerifyError, AssertionError):
+    """An implementation disagrees with an oracle beyond tolerance."""

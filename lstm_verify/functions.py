@@ -1,0 +1,147 @@
+"""The pointwise vocabulary of the spec language, one table row per function.
+
+Each row holds the SymPy function, how the NumPy and torch backends spell it, and an mpmath
+callable for the arbitrary-precision reference. Derivatives live on the SymPy classes
+(``fdiff``), next to their definitions. Conventions where mathematics and frameworks differ:
+
+* ``sigmoid``: derivative in output form ``s*(1-s)``; printed as a stable formula (never
+  ``1/(1+exp(-x))``, which gives NaN gradients at x = -89 in float32).
+* ``relu``: derivative ``step(x)`` with step(0) = 0, as torch has it (SymPy's Heaviside says 1/2).
+* ``hard_sigmoid``: torch's ``hardsigmoid``, clamp(x/6 + 1/2, 0, 1); derivative 1/6 strictly
+  inside (-3, 3), 0 elsewhere, as torch has it.
+* ``tick(t, T)``: 1 where the step counter t is a multiple of the per-unit period T, else 0.
+  Piecewise constant: its derivative is 0 everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import mpmath
+import sympy
+
+
+class sigmoid(sympy.Function):  # noqa: N801 - named as the math is written
+    """Logistic sigmoid 1/(1+exp(-x))."""
+
+    def fdiff(self, argindex=1):
+        return self * (1 - self)
+
+
+class step(sympy.Function):  # noqa: N801
+    """Heaviside step with step(0) = 0 (torch's relu derivative)."""
+
+    def fdiff(self, argindex=1):
+        return sympy.Integer(0)
+
+
+class relu(sympy.Function):  # noqa: N801
+    """max(x, 0)."""
+
+    def fdiff(self, argindex=1):
+        return step(self.args[0])
+
+
+class hard_sigmoid_grad(sympy.Function):  # noqa: N801
+    """Derivative of hard_sigmoid: 1/6 on the open interval (-3, 3), else 0."""
+
+    def fdiff(self, argindex=1):
+        return sympy.Integer(0)
+
+
+class hard_sigmoid(sympy.Function):  # noqa: N801
+    """torch.nn.functional.hardsigmoid: clamp(x/6 + 1/2, 0, 1)."""
+
+    def fdiff(self, argindex=1):
+        return hard_sigmoid_grad(self.args[0])
+
+
+class tick(sympy.Function):  # noqa: N801
+    """1 where step counter t is a multiple of period T, else 0 (0-based t)."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        return sympy.Integer(0)
+
+
+@dataclass(frozen=True)
+class Func:
+    """How one pointwise function is spelled by every backend."""
+
+    name: str
+    sympy: type | Callable
+    arity: int
+    numpy: str  # format string over the printed arguments {0}, {1}
+    torch: str
+    mpmath: Callable
+    public: bool = True  # may appear in spec text
+
+
+def _mp_sigmoid(x):
+    return 1 / (1 + mpmath.exp(-x))
+
+
+def _mp_hard_sigmoid(x):
+    return min(max(x / 6 + mpmath.mpf(1) / 2, mpmath.mpf(0)), mpmath.mpf(1))
+
+
+def _mp_tick(t, period):
+    return mpmath.mpf(1) if int(t) % int(period) == 0 else mpmath.mpf(0)
+
+
+FUNCTIONS: dict[str, Func] = {
+    f.name: f
+    for f in [
+        Func("sigmoid", sigmoid, 1, "_sigmoid({0})", "torch.sigmoid({0})", _mp_sigmoid),
+        Func("tanh", sympy.tanh, 1, "numpy.tanh({0})", "torch.tanh({0})", mpmath.tanh),
+        Func("exp", sympy.exp, 1, "numpy.exp({0})", "torch.exp({0})", mpmath.exp),
+        Func("relu", relu, 1, "numpy.maximum({0}, 0)", "torch.relu({0})", lambda x: max(x, 0)),
+        Func(
+            "hard_sigmoid",
+            hard_sigmoid,
+            1,
+            "numpy.clip({0} / 6 + 0.5, 0, 1)",
+            "torch.nn.functional.hardsigmoid({0})",
+            _mp_hard_sigmoid,
+        ),
+        Func("tick", tick, 2, "_tick({0}, {1})", "_tick({0}, {1})", _mp_tick),
+        Func(
+            "step",
+            step,
+            1,
+            "_step({0})",
+            "_step({0})",
+            lambda x: mpmath.mpf(1) if x > 0 else mpmath.mpf(0),
+            public=False,
+        ),
+        Func(
+            "hard_sigmoid_grad",
+            hard_sigmoid_grad,
+            1,
+            "_hard_sigmoid_grad({0})",
+            "_hard_sigmoid_grad({0})",
+            lambda x: mpmath.mpf(1) / 6 if -3 < x < 3 else mpmath.mpf(0),
+            public=False,
+        ),
+    ]
+}
+
+SPEC_FUNCTIONS = {name: f for name, f in FUNCTIONS.items() if f.public}
+BY_SYMPY = {f.sympy: f for f in FUNCTIONS.values()}
+
+
+def _check_table() -> None:
+    """Every derivative a function can produce must itself be in the table."""
+    x, t = sympy.symbols("x t", real=True)
+    for f in FUNCTIONS.values():
+        args = (t, x) if f.arity == 2 else (x,)
+        expr = f.sympy(*args)
+        for d in (sympy.diff(expr, a) for a in args):
+            for sub in d.atoms(sympy.Function):
+                if type(sub) not in BY_SYMPY:
+                    raise AssertionError(f"derivative of {f.name} uses {sub.func}, not in FUNCTIONS")
+
+
+_check_table()

@@ -1,0 +1,228 @@
+"""The cell IR: an ordered DAG of affine and pointwise vector nodes, built from a CellSpec.
+
+Every ``lin(...)`` becomes an :class:`Affine` node (one weight per argument, one optional bias);
+every equation becomes a :class:`Pointwise` node whose SymPy expression is in per-unit scalars
+of earlier nodes, previous states, inputs, diagonal parameters, buffers and the step counter.
+A ``lin`` argument that is an expression (``lin(x, r*h)``) becomes a pointwise node of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import sympy
+
+from .errors import SpecError
+from .masks import Mask, parse_mask
+from .spec import NEW, BufferSpec, CellSpec, display
+
+
+@dataclass(frozen=True)
+class Affine:
+    name: str
+    dim: str
+    terms: tuple[tuple[str, str], ...]  # (weight name, argument vector name)
+    bias: str | None
+    equation: str
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    name: str
+    dim: str
+    expr: sympy.Expr
+    equation: str
+
+
+@dataclass(frozen=True)
+class Weight:
+    name: str
+    out_dim: str
+    in_dim: str
+    mask: Mask | None = None
+
+
+@dataclass(frozen=True)
+class CellIR:
+    spec: CellSpec
+    inputs: tuple[tuple[str, str], ...]  # (name, size name)
+    states: tuple[tuple[str, str], ...]
+    output: str
+    nodes: tuple[Affine | Pointwise, ...]  # topological order
+    weights: tuple[Weight, ...]
+    biases: tuple[tuple[str, str], ...]
+    diagonals: tuple[tuple[str, str], ...]
+    buffers: tuple[tuple[str, str, BufferSpec], ...]
+    step: str | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def node_map(self) -> dict:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def dims(self) -> dict[str, str]:
+        """Size name of every vector, parameter and buffer."""
+        d = dict(self.inputs) | dict(self.states) | {n.name: n.dim for n in self.nodes}
+        d |= dict(self.biases) | dict(self.diagonals) | {b: dim for b, dim, _ in self.buffers}
+        return d
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Trainable parameters, in a fixed order: weights, biases, diagonals."""
+        return tuple(
+            [w.name for w in self.weights] + [b for b, _ in self.biases] + [p for p, _ in self.diagonals]
+        )
+
+    def param_shape(self, name: str, sizes: dict[str, int]) -> tuple[int, ...]:
+        for w in self.weights:
+            if w.name == name:
+                return (sizes[w.out_dim], sizes[w.in_dim])
+        return (sizes[self.dims[name]],)
+
+    @property
+    def size_names(self) -> tuple[str, ...]:
+        names = {w.out_dim for w in self.weights} | {w.in_dim for w in self.weights}
+        names |= set(self.dims.values())
+        return tuple(sorted(names))
+
+    def new(self, state: str) -> str:
+        """Node name holding the new value of a state."""
+        return state + NEW
+
+
+def build_ir(spec: CellSpec) -> CellIR:
+    """Turn a parsed spec into the IR; raises SpecError on cycles, clashes or bad layouts."""
+    nodes: list = []
+    weights: list[Weight] = []
+    biases: list[tuple[str, str]] = []
+    fail = lambda msg, eq=None, col=None: (_ for _ in ()).throw(  # noqa: E731
+        SpecError(msg, path=spec.path, equation=eq, column=col)
+    )
+    for eq in spec.equations:
+        base = eq.lhs[:-1] if eq.lhs.endswith(NEW) else eq.lhs
+        replace = {}
+        for lin in eq.lins:
+            keys = "_".join(a.key for a in lin.args)
+            suffix = "" if len(eq.lins) == 1 else "_" + keys
+            terms = []
+            for arg in lin.args:
+                if isinstance(arg.expr, sympy.Symbol):
+                    arg_name = arg.expr.name
+                else:
+                    arg_name = f"{base}_{arg.key}{suffix}_in"
+                    nodes.append(Pointwise(arg_name, arg.dim, arg.expr, eq.text))
+                wname = f"W_{base}_{arg.key}"
+                terms.append((wname, arg_name))
+                weights.append(Weight(wname, eq.dim, arg.dim))
+            bias = f"b_{base}{suffix}" if lin.bias else None
+            if bias:
+                biases.append((bias, eq.dim))
+            aname = f"lin_{base}{suffix}"
+            nodes.append(Affine(aname, eq.dim, tuple(terms), bias, eq.text))
+            replace[lin.symbol] = sympy.Symbol(aname, real=True)
+        nodes.append(Pointwise(eq.lhs, eq.dim, eq.expr.xreplace(replace), eq.text))
+
+    masks = dict(spec.masks)
+    buffer_names = {b for b, _ in spec.buffers}
+    weights = [
+        Weight(w.name, w.out_dim, w.in_dim,
+               parse_mask(masks[w.name], buffer_names, spec.path, w.name) if w.name in masks else None)
+        for w in weights
+    ]  # fmt: skip
+    unknown_masks = set(masks) - {w.name for w in weights}
+    if unknown_masks:
+        fail(f"'masks' names unknown weights {sorted(unknown_masks)}")
+
+    # every name must be unique across vectors, parameters and buffers
+    seen: dict[str, str] = {}
+    named = [(n, "input") for n in spec.inputs] + [(n, "state") for n in spec.states]
+    named += [(n.name, "node") for n in nodes] + [(w.name, "weight") for w in weights]
+    named += [(b, "bias") for b, _ in biases] + [(p, "diagonal parameter") for p in spec.diagonal]
+    named += [(b, "buffer") for b, _ in spec.buffers] + ([(spec.step, "step")] if spec.step else [])
+    for name, kind in named:
+        if name in seen:
+            fail(f"the name {display(name)!r} is used twice (as {seen[name]} and as {kind}); "
+                 "rename one")
+        seen[name] = kind
+
+    dims = dict(spec.dims)
+    ir = CellIR(
+        spec=spec,
+        inputs=tuple((n, dims[n]) for n in spec.inputs),
+        states=tuple((n, dims[n]) for n in spec.states),
+        output=spec.output,
+        nodes=tuple(_toposort(nodes, spec)),
+        weights=tuple(weights),
+        biases=tuple(biases),
+        diagonals=tuple((p, dims[p]) for p in spec.diagonal),
+        buffers=tuple((b, dims[b], bs) for b, bs in spec.buffers),
+        step=spec.step,
+    )
+    for w in ir.weights:
+        if w.mask is not None:
+            for o in (w.mask.left, w.mask.right):
+                if o.buffer is not None and dims[o.buffer] != (w.in_dim if o.side == "in" else w.out_dim):
+                    fail(f"mask of {w.name}: buffer {o.buffer!r} has size {dims[o.buffer]!r}, "
+                         f"which does not match the weight's {o.side} size")
+    _check_layouts(ir)
+    return ir
+
+
+def dependencies(node) -> list[str]:
+    if isinstance(node, Affine):
+        return [arg for _, arg in node.terms]
+    return sorted(s.name for s in node.expr.free_symbols)
+
+
+def _toposort(nodes, spec):
+    by_name = {n.name: n for n in nodes}
+    order, state = [], {}
+
+    def visit(n, path):
+        mark = state.get(n.name)
+        if mark == "done":
+            return
+        if mark == "active":
+            cycle = path[path.index(n.name):] + [n.name]
+            eqs = [by_name[c].equation for c in cycle[:-1]]
+            raise SpecError(
+                "cycle between equations: " + " -> ".join(display(c) for c in cycle)
+                + "; a state's previous value is written without a prime, its new value with one",
+                path=spec.path,
+                equation=eqs[0],
+            )
+        state[n.name] = "active"
+        for dep in dependencies(n):
+            if dep in by_name:
+                visit(by_name[dep], path + [n.name])
+        state[n.name] = "done"
+        order.append(n)
+
+    for n in nodes:
+        visit(n, [])
+    return order
+
+
+def _check_layouts(ir: CellIR) -> None:
+    params = set(ir.param_names)
+    for layout in ir.spec.layouts:
+        for tensor, blocks in layout.tensors:
+            for b in blocks:
+                if b not in params:
+                    raise SpecError(
+                        f"layout {layout.name!r}, tensor {tensor!r}: {b!r} is not a parameter of "
+                        f"this cell; parameters: {sorted(params)}",
+                        path=ir.spec.path,
+                    )
+        covered = {b for _, blocks in layout.tensors for b in blocks}
+        missing = params - covered
+        if missing:
+            raise SpecError(
+                f"layout {layout.name!r} leaves parameters unmapped: {sorted(missing)}",
+                path=ir.spec.path,
+            )

@@ -1,0 +1,588 @@
+"""Spec files: TOML text to a frozen :class:`CellSpec` with exact SymPy equations.
+
+Spec text is never evaluated. Each right-hand side goes through ``ast.parse(mode="eval")``
+after cheap size checks, and a whitelist walker builds SymPy objects from the tree. ``h'`` is
+rewritten to ``h_`` before parsing (same length, so columns stay exact); user names may
+therefore not end in ``_``.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import keyword
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sympy
+
+from .errors import SpecError
+from .functions import SPEC_FUNCTIONS
+
+MAX_FILE_BYTES = 128 * 1024
+MAX_EQUATION_CHARS = 1000
+MAX_EQUATIONS = 200
+MAX_DEPTH = 48
+MAX_EXPONENT = 8
+MAX_CONSTANT = 1e6
+NEW = "_"  # suffix of a state's new value: h' is spelled h_ inside
+RESERVED = {"lin", "numpy", "torch", "mpmath", "math", "params", "inputs", "state", "bias"}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+_EQUATION = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*'?)\s*=(?!=)")
+_KEYS = {
+    "name", "title", "cite", "notes", "input", "inputs", "state", "output", "diagonal",
+    "sizes", "buffers", "step", "masks", "equations", "layouts",
+}  # fmt: skip
+
+
+def display(name: str) -> str:
+    """``h_`` (internal) to ``h'`` (as written in specs and papers)."""
+    return name[:-1] + "'" if name.endswith(NEW) else name
+
+
+@dataclass(frozen=True)
+class LinArg:
+    """One argument of ``lin(...)``: its weight-naming key, SymPy expression and size."""
+
+    key: str
+    expr: sympy.Expr
+    dim: str
+    column: int
+
+
+@dataclass(frozen=True)
+class Lin:
+    """An affine map ``lin(a, b, ..., bias=true)`` found in an equation."""
+
+    symbol: sympy.Symbol  # placeholder standing for the map's value in the equation
+    args: tuple[LinArg, ...]
+    bias: bool
+    column: int
+
+
+@dataclass(frozen=True)
+class Equation:
+    lhs: str  # internal name (h_ for h')
+    text: str
+    expr: sympy.Expr  # right-hand side; lin calls replaced by their placeholder symbols
+    lins: tuple[Lin, ...]
+    dim: str
+    rhs_offset: int  # column (0-based) where the right-hand side starts in text
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    init: str
+    options: tuple[tuple[str, object], ...] = ()
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A third-party parameter layout: tensors made of stacked blocks of spec parameters."""
+
+    name: str
+    target: str
+    options: tuple[tuple[str, object], ...]
+    state: tuple[str, ...]
+    tensors: tuple[tuple[str, tuple[str, ...]], ...]
+    transpose: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    path: str
+    name: str
+    title: str
+    cite: tuple[str, ...]
+    notes: str
+    inputs: tuple[str, ...]
+    states: tuple[str, ...]
+    output: str
+    diagonal: tuple[str, ...]
+    buffers: tuple[tuple[str, BufferSpec], ...]
+    step: str | None
+    masks: tuple[tuple[str, str], ...]
+    equations: tuple[Equation, ...]
+    dims: tuple[tuple[str, str], ...]  # every vector name (and diagonal/buffer) -> size name
+    layouts: tuple[Layout, ...]
+    sha256: str = field(repr=False)
+
+    def dim(self, name: str) -> str:
+        return dict(self.dims)[name]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_spec(path) -> CellSpec:
+    """Read and parse one spec file; every problem raises :class:`SpecError`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", path=path) from None
+    if size > MAX_FILE_BYTES:
+        raise SpecError(f"file is {size} bytes; specs are limited to {MAX_FILE_BYTES}", path=path)
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file as UTF-8 text: {exc}", path=path) from None
+    return parse_spec(text, path=str(path))
+
+
+def parse_spec(text: str, path: str = "<spec>") -> CellSpec:
+    """Parse spec text (TOML). ``path`` is used in error messages only."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise SpecError(f"spec text is larger than {MAX_FILE_BYTES} bytes", path=path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"not valid TOML: {exc}", path=path) from None
+    return _Parser(data, path).run(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+class _Parser:
+    def __init__(self, data: dict, path: str):
+        self.data = data
+        self.path = path
+
+    def fail(self, message, equation=None, column=None):
+        raise SpecError(message, path=self.path, equation=equation, column=column)
+
+    # ----- top-level fields
+
+    def string(self, key, default=None):
+        value = self.data.get(key, default)
+        if not isinstance(value, str):
+            self.fail(f"'{key}' must be a string, got {type(value).__name__}")
+        return value
+
+    def names(self, key, default=()):
+        value = self.data.get(key, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(f"'{key}' must be a list of names")
+        for v in value:
+            self.check_name(v, key)
+        if len(set(value)) != len(value):
+            self.fail(f"'{key}' lists a name twice: {value}")
+        return tuple(value)
+
+    def check_name(self, name, where):
+        if not _NAME.match(name) or name.endswith(NEW) or keyword.iskeyword(name):
+            self.fail(
+                f"{where}: {name!r} is not a valid name (letters, digits and '_', starting with a "
+                "letter, not ending in '_')"
+            )
+        if name in RESERVED or name in SPEC_FUNCTIONS:
+            self.fail(f"{where}: {name!r} is reserved")
+
+    def run(self, sha) -> CellSpec:
+        unknown = set(self.data) - _KEYS
+        if unknown:
+            self.fail(f"unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+        for key in ("name", "cite", "state", "equations"):
+            if key not in self.data:
+                self.fail(f"missing required key '{key}'")
+        name = self.string("name")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            self.fail(f"'name' must be lower-case letters, digits and '_', got {name!r}")
+        cite = self.data["cite"]
+        if isinstance(cite, str):
+            cite = [cite]
+        if not isinstance(cite, list) or not cite or not all(isinstance(c, str) for c in cite):
+            self.fail("'cite' must be a non-empty list of strings: where the equations come from")
+        if "input" in self.data and "inputs" in self.data:
+            self.fail("give either 'input' or 'inputs', not both")
+        if "input" in self.data:
+            inputs = (self.string("input"),)
+            self.check_name(inputs[0], "input")
+        else:
+            inputs = self.names("inputs", ["x"])
+        if not inputs:
+            self.fail("a cell needs at least one input")
+        states = self.names("state")
+        if not states:
+            self.fail("'state' must name at least one state variable")
+        output = self.string("output", states[0])
+        if output not in states:
+            self.fail(f"'output' {output!r} is not one of the states {list(states)}")
+        diagonal = self.names("diagonal")
+        step = self.data.get("step")
+        if step is not None:
+            self.check_name(self.string("step"), "step")
+        buffers = self.buffers()
+        declared = list(inputs) + list(states) + list(diagonal) + [b for b, _ in buffers]
+        declared += [step] if step else []
+        if len(set(declared)) != len(declared):
+            self.fail("inputs, states, diagonal parameters, buffers and step share a name")
+        self.declared = declared
+        sizes = self.sizes()
+        equations = self.equations(inputs, states, diagonal, buffers, step, sizes)
+        dims = dict(self.dims)
+        unused = [n for n in list(diagonal) + [b for b, _ in buffers] if n not in dims]
+        if unused:
+            self.fail(f"declared but never used in an equation: {unused}")
+        return CellSpec(
+            path=self.path,
+            name=name,
+            title=self.string("title", name),
+            cite=tuple(cite),
+            notes=self.string("notes", ""),
+            inputs=inputs,
+            states=states,
+            output=output,
+            diagonal=diagonal,
+            buffers=buffers,
+            step=step,
+            masks=self.masks(),
+            equations=equations,
+            dims=tuple(sorted(dims.items())),
+            layouts=self.layouts(),
+            sha256=sha,
+        )
+
+    def buffers(self):
+        table = self.data.get("buffers", {})
+        if not isinstance(table, dict):
+            self.fail("'buffers' must be a table of name = { init = ..., ... }")
+        out = []
+        for bname, entry in table.items():
+            self.check_name(bname, "buffers")
+            if not isinstance(entry, dict) or not isinstance(entry.get("init"), str):
+                self.fail(f"buffer {bname!r} needs a string 'init' naming its initialiser")
+            opts = {k: v for k, v in entry.items() if k != "init"}
+            for k, v in opts.items():
+                if not isinstance(v, (int, float, str)) or isinstance(v, bool):
+                    self.fail(f"buffer {bname!r} option {k!r} must be a number or string")
+            out.append((bname, BufferSpec(entry["init"], tuple(sorted(opts.items())))))
+        return tuple(out)
+
+    def sizes(self):
+        table = self.data.get("sizes", {})
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and _NAME.match(v) for k, v in table.items()
+        ):
+            self.fail("'sizes' must map names to size names, e.g. { h = \"proj\" }")
+        return dict(table)
+
+    def masks(self):
+        table = self.data.get("masks", {})
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            self.fail("'masks' must map weight names to comparisons such as \"T_in >= T_out\"")
+        from .masks import parse_mask  # local: masks need the buffer names known here
+
+        buffers = {b for b, _ in self.buffers()}
+        for weight, text in table.items():
+            parse_mask(text, buffers, self.path, weight)
+        return tuple(sorted(table.items()))
+
+    def layouts(self):
+        table = self.data.get("layouts", {})
+        if not isinstance(table, dict):
+            self.fail("'layouts' must be a table of layouts")
+        out = []
+        for lname, entry in table.items():
+            where = f"layout {lname!r}"
+            if not isinstance(entry, dict):
+                self.fail(f"{where} must be a table")
+            extra = set(entry) - {"target", "options", "state", "tensors", "transpose"}
+            if extra:
+                self.fail(f"{where}: unknown keys {sorted(extra)}")
+            target = entry.get("target")
+            tensors = entry.get("tensors")
+            if not isinstance(target, str) or not isinstance(tensors, dict) or not tensors:
+                self.fail(f"{where} needs 'target' (a string) and 'tensors' (a table)")
+            for tname, blocks in tensors.items():
+                if not isinstance(blocks, list) or not blocks or not all(
+                    isinstance(b, str) for b in blocks
+                ):
+                    self.fail(f"{where}: tensor {tname!r} must be a list of parameter names")
+            options = entry.get("options", {})
+            state = entry.get("state", list(self.data["state"]))
+            transpose = entry.get("transpose", [])
+            if not isinstance(options, dict) or not isinstance(state, list):
+                self.fail(f"{where}: 'options' must be a table and 'state' a list")
+            if sorted(state) != sorted(self.data["state"]):
+                self.fail(f"{where}: 'state' must order exactly the cell's states")
+            if not isinstance(transpose, list) or not set(transpose) <= set(tensors):
+                self.fail(f"{where}: 'transpose' must list some of its tensors")
+            out.append(
+                Layout(
+                    lname,
+                    target,
+                    tuple(sorted(options.items())),
+                    tuple(state),
+                    tuple((k, tuple(v)) for k, v in tensors.items()),
+                    tuple(transpose),
+                )
+            )
+        return tuple(out)
+
+    # ----- equations
+
+    def equations(self, inputs, states, diagonal, buffers, step, sizes):
+        texts = self.data["equations"]
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            self.fail("'equations' must be a list of strings like \"h' = tanh(lin(x, h))\"")
+        if not texts:
+            self.fail("'equations' is empty")
+        if len(texts) > MAX_EQUATIONS:
+            self.fail(f"{len(texts)} equations; at most {MAX_EQUATIONS} are allowed")
+        heads = []
+        for text in texts:
+            if len(text) > MAX_EQUATION_CHARS:
+                self.fail(
+                    f"equation is {len(text)} characters long; at most {MAX_EQUATION_CHARS}",
+                    equation=text[:40] + "...",
+                )
+            m = _EQUATION.match(text)
+            if not m:
+                self.fail("expected 'name = expression'", equation=text, column=1)
+            heads.append((m.group(1), m.end()))
+        # classify names
+        self.kinds = {n: "input" for n in inputs}
+        self.kinds.update({n: "state" for n in states})
+        self.kinds.update({n + NEW: "new" for n in states})
+        self.kinds.update({n: "diagonal" for n in diagonal})
+        self.kinds.update({b: "buffer" for b, _ in buffers})
+        if step:
+            self.kinds[step] = "step"
+        self.dims = {}
+        for n in list(inputs):
+            self.dims[n] = sizes.get(n, "input")
+        for n in states:
+            self.dims[n] = self.dims[n + NEW] = sizes.get(n, "hidden")
+        defined = {}
+        for text, (lhs, _) in zip(texts, heads):
+            col = text.index(lhs) + 1
+            if lhs.endswith("'"):
+                base = lhs[:-1]
+                if base not in states:
+                    self.fail(f"only state variables take a prime; {base!r} is not a state",
+                              equation=text, column=col)
+                lhs = base + NEW
+            else:
+                self.check_name(lhs, "equation")
+                if lhs in self.kinds:
+                    kind = self.kinds[lhs]
+                    hint = f"; write {lhs}' for its new value" if kind == "state" else ""
+                    self.fail(f"cannot assign to {lhs!r}, which is a {kind}{hint}",
+                              equation=text, column=col)
+                self.kinds[lhs] = "node"
+                self.dims[lhs] = sizes.get(lhs, "hidden")
+            if lhs in defined:
+                self.fail(f"{display(lhs)!r} is defined twice", equation=text, column=col)
+            defined[lhs] = text
+        for n in states:
+            if n + NEW not in defined:
+                self.fail(f"state {n!r} is never updated: add an equation for {n}'")
+        unknown_sizes = set(sizes) - set(self.kinds)
+        if unknown_sizes:
+            self.fail(f"'sizes' names unknown variables {sorted(unknown_sizes)}")
+        self.sizes_given = sizes
+        self.symbols = {n: sympy.Symbol(n, real=True) for n in self.kinds}
+        return tuple(
+            self.equation(text, lhs if not lhs.endswith("'") else lhs[:-1] + NEW, offset)
+            for text, (lhs, offset) in zip(texts, heads)
+        )
+
+    def equation(self, text, lhs, offset):
+        rhs = text[offset:]
+        source = re.sub(r"([A-Za-z0-9_])'", r"\1" + NEW, rhs)
+        depth = 0
+        for pos, ch in enumerate(source):
+            depth += ch in "([{"
+            depth -= ch in ")]}"
+            if depth > MAX_DEPTH:
+                self.fail(f"nesting deeper than {MAX_DEPTH}", equation=text, column=offset + pos + 1)
+        try:
+            tree = ast.parse(source.strip() and source.lstrip(), mode="eval")
+        except SyntaxError as exc:
+            lead = len(source) - len(source.lstrip())
+            col = offset + lead + (exc.offset or 1)
+            self.fail(f"syntax error: {exc.msg}", equation=text, column=col)
+        except (RecursionError, MemoryError, ValueError):
+            self.fail("expression too deeply nested or malformed", equation=text, column=offset + 1)
+        lead = len(source) - len(source.lstrip())
+        walker = _Walker(self, text, offset + lead, self.dims[lhs], lhs)
+        expr = walker.top(tree.body)
+        return Equation(lhs, text, expr, tuple(walker.lins), self.dims[lhs], offset + lead)
+
+
+class _Walker:
+    """Builds SymPy from a whitelisted expression tree and checks sizes."""
+
+    def __init__(self, parser: _Parser, text, offset, dim, lhs):
+        self.p = parser
+        self.text = text
+        self.offset = offset
+        self.dim = dim
+        self.lhs = lhs
+        self.lins: list[Lin] = []
+        self.depth = 0
+
+    def fail(self, message, node):
+        col = self.offset + getattr(node, "col_offset", 0) + 1
+        self.p.fail(message, equation=self.text, column=col)
+
+    def top(self, node):
+        expr = self.build(node, self.dim, in_lin=False)
+        if not self.has_vector(node):
+            self.fail("the right-hand side must involve at least one vector", node)
+        return expr
+
+    def has_vector(self, node):
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Name) and self.p.kinds.get(sub.id) in (
+                "input", "state", "new", "node"
+            ):  # fmt: skip
+                return True
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "lin":
+                return True
+        return False
+
+    def build(self, node, dim, in_lin):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(f"expression nested deeper than {MAX_DEPTH}", node)
+        try:
+            method = getattr(self, "_" + type(node).__name__, None)
+            if method is None:
+                self.fail(f"{type(node).__name__} is not allowed in equations ({_EXPLAIN})", node)
+            return method(node, dim, in_lin)
+        finally:
+            self.depth -= 1
+
+    def _Constant(self, node, dim, in_lin):
+        v = node.value
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            self.fail(f"constant {v!r} is not allowed; only numbers", node)
+        if not abs(v) <= MAX_CONSTANT:
+            self.fail(f"constant {v!r} exceeds {MAX_CONSTANT:g} in magnitude", node)
+        return sympy.Integer(v) if isinstance(v, int) else sympy.Rational(repr(v))
+
+    def _Name(self, node, dim, in_lin):
+        name = node.id
+        kind = self.p.kinds.get(name)
+        if kind is None:
+            shown = display(name)
+            if name.endswith(NEW) and name[:-1] in self.p.kinds:
+                self.fail(f"{shown!r}: only state variables take a prime", node)
+            self.fail(f"unknown name {shown!r}; known: {sorted(map(display, self.p.kinds))}", node)
+        if kind in ("diagonal", "buffer"):
+            have = self.p.dims.setdefault(name, self.p.sizes_given.get(name, dim))
+            if have != dim:
+                self.fail(f"{name!r} has size {have!r} but is used where vectors have size {dim!r}",
+                          node)
+        elif kind != "step":
+            have = self.p.dims[name]
+            if have != dim:
+                self.fail(
+                    f"size mismatch: {display(name)!r} has size {have!r} but this expression's "
+                    f"vectors have size {dim!r}",
+                    node,
+                )
+        return self.p.symbols[name]
+
+    def _UnaryOp(self, node, dim, in_lin):
+        operand = self.build(node.operand, dim, in_lin)
+        if isinstance(node.op, ast.USub):
+            return -operand
+        if isinstance(node.op, ast.UAdd):
+            return operand
+        self.fail(f"operator {type(node.op).__name__} is not allowed", node)
+
+    def _BinOp(self, node, dim, in_lin):
+        op = type(node.op)
+        if op is ast.Pow:
+            exp = node.right
+            sign = 1
+            if isinstance(exp, ast.UnaryOp) and isinstance(exp.op, ast.USub):
+                exp, sign = exp.operand, -1
+            if not (isinstance(exp, ast.Constant) and type(exp.value) is int):
+                self.fail("exponents must be integer literals", node.right)
+            if abs(exp.value) > MAX_EXPONENT:
+                self.fail(f"exponent {sign * exp.value} exceeds {MAX_EXPONENT} in magnitude",
+                          node.right)
+            return self.build(node.left, dim, in_lin) ** (sign * exp.value)
+        ops = {ast.Add: sympy.Add, ast.Sub: None, ast.Mult: sympy.Mul, ast.Div: None}
+        if op not in ops:
+            self.fail(f"operator {op.__name__} is not allowed (use + - * / and **)", node)
+        left = self.build(node.left, dim, in_lin)
+        right = self.build(node.right, dim, in_lin)
+        if op is ast.Add:
+            return left + right
+        if op is ast.Sub:
+            return left - right
+        if op is ast.Mult:
+            return left * right
+        if right == 0:
+            self.fail("division by zero", node)
+        return left / right
+
+    def _Call(self, node, dim, in_lin):
+        if not isinstance(node.func, ast.Name):
+            self.fail("only plain function names can be called", node)
+        fname = node.func.id
+        if fname == "lin":
+            if in_lin:
+                self.fail("lin(...) cannot be nested inside lin(...)", node)
+            return self.lin(node, dim)
+        func = SPEC_FUNCTIONS.get(fname)
+        if func is None:
+            self.fail(
+                f"unknown function {fname!r}; known: lin, {', '.join(sorted(SPEC_FUNCTIONS))}", node
+            )
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            self.fail(f"{fname}() takes plain positional arguments only", node)
+        if len(node.args) != func.arity:
+            self.fail(f"{fname}() takes {func.arity} argument(s), got {len(node.args)}", node)
+        return func.sympy(*(self.build(a, dim, in_lin) for a in node.args))
+
+    def lin(self, node, dim):
+        if not node.args or any(isinstance(a, ast.Starred) for a in node.args):
+            self.fail("lin(...) needs one or more vector arguments", node)
+        bias = True
+        for kw in node.keywords:
+            if kw.arg != "bias":
+                self.fail(f"lin() takes only the keyword 'bias', got {kw.arg!r}", kw.value)
+            v = kw.value
+            if isinstance(v, ast.Constant) and isinstance(v.value, bool):
+                bias = v.value
+            elif isinstance(v, ast.Name) and v.id in ("true", "false"):
+                bias = v.id == "true"
+            else:
+                self.fail("bias must be true or false", v)
+        args = []
+        for a in node.args:
+            names = [
+                s.id for s in ast.walk(a)
+                if isinstance(s, ast.Name) and self.p.kinds.get(s.id) in ("input", "state", "new", "node")
+            ]  # fmt: skip
+            if not names:
+                self.fail("each lin() argument must involve a vector variable", a)
+            first = min(
+                (s for s in ast.walk(a) if isinstance(s, ast.Name) and s.id in names),
+                key=lambda s: s.col_offset,
+            )
+            arg_dim = self.p.dims[first.id]
+            expr = self.build(a, arg_dim, in_lin=True)
+            key = names[-1] if isinstance(a, ast.Name) else sorted(
+                (s for s in ast.walk(a) if isinstance(s, ast.Name) and s.id in names),
+                key=lambda s: s.col_offset,
+            )[-1].id
+            key = key[:-1] if key.endswith(NEW) else key
+            if any(k.key == key for k in args):
+                self.fail(f"two lin() arguments would share the weight name for {key!r}", a)
+            args.append(LinArg(key, expr, arg_dim, self.offset + a.col_offset + 1))
+        placeholder = sympy.Symbol(f"lin{len(self.lins)}@{self.lhs}", real=True)
+        self.lins.append(Lin(placeholder, tuple(args), bias, self.offset + node.col_offset + 1))
+        return placeholder
+
+
+_EXPLAIN = "equations use numbers, names, + - * / **, the functions " + ", ".join(
+    sorted(SPEC_FUNCTIONS)
+) + " and lin(...)"
