@@ -31,9 +31,10 @@ def _mp(a):
     return np.vectorize(lambda v: mpmath.mpf(float(v)), otypes=[object])(np.asarray(a, dtype=float))
 
 
-def reference_forward(ir: CellIR, params, inputs, state, t0=0, dps=DPS):
+def reference_forward(ir: CellIR, params, inputs, state, t0=0, dps=DPS, trace=None):
     """Run a sequence exactly. Arrays may be float or torch (converted); returns object arrays
-    of mpf: outputs (T, B, n) and the final state dict."""
+    of mpf: outputs (T, B, n) and the final state dict. A list passed as ``trace`` receives
+    every step's node values."""
     with mpmath.workdps(dps):
         P = {k: _mp(_numpy(v)) for k, v in params.items()}
         X = {k: _mp(_numpy(v)) for k, v in inputs.items()}
@@ -57,6 +58,8 @@ def reference_forward(ir: CellIR, params, inputs, state, t0=0, dps=DPS):
                 else:
                     values[node.name] = _pointwise(ir, node, values, P, t0 + t)
             S = {s: values[ir.new(s)] for s, _ in ir.states}
+            if trace is not None:
+                trace.append(values)
             outputs.append(S[ir.output])
         return np.stack(outputs), S
 

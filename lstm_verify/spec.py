@@ -88,6 +88,7 @@ class Layout:
     state: tuple[str, ...]
     tensors: tuple[tuple[str, tuple[str, ...]], ...]
     transpose: tuple[str, ...] = ()
+    equivalent: bool = True  # False: a port users write that is NOT the same function
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ class _Parser:
             where = f"layout {lname!r}"
             if not isinstance(entry, dict):
                 self.fail(f"{where} must be a table")
-            extra = set(entry) - {"target", "options", "state", "tensors", "transpose"}
+            extra = set(entry) - {"target", "options", "state", "tensors", "transpose", "equivalent"}
             if extra:
                 self.fail(f"{where}: unknown keys {sorted(extra)}")
             target = entry.get("target")
@@ -309,6 +310,9 @@ class _Parser:
                 self.fail(f"{where}: 'state' must order exactly the cell's states")
             if not isinstance(transpose, list) or not set(transpose) <= set(tensors):
                 self.fail(f"{where}: 'transpose' must list some of its tensors")
+            equivalent = entry.get("equivalent", True)
+            if not isinstance(equivalent, bool):
+                self.fail(f"{where}: 'equivalent' must be true or false")
             out.append(
                 Layout(
                     lname,
@@ -317,6 +321,7 @@ class _Parser:
                     tuple(state),
                     tuple((k, tuple(v)) for k, v in tensors.items()),
                     tuple(transpose),
+                    equivalent,
                 )
             )
         return tuple(out)

@@ -1,0 +1,216 @@
+"""The catalog self-check: every oracle against every cell, as rows of measured errors."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cell import Cell
+from .compare import Errors, errors
+
+# a row passes when every measured error is within these bounds
+LIMITS = {
+    "fwd64": 1e-13,  # normwise error against mpmath, float64 (about 450 eps)
+    "fwd32": 2e-5,  # float32 (about 170 eps)
+    "bwd_autograd": 1e-10,  # normwise relative difference, float64
+    "bwd_fd": 1e-6,  # directional finite difference, float64
+    "thirdparty": {"float64": 1e-12, "float32": 1e-5},  # max abs difference, outputs in [-1, 1]
+}
+
+DEFAULT_SIZES = {"input": 3, "hidden": 4, "proj": 2}
+
+
+def sizes_for(cell: Cell, base=None) -> dict[str, int]:
+    """Small sizes every catalog cell accepts (input = hidden where the spec ties them)."""
+    base = dict(base or DEFAULT_SIZES)
+    return {k: base[k] for k in cell.ir.size_names}
+
+
+def random_inputs(cell: Cell, sizes, T, batch, rng, scale=1.0, dtype=np.float64):
+    return {n: (scale * rng.standard_normal((T, batch, sizes[d]))).astype(dtype) for n, d in cell.ir.inputs}
+
+
+def random_state(cell: Cell, sizes, batch, rng, scale=0.5, dtype=np.float64):
+    return {s: (scale * rng.standard_normal((batch, sizes[d]))).astype(dtype) for s, d in cell.ir.states}
+
+
+@dataclass
+class Row:
+    cell: str
+    results: dict = field(default_factory=dict)  # column -> (value, passed, text)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok, _ in self.results.values())
+
+
+def forward_vs_mpmath(cell: Cell, dtype, saturated=False, T=4, batch=2, seed=0):
+    """Max errors of the generated NumPy and torch forwards against the mpmath reference.
+
+    Ordinary: torch-default weights, unit-normal inputs and state. Saturated: uniform weights
+    scaled so that pre-activations reach |z| of about 50. Returns (Errors, max |z| seen).
+    """
+    import torch
+
+    sizes = sizes_for(cell)
+    rng = np.random.default_rng(seed)
+    if saturated:
+        params = cell.init_params(sizes=sizes, init="uniform", scale=6.0, seed=seed, dtype=dtype)
+        inputs = random_inputs(cell, sizes, T, batch, rng, scale=3.0, dtype=dtype)
+    else:
+        params = cell.init_params(sizes=sizes, seed=seed, dtype=dtype)
+        inputs = random_inputs(cell, sizes, T, batch, rng, dtype=dtype)
+    state = random_state(cell, sizes, batch, rng, dtype=dtype)
+    trace: list = []
+    from .reference import reference_forward
+
+    ref_out, ref_state = reference_forward(cell.ir, params, inputs, state, trace=trace)
+    affine = {n.name for n in cell.ir.nodes if not hasattr(n, "expr")}
+    zmax = max(abs(float(v)) for step in trace for k, a in step.items() if k in affine for v in a.ravel())
+    worst = None
+    for impl, conv in ((cell.numpy(), np.asarray), (cell.torch(), torch.as_tensor)):
+        run = impl.forward({k: conv(v) for k, v in params.items()}, {k: conv(v) for k, v in inputs.items()},
+                           {k: conv(v) for k, v in state.items()})  # fmt: skip
+        got = np.concatenate([_np(run.outputs).ravel()] + [_np(run.state[s]).ravel() for s, _ in cell.ir.states])
+        ref = np.concatenate([ref_out.ravel()] + [ref_state[s].ravel() for s, _ in cell.ir.states])
+        e = errors(got, ref, dtype)
+        worst = e if worst is None else Errors(*(max(a, b) for a, b in zip(
+            (worst.max_abs, worst.max_rel, worst.max_ulp, worst.normwise),
+            (e.max_abs, e.max_rel, e.max_ulp, e.normwise))))
+    return worst, zmax
+
+
+def _loss_weights(cell, sizes, T, batch, rng):
+    out_dim = dict(cell.ir.states)[cell.ir.output]
+    w_out = rng.standard_normal((T, batch, sizes[out_dim]))
+    w_state = {s: rng.standard_normal((batch, sizes[d])) for s, d in cell.ir.states}
+    return w_out, w_state
+
+
+def backward_vs_autograd(cell: Cell, T=50, batch=2, seed=0) -> float:
+    """Normwise relative difference: generated backward (NumPy and torch) vs torch autograd
+    through the generated torch forward, float64, a loss over every output and the final state."""
+    import torch
+
+    sizes = sizes_for(cell)
+    rng = np.random.default_rng(seed)
+    params = cell.init_params(sizes=sizes, seed=seed)
+    inputs = random_inputs(cell, sizes, T, batch, rng)
+    state = random_state(cell, sizes, batch, rng)
+    w_out, w_state = _loss_weights(cell, sizes, T, batch, rng)
+    train = set(cell.ir.param_names)
+    tp = {k: torch.tensor(v, requires_grad=k in train) for k, v in params.items()}
+    ti = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
+    ts = {k: torch.tensor(v, requires_grad=True) for k, v in state.items()}
+    run = cell.torch().forward(tp, ti, ts)
+    loss = (run.outputs * torch.tensor(w_out)).sum() + sum(
+        (run.state[s] * torch.tensor(w)).sum() for s, w in w_state.items()
+    )
+    loss.backward()
+    expected = [tp[k].grad for k in cell.ir.param_names] + [ti[k].grad for k in ti] + [ts[k].grad for k in ts]
+    expected = np.concatenate([e.numpy().ravel() for e in expected])
+    worst = 0.0
+    for impl, conv in ((cell.numpy(), np.asarray), (cell.torch(), torch.as_tensor)):
+        p = {k: conv(v) for k, v in params.items()}
+        r = impl.forward(p, {k: conv(v) for k, v in inputs.items()}, {k: conv(v) for k, v in state.items()}, save=True)
+        g = impl.backward(p, r.cache, conv(w_out), {k: conv(v) for k, v in w_state.items()})
+        got = [g.params[k] for k in cell.ir.param_names] + [g.inputs[k] for k in ti] + [g.state[k] for k in ts]
+        got = np.concatenate([_np(a).ravel() for a in got])
+        worst = max(worst, float(np.linalg.norm(got - expected) / np.linalg.norm(expected)))
+    return worst
+
+
+def backward_vs_finite_differences(cell: Cell, T=50, batch=2, seed=0, directions=3):
+    """Central differences of the loss along random directions in (params, inputs, state),
+    float64, against the generated backward; plus torch.autograd.gradcheck (fast mode) on the
+    fused module over the same sequence. Returns (max relative error, gradcheck passed)."""
+    import torch
+
+    from .torch_cell import fused_forward
+
+    sizes = sizes_for(cell)
+    rng = np.random.default_rng(seed)
+    params = cell.init_params(sizes=sizes, seed=seed)
+    inputs = random_inputs(cell, sizes, T, batch, rng)
+    state = random_state(cell, sizes, batch, rng)
+    w_out, w_state = _loss_weights(cell, sizes, T, batch, rng)
+    impl = cell.numpy()
+    train = list(cell.ir.param_names)
+
+    def loss(p, x, s):
+        r = impl.forward(p, x, s, check=False)
+        return float((r.outputs * w_out).sum() + sum((r.state[k] * w).sum() for k, w in w_state.items()))
+
+    r = impl.forward(params, inputs, state, save=True)
+    g = impl.backward(params, r.cache, w_out, w_state)
+    worst = 0.0
+    eps = 1e-6
+    for _ in range(directions):
+        vp = {k: rng.standard_normal(params[k].shape) for k in train}
+        vx = {k: rng.standard_normal(v.shape) for k, v in inputs.items()}
+        vs = {k: rng.standard_normal(v.shape) for k, v in state.items()}
+
+        def shifted(sign):
+            p = dict(params) | {k: params[k] + sign * eps * vp[k] for k in train}
+            return loss(p, {k: inputs[k] + sign * eps * vx[k] for k in inputs},
+                        {k: state[k] + sign * eps * vs[k] for k in state})  # fmt: skip
+
+        fd = (shifted(1) - shifted(-1)) / (2 * eps)
+        exact = sum(float((g.params[k] * vp[k]).sum()) for k in train)
+        exact += sum(float((g.inputs[k] * vx[k]).sum()) for k in inputs)
+        exact += sum(float((g.state[k] * vs[k]).sum()) for k in state)
+        worst = max(worst, abs(fd - exact) / max(abs(exact), 1e-8))
+
+    names = train + [n for n, _ in cell.ir.inputs] + [s for s, _ in cell.ir.states]
+    buffers = {b: torch.tensor(v) for b, v in params.items() if b not in train}
+    leaves = [torch.tensor(params[k]) for k in train] + [torch.tensor(inputs[n]) for n, _ in cell.ir.inputs]
+    leaves += [torch.tensor(state[s]) for s, _ in cell.ir.states]
+    leaves = [t.requires_grad_(True) for t in leaves]
+    k, m = len(train), len(cell.ir.inputs)
+
+    def fn(*ts):
+        p = dict(zip(names[:k], ts[:k])) | buffers
+        out, final = fused_forward(cell, p, dict(zip(names[k:k + m], ts[k:k + m])),
+                                   dict(zip(names[k + m:], ts[k + m:])), check=False)  # fmt: skip
+        return (out,) + tuple(final.values())
+
+    ok = torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6, rtol=1e-5, fast_mode=True,
+                                  raise_exception=False)  # fmt: skip
+    return worst, bool(ok)
+
+
+def check_cell(cell: Cell) -> Row:
+    from .thirdparty import compare_with_target
+
+    row = Row(cell.name)
+    start = time.perf_counter()
+    for label, dtype, sat in (("fwd64", np.float64, False), ("fwd32", np.float32, False),
+                              ("sat64", np.float64, True), ("sat32", np.float32, True)):  # fmt: skip
+        e, zmax = forward_vs_mpmath(cell, dtype, saturated=sat)
+        limit = LIMITS["fwd64" if dtype == np.float64 else "fwd32"]
+        text = f"{e.normwise:.0e} {e.max_ulp:.0f}ulp" + (f" |z|<={zmax:.0f}" if sat else "")
+        row.results[label] = (e, e.normwise <= limit, text)
+    rel = backward_vs_autograd(cell)
+    row.results["bwd/autograd"] = (rel, rel <= LIMITS["bwd_autograd"], f"{rel:.1e}")
+    fd, ok = backward_vs_finite_differences(cell)
+    row.results["bwd/fd"] = (fd, fd <= LIMITS["bwd_fd"] and ok,
+                             f"{fd:.1e}" + ("" if ok else " gradcheck FAILED"))  # fmt: skip
+    for layout in cell.spec.layouts:
+        diffs = []
+        for dtype in ("float64", "float32"):
+            c = compare_with_target(cell, layout.name, dtype=dtype)
+            diffs.append(max(c.outputs, c.state, c.d_inputs))
+        equal = diffs[0] <= LIMITS["thirdparty"]["float64"] and diffs[1] <= LIMITS["thirdparty"]["float32"]
+        ok = equal == layout.equivalent
+        verdict = "equal" if equal else "differs"
+        expect = "" if ok else (" (expected equal)" if layout.equivalent else " (expected to differ)")
+        row.results[layout.target] = (diffs[0], ok, f"{verdict} {diffs[0]:.0e}/{diffs[1]:.0e}{expect}")
+    row.seconds = time.perf_counter() - start
+    return row
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
