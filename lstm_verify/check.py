@@ -64,12 +64,17 @@ def forward_vs_mpmath(cell: Cell, dtype, saturated=False, T=4, batch=2, seed=0):
         params = cell.init_params(sizes=sizes, seed=seed, dtype=dtype)
         inputs = random_inputs(cell, sizes, T, batch, rng, dtype=dtype)
     state = random_state(cell, sizes, batch, rng, dtype=dtype)
-    trace: list = []
     from .reference import reference_forward
 
-    ref_out, ref_state = reference_forward(cell.ir, params, inputs, state, trace=trace)
     affine = {n.name for n in cell.ir.nodes if not hasattr(n, "expr")}
-    zmax = max(abs(float(v)) for step in trace for k, a in step.items() if k in affine for v in a.ravel())
+    trainable = set(cell.ir.param_names)
+    for attempt in range(2 if saturated else 1):
+        trace: list = []
+        ref_out, ref_state = reference_forward(cell.ir, params, inputs, state, trace=trace)
+        z = [max(abs(float(v)) for k, a in step.items() if k in affine for v in a.ravel()) for step in trace]
+        zmax = max(z)
+        if saturated and attempt == 0:  # rescale so the first step's largest |z| is 50
+            params = {k: (v * (50 / z[0]) if k in trainable else v).astype(dtype) for k, v in params.items()}
     worst = None
     for impl, conv in ((cell.numpy(), np.asarray), (cell.torch(), torch.as_tensor)):
         run = impl.forward({k: conv(v) for k, v in params.items()}, {k: conv(v) for k, v in inputs.items()},
