@@ -88,11 +88,18 @@ def forward_vs_mpmath(cell: Cell, dtype, saturated=False, T=4, batch=2, seed=0):
     return worst, zmax
 
 
-def _loss_weights(cell, sizes, T, batch, rng):
+def _problem(cell, T, batch, seed):
+    """float64 parameters, inputs, initial state and the weights of a random linear loss
+    over every output and the final state; and the generator for further draws."""
+    sizes = sizes_for(cell)
+    rng = np.random.default_rng(seed)
+    params = cell.init_params(sizes=sizes, seed=seed)
+    inputs = random_inputs(cell, sizes, T, batch, rng)
+    state = random_state(cell, sizes, batch, rng)
     out_dim = dict(cell.ir.states)[cell.ir.output]
     w_out = rng.standard_normal((T, batch, sizes[out_dim]))
     w_state = {s: rng.standard_normal((batch, sizes[d])) for s, d in cell.ir.states}
-    return w_out, w_state
+    return params, inputs, state, w_out, w_state, rng
 
 
 def backward_vs_autograd(cell: Cell, T=50, batch=2, seed=0) -> float:
@@ -100,12 +107,7 @@ def backward_vs_autograd(cell: Cell, T=50, batch=2, seed=0) -> float:
     through the generated torch forward, float64, a loss over every output and the final state."""
     import torch
 
-    sizes = sizes_for(cell)
-    rng = np.random.default_rng(seed)
-    params = cell.init_params(sizes=sizes, seed=seed)
-    inputs = random_inputs(cell, sizes, T, batch, rng)
-    state = random_state(cell, sizes, batch, rng)
-    w_out, w_state = _loss_weights(cell, sizes, T, batch, rng)
+    params, inputs, state, w_out, w_state, rng = _problem(cell, T, batch, seed)
     train = set(cell.ir.param_names)
     tp = {k: torch.tensor(v, requires_grad=k in train) for k, v in params.items()}
     ti = {k: torch.tensor(v, requires_grad=True) for k, v in inputs.items()}
@@ -136,12 +138,7 @@ def backward_vs_finite_differences(cell: Cell, T=50, batch=2, seed=0, directions
 
     from .torch_cell import fused_forward
 
-    sizes = sizes_for(cell)
-    rng = np.random.default_rng(seed)
-    params = cell.init_params(sizes=sizes, seed=seed)
-    inputs = random_inputs(cell, sizes, T, batch, rng)
-    state = random_state(cell, sizes, batch, rng)
-    w_out, w_state = _loss_weights(cell, sizes, T, batch, rng)
+    params, inputs, state, w_out, w_state, rng = _problem(cell, T, batch, seed)
     impl = cell.numpy()
     train = list(cell.ir.param_names)
 

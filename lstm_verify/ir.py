@@ -8,6 +8,7 @@ A ``lin`` argument that is an expression (``lin(x, r*h)``) becomes a pointwise n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -195,6 +196,7 @@ def _toposort(nodes, spec):
                 + "; a state's previous value is written without a prime, its new value with one",
                 path=spec.path,
                 equation=eqs[0],
+                column=_cycle_column(spec, eqs[0], cycle),
             )
         state[n.name] = "active"
         for dep in dependencies(n):
@@ -206,6 +208,22 @@ def _toposort(nodes, spec):
     for n in nodes:
         visit(n, [])
     return order
+
+
+def _cycle_column(spec, text, cycle):
+    """Column (1-based) in ``text`` of the name through which the cycle leaves that equation.
+
+    Nodes made from ``lin(...)`` belong to their equation, so the first equation left-hand side
+    after the cycle's start is a name written on ``text``'s right-hand side.
+    """
+    lhs = {eq.lhs for eq in spec.equations}
+    offset = next((eq.rhs_offset for eq in spec.equations if eq.text == text), 0)
+    name = next((c for c in cycle[1:] if c in lhs), None)
+    if name is None:
+        return None
+    m = re.compile(r"(?<![A-Za-z0-9_'])" + re.escape(display(name)) + r"(?![A-Za-z0-9_'])")
+    found = m.search(text, offset)
+    return found.start() + 1 if found else None
 
 
 def _check_layouts(ir: CellIR) -> None:

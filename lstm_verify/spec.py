@@ -142,6 +142,8 @@ def parse_spec(text: str, path: str = "<spec>") -> CellSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"not valid TOML: {exc}", path=path) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise SpecError("TOML arrays or tables are nested too deeply", path=path) from None
     return _Parser(data, path).run(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
 
 
@@ -342,6 +344,7 @@ class _Parser:
                 self.fail(
                     f"equation is {len(text)} characters long; at most {MAX_EQUATION_CHARS}",
                     equation=text[:40] + "...",
+                    column=MAX_EQUATION_CHARS + 1,
                 )
             m = _EQUATION.match(text)
             if not m:

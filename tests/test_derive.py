@@ -1,0 +1,432 @@
+"""Exact one-step Jacobians (lstm_verify.derive).
+
+Closed forms of named cells are compared symbolically with SymPy against forms derived by hand
+from each spec's equations. Every block of every catalog cell is then checked numerically at
+tiny sizes against three oracles: the explicit-matrix expansion differentiated entry by entry
+(``explicit_step``), the structured form evaluated from the mpmath reference's saved forward
+values with NumPy weights, and, for several cells, torch autograd through the generated step.
+"""
+
+import zlib
+from functools import lru_cache
+
+import mpmath
+import numpy as np
+import pytest
+import sympy
+
+import lstm_verify as lv
+from lstm_verify.derive import (
+    Term,
+    block_latex,
+    block_text,
+    explicit_step,
+    jacobian,
+    jacobian_blocks,
+    partials,
+    structured_matrix,
+)
+from lstm_verify.errors import LstmVerifyError
+from lstm_verify.functions import BY_SYMPY
+from lstm_verify.reference import reference_forward
+from lstm_verify.spec import NEW
+
+TOL = 1e-12
+SIZES = {"input": 2, "hidden": 3, "proj": 2}
+CLOCKWORK_SIZES = {"input": 2, "hidden": 4}  # 4 modules need at least 4 units: periods 1, 2, 4, 8
+
+
+def S(name):
+    """A forward value / parameter symbol exactly as the IR spells it."""
+    return sympy.Symbol(name, real=True)
+
+
+def new(state):
+    return S(state + NEW)
+
+
+sig_d = lambda s: s * (1 - s)  # noqa: E731 - sigmoid' in output form
+
+
+def same(a, b) -> bool:
+    return sympy.simplify(sympy.expand(a - b)) == 0
+
+
+def by_weights(terms) -> dict:
+    """{weights: leading diagonal} for terms whose inner diagonals are all 1."""
+    out = {}
+    for t in terms:
+        assert all(d == 1 for d in t.diags[1:]), t
+        assert t.weights not in out
+        out[t.weights] = t.diags[0]
+    return out
+
+
+def assert_block(terms, expected: dict):
+    got = by_weights(terms)
+    assert set(got) == set(expected), (sorted(got), sorted(expected))
+    for w, coeff in expected.items():
+        assert same(got[w], coeff), (w, got[w], coeff)
+
+
+# ------------------------------------------------------------------- 1. lstm: dc'/dc = diag(f)
+
+
+def test_lstm_cell_carousel_is_diag_f():
+    cell = lv.load("lstm")
+    terms = cell.jacobian("c'", "c")
+    assert len(terms) == 1
+    (t,) = terms
+    assert t.weights == () and t.diags == (S("f"),)
+    assert block_text(terms) == "diag(f)"
+    assert jacobian(cell.ir, "c_", "c") == terms  # c' and c_ name the same node
+
+
+def test_lstm_other_blocks_match_hand_derivation():
+    ir = lv.load("lstm").ir
+    i, f, g, o, c, cn = S("i"), S("f"), S("g"), S("o"), S("c"), new("c")
+    # c' = f*c + i*g with i, f, o sigmoid and g tanh of lin(x, h)
+    for src in ("h", "x"):
+        assert_block(jacobian(ir, "c'", src), {
+            (f"W_f_{src}",): c * sig_d(f),
+            (f"W_i_{src}",): g * sig_d(i),
+            (f"W_g_{src}",): i * (1 - g**2),
+        })  # fmt: skip
+        # h' = o*tanh(c'): the c' paths times o*(1 - tanh(c')^2), plus the o path
+        dh_dc_new = o * (1 - sympy.tanh(cn) ** 2)
+        assert_block(jacobian(ir, "h'", src), {
+            (f"W_f_{src}",): dh_dc_new * c * sig_d(f),
+            (f"W_i_{src}",): dh_dc_new * g * sig_d(i),
+            (f"W_g_{src}",): dh_dc_new * i * (1 - g**2),
+            (f"W_o_{src}",): sympy.tanh(cn) * sig_d(o),
+        })  # fmt: skip
+    assert_block(jacobian(ir, "h'", "c"), {(): o * (1 - sympy.tanh(cn) ** 2) * f})
+
+
+# ------------------------------------------------------- 2. lstm_nofg and greff_nfg carousels
+
+
+def test_lstm_nofg_carousel_is_exactly_identity():
+    cell = lv.load("lstm_nofg")
+    terms = cell.jacobian("c'", "c")
+    assert len(terms) == 1
+    assert terms[0].weights == () and terms[0].diags == (sympy.Integer(1),)
+    assert block_text(terms) == "I" and block_latex(terms) == "I"
+
+
+def test_greff_nfg_carousel_is_identity_plus_input_gate_peephole():
+    ir = lv.load("greff_nfg").ir
+    # the spec: i = sigmoid(lin(x, h) + p_i*c), c' = c + i*g, o sees c' (not c)
+    eqs = [eq.text for eq in ir.spec.equations]
+    assert "c' = c + i*g" in eqs and "i = sigmoid(lin(x, h) + p_i*c)" in eqs
+    assert [p for p, _ in ir.diagonals] == ["p_i", "p_o"]
+    i, g, p_i = S("i"), S("g"), S("p_i")
+    # paths c -> c' directly (coefficient exactly 1) and c -> i -> c' (g * i(1-i) * p_i)
+    pd = partials(ir)
+    assert pd["c_"]["c"] == 1
+    assert same(pd["c_"]["i"], g) and same(pd["i"]["c"], p_i * sig_d(i))
+    terms = jacobian(ir, "c'", "c")
+    # both paths are diagonal without weights, so the tool merges them into one diagonal term
+    assert len(terms) == 1 and terms[0].weights == () and len(terms[0].diags) == 1
+    coeff = terms[0].diags[0]
+    assert same(coeff, 1 + g * p_i * sig_d(i))
+    assert same(coeff - 1, g * i * (1 - i) * p_i)  # the peephole part ...
+    assert coeff.subs(p_i, 0) == 1  # ... and without it, exactly the identity
+    assert block_text(terms) == "diag(g*i*p_i*(1 - i) + 1)"
+
+
+# ----------------------------------------------------------------------- 3. lstm_peephole
+
+
+def test_lstm_peephole_cell_and_output_blocks():
+    ir = lv.load("lstm_peephole").ir
+    eqs = [eq.text for eq in ir.spec.equations]
+    assert "i = sigmoid(lin(x, h) + p_i*c)" in eqs and "f = sigmoid(lin(x, h) + p_f*c)" in eqs
+    assert "o = sigmoid(lin(x, h) + p_o*c')" in eqs  # Graves/Greff: o peeks at the new cell
+    i, f, g, o, c, cn = S("i"), S("f"), S("g"), S("o"), S("c"), new("c")
+    p_i, p_f, p_o = S("p_i"), S("p_f"), S("p_o")
+    # c' = f*c + i*g: direct f, plus c * f' * p_f through f, plus g * i' * p_i through i
+    dcn_dc = f + c * sig_d(f) * p_f + g * sig_d(i) * p_i
+    assert_block(jacobian(ir, "c'", "c"), {(): dcn_dc})
+    # h' = o*tanh(c'), o = sigmoid(... + p_o*c'): dh'/dc' = o(1 - tanh^2 c') + tanh(c') o(1-o) p_o
+    dh_dcn = o * (1 - sympy.tanh(cn) ** 2) + sympy.tanh(cn) * sig_d(o) * p_o
+    assert_block(jacobian(ir, "h'", "c"), {(): dh_dcn * dcn_dc})
+    assert_block(jacobian(ir, "o", "c"), {(): sig_d(o) * p_o * dcn_dc})
+    # had o seen the previous cell, the o path would not carry the factor dc'/dc
+    old_convention = o * (1 - sympy.tanh(cn) ** 2) * dcn_dc + sympy.tanh(cn) * sig_d(o) * p_o
+    assert not same(by_weights(jacobian(ir, "h'", "c"))[()], old_convention)
+    # the recurrent h path through o also sees p_o: diag(tanh(c') o(1-o)) W_o_h only, and the
+    # c' paths (W_i_h, W_f_h, W_g_h) get the full dh'/dc'
+    assert_block(jacobian(ir, "h'", "h"), {
+        ("W_f_h",): dh_dcn * c * sig_d(f),
+        ("W_i_h",): dh_dcn * g * sig_d(i),
+        ("W_g_h",): dh_dcn * i * (1 - g**2),
+        ("W_o_h",): sympy.tanh(cn) * sig_d(o),
+    })  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ 4. rnn_tanh
+
+
+def test_rnn_tanh_blocks():
+    ir = lv.load("rnn_tanh").ir
+    weights = {w.name: (w.out_dim, w.in_dim) for w in ir.weights}
+    assert weights == {"W_h_h": ("hidden", "hidden"), "W_h_x": ("hidden", "input")}
+    hn = new("h")
+    for src, w in (("h", "W_h_h"), ("x", "W_h_x")):
+        terms = jacobian(ir, "h'", src)
+        assert len(terms) == 1
+        (t,) = terms
+        assert t.weights == (w,) and t.diags[1] == 1
+        assert same(t.diags[0], 1 - hn**2)
+        assert block_text(terms) == f"diag(1 - h'**2) · {w}"
+    # the torch layout confirms which one is the recurrent matrix U
+    tensors = {k: list(v) for k, v in ir.spec.layouts[0].tensors}
+    assert tensors["weight_hh"] == ["W_h_h"] and tensors["weight_ih"] == ["W_h_x"]
+
+
+# ------------------------------------------------ 5. numeric: structured == explicit == torch
+
+
+def evaluate(exprs, point: dict) -> np.ndarray:
+    """Evaluate a matrix of SymPy expressions at 30 digits; shared subtrees once."""
+    memo: dict = {}
+
+    def ev(e):
+        r = memo.get(e)
+        if r is not None:
+            return r
+        if e.is_Symbol:
+            r = point[e]
+        elif e.is_Rational:
+            r = mpmath.mpf(e.p) / e.q
+        elif e.is_Add:
+            r = mpmath.fsum(ev(a) for a in e.args)
+        elif e.is_Mul:
+            r = mpmath.fprod(ev(a) for a in e.args)
+        elif e.is_Pow:
+            r = ev(e.base) ** ev(e.exp)
+        elif type(e) in BY_SYMPY:
+            r = BY_SYMPY[type(e)].mpmath(*[ev(a) for a in e.args])
+        else:
+            raise TypeError(f"cannot evaluate {e.func}")
+        memo[e] = r
+        return r
+
+    with mpmath.workdps(30):
+        return np.array([[float(ev(sympy.sympify(e))) for e in row] for row in exprs], dtype=float)
+
+
+CASES = [(n, 0) for n in lv.catalog() if n != "clockwork_rnn"]
+CASES += [("clockwork_rnn", 0), ("clockwork_rnn", 1), ("clockwork_rnn", 2)]
+
+
+@lru_cache(maxsize=None)
+def setup(name, step):
+    """Random point, explicit expansion, and the explicit Jacobian of every block (numeric)."""
+    cell = lv.load(name)
+    ir = cell.ir
+    sizes = cell.sizes(sizes=CLOCKWORK_SIZES if name == "clockwork_rnn" else SIZES)
+    rng = np.random.default_rng([zlib.crc32(name.encode()), step])
+    params = cell.init_params(sizes=sizes, init="uniform", seed=int(rng.integers(1 << 30)))
+    sources = {n: 0.7 * rng.standard_normal(sizes[d]) for n, d in list(ir.states) + list(ir.inputs)}
+    bufs = {b: params[b] for b, _, _ in ir.buffers}
+    values, sym = explicit_step(ir, sizes, bufs, step)
+    point = {}
+    for name_, arr in list(sources.items()) + [(p, params[p]) for p in ir.param_names]:
+        for entry, v in zip(sym[name_], np.asarray(arr).ravel()):
+            if entry.is_Symbol:  # masked weight entries are the integer 0
+                point[entry] = mpmath.mpf(float(v))
+    explicit = {}
+    for of, wrt in jacobian_blocks(ir):
+        explicit[(of, wrt)] = evaluate(values[of].jacobian(sym[wrt]).tolist(), point)
+    return cell, sizes, params, sources, values, sym, point, explicit
+
+
+@pytest.mark.parametrize("name, step", CASES)
+def test_structured_equals_explicit_expansion(name, step):
+    cell, sizes, params, sources, values, sym, point, explicit = setup(name, step)
+    ir = cell.ir
+    blocks = jacobian_blocks(ir)
+    assert set(blocks) == set(explicit)
+    for (of, wrt), terms in blocks.items():
+        expected = explicit[(of, wrt)]
+        assert expected.shape == (sizes[ir.dims[of]], sizes[ir.dims[wrt]])
+        assert np.abs(expected).max() > 1e-3, (of, wrt)  # no catalog block is zero
+        got = evaluate(structured_matrix(ir, terms, values, sym, sizes, ir.dims[of], ir.dims[wrt]).tolist(), point)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=f"{name} d{of}/d{wrt}")
+
+
+def _numeric_terms(ir, terms, trace, params, step, sizes, out_dim):
+    """The structured form evaluated the way a backward pass would: diagonals from saved
+    forward values (the mpmath reference's trace), dense NumPy weights with masks applied."""
+    weights = {w.name: w for w in ir.weights}
+    total = 0
+    for t in terms:
+        dims = [out_dim] + [weights[w].in_dim for w in t.weights]
+        prod = None
+        for k, d in enumerate(t.diags):
+            n = sizes[dims[k]]
+            entries = []
+            for u in range(n):
+                pt = {}
+                for s in d.free_symbols:
+                    if s.name == ir.step:
+                        pt[s] = mpmath.mpf(step)
+                    elif s.name in trace:
+                        pt[s] = trace[s.name][0, u]
+                    else:
+                        pt[s] = mpmath.mpf(float(params[s.name][u]))
+                entries.append(evaluate([[d]], pt)[0, 0])
+            diag = np.diag(entries)
+            prod = diag if prod is None else prod @ diag
+            if k < len(t.weights):
+                w = weights[t.weights[k]]
+                m = params[w.name]
+                if w.mask is not None:
+                    m = np.where(w.mask.evaluate({b: params[b] for b, _, _ in ir.buffers}), m, 0.0)
+                prod = prod @ m
+        total = total + prod
+    return total
+
+
+@pytest.mark.parametrize("name, step", CASES)
+def test_structured_from_saved_forward_values_equals_explicit(name, step):
+    cell, sizes, params, sources, values, sym, point, explicit = setup(name, step)
+    ir = cell.ir
+    inputs = {n: sources[n][None, None, :] for n, _ in ir.inputs}
+    state = {n: sources[n][None, :] for n, _ in ir.states}
+    trace: list = []
+    reference_forward(ir, params, inputs, state, t0=step, dps=30, trace=trace)
+    for (of, wrt), terms in jacobian_blocks(ir).items():
+        got = _numeric_terms(ir, terms, trace[0], params, step, sizes, ir.dims[of])
+        np.testing.assert_allclose(got, explicit[(of, wrt)], rtol=0, atol=TOL, err_msg=f"{name} d{of}/d{wrt}")
+
+
+def test_clockwork_steps_differ_as_the_modules_say():
+    """Periods 1, 2, 4, 8: all modules tick at step 0, only module 0 at step 1, 0 and 1 at step 2."""
+    active = {0: [0, 1, 2, 3], 1: [0], 2: [0, 1]}
+    for step, on in active.items():
+        cell, sizes, params, *_, explicit = setup("clockwork_rnn", step)
+        assert list(params["period"]) == [1, 2, 4, 8]
+        dh, dx = explicit[("h_", "h")], explicit[("h_", "x")]
+        for u in range(4):
+            if u in on:
+                assert np.abs(dx[u]).max() > 1e-3
+                # the mask: a unit only reads units at least as slow as itself
+                for v in range(4):
+                    if params["period"][v] < params["period"][u]:
+                        assert dh[u, v] == 0
+            else:  # an idle module keeps its value: identity row, no input
+                np.testing.assert_array_equal(dh[u], np.eye(4)[u])
+                np.testing.assert_array_equal(dx[u], 0)
+    assert not np.allclose(setup("clockwork_rnn", 0)[-1][("h_", "h")], setup("clockwork_rnn", 1)[-1][("h_", "h")])
+
+
+def test_numeric_check_catches_a_wrong_closed_form():
+    """The comparison has teeth: plausible mistakes in a closed form are detected."""
+    cell, sizes, params, sources, values, sym, point, explicit = setup("lstm", 0)
+    ir = cell.ir
+
+    def err(terms, of, wrt):
+        m = structured_matrix(ir, terms, values, sym, sizes, ir.dims[of], ir.dims[wrt])
+        return np.abs(evaluate(m.tolist(), point) - explicit[(of, wrt)]).max()
+
+    assert err(jacobian(ir, "c'", "c"), "c_", "c") <= TOL
+    assert err((Term((sympy.Integer(1),), (), ("c_", "c")),), "c_", "c") > 1e-3  # I for diag(f)
+    assert err(jacobian(ir, "h'", "h")[:-1], "h_", "h") > 1e-3  # one path dropped
+    assert err(jacobian(ir, "c'", "x"), "c_", "x") <= TOL
+    swapped = tuple(Term((t.diags[0].subs(S("f"), S("i")),) + t.diags[1:], t.weights, t.path)
+                    for t in jacobian(ir, "c'", "h"))  # fmt: skip
+    assert err(swapped, "c_", "h") > 1e-3  # f' written where i' belongs
+    rename = {"W_i_h": "W_f_h", "W_f_h": "W_i_h"}
+    crossed = tuple(Term(t.diags, tuple(rename.get(w, w) for w in t.weights), t.path)
+                    for t in jacobian(ir, "c'", "h"))  # fmt: skip
+    assert err(crossed, "c_", "h") > 1e-3  # gate weights crossed
+
+
+TORCH_CASES = [
+    ("lstm", 0),
+    ("lstm_peephole", 0),
+    ("greff_nfg", 0),
+    ("rnn_tanh", 0),
+    ("gru", 0),
+    ("lstm_proj", 0),
+    ("lstm_depth_gated", 0),
+    ("clockwork_rnn", 1),
+]
+
+
+@pytest.mark.parametrize("name, step", TORCH_CASES)
+def test_explicit_expansion_equals_torch_autograd(name, step):
+    import torch
+
+    cell, sizes, params, sources, values, sym, point, explicit = setup(name, step)
+    ir = cell.ir
+    tp = {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()}
+    states = [n for n, _ in ir.states]
+    inputs = [n for n, _ in ir.inputs]
+    srcs = states + inputs
+    impl = cell.torch()
+
+    def step_fn(*ts):
+        d = dict(zip(srcs, ts))
+        _, new_state = impl.step(tp, {n: d[n] for n in inputs}, {n: d[n] for n in states}, t=step)
+        return tuple(new_state[s] for s in states)
+
+    args = tuple(torch.tensor(sources[n][None, :], dtype=torch.float64) for n in srcs)
+    jac = torch.autograd.functional.jacobian(step_fn, args)
+    for a, s in enumerate(states):
+        for b, src in enumerate(srcs):
+            got = jac[a][b][0, :, 0, :].numpy()
+            np.testing.assert_allclose(got, explicit[(s + NEW, src)], rtol=0, atol=TOL,
+                                       err_msg=f"{name} d{s}'/d{src}")  # fmt: skip
+
+
+# ------------------------------------------------------------------ 6. blocks and rendering
+
+
+@pytest.mark.parametrize("name", lv.catalog())
+def test_jacobian_blocks_cover_every_pair(name):
+    cell = lv.load(name)
+    ir = cell.ir
+    states = [n for n, _ in ir.states]
+    sources = states + [n for n, _ in ir.inputs]
+    blocks = cell.jacobian_blocks()
+    assert list(blocks) == [(s + NEW, src) for s in states for src in sources]
+    for (of, wrt), terms in blocks.items():
+        assert terms == jacobian(ir, of[:-1] + "'", wrt)
+        for t in terms:
+            assert len(t.diags) == len(t.weights) + 1 and t.path[0] == of and t.path[-1] == wrt
+            assert all(w in {x.name for x in ir.weights} for w in t.weights)
+
+
+def test_bad_names_are_errors():
+    ir = lv.load("lstm").ir
+    with pytest.raises(LstmVerifyError, match="not a node"):
+        jacobian(ir, "z'", "c")
+    with pytest.raises(LstmVerifyError, match="previous state or input"):
+        jacobian(ir, "c'", "i")
+
+
+def test_empty_block_renders_as_zero():
+    assert block_text(()) == "0" and block_latex(()) == "0"
+
+
+@pytest.mark.parametrize("name", ["lstm", "greff_nfg", "lstm_peephole", "lstm_proj", "clockwork_rnn", "gru"])
+def test_block_latex_looks_like_latex(name):
+    cell = lv.load(name)
+    for (of, wrt), terms in cell.jacobian_blocks().items():
+        tex = block_latex(terms)
+        assert tex.count("{") == tex.count("}") and tex.count(r"\left") == tex.count(r"\right")
+        assert "**" not in tex and "·" not in tex
+        assert not any(f"{n}_{{" in tex or f"{n}_ " in tex for n, _ in cell.ir.states)  # c', not c_
+        for t in terms:
+            if any(d != 1 for d in t.diags):
+                assert r"\operatorname{diag}\left(" in tex
+            for w in t.weights:  # W_i_h is typeset W_{i,h}
+                head, _, rest = w.partition("_")
+                assert f"{head}_{{{rest.replace('_', ',')}}}" in tex
+    if name == "lstm":
+        assert block_latex(cell.jacobian("c'", "c")) == r"\operatorname{diag}\left(f\right)"
+        assert r"\tanh^{2}{\left(c' \right)}" in block_latex(cell.jacobian("h'", "c"))
