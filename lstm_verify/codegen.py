@@ -3,7 +3,7 @@
 The generated module has two functions::
 
     forward(params, inputs, state, t0=0, save=False) -> (outputs, final_state, cache)
-    backward(params, cache, d_outputs=None, d_state=None) -> (grads, d_inputs, d_state0)
+    backward(params, cache, d_outputs=None, d_state=None, trace=None) -> (grads, d_inputs, d_state0)
 
 ``inputs`` maps input names to (T, B, n) arrays, ``state`` maps state names to (B, n), outputs
 are (T, B, n) values of the output state. The loop body is scheduled in stages: all affine maps
@@ -380,9 +380,11 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
 def _backward(ir: CellIR, p: Plan, printer) -> str:
     code = _Code()
     code.indent = 0
-    code("def backward(params, cache, d_outputs=None, d_state=None):")
+    code("def backward(params, cache, d_outputs=None, d_state=None, trace=None):")
     code.indent = 1
-    code('"""Exact BPTT through the sequence run by forward(..., save=True)."""')
+    code('"""Exact BPTT through the sequence run by forward(..., save=True). A list passed as')
+    code("``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state")
+    code('entering step t."""')
     _unpack_params(code, ir, p.groups)
     inputs = [n for n, _ in ir.inputs]
     states = [n for n, _ in ir.states]
@@ -485,6 +487,8 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         flush_group(src)
     for s in states:
         code(f"_carry_{s} = _d_{s}" if s in bars else f"_carry_{s} = _zeros(_carry_{s}.shape, _carry_{s})")
+    code("if trace is not None:")
+    code("    trace.append({" + ", ".join(f'"{s}": _carry_{s}' for s in states) + "})")
     for n in pointwise_inputs:
         code(f"_DX_{n}.append(_d_{n})" if n in bars else f"_DX_{n}.append(_zeros({n}.shape, {n}))")
     code.indent = 1
