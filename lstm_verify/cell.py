@@ -152,18 +152,21 @@ class Implementation:
         out, final, cache = self.module.forward(params, inputs, state, t0, save)
         return Run(out, final, cache)
 
-    def backward(self, params, cache, d_outputs=None, d_state=None) -> Grads:
+    def backward(self, params, cache, d_outputs=None, d_state=None, trace=None) -> Grads:
+        """Gradients of a loss whose gradient with respect to the outputs is ``d_outputs``
+        (T, B, n) and to the final state ``d_state``. A list passed as ``trace`` receives, from
+        the last step to the first, the gradient with respect to the state entering each step."""
         if cache is None:
             raise ShapeError("backward needs the cache of forward(..., save=True)")
-        grads, d_inputs, d_state0 = self.module.backward(params, cache, d_outputs, d_state)
+        grads, d_inputs, d_state0 = self.module.backward(params, cache, d_outputs, d_state, trace)
         return Grads(grads, d_inputs, d_state0)
 
-    def step(self, params, inputs, state=None, t=0):
+    def step(self, params, inputs, state=None, t=0, check=True):
         """One step: inputs (B, n) (or a dict); returns (output (B, n), new state)."""
         ir = self.cell.ir
         if not isinstance(inputs, dict):
             inputs = {ir.inputs[0][0]: inputs}
-        run = self.forward(params, {k: v[None] for k, v in inputs.items()}, state, t0=t)
+        run = self.forward(params, {k: v[None] for k, v in inputs.items()}, state, t0=t, check=check)
         return run.outputs[0], run.state
 
 

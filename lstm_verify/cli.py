@@ -18,11 +18,27 @@ def main(argv=None) -> int:
     show.add_argument("cell", help="catalog name or path to a spec .toml")
     show.add_argument("--latex", action="store_true", help="print the Jacobian blocks as LaTeX")
     show.add_argument("--source", choices=["numpy", "torch"], help="print the generated source")
-    check = sub.add_parser("check", help="self-check cells against every oracle (exit 1 on failure)")
+    check = sub.add_parser(
+        "check", help="self-check cells against every oracle, or (--impl) check your implementation "
+        "against a cell (exit 1 on failure)")  # fmt: skip
     check.add_argument("cells", nargs="*", help="catalog names or spec paths (default: all)")
+    ident = sub.add_parser("identify", help="which catalog cell (or convention variant) an "
+                           "implementation computes")  # fmt: skip
+    ident.add_argument("cells", nargs="*", help="only consider these cells (default: the catalog)")
+    for p in (check, ident):
+        p.add_argument("--impl", metavar="MODULE:FACTORY", required=p is ident,
+                       help="your implementation: a factory called with input_size=, hidden_size= "
+                       "(a torch.nn.Module class, or a function returning fn(params, x, state)), "
+                       "or a lstm_verify Subject")  # fmt: skip
+        p.add_argument("--layout", help="a layout name of the spec (e.g. torch), or a .toml/.json "
+                       "file: {tensors = {name = [spec parameters]}, transpose = [...], state = [...]}")  # fmt: skip
+        p.add_argument("--state", help="state order of your calls, comma-separated (e.g. c,h)")
+        p.add_argument("--backend", choices=["numpy", "torch"], help="what a function implementation takes")
+    check.add_argument("--examples", type=int, default=100, help="Hypothesis examples (default 100)")
+    check.add_argument("--seed", type=int, help="Hypothesis seed, for a reproducible run")
     args = parser.parse_args(argv)
     try:
-        return {"list": _list, "show": _show, "check": _check}[args.command](args)
+        return {"list": _list, "show": _show, "check": _check, "identify": _identify}[args.command](args)
     except LstmVerifyError as exc:
         print(f"lstm-verify: error: {exc}", file=sys.stderr)
         return 2
@@ -85,10 +101,42 @@ def _mask_str(mask):
     return f"{side(mask.left)} {mask.op} {side(mask.right)}"
 
 
+def _subject(args):
+    from .conformance import subject
+    from .loading import load_object, read_layout
+
+    impl = load_object(args.impl)
+    layout = read_layout(args.layout) if args.layout else None
+    state = [s.strip() for s in args.state.split(",")] if args.state else None
+    return subject(impl, layout=layout, state=state, backend=args.backend, label=args.impl)
+
+
+def _check_impl(args) -> int:
+    from .conformance import check
+
+    if len(args.cells) != 1:
+        print("lstm-verify: error: check --impl takes exactly one cell, the one your code claims "
+              "to compute (use identify to find it)", file=sys.stderr)  # fmt: skip
+        return 2
+    report = check(args.cells[0], _subject(args), examples=args.examples, seed=args.seed)
+    print(report.table())
+    return 0 if report.passed else 1
+
+
+def _identify(args) -> int:
+    from .identify import identify
+
+    result = identify(_subject(args), cells=args.cells or None)
+    print(f"{args.impl}: {result.summary()}")
+    return 0 if result.matches else 1
+
+
 def _check(args) -> int:
     from .cell import catalog, load
     from .check import LIMITS, check_cell
 
+    if args.impl:
+        return _check_impl(args)
     names = args.cells or catalog()
     start = time.perf_counter()
     rows = []

@@ -82,3 +82,39 @@ def assert_close(actual, expected, *, cell: str, quantity: str, dtype=None, rtol
             f"(|diff| {abs(a64[idx] - e64[idx]):.3e} > atol {atol:g} + rtol {rtol:g} * |expected|; "
             f"{int(bad.sum())} of {bad.size} elements out of tolerance){context}"
         )
+
+
+# Conformance tolerances: |got - ref| <= atol + rtol*|ref| + CONDITION_FACTOR * eps * S, where S
+# estimates how much ref moves when every operand is perturbed by one relative unit (see
+# `sensitivity`). Well-conditioned values get the tight base tolerance; values that cancel or
+# amplify (a long relu recurrence, c' = f*c + g with f*c ~ -g) get exactly the room their
+# conditioning demands, and nothing is loosened globally.
+CONFORMANCE_TOLERANCE = {
+    np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-14},
+    np.dtype(np.float32): {"rtol": 1e-5, "atol": 1e-6},
+}
+CONDITION_FACTOR = 64.0
+
+
+def sensitivity(fn, operands: dict, samples: int = 3, rel: float = 1e-6, seed: int = 0) -> np.ndarray:
+    """Statistical componentwise condition estimate of ``fn`` (dict of float64 arrays -> flat
+    float64 array): max over random sign patterns u of |fn(a * (1 + rel*u)) - fn(a)| / rel.
+    It approximates sum_j |d fn_i/d a_j| |a_j| from below (Kenney & Laub's small-sample method),
+    so the tolerance multiplies it by CONDITION_FACTOR."""
+    rng = np.random.default_rng(seed)
+    base = fn(operands)
+    worst = np.zeros_like(base)
+    for _ in range(samples):
+        shifted = {k: v * (1 + rel * rng.choice([-1.0, 1.0], size=np.shape(v))) for k, v in operands.items()}
+        worst = np.maximum(worst, np.abs(fn(shifted) - base) / rel)
+    return worst
+
+
+def tolerance(dtype, reference, sens=None) -> np.ndarray:
+    """Elementwise tolerance for values of ``dtype`` against a float64 reference."""
+    dtype = np.dtype(dtype)
+    tol = CONFORMANCE_TOLERANCE.get(dtype, CONFORMANCE_TOLERANCE[np.dtype(np.float64)])
+    out = tol["atol"] + tol["rtol"] * np.abs(reference)
+    if sens is not None:
+        out = out + CONDITION_FACTOR * np.finfo(dtype).eps * sens
+    return out

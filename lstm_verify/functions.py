@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import mpmath
+import numpy
 import sympy
 
 
@@ -76,6 +77,7 @@ class Func:
     numpy: str  # format string over the printed arguments {0}, {1}
     torch: str
     mpmath: Callable
+    interval: Callable  # (lo, hi) per argument -> (lo, hi) of f, elementwise NumPy arrays
     public: bool = True  # may appear in spec text
 
 
@@ -87,6 +89,21 @@ def _mp_hard_sigmoid(x):
     return min(max(x / 6 + mpmath.mpf(1) / 2, mpmath.mpf(0)), mpmath.mpf(1))
 
 
+def _monotone(fn):
+    """Interval extension of an increasing function."""
+    return lambda arg: (fn(arg[0]), fn(arg[1]))
+
+
+def _unit(*intervals):
+    lo = numpy.asarray(intervals[-1][0], dtype=float)
+    return numpy.zeros_like(lo, dtype=float), numpy.ones_like(lo, dtype=float)
+
+
+def _np_sigmoid(x):
+    with numpy.errstate(over="ignore"):
+        return 1 / (1 + numpy.exp(-numpy.asarray(x, dtype=float)))
+
+
 def _mp_tick(t, period):
     return mpmath.mpf(1) if int(t) % int(period) == 0 else mpmath.mpf(0)
 
@@ -94,10 +111,14 @@ def _mp_tick(t, period):
 FUNCTIONS: dict[str, Func] = {
     f.name: f
     for f in [
-        Func("sigmoid", sigmoid, 1, "_sigmoid({0})", "torch.sigmoid({0})", _mp_sigmoid),
-        Func("tanh", sympy.tanh, 1, "numpy.tanh({0})", "torch.tanh({0})", mpmath.tanh),
-        Func("exp", sympy.exp, 1, "numpy.exp({0})", "torch.exp({0})", mpmath.exp),
-        Func("relu", relu, 1, "numpy.maximum({0}, 0)", "torch.relu({0})", lambda x: max(x, 0)),
+        Func("sigmoid", sigmoid, 1, "_sigmoid({0})", "torch.sigmoid({0})", _mp_sigmoid,
+             _monotone(_np_sigmoid)),  # fmt: skip
+        Func("tanh", sympy.tanh, 1, "numpy.tanh({0})", "torch.tanh({0})", mpmath.tanh,
+             _monotone(numpy.tanh)),  # fmt: skip
+        Func("exp", sympy.exp, 1, "numpy.exp({0})", "torch.exp({0})", mpmath.exp,
+             _monotone(lambda u: numpy.exp(numpy.minimum(u, 709.0)) * numpy.where(u > 709, numpy.inf, 1))),  # fmt: skip
+        Func("relu", relu, 1, "numpy.maximum({0}, 0)", "torch.relu({0})", lambda x: max(x, 0),
+             _monotone(lambda u: numpy.maximum(u, 0))),  # fmt: skip
         Func(
             "hard_sigmoid",
             hard_sigmoid,
@@ -105,8 +126,9 @@ FUNCTIONS: dict[str, Func] = {
             "numpy.clip({0} / 6 + 0.5, 0, 1)",
             "torch.nn.functional.hardsigmoid({0})",
             _mp_hard_sigmoid,
+            _monotone(lambda u: numpy.clip(u / 6 + 0.5, 0, 1)),
         ),
-        Func("tick", tick, 2, "_tick({0}, {1})", "_tick({0}, {1})", _mp_tick),
+        Func("tick", tick, 2, "_tick({0}, {1})", "_tick({0}, {1})", _mp_tick, _unit),
         Func(
             "step",
             step,
@@ -114,6 +136,7 @@ FUNCTIONS: dict[str, Func] = {
             "_step({0})",
             "_step({0})",
             lambda x: mpmath.mpf(1) if x > 0 else mpmath.mpf(0),
+            _unit,
             public=False,
         ),
         Func(
@@ -123,6 +146,7 @@ FUNCTIONS: dict[str, Func] = {
             "_hard_sigmoid_grad({0})",
             "_hard_sigmoid_grad({0})",
             lambda x: mpmath.mpf(1) / 6 if -3 < x < 3 else mpmath.mpf(0),
+            lambda arg: (numpy.zeros_like(arg[0], dtype=float), numpy.full_like(arg[0], 1 / 6, dtype=float)),
             public=False,
         ),
     ]

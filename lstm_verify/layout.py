@@ -58,19 +58,49 @@ def from_target(ir: CellIR, layout_name: str, tensors: dict, sizes: dict) -> dic
 
 
 def to_target(ir: CellIR, layout_name: str, params: dict, sizes: dict) -> dict:
-    """Third-party tensors from spec parameters; a shared parameter goes to its first tensor and
-    zeros to the others, so the sums are right."""
-    layout = get_layout(ir, layout_name)
-    placed: set[str] = set()
+    """Third-party tensors from spec parameters (see :func:`stack`)."""
+    return stack(get_layout(ir, layout_name), params)
+
+
+def stack(layout: Layout, params: dict, split: np.random.Generator | None = None) -> dict:
+    """A layout's tensors from spec parameters. A parameter stacked into several tensors (summed
+    biases) goes whole to its first tensor and as zeros to the others; with ``split``, it is cut
+    into random parts that sum to it, so that code which drops one of them is seen."""
+    share = {}
+    if split is not None:
+        count: dict[str, int] = {}
+        for _, blocks in layout.tensors:
+            for b in blocks:
+                count[b] = count.get(b, 0) + 1
+        for b, n in count.items():
+            if n > 1:
+                v = _np(params[b]).astype(np.float64)
+                parts = [v * split.uniform(-1.0, 2.0, v.shape) for _ in range(n - 1)]
+                share[b] = [v - sum(parts)] + parts
+    placed: dict[str, int] = {}
     out = {}
     for tensor, blocks in layout.tensors:
         parts = []
         for b in blocks:
             value = _np(params[b])
-            parts.append(np.zeros_like(value) if b in placed else value)
-            placed.add(b)
-        stacked = np.concatenate([p if p.ndim == 2 else p for p in parts], 0)
+            k = placed.get(b, 0)
+            if b in share:
+                parts.append(share[b][k].astype(value.dtype))
+            else:
+                parts.append(np.zeros_like(value) if k else value)
+            placed[b] = k + 1
+        stacked = np.concatenate(parts, 0)
         out[tensor] = stacked.T if tensor in layout.transpose else stacked
+    return out
+
+
+def stack_gradients(layout: Layout, grads: dict) -> dict:
+    """d loss/d tensor from d loss/d spec parameter: a parameter stacked into several tensors
+    (summed biases) gives each its whole gradient."""
+    out = {}
+    for tensor, blocks in layout.tensors:
+        g = np.concatenate([_np(grads[b]) for b in blocks], 0)
+        out[tensor] = g.T if tensor in layout.transpose else g
     return out
 
 

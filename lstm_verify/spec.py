@@ -9,7 +9,9 @@ therefore not end in ``_``.
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
+import json
 import keyword
 import re
 import tomllib
@@ -109,6 +111,7 @@ class CellSpec:
     dims: tuple[tuple[str, str], ...]  # every vector name (and diagonal/buffer) -> size name
     layouts: tuple[Layout, ...]
     sha256: str = field(repr=False)
+    data: dict = field(default_factory=dict, repr=False, compare=False)  # the parsed TOML
 
     def dim(self, name: str) -> str:
         return dict(self.dims)[name]
@@ -145,6 +148,13 @@ def parse_spec(text: str, path: str = "<spec>") -> CellSpec:
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise SpecError("TOML arrays or tables are nested too deeply", path=path) from None
     return _Parser(data, path).run(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+def variant(spec: CellSpec, name: str, title: str, equations: list[str]) -> CellSpec:
+    """The same cell with other equations (a convention variant), parsed like any spec text."""
+    data = copy.deepcopy(spec.data) | {"name": name, "title": title, "equations": list(equations)}
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+    return _Parser(data, spec.path).run(digest)
 
 
 class _Parser:
@@ -245,6 +255,7 @@ class _Parser:
             dims=tuple(sorted(dims.items())),
             layouts=self.layouts(),
             sha256=sha,
+            data=self.data,
         )
 
     def buffers(self):

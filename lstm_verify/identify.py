@@ -1,0 +1,336 @@
+"""Which cell does an implementation compute? Catalog cells and their convention variants.
+
+Candidates, each a single difference from a cell (the conventions in cells.md that users hit):
+
+* other catalog cells the implementation's parameters map onto (same layout target or tensor
+  shapes; for functions, the same parameter names): ``gru`` versus ``gru_cho``;
+* gate order: gates with the same parameter structure permuted (``i, g, f, o`` for ``i, f, g, o``);
+* state order: ``(c, h)`` for ``(h, c)``;
+* equation variants, rewritten from the spec text and parsed like any spec: ``hard_sigmoid`` for
+  ``sigmoid``; a gate and its complement exchanged in a state update (``z`` and ``1 - z``); a
+  constant 1 added to a gate's pre-activation (the forget bias some libraries add at run time);
+  a gate that reads a state's new value reading the old one, or the other way round (peepholes);
+* schedule: the step counter shifted by one (clockwork periods off by one step).
+
+Each candidate is run on fixed float64 probes with the implementation given that candidate's
+parameters, and compared at every state and step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import LstmVerifyError, SpecError, VerificationError
+from .ir import Affine
+
+PROBES = 2
+PROBE_STEPS = 5
+PROBE_BATCH = 2
+
+
+@dataclass(frozen=True)
+class Candidate:
+    cell: object  # Cell
+    description: str
+    layout: object = None  # Layout for module subjects
+    rename: tuple = ()  # (implementation's parameter, reference parameter): gate permutation
+    state_order: tuple | None = None
+    t_shift: int = 0
+    kind: str = "catalog"
+
+    @property
+    def name(self) -> str:
+        return self.description
+
+
+@dataclass
+class Identification:
+    claimed: str | None
+    subject: str
+    matches: list = field(default_factory=list)  # Candidates that reproduce the implementation
+    claimed_matches: bool = False
+    divergence: object = None  # first Divergence against the claimed cell
+    tried: int = 0
+
+    def summary(self) -> str:
+        if self.claimed and self.claimed_matches:
+            return (f"computes `{self.claimed}` on ordinary inputs; the difference lies only where "
+                    "the failing property looks (saturation, long sequences or gradients)")
+        if self.matches:
+            best = self.matches[0]
+            head = f"matches {best.description}"
+            if self.claimed:
+                claimed_title = _title(self.claimed)
+                head += f", not `{self.claimed}` ({claimed_title})"
+            others = [m.description for m in self.matches[1:]]
+            if others:
+                head += "; also matches " + ", ".join(others)
+        else:
+            head = f"matches no catalog cell or convention variant ({self.tried} tried)"
+        if self.divergence is not None:
+            head += f"; against `{self.claimed}`, the first quantity to differ is {self.divergence}"
+        return head
+
+
+@lru_cache(maxsize=None)
+def _title(name):
+    from .cell import load
+
+    return load(name).spec.title
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def _gates(ir):
+    """Gate name -> {role: parameter}, for gates written as one equation over lin(...)."""
+    out: dict[str, dict[str, str]] = {}
+    for node in ir.nodes:
+        if not isinstance(node, Affine):
+            continue
+        gate = node.equation.split("=")[0].strip()
+        roles = out.setdefault(gate, {})
+        for w, arg in node.terms:
+            roles[w[len(f"W_{gate}"):] if w.startswith(f"W_{gate}_") else w] = w
+        if node.bias:
+            roles[node.bias[len(f"b_{gate}"):] or "b"] = node.bias
+    return out
+
+
+def gate_permutations(cell):
+    """Renamings that permute gates with identical parameter structure."""
+    ir = cell.ir
+    gates = _gates(ir)
+    groups: dict[tuple, list[str]] = {}
+    for g, roles in gates.items():
+        shape_key = tuple(sorted((r, ir.dims.get(p, "") if p in ir.dims else _wshape(ir, p)) for r, p in roles.items()))
+        groups.setdefault(shape_key, []).append(g)
+    out = []
+    for key, members in groups.items():
+        if len(members) < 2 or len(members) > 5:
+            continue
+        for perm in itertools.permutations(members):
+            if perm == tuple(members):
+                continue
+            rename = {}
+            for src, dst in zip(members, perm):  # the implementation uses src's block as dst
+                for role, p in gates[src].items():
+                    rename[p] = gates[dst][role]
+            out.append((tuple(sorted(rename.items())),
+                        f"`{cell.name}` with its gate blocks in the order {', '.join(perm)} "
+                        f"(the layout says {', '.join(members)})"))  # fmt: skip
+    return out
+
+
+def _wshape(ir, name):
+    for w in ir.weights:
+        if w.name == name:
+            return (w.out_dim, w.in_dim)
+    return ""
+
+
+def _tok(name):
+    return re.compile(r"(?<![A-Za-z0-9_'])" + re.escape(name) + r"(?![A-Za-z0-9_'])")
+
+
+def equation_variants(cell):
+    """(name, description, equations) for the convention variants of a cell's equations."""
+    spec = cell.spec
+    eqs = [e.text for e in spec.equations]
+    states = set(spec.states)
+    lhs = [e.split("=")[0].strip() for e in eqs]
+    gates = [lhs[i] for i, e in enumerate(eqs) if re.match(r"\s*(hard_)?sigmoid\(", e.split("=", 1)[1])]
+    out = []
+    if any(re.search(r"(?<!hard_)\bsigmoid\(", e) for e in eqs):
+        out.append(("hard", "with hard_sigmoid in place of sigmoid",
+                    [re.sub(r"(?<!hard_)\bsigmoid\(", "hard_sigmoid(", e) for e in eqs]))  # fmt: skip
+    for g in gates:
+        comp = re.compile(r"\(1 - " + re.escape(g) + r"\)")
+        new, changed = [], []
+        for lh, e in zip(lhs, eqs):
+            rhs = e.split("=", 1)[1]
+            if lh.endswith("'") and _tok(g).search(rhs):
+                rhs = comp.sub("\0", rhs)
+                rhs = _tok(g).sub(f"(1 - {g})", rhs).replace("\0", g)
+                changed.append(lh)
+                e = f"{lh} = {rhs.strip()}"
+            new.append(e)
+        if changed:
+            out.append((f"comp_{g}", f"with {g} and 1 - {g} exchanged in {', '.join(changed)}", new))
+    for i, g in enumerate(gates):
+        lh, rhs = eqs[i].split("=", 1)
+        m = re.match(r"\s*((?:hard_)?sigmoid)\((.*)\)\s*$", rhs)
+        if m:
+            new = list(eqs)
+            new[i] = f"{lh.strip()} = {m.group(1)}({m.group(2)} + 1)"
+            out.append((f"plus1_{g}", f"with a constant 1 added to {g}'s pre-activation", new))
+    for i, (lh, e) in enumerate(zip(lhs, eqs)):
+        if lh.endswith("'"):
+            continue
+        rhs = e.split("=", 1)[1]
+        for s in states:
+            for old, new_name, text in ((f"{s}'", s, f"{lh} reads {s} where the spec has {s}'"),
+                                        (s, f"{s}'", f"{lh} reads {s}' where the spec has {s}")):  # fmt: skip
+                if _tok(old).search(rhs):
+                    new = list(eqs)
+                    new[i] = f"{lh} = {_tok(old).sub(new_name, rhs).strip()}"
+                    out.append((f"state_{lh}_{old}", f"with {text}", new))
+    return out
+
+
+@lru_cache(maxsize=256)
+def _variant_cell(cell_name_or_path, key):
+    from .cell import Cell, load
+    from .ir import build_ir
+    from .spec import variant
+
+    base = load(cell_name_or_path)
+    for k, desc, eqs in equation_variants(base):
+        if k == key:
+            return Cell(build_ir(variant(base.spec, f"{base.name}_variant", base.spec.title, eqs)))
+    raise KeyError(key)
+
+
+def candidates(cell, runner_layout=None, kind="module", include_self=False, catalog=True):
+    """Every candidate explanation around ``cell`` (a Cell)."""
+    from .cell import catalog as names, load
+
+    out = []
+    if include_self:
+        out.append(Candidate(cell, f"`{cell.name}`", runner_layout, kind="claimed"))
+    if catalog:
+        for n in names():
+            if n == cell.name:
+                continue
+            other = load(n)
+            if kind == "module":
+                for lay in other.spec.layouts:
+                    if runner_layout is not None and _same_tensors(lay, runner_layout, cell, other):
+                        out.append(Candidate(other, f"`{n}` ({other.spec.title})", lay))
+            elif set(other.ir.param_names) == set(cell.ir.param_names):
+                out.append(Candidate(other, f"`{n}` ({other.spec.title})"))
+    for rename, desc in gate_permutations(cell):
+        out.append(Candidate(cell, desc, runner_layout, rename=rename, kind="gate order"))
+    states = [s for s, _ in cell.ir.states]
+    if len(states) > 1:
+        base = tuple(runner_layout.state) if runner_layout is not None else tuple(states)
+        for perm in itertools.permutations(base):
+            if perm != base:
+                out.append(Candidate(cell, f"`{cell.name}` with its state passed as ({', '.join(perm)}) "
+                                           f"instead of ({', '.join(base)})", runner_layout,
+                                     state_order=perm, kind="state order"))  # fmt: skip
+    for key, desc, _ in equation_variants(cell):
+        try:
+            v = _variant_cell(cell.spec.path if cell.name not in names() else cell.name, key)
+        except (SpecError, LstmVerifyError):
+            continue  # the rewrite made a cycle or another impossible cell
+        out.append(Candidate(v, f"`{cell.name}` {desc}", runner_layout, kind="equation"))
+    if cell.ir.step:
+        for shift in (1, -1):
+            out.append(Candidate(cell, f"`{cell.name}` with its step counter shifted by {shift:+d}",
+                                 runner_layout, t_shift=shift, kind="schedule"))  # fmt: skip
+    return out
+
+
+def _same_tensors(a, b, ca, cb):
+    from .conformance import _probe_sizes
+
+    if {t for t, _ in a.tensors} != {t for t, _ in b.tensors}:
+        return False
+    sa, sb = _probe_sizes(cb), _probe_sizes(ca)
+    if sa != sb:
+        return False
+    shape = lambda cell, lay: {t: sum(cell.ir.param_shape(x, sa)[0] for x in bl) for t, bl in lay.tensors}  # noqa: E731
+    return shape(cb, a) == shape(ca, b)
+
+
+# --------------------------------------------------------------------------- running candidates
+
+
+def _probes(cell, seeds=range(PROBES)):
+    from .conformance import _probe_sizes
+    from .strategies import Case
+
+    sizes = _probe_sizes(cell)
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(1000 + seed)
+        params = cell.init_params(sizes=sizes, init="uniform", scale=0.8, seed=1000 + seed)
+        inputs = {n: rng.uniform(-1.5, 1.5, (PROBE_STEPS, PROBE_BATCH, sizes[d])) for n, d in cell.ir.inputs}
+        state = {s: rng.uniform(-0.8, 0.8, (PROBE_BATCH, sizes[d])) for s, d in cell.ir.states}
+        out.append(Case(cell.name, "probe", np.dtype(np.float64), sizes, params, inputs, state, 3 if cell.ir.step else 0))
+    return out
+
+
+def matches(subj, candidate: Candidate, kind: str):
+    """None if the implementation reproduces the candidate on every probe, else the first
+    Divergence (or the exception text)."""
+    from .conformance import Runner, _first_divergence, _forward_problem
+
+    cell = candidate.cell
+    for case in _probes(cell):
+        try:
+            runner = Runner(subj, cell, case.sizes, np.float64, layout=candidate.layout,
+                            state_order=candidate.state_order)  # fmt: skip
+            got, ref, tol, names = _forward_problem(cell, runner, case, dict(candidate.rename), candidate.t_shift)
+        except (LstmVerifyError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        d = _first_divergence(got, ref, tol, names)
+        if d is not None:
+            return d
+    return None
+
+
+def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=None) -> Identification:
+    """Which catalog cell or convention variant an implementation computes.
+
+    With ``claimed``, candidates are the variants of that cell and the catalog cells its
+    parameters map onto; without, every catalog cell (or ``cells``) the implementation can be
+    given parameters for, and their variants."""
+    from .cell import Cell, catalog, load
+    from .conformance import Runner, _probe_sizes, subject
+
+    subj = subject(impl, layout, state, backend)
+    if claimed is not None:
+        claimed = claimed if isinstance(claimed, Cell) else load(claimed)
+        bases = [claimed]
+    else:
+        bases = [c if isinstance(c, Cell) else load(c) for c in (cells or catalog())]
+    result = Identification(claimed.name if claimed is not None else None, subj.label)
+    seen = set()
+    for base in bases:
+        try:
+            runner = Runner(subj, base, _probe_sizes(base), np.float64)
+        except (LstmVerifyError, KeyError, TypeError, ValueError) as exc:
+            if claimed is not None:
+                raise
+            continue
+        layout_ = runner.layout
+        own = Candidate(base, f"`{base.name}` ({base.spec.title})", layout_, kind="claimed")
+        d = matches(subj, own, runner.kind)
+        result.tried += 1
+        if claimed is not None:
+            result.claimed_matches = d is None
+            result.divergence = d if not isinstance(d, str) else None
+            if d is None:
+                return result
+        elif d is None and base.name not in seen:
+            seen.add(base.name)
+            result.matches.append(own)
+        pool = candidates(base, layout_, runner.kind, catalog=claimed is not None)
+        for cand in pool:
+            key = (cand.cell.name, cand.description)
+            if key in seen:
+                continue
+            seen.add(key)
+            result.tried += 1
+            if matches(subj, cand, runner.kind) is None:
+                result.matches.append(cand)
+    order = {"claimed": 0, "catalog": 1, "gate order": 2, "state order": 3, "equation": 4, "schedule": 5}
+    result.matches.sort(key=lambda c: order.get(c.kind, 9))
+    return result

@@ -1,0 +1,183 @@
+"""Saturation by construction: biases that put every gate's pre-activation beyond a level.
+
+A *saturating application* is ``sigmoid``, ``hard_sigmoid`` or ``tanh`` applied to an argument
+that contains an affine map with a bias (``sigmoid(lin(x, h) + p*c)``). Its *driver* is the
+first such biased map in the argument. :func:`saturate` sets each driver's bias to
+``±(level + B)``, where ``B`` bounds everything else in the argument at every step, so that
+``|argument| >= level`` holds exactly, not just usually. Bounds are propagated through the IR
+step by step with interval arithmetic (each function's ``interval`` in the function table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from .functions import BY_SYMPY
+from .ir import Affine, CellIR
+
+SATURATING = ("sigmoid", "hard_sigmoid", "tanh")
+
+
+@dataclass(frozen=True)
+class Application:
+    node: str  # the pointwise node that applies the function
+    function: str
+    argument: sympy.Expr
+    driver: str  # affine node whose bias is set
+    bias: str
+    rest: sympy.Expr  # argument minus the driver
+
+
+def applications(ir: CellIR) -> list[Application]:
+    """The saturating applications of a cell, each with a distinct driver bias."""
+    affine = {n.name: n for n in ir.nodes if isinstance(n, Affine)}
+    out, used = [], set()
+    for node in ir.nodes:
+        if isinstance(node, Affine):
+            continue
+        for app in sympy.preorder_traversal(node.expr):
+            if not isinstance(app, sympy.Function) or BY_SYMPY.get(type(app)) is None:
+                continue
+            name = BY_SYMPY[type(app)].name
+            if name not in SATURATING:
+                continue
+            (arg,) = app.args
+            for term in sympy.Add.make_args(arg):
+                if isinstance(term, sympy.Symbol) and term.name in affine:
+                    bias = affine[term.name].bias
+                    if bias and bias not in used:
+                        used.add(bias)
+                        out.append(Application(node.name, name, arg, term.name, bias, arg - term))
+                        break
+    return out
+
+
+def _interval(expr, B):
+    """(lo, hi) of expr per unit, given intervals B of its symbols (interval arithmetic)."""
+    if expr.is_Number:
+        v = float(expr)
+        return v, v
+    if isinstance(expr, sympy.Symbol):
+        return B[expr.name]
+    if expr.is_Add:
+        lo = hi = 0.0
+        for a in expr.args:
+            al, ah = _interval(a, B)
+            lo, hi = lo + al, hi + ah
+        return lo, hi
+    if expr.is_Mul:
+        lo = hi = 1.0
+        for a in expr.args:
+            al, ah = _interval(a, B)
+            with np.errstate(invalid="ignore"):  # 0 * inf: the product is unbounded
+                c = [lo * al, lo * ah, hi * al, hi * ah]
+            c = [np.where(np.isnan(x), np.inf, x) for x in c]
+            lo, hi = np.minimum.reduce(c), np.maximum.reduce(c)
+        return lo, hi
+    if expr.is_Pow and expr.exp.is_Integer and expr.exp > 0:
+        lo, hi = _interval(expr.base, B)
+        e = int(expr.exp)
+        a, b = lo**e, hi**e
+        if e % 2:
+            return a, b
+        low = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(a, b))
+        return low, np.maximum(a, b)
+    func = BY_SYMPY.get(type(expr))
+    if func is not None:
+        return func.interval(*[_interval(a, B) for a in expr.args])
+    return -np.inf, np.inf
+
+
+def _bound(expr, B):
+    """Upper bound of |expr| per unit."""
+    lo, hi = _interval(expr, B)
+    return np.maximum(np.abs(lo), np.abs(hi))
+
+
+def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t):
+    """Intervals of every vector at one step, from those of the inputs and the previous state."""
+    B = {k: (np.asarray(v, dtype=float), np.asarray(v, dtype=float)) for k, v in params.items()}
+    B |= {k: (-v, v) for k, v in x_bounds.items()} | dict(s_bounds)
+    if ir.step:
+        B[ir.step] = (float(t), float(t))
+    for node in ir.nodes:
+        if isinstance(node, Affine):
+            acc = sum(np.abs(B[w][0]) @ np.maximum(np.abs(B[a][0]), np.abs(B[a][1])) for w, a in node.terms)
+            b = B[node.bias][0] if node.bias else 0.0
+            B[node.name] = (b - acc, b + acc)
+        else:
+            lo, hi = _interval(node.expr, B)
+            n = (sizes[node.dim],)
+            B[node.name] = (np.broadcast_to(lo, n), np.broadcast_to(hi, n))
+    return B
+
+
+def saturate(ir: CellIR, params: dict, inputs: dict, state: dict, level: float, signs=None,
+             extra=None, t0: int = 0, max_rounds: int = 8) -> dict:  # fmt: skip
+    """Parameters whose driver biases make |argument| >= level for every saturating application
+    at every step of this input sequence. ``signs`` (±1) and ``extra`` (>= 0), per bias, choose
+    the side and the margin beyond the minimum. Raises ValueError if no finite bias works
+    (exp or relu feeding back into a gate without bound)."""
+    from .cell import infer_sizes
+
+    apps = applications(ir)
+    sizes = infer_sizes(ir, params)
+    params = {k: np.array(v, dtype=float, copy=True) for k, v in params.items()}
+    signs = signs or {}
+    extra = extra or {}
+    T = next(iter(inputs.values())).shape[0]
+    x_bounds = [{n: np.abs(np.asarray(v, dtype=float)[t]).max(axis=0) for n, v in inputs.items()}
+                for t in range(T)]  # fmt: skip
+    s0 = {s: (np.asarray(v, dtype=float).min(axis=0), np.asarray(v, dtype=float).max(axis=0))
+          for s, v in state.items()}  # fmt: skip
+    for _ in range(max_rounds):
+        need = {a.bias: 0.0 for a in apps}
+        s_bounds = s0
+        for t in range(T):
+            B = _step_bounds(ir, params, sizes, x_bounds[t], s_bounds, t0 + t)
+            for a in apps:
+                node = ir.node_map[a.driver]
+                others = sum(np.abs(params[w]) @ np.maximum(np.abs(B[arg][0]), np.abs(B[arg][1]))
+                             for w, arg in node.terms)  # fmt: skip
+                need[a.bias] = np.maximum(need[a.bias], level + others + _bound(a.rest, B))
+            s_bounds = {s: B[ir.new(s)] for s, _ in ir.states}
+        done = True
+        for a in apps:
+            n = need[a.bias]
+            if not np.all(np.isfinite(n)):
+                raise ValueError(f"{ir.name}: no finite bias saturates {a.function} in {a.node!r}")
+            if np.any(np.abs(params[a.bias]) < n):
+                done = False
+                sign = np.asarray(signs.get(a.bias, np.sign(params[a.bias]) + (params[a.bias] == 0)))
+                # a relative margin of 1e-12 absorbs the rounding of the bound's own sums
+                params[a.bias] = sign * (n * (1 + 1e-12) + np.asarray(extra.get(a.bias, 0.0)))
+        if done:
+            return params
+    raise ValueError(f"{ir.name}: saturating biases did not settle in {max_rounds} rounds")
+
+
+def preactivations(ir: CellIR, params: dict, trace, t0: int = 0) -> dict[str, np.ndarray]:
+    """Arguments of every saturating application at every step, from a reference trace
+    (``reference_forward(..., trace=[])``): {"sigmoid:f": array (T, B, n)} as floats."""
+    from .reference import _compiled
+
+    out: dict[str, np.ndarray] = {}
+    for a in applications(ir):
+        names, fn = _compiled(a.argument)
+        steps = []
+        for t, values in enumerate(trace):
+            B, n = values[a.node].shape
+
+            def arg(name, b, j):
+                if name == ir.step:
+                    return t0 + t
+                v = values[name] if name in values else params[name]
+                return v[b, j] if np.ndim(v) == 2 else v[j]
+
+            steps.append([[float(fn(*[arg(m, b, j) for m in names])) for j in range(n)]
+                          for b in range(B)])  # fmt: skip
+        out[f"{a.function}:{a.node}"] = np.array(steps)
+    return out

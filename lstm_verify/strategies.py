@@ -1,0 +1,253 @@
+"""Hypothesis strategies for any spec: sizes, dtypes, parameters, inputs, states, whole cases.
+
+    from hypothesis import given
+    from lstm_verify import strategies as lst
+
+    @given(lst.cases("lstm", regime="saturated"))
+    def test_mine(case):
+        out = my_cell(case.params, case.inputs, case.state)
+
+Regimes, chosen on purpose rather than left to chance:
+
+* ``ordinary``: parameters under a named initialisation, inputs in [-2, 2], states in [-1, 1].
+* ``saturated``: as ordinary, then every gate's bias is set so that each saturating application
+  (sigmoid, hard_sigmoid, tanh of an affine map) has |pre-activation| >= ``saturation`` (default
+  20) at every step: guaranteed by interval bounds (:mod:`lstm_verify.regimes`), not hoped for.
+  A cell with nothing to saturate (rnn_relu) is drawn as ordinary.
+* ``near_zero``: states within 1e-6 of zero (zeros and subnormals included).
+* ``long``: 50 to 200 steps, small sizes, batch 1; ``long_saturated``: both (a saturated
+  LSTM unit with i = f = 1 and g = 1 grows its cell by 1 per step).
+
+Arrays are drawn element by element, so failing examples shrink; float32 values are drawn with
+``width=32`` and are exactly representable.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+from hypothesis.extra import numpy as hnp
+
+REGIMES = ("ordinary", "saturated", "near_zero", "long", "long_saturated")
+DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+INITS = ("torch_default", "uniform", "normal")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One drawn problem: a cell, its sizes, parameters, an input sequence and initial state."""
+
+    cell: str
+    regime: str
+    dtype: np.dtype
+    sizes: dict
+    params: dict = field(repr=False)
+    inputs: dict = field(repr=False)
+    state: dict = field(repr=False)
+    t0: int = 0
+
+    @property
+    def steps(self) -> int:
+        return next(iter(self.inputs.values())).shape[0]
+
+    @property
+    def batch(self) -> int:
+        return next(iter(self.inputs.values())).shape[1]
+
+    def describe(self, limit: int = 6) -> str:
+        """The drawn values, abbreviated: what a failure report shows."""
+        opts = np.get_printoptions()
+        np.set_printoptions(precision=17 if self.dtype == np.float64 else 9, threshold=limit,
+                            edgeitems=2, linewidth=120)  # fmt: skip
+        try:
+            parts = [f"{self.cell} ({self.regime}, {self.dtype}, sizes {self.sizes}, "
+                     f"{self.steps} steps, batch {self.batch}, t0 {self.t0})"]  # fmt: skip
+            for kind, d in (("input", self.inputs), ("state", self.state), ("param", self.params)):
+                for k, v in d.items():
+                    parts.append(f"  {kind} {k} {tuple(np.shape(v))}: "
+                                 + " ".join(np.array2string(np.asarray(v)).split()))  # fmt: skip
+            return "\n".join(parts)
+        finally:
+            np.set_printoptions(**opts)
+
+    def __repr__(self):
+        return self.describe()
+
+    def _repr_pretty_(self, p, cycle):  # what Hypothesis prints for a falsifying example
+        p.text(self.describe())
+
+
+def _cell(cell):
+    from .cell import Cell, load
+
+    if isinstance(cell, Cell):
+        return cell
+    if not isinstance(cell, str):
+        raise InvalidArgument(f"cell must be a catalog name, a spec path or a Cell, got {cell!r}")
+    return load(cell)
+
+
+def _check_int(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise InvalidArgument(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _dtype(dtype):
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d is None or d not in DTYPES:  # (np.dtype("float64") == None is True)
+        raise InvalidArgument(f"dtype must be float64 or float32, got {dtype!r}")
+    return d
+
+
+def _floats(dtype, bound):
+    """Finite floats in [-bound, bound], exactly representable in dtype."""
+    width = 32 if np.dtype(dtype) == np.float32 else 64
+    b = float(np.asarray(bound, dtype=dtype))
+    return st.floats(-b, b, width=width, allow_nan=False, allow_infinity=False)
+
+
+def _array(dtype, shape, bound):
+    return hnp.arrays(dtype, shape, elements=_floats(dtype, bound))
+
+
+def dtypes() -> st.SearchStrategy:
+    """float64 or float32 (shrinks towards float64)."""
+    return st.sampled_from(DTYPES)
+
+
+def sizes(cell, min_size: int = 1, max_size: int = 5, **fixed) -> st.SearchStrategy:
+    """Every size the cell uses (``input``, ``hidden``, ``proj``...), each in
+    [min_size, max_size] unless fixed by keyword (``hidden=4``). Clockwork cells get at least as
+    many hidden units as modules."""
+    c = _cell(cell)
+    _check_int("min_size", min_size)
+    _check_int("max_size", max_size, min_size)
+    unknown = set(fixed) - set(c.ir.size_names)
+    if unknown:
+        raise InvalidArgument(f"{c.name} has no sizes {sorted(unknown)}; it has {list(c.ir.size_names)}")
+    low = {k: min_size for k in c.ir.size_names}
+    for _, dim, buf in c.ir.buffers:
+        low[dim] = max(low[dim], int(dict(buf.options).get("modules", 1)))
+    for k, v in fixed.items():
+        _check_int(k, v)
+        if v < low[k]:
+            raise InvalidArgument(f"{c.name} needs {k} >= {low[k]} (one unit per clockwork module), got {v}")
+    return st.fixed_dictionaries({
+        k: st.just(fixed[k]) if k in fixed else st.integers(low[k], max(low[k], max_size))
+        for k in c.ir.size_names
+    })  # fmt: skip
+
+
+def _init_bound(c, name, shape, sz, init):
+    if init == "torch_default":
+        return 1 / math.sqrt(sz.get("hidden", shape[0]))
+    if init == "uniform":
+        return 1.0
+    fan_in = shape[1] if len(shape) == 2 else 1
+    return 3 / math.sqrt(fan_in)  # normal, truncated at 3 sigma
+
+
+def params(cell, sizes: dict, init: str = "torch_default", dtype=np.float64) -> st.SearchStrategy:
+    """Trainable parameters drawn element by element within the named initialisation's range
+    (torch_default: U(-1/sqrt(hidden), 1/sqrt(hidden)); uniform: U(-1, 1); normal: 3 sigma of
+    N(0, 1/fan_in)); buffers (clockwork periods) as the spec's initialiser makes them."""
+    c = _cell(cell)
+    if init not in INITS:
+        raise InvalidArgument(f"init must be one of {INITS}, got {init!r}")
+    return _params(c, tuple(sorted(c.sizes(sizes=sizes).items())), init, _dtype(dtype))
+
+
+@lru_cache(maxsize=1024)
+def _params(c, sizes: tuple, init: str, dtype) -> st.SearchStrategy:
+    sz = dict(sizes)
+    fixed = {k: v for k, v in c.init_params(sizes=sz, dtype=dtype).items() if k not in c.ir.param_names}
+    drawn = {
+        name: _array(dtype, c.ir.param_shape(name, sz), _init_bound(c, name, c.ir.param_shape(name, sz), sz, init))
+        for name in c.ir.param_names
+    }  # fmt: skip
+    return st.fixed_dictionaries(drawn).map(lambda p: p | {k: v.copy() for k, v in fixed.items()})
+
+
+def inputs(cell, sizes: dict, steps: int, batch: int, dtype=np.float64, bound: float = 2.0):
+    """Input sequences, (steps, batch, size) per input, in [-bound, bound]."""
+    c = _cell(cell)
+    _check_int("steps", steps)
+    _check_int("batch", batch)
+    shapes = tuple((n, (steps, batch, sizes[d])) for n, d in c.ir.inputs)
+    return _arrays(shapes, _dtype(dtype), float(bound))
+
+
+def states(cell, sizes: dict, batch: int, dtype=np.float64, bound: float = 1.0):
+    """Initial states, (batch, size) each, in [-bound, bound]."""
+    c = _cell(cell)
+    _check_int("batch", batch)
+    return _arrays(tuple((s, (batch, sizes[d])) for s, d in c.ir.states), _dtype(dtype), float(bound))
+
+
+@lru_cache(maxsize=4096)
+def _arrays(shapes: tuple, dtype, bound: float) -> st.SearchStrategy:
+    return st.fixed_dictionaries({n: _array(dtype, shape, bound) for n, shape in shapes})
+
+
+@st.composite
+def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch):
+    regime = draw(st.sampled_from(REGIMES[:3])) if regime is None else regime
+    dt = draw(dtypes()) if dtype is None else dtype
+    ini = draw(st.sampled_from(INITS)) if init is None else init
+    if regime.startswith("long"):
+        sz = draw(sizes(c, max_size=min(max_size, 3)))
+        T = draw(st.integers(50, 200)) if steps is None else steps
+        B = 1 if batch is None else batch
+    else:
+        sz = draw(sizes(c, max_size=max_size))
+        T = draw(st.integers(1, 6)) if steps is None else steps
+        B = draw(st.integers(1, 3)) if batch is None else batch
+    p = draw(params(c, sz, ini, dt))
+    x = draw(inputs(c, sz, T, B, dt))
+    s = draw(states(c, sz, B, dt, bound=1e-6 if regime == "near_zero" else 1.0))
+    t0 = draw(st.integers(0, 16)) if c.ir.step else 0
+    if regime in ("saturated", "long_saturated"):
+        from .regimes import applications, saturate
+
+        apps = applications(c.ir)
+        signs, extra = {}, {}
+        for a in apps:
+            n = sz[c.ir.dims[a.bias]]
+            signs[a.bias] = np.where(draw(hnp.arrays(bool, n)), 1.0, -1.0)
+            extra[a.bias] = draw(hnp.arrays(np.float64, n, elements=st.floats(0, saturation)))
+        p64 = saturate(c.ir, p, x, s, saturation, signs, extra, t0)
+        p = {k: v.astype(dt) for k, v in p64.items()}
+        for a in apps:  # rounding to the dtype must not bring a bias below its bound
+            short = np.abs(p[a.bias]) < np.abs(p64[a.bias])
+            p[a.bias] = np.where(short, np.nextafter(p[a.bias], np.sign(p[a.bias]) * np.inf), p[a.bias]).astype(dt)
+    return Case(c.name, regime, dt, sz, p, x, s, t0)
+
+
+def cases(cell, regime: str | None = None, dtype=None, init: str | None = None, max_size: int = 5,
+          saturation: float = 20.0, steps: int | None = None, batch: int | None = None):  # fmt: skip
+    """Whole problems for a cell. ``None`` for dtype or init draws it too; ``None`` for regime
+    draws ordinary, saturated or near_zero (the long regimes are asked for by name)."""
+    c = _cell(cell)
+    if regime is not None and regime not in REGIMES:
+        raise InvalidArgument(f"regime must be one of {REGIMES} or None, got {regime!r}")
+    if dtype is not None:
+        dtype = _dtype(dtype)
+    if init is not None and init not in INITS:
+        raise InvalidArgument(f"init must be one of {INITS} or None, got {init!r}")
+    _check_int("max_size", max_size)
+    if isinstance(saturation, bool) or not isinstance(saturation, numbers.Real) or not 0 < saturation < 1e4:
+        raise InvalidArgument(f"saturation must be a number in (0, 1e4), got {saturation!r}")
+    if steps is not None:
+        _check_int("steps", steps)
+    if batch is not None:
+        _check_int("batch", batch)
+    return _cases(c, regime, dtype, init, max_size, float(saturation), steps, batch)
