@@ -72,9 +72,17 @@ class Cell:
         return _params.resolve_sizes(self.ir, input_size, hidden_size, sizes)
 
     def init_params(self, input_size=None, hidden_size=None, sizes=None, init="torch_default",
-                    seed=0, scale=1.0, dtype=np.float64) -> dict[str, np.ndarray]:  # fmt: skip
-        """Parameters and buffers as NumPy arrays under a named initialisation."""
+                    seed=0, scale=1.0, dtype=np.float64, t_max=100.0) -> dict[str, np.ndarray]:  # fmt: skip
+        """Parameters and buffers as NumPy arrays under a named initialisation: ``torch_default``,
+        ``uniform``, ``normal``, or one for gradient flow (see :mod:`lstm_verify.inits`):
+        ``forget_bias_1``, ``chrono`` (with ``t_max``), ``orthogonal``."""
+        from . import inits
+
         sz = self.sizes(input_size, hidden_size, sizes)
+        if init in inits.NAMED and init != "torch_default":
+            base = _params.init_params(self.ir, sz, "torch_default", seed, scale, np.dtype(np.float64))
+            rng = np.random.default_rng([seed, 1])
+            return {k: v.astype(dtype) for k, v in inits.apply(self.ir, base, init, rng, t_max).items()}
         return _params.init_params(self.ir, sz, init, seed, scale, np.dtype(dtype))
 
     def zero_state(self, batch: int, params) -> dict:
@@ -101,11 +109,11 @@ class Cell:
         return self._torch
 
     def module(self, input_size=None, hidden_size=None, sizes=None, init="torch_default", seed=0,
-               dtype=None, device=None, fused=True):  # fmt: skip
+               dtype=None, device=None, fused=True, t_max=100.0):  # fmt: skip
         """A ``torch.nn.Module`` whose backward is the generated one (``fused=False``: autograd)."""
         from .torch_cell import CellModule
 
-        params = self.init_params(input_size, hidden_size, sizes, init, seed)
+        params = self.init_params(input_size, hidden_size, sizes, init, seed, t_max=t_max)
         return CellModule(self, params, dtype=dtype, device=device, fused=fused)
 
     def reference(self, params, inputs, state=None, t0=0, dps=60):

@@ -36,9 +36,15 @@ def main(argv=None) -> int:
         p.add_argument("--backend", choices=["numpy", "torch"], help="what a function implementation takes")
     check.add_argument("--examples", type=int, default=100, help="Hypothesis examples (default 100)")
     check.add_argument("--seed", type=int, help="Hypothesis seed, for a reproducible run")
+    report = sub.add_parser("report", help="gradient-flow report: HTML, Markdown, PNG plots and JSON")
+    report.add_argument("cells", nargs="*", help="catalog cells (default: all)")
+    report.add_argument("-o", "--output", default="report", help="output folder (replaced atomically)")
+    report.add_argument("--quick", action="store_true", help="short lags, one seed: about a minute")
+    report.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        return {"list": _list, "show": _show, "check": _check, "identify": _identify}[args.command](args)
+        return {"list": _list, "show": _show, "check": _check, "identify": _identify,
+                "report": _report}[args.command](args)  # fmt: skip
     except LstmVerifyError as exc:
         print(f"lstm-verify: error: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +135,22 @@ def _identify(args) -> int:
     result = identify(_subject(args), cells=args.cells or None)
     print(f"{args.impl}: {result.summary()}")
     return 0 if result.matches else 1
+
+
+def _report(args) -> int:
+    from .cell import catalog
+    from .report import Settings, build, write
+
+    unknown = [c for c in args.cells if c not in catalog()]
+    if unknown:
+        raise LstmVerifyError(f"unknown cells {unknown}; known: {', '.join(catalog())}")
+    command = "lstm-verify report" + "".join(f" {c}" for c in args.cells) + f" -o {args.output}" + (
+        " --quick" if args.quick else "")  # fmt: skip
+    data = build(Settings.make(args.cells, args.quick), progress=not args.no_progress)
+    out = write(data, args.output, command)
+    print(f"wrote {out}/report.html, report.md, data.json and {len(list(out.glob('*.png')))} plots "
+          f"in {data['seconds']:.0f} s")  # fmt: skip
+    return 0
 
 
 def _check(args) -> int:

@@ -68,7 +68,10 @@ def init_params(ir: CellIR, sizes: dict[str, int], init="torch_default", seed=0,
                 dtype=np.float64) -> dict[str, np.ndarray]:  # fmt: skip
     """Parameters (and buffers) under a named initialisation, as NumPy arrays."""
     if init not in INITIALISERS:
-        raise ValueError(f"unknown initialisation {init!r}; choose from {sorted(INITIALISERS)}")
+        from .inits import NAMED
+
+        known = sorted(set(INITIALISERS) | set(NAMED))
+        raise ValueError(f"unknown initialisation {init!r}; choose from {known}")
     rng = np.random.default_rng(seed)
     out = {}
     for name in ir.param_names:

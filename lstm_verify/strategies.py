@@ -222,7 +222,11 @@ def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch):
         signs, extra = {}, {}
         for a in apps:
             n = sz[c.ir.dims[a.bias]]
-            signs[a.bias] = np.where(draw(hnp.arrays(bool, n)), 1.0, -1.0)
+            # whole gates open or shut as often as mixed ones: an LSTM unit with i and f both
+            # open and g saturated grows its cell by 1 per step, a case worth reaching
+            pattern = draw(st.sampled_from(("open", "shut", "mixed")))
+            signs[a.bias] = np.full(n, 1.0 if pattern == "open" else -1.0) if pattern != "mixed" else \
+                np.where(draw(hnp.arrays(bool, n)), 1.0, -1.0)  # fmt: skip
             extra[a.bias] = draw(hnp.arrays(np.float64, n, elements=st.floats(0, saturation)))
         p64 = saturate(c.ir, p, x, s, saturation, signs, extra, t0)
         p = {k: v.astype(dt) for k, v in p64.items()}

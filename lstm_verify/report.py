@@ -1,0 +1,518 @@
+"""The gradient-flow report: measured and derived, for every cell, as HTML, Markdown, PNG, JSON.
+
+``build`` computes plain data (JSON-ready); ``write`` renders it. Sections:
+
+1. gradient norm against lag at initialisation, every cell (loss at the last step);
+2. memory horizon and decay per cell and named initialisation;
+3. singular values of the per-step and accumulated Jacobians;
+4. per-gate saturation;
+5. exact results: the closed-form Jacobian blocks, and the bounds they imply, compared with
+   measurement (rnn_tanh: sigma_max(U) bound; lstm: forget-gate product against the full
+   gradient; greff_nfg / lstm_nofg: the carousel; lstm: forget bias -> large);
+6. learning on the adding and temporal-order problems, success against lag, and gradient flow
+   before and after training.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import gradflow as gf
+from .cell import catalog, load
+from .inits import NAMED
+
+
+@dataclass
+class Settings:
+    quick: bool = False
+    cells: list = field(default_factory=list)
+    lags: int = 1000  # K: gradients from T = K + 1 steps
+    hidden: int = 32
+    input: int = 8
+    batch: int = 8
+    threshold: float = 1e-3
+    spectra_steps: int = 200
+    learn_cells: tuple = (("rnn_tanh", "torch_default"), ("lstm", "forget_bias_1"), ("gru", "torch_default"),
+                          ("lstm", "chrono"))  # fmt: skip
+    learn_T: dict = field(default_factory=lambda: {"adding": [10, 30, 100, 200], "order": [10, 30, 50, 70]})
+    seeds: int = 3
+    max_steps: int = 2000
+    trained_T: int = 100  # lag of the before/after-training comparison
+
+    @classmethod
+    def make(cls, cells=None, quick=False):
+        s = cls(quick=quick, cells=list(cells or catalog()))
+        if quick:
+            s.lags, s.batch, s.spectra_steps = 200, 4, 100
+            s.learn_T = {"adding": [10, 30], "order": [10, 30]}
+            s.learn_cells = (("rnn_tanh", "torch_default"), ("lstm", "forget_bias_1"), ("gru", "torch_default"))
+            s.seeds, s.max_steps, s.trained_T = 1, 600, 30
+        return s
+
+
+def _sizes(cell, st: Settings):
+    base = {"input": st.input, "hidden": st.hidden, "proj": st.hidden // 2}
+    return {k: base.get(k, st.hidden) for k in cell.ir.size_names}
+
+
+def _sample_lags(K):
+    """All lags up to 50, then about 60 log-spaced ones up to K (what the plots need)."""
+    dense = np.arange(min(K, 50) + 1)
+    sparse = np.unique(np.round(np.geomspace(51, max(K, 51), 60)).astype(int)) if K > 50 else []
+    return sorted(set(dense.tolist()) | {int(k) for k in sparse if k <= K})
+
+
+def _r(x, digits=4):
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return None if x is None else str(x)
+    return float(f"{x:.{digits}g}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build(st: Settings, progress=True) -> dict:
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    data: dict = {"settings": {k: v for k, v in st.__dict__.items()}, "flow": {}, "spectra": {},
+                  "saturation": {}, "closed_forms": {}, "exact": {}, "learning": [], "trained": {}}  # fmt: skip
+    data["settings"]["learn_cells"] = [list(x) for x in st.learn_cells]
+    lags = _sample_lags(st.lags)
+    learn_jobs = [(c, i, task, T, seed) for c, i in st.learn_cells for task, Ts in st.learn_T.items()
+                  for T in Ts for seed in range(st.seeds)]  # fmt: skip
+    total = len(st.cells) * (len(NAMED) + 2) + 4 + len(learn_jobs) + len({c for c, _ in st.learn_cells})
+    bar = tqdm(total=total, desc="report", unit="job", disable=not progress, file=sys.stderr)
+    for name in st.cells:
+        cell = load(name)
+        sizes = _sizes(cell, st)
+        data["flow"][name] = {}
+        for init in NAMED:
+            bar.set_postfix_str(f"{name} {init}")
+            p, x, s, _ = gf._problem(cell, sizes, st.lags + 1, st.batch, 0, init)
+            f = gf.flow(cell, p, x, s, st.threshold, init=init)
+            data["flow"][name][init] = {
+                "decay": _r(f.decay), "horizon": f.horizon, "lags": lags,
+                "total": [_r(f.total[k]) for k in lags],
+                "states": {k: [_r(v[k]) for k in lags] for k, v in f.state_norms.items()},
+                "inputs": [_r(f.input_norms[k]) for k in lags],
+            }  # fmt: skip
+            bar.update()
+        p, x, s, _ = gf._problem(cell, sizes, st.spectra_steps, st.batch, 0, "torch_default")
+        sp = gf.spectra(cell, p, x, s)
+        top = np.array(sp.step_top)
+        data["spectra"][name] = {
+            "step_top": {"min": _r(top.min()), "median": _r(float(np.median(top))), "max": _r(top.max())},
+            "accumulated_top": {str(k): _r(v[0]) for k, v in sp.accumulated.items()},
+            "accumulated": {str(k): [_r(x) for x in v[:8]] for k, v in sp.accumulated.items()},
+        }  # fmt: skip
+        data["saturation"][name] = {k: {kk: (_r(vv) if isinstance(vv, float) else vv) for kk, vv in v.items()}
+                                    for k, v in gf.saturation(cell, p, x, s).items()}  # fmt: skip
+        bar.update()
+        from .derive import block_latex, block_text
+        from .spec import display
+
+        data["closed_forms"][name] = [
+            {"of": display(of), "wrt": wrt, "text": block_text(t), "latex": block_latex(t)}
+            for (of, wrt), t in cell.jacobian_blocks().items()
+        ]
+        bar.update()
+    data["exact"] = exact_results(st, bar)
+    for c, init, task, T, seed in learn_jobs:
+        from .tasks import train
+
+        bar.set_postfix_str(f"learn {c} {init} {task} T={T} seed {seed}")
+        data["learning"].append(train(load(c), task, T, seed, init, hidden=st.hidden, max_steps=st.max_steps).as_dict())
+        bar.update()
+    data["trained"] = before_after(st, bar)
+    bar.close()
+    data["seconds"] = round(time.perf_counter() - start, 1)
+    return data
+
+
+def exact_results(st: Settings, bar) -> dict:
+    """Bounds and exact identities from the closed forms, each next to its measurement."""
+    out = {}
+    K = min(st.lags, 200)
+    # rnn_tanh: ||dh_T/dh_{T-k}|| <= (gamma sigma_max(U))^k with gamma = max tanh' = 1
+    cell = load("rnn_tanh")
+    rows = []
+    for scale in (0.5, 1.0, 2.0, 4.0):
+        p, x, s, _ = gf._problem(cell, _sizes(cell, st), K + 1, st.batch, 0, "torch_default")
+        p = dict(p) | {"W_h_h": p["W_h_h"] * scale}
+        sigma = float(np.linalg.svd(p["W_h_h"], compute_uv=False)[0])
+        f = gf.flow(cell, p, x, s, st.threshold)
+        worst = max(f.total[k] / sigma**k for k in range(1, K + 1) if sigma**k > 1e-300)
+        rows.append({"scale": scale, "sigma_max": _r(sigma), "bound_per_step": _r(sigma),
+                     "vanishing_guaranteed": sigma < 1, "measured_decay": _r(f.decay),
+                     "max_measured_over_bound": _r(worst)})  # fmt: skip
+    out["rnn_tanh_bound"] = rows
+    bar.update()
+    # lstm: the carousel alone gives dc_T/dc_{T-k} = prod diag(f); recurrent weights add paths
+    cell = load("lstm")
+    rows = []
+    for init in ("torch_default", "forget_bias_1"):
+        p, x, s, _ = gf._problem(cell, _sizes(cell, st), K + 1, st.batch, 0, init)
+        f = gf.flow(cell, p, x, s, st.threshold)
+        fv = gf.node_values(cell, p, x, s)["f"]
+        carousel = float(np.exp(np.log(fv).mean()))  # geometric mean of f: the CEC-only factor
+        J = gf.step_jacobians(cell, p, {k: v[:50] for k, v in x.items()}, s)
+        H = p["W_i_h"].shape[0]
+        diag_err = max(float(np.abs(J[t][H:, H:] - np.diag(fv[t, 0])).max()) for t in range(len(J)))
+        rows.append({"init": init, "forget_gate_mean": _r(float(fv.mean())), "carousel_decay": _r(carousel),
+                     "measured_decay": _r(f.decay), "c_block_equals_diag_f_max_error": diag_err})  # fmt: skip
+    out["lstm_carousel"] = rows
+    # forget bias -> large: the cell-to-cell product approaches the identity
+    sweep = []
+    for b in (0, 1, 2, 3, 5, 10, 20):
+        p, x, s, _ = gf._problem(cell, _sizes(cell, st), K + 1, st.batch, 0, "torch_default")
+        p = dict(p) | {"b_f": p["b_f"] + b}
+        f = gf.flow(cell, p, x, s, st.threshold)
+        fv = gf.node_values(cell, p, x, s)["f"]
+        sweep.append({"forget_bias": b, "carousel_decay": _r(float(np.exp(np.log(fv).mean()))),
+                      "measured_decay": _r(f.decay), "horizon": f.horizon,
+                      "c_gradient_at_K": _r(f.state_norms["c"][K] / max(f.state_norms["c"][1], 1e-300))})  # fmt: skip
+    out["lstm_forget_bias"] = sweep
+    bar.update()
+    # the carousel exactly: greff_nfg with p_i = 0, and lstm_nofg: dc'/dc = I at every step
+    rows = []
+    for name, zero in (("greff_nfg", ("p_i",)), ("lstm_nofg", ())):
+        cell = load(name)
+        p, x, s, _ = gf._problem(cell, _sizes(cell, st), 100, 1, 0, "torch_default")
+        p = dict(p) | {k: np.zeros_like(p[k]) for k in zero}
+        J = gf.step_jacobians(cell, p, x, s)
+        H = st.hidden
+        P = np.eye(H)
+        for j in J[::-1]:
+            P = P @ j[H:, H:]
+        rows.append({"cell": name, "zeroed": list(zero), "steps": len(J),
+                     "max_step_block_minus_identity": float(max(np.abs(j[H:, H:] - np.eye(H)).max() for j in J)),
+                     "max_product_minus_identity": float(np.abs(P - np.eye(H)).max())})  # fmt: skip
+    cell = load("greff_nfg")
+    p, x, s, _ = gf._problem(cell, _sizes(cell, st), 100, 1, 0, "torch_default")
+    J = gf.step_jacobians(cell, p, x, s)
+    H = st.hidden
+    rows.append({"cell": "greff_nfg", "zeroed": [], "steps": len(J),
+                 "max_step_block_minus_identity": float(max(np.abs(j[H:, H:] - np.eye(H)).max() for j in J)),
+                 "note": "the input gate's peephole p_i*c adds g*i*(1-i)*p_i to the diagonal"})  # fmt: skip
+    out["carousel"] = rows
+    bar.update()
+    bar.update()
+    return out
+
+
+def before_after(st: Settings, bar) -> dict:
+    """Gradient flow at initialisation and after training on the adding problem at trained_T."""
+    import torch
+
+    from .tasks import adding, train
+
+    out = {}
+    T = st.trained_T
+    for name, init in st.learn_cells:
+        if name in out:
+            continue
+        cell = load(name)
+        bar.set_postfix_str(f"train {name} T={T}")
+        result, layer = train(cell, "adding", T, 0, init, hidden=st.hidden, max_steps=st.max_steps, return_model=True)
+        x, _ = adding(T, st.batch, np.random.default_rng(1))
+        xs = {cell.ir.inputs[0][0]: x.astype(np.float64)}
+        curves = {}
+        for label, params in (("init", cell.init_params(sizes=_sizes(cell, st) | {"input": 2}, init=init, seed=0,
+                                                        t_max=T)),
+                              ("trained", {k: v.detach().double().numpy() for k, v in layer.param_dict().items()})):  # fmt: skip
+            s = {k: np.asarray(v, dtype=float) for k, v in cell.zero_state(st.batch, params).items()}
+            f = gf.flow(cell, params, xs, s, st.threshold)
+            curves[label] = {"total": [_r(v) for v in f.total], "decay": _r(f.decay),
+                             "lag_T_minus_1": _r(f.total[T - 1])}  # fmt: skip
+        out[name] = {"init": init, "T": T, "solved": result.solved, "steps": result.steps, **curves}
+        bar.update()
+        torch.set_flush_denormal(False)
+    return out
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _figures(data) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    cells = list(data["flow"])
+    cmap = plt.get_cmap("tab20", max(len(cells), 2))
+
+    def save(name, fig):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        figs[name] = buf.getvalue()
+
+    fig, ax = plt.subplots(figsize=(10, 6))
+    for i, c in enumerate(cells):
+        d = data["flow"][c]["torch_default"]
+        y = np.array([v if isinstance(v, (int, float)) and v else np.nan for v in d["total"]], dtype=float)
+        ax.semilogy(d["lags"], y, label=c, color=cmap(i), lw=1.4, ls="-" if i < 10 else "--")
+    ax.set_xlabel("lag k (steps between the loss and the state)")
+    ax.set_ylabel("||dL/ds_{T-k}|| / ||dL/ds_T||")
+    ax.set_title("Gradient norm against lag at initialisation (torch default), float64")
+    ax.axhline(data["settings"]["threshold"], color="grey", lw=0.8, ls=":")
+    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(True, which="major", alpha=0.3)
+    save("gradflow.png", fig)
+
+    key = [c for c in ("rnn_tanh", "lstm", "gru", "mgu", "lstm_peephole", "clockwork_rnn") if c in cells] or cells[:4]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), sharex=True, sharey=True)
+    for ax, c in zip(axes.ravel(), key):
+        for init in NAMED:
+            d = data["flow"][c][init]
+            y = np.array([v if isinstance(v, (int, float)) and v else np.nan for v in d["total"]], dtype=float)
+            ax.semilogy(d["lags"], y, label=init)
+        ax.set_title(c, fontsize=10)
+        ax.grid(True, alpha=0.3)
+    for ax in axes.ravel()[len(key):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=8)
+    fig.supxlabel("lag k")
+    fig.supylabel("normalised gradient norm")
+    fig.suptitle("How the initialisation changes gradient flow")
+    save("gradflow_inits.png", fig)
+
+    H = np.array([[data["flow"][c][i]["horizon"] if data["flow"][c][i]["horizon"] is not None
+                   else np.nan for i in NAMED] for c in cells], dtype=float)  # fmt: skip
+    K = data["settings"]["lags"]
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(cells) + 1.5))
+    shade = np.log10(np.nan_to_num(H, nan=K) + 1)
+    im = ax.imshow(shade, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(NAMED)), NAMED, rotation=20)
+    ax.set_yticks(range(len(cells)), cells, fontsize=8)
+    for r in range(len(cells)):
+        for c in range(len(NAMED)):
+            v = H[r, c]
+            ax.text(c, r, f">{K}" if np.isnan(v) else f"{int(v)}", ha="center", va="center", fontsize=7,
+                    color="black" if im.norm(shade[r, c]) > 0.6 else "white")  # fmt: skip
+    ax.set_title(f"Memory horizon: first lag with gradient < {data['settings']['threshold']:g} of lag 0")
+    fig.colorbar(im, ax=ax, label="log10(horizon + 1)")
+    save("horizon.png", fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5))
+    for i, c in enumerate(cells):
+        acc = data["spectra"][c]["accumulated_top"]
+        ks = sorted(int(k) for k in acc)
+        a1.loglog(ks, [acc[str(k)] or np.nan for k in ks], marker=".", color=cmap(i), label=c,
+                  ls="-" if i < 10 else "--")  # fmt: skip
+    a1.set_xlabel("lag k")
+    a1.set_ylabel("largest singular value of J_{T-1}...J_{T-k}")
+    a1.set_title("Accumulated Jacobian")
+    a1.grid(True, which="major", alpha=0.3)
+    a1.legend(fontsize=6, ncol=2)
+    tops = [data["spectra"][c]["step_top"] for c in cells]
+    y = np.arange(len(cells))
+    a2.hlines(y, [t["min"] for t in tops], [t["max"] for t in tops], color="grey")
+    a2.plot([t["median"] for t in tops], y, "o", color="C0", label="median")
+    a2.axvline(1.0, color="red", lw=0.8, ls=":")
+    a2.set_yticks(y, cells, fontsize=8)
+    a2.set_xlabel("largest singular value of the per-step Jacobian (min, median, max over steps)")
+    a2.set_title("Per-step Jacobian")
+    save("spectra.png", fig)
+
+    learning = data["learning"]
+    if learning:
+        tasks = sorted({r["task"] for r in learning})
+        fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            runs = [r for r in learning if r["task"] == task]
+            for j, (c, init) in enumerate(sorted({(r["cell"], r["init"]) for r in runs})):
+                Ts = sorted({r["T"] for r in runs})
+                rate = [np.mean([r["solved"] for r in runs if r["cell"] == c and r["init"] == init and r["T"] == T])
+                        for T in Ts]  # fmt: skip
+                offset = 0.015 * (j - 1.5)  # lines that coincide stay visible
+                ax.semilogx(Ts, np.array(rate) + offset, marker="osD^v"[j % 5], ls=["-", "--", "-.", ":"][j % 4],
+                            label=f"{c} ({init})", alpha=0.85)  # fmt: skip
+                ax.set_xticks(Ts, [str(T) for T in Ts])
+                ax.minorticks_off()
+            ax.set_ylim(-0.08, 1.08)
+            ax.set_xlabel("lag T (sequence length)")
+            ax.set_ylabel("fraction of seeds solved")
+            ax.set_title({"adding": "Adding problem (MSE < 0.01)", "order": "Temporal order (accuracy >= 95%)"}[task])
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        save("learning.png", fig)
+
+    trained = data["trained"]
+    if trained:
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for i, (c, d) in enumerate(trained.items()):
+            for label, ls in (("init", ":"), ("trained", "-")):
+                y = np.array([v if isinstance(v, (int, float)) and v else np.nan for v in d[label]["total"]], dtype=float)
+                ax.semilogy(range(len(y)), y, ls=ls, color=f"C{i}", label=f"{c} ({label})")
+        ax.set_xlabel("lag k")
+        ax.set_ylabel("normalised gradient norm")
+        ax.set_title(f"Before and after training on the adding problem, T = {next(iter(trained.values()))['T']}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        save("before_after.png", fig)
+
+    sweep = data["exact"]["lstm_forget_bias"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    b = [r["forget_bias"] for r in sweep]
+    ax.plot(b, [r["carousel_decay"] for r in sweep], "o-", label="forget-gate product (geometric mean of f)")
+    ax.plot(b, [r["measured_decay"] for r in sweep], "s-", label="measured decay of the full gradient")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("added forget-gate bias")
+    ax.set_ylabel("factor per step")
+    ax.set_title("lstm: forget bias -> large approaches the constant error carousel")
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3)
+    save("forget_bias.png", fig)
+    return figs
+
+
+def _tables(data) -> list:
+    """(title, header, rows) for every table in the report."""
+    cells = list(data["flow"])
+    K = data["settings"]["lags"]
+    t = []
+    t.append(("Memory horizon and decay per step, by initialisation", ["cell"] + [f"{i}: horizon / decay" for i in NAMED],
+              [[c] + [f"{d['horizon'] if d['horizon'] is not None else '>' + str(K)} / {d['decay']}"
+                      for d in (data['flow'][c][i] for i in NAMED)] for c in cells]))  # fmt: skip
+    t.append(("Jacobian singular values (torch default)", ["cell", "per-step max sigma (min / median / max)",
+              "accumulated sigma_max at lag 10", "at lag 100"],
+              [[c, "{min} / {median} / {max}".format(**data["spectra"][c]["step_top"]),
+                data["spectra"][c]["accumulated_top"].get("10"), data["spectra"][c]["accumulated_top"].get("100")]
+               for c in cells]))  # fmt: skip
+    sat_rows = []
+    for c in cells:
+        parts = []
+        for g, v in data["saturation"][c].items():
+            if v["kind"] == "tanh":
+                parts.append(f"{g}: |.|>0.95 {v['saturated']:.0%}")
+            else:
+                parts.append(f"{g}: <0.05 {v['below']:.0%}, >0.95 {v['above']:.0%}, mean {v['mean']:.2f}")
+        sat_rows.append([c, "; ".join(parts) or "-"])
+    t.append(("Gate saturation at initialisation (fraction of unit-steps)", ["cell", "gates"], sat_rows))
+    ex = data["exact"]
+    t.append(("rnn_tanh: measured decay against the bound (gamma sigma_max(U))^k, gamma = 1",
+              ["U scaled by", "sigma_max(U)", "vanishing guaranteed", "measured decay", "max over k of measured / bound"],
+              [[r["scale"], r["sigma_max"], r["vanishing_guaranteed"], r["measured_decay"], r["max_measured_over_bound"]]
+               for r in ex["rnn_tanh_bound"]]))  # fmt: skip
+    t.append(("lstm: forget-gate product against the measured decay",
+              ["init", "mean f", "carousel factor (geomean f)", "measured decay", "max |dc'/dc - diag(f)|"],
+              [[r["init"], r["forget_gate_mean"], r["carousel_decay"], r["measured_decay"],
+                f"{r['c_block_equals_diag_f_max_error']:.1e}"] for r in ex["lstm_carousel"]]))  # fmt: skip
+    t.append(("lstm: forget bias sweep", ["added b_f", "carousel factor", "measured decay", "horizon",
+              f"c-gradient at lag {min(K, 200)} / lag 1"],
+              [[r["forget_bias"], r["carousel_decay"], r["measured_decay"],
+                r["horizon"] if r["horizon"] is not None else f">{K}", r["c_gradient_at_K"]] for r in ex["lstm_forget_bias"]]))  # fmt: skip
+    t.append(("The constant error carousel, exactly", ["cell", "zeroed", "steps", "max |dc'/dc - I| per step",
+              "max |product - I|"],
+              [[r["cell"], ", ".join(r["zeroed"]) or "-", r["steps"], f"{r['max_step_block_minus_identity']:.3g}",
+                f"{r['max_product_minus_identity']:.3g}" if "max_product_minus_identity" in r else r.get("note", "")]
+               for r in ex["carousel"]]))  # fmt: skip
+    if data["learning"]:
+        runs = data["learning"]
+        groups = sorted({(r["cell"], r["init"], r["task"]) for r in runs})
+        rows = []
+        for c, init, task in groups:
+            for T in sorted({r["T"] for r in runs if r["task"] == task}):
+                rs = [r for r in runs if (r["cell"], r["init"], r["task"], r["T"]) == (c, init, task, T)]
+                if rs:
+                    rows.append([task, f"{c} ({init})", T, f"{sum(r['solved'] for r in rs)}/{len(rs)}",
+                                 ", ".join(str(r["steps"]) for r in rs),
+                                 ", ".join(f"{r['metric']:.3g}" for r in rs), f"{sum(r['seconds'] for r in rs):.0f} s"])  # fmt: skip
+        t.append(("Learning: success against lag (seeds 0..n-1)",
+                  ["task", "cell (init)", "T", "solved", "updates per seed", "test MSE / accuracy", "wall time"], rows))
+    if data["trained"]:
+        t.append(("Gradient at lag T-1 relative to lag 0, before and after training (adding, T = trained_T)",
+                  ["cell", "solved", "at init", "after training", "decay at init", "decay after"],
+                  [[c, d["solved"], d["init"]["lag_T_minus_1"], d["trained"]["lag_T_minus_1"], d["init"]["decay"],
+                    d["trained"]["decay"]] for c, d in data["trained"].items()]))  # fmt: skip
+    return t
+
+
+def _md_table(title, header, rows):
+    cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+    out = [f"### {title}", "", "| " + " | ".join(cell(x) for x in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cell(x) for x in r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def _html_table(title, header, rows):
+    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<h3>{html.escape(title)}</h3>\n<table><tr>{h}</tr>{body}</table>\n"
+
+
+INTRO = (
+    "A loss at the last step T, L = <w, output_T>, is differentiated with the generated backward with "
+    "respect to every state at T-k; the curves are the norm of that gradient (states concatenated, "
+    "mean over {batch} sequences of standard-normal inputs, input size {input}, hidden size {hidden}), "
+    "normalised to 1 at k = 0, in float64. The memory horizon is the first lag at which it falls "
+    "below {threshold:g}; the decay is a log-linear fit per step."
+)
+
+
+def write(data, out: Path, command: str) -> Path:
+    """Render into ``out`` atomically: a temporary folder beside it, renamed into place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        figs = _figures(data)
+        tables = _tables(data)
+        st = data["settings"]
+        header = f"Generated by `{command}` (lstm-verify, {data['seconds']:.0f} s{', quick' if st['quick'] else ''})."
+        intro = INTRO.format(**st)
+        md = [f"# Gradient flow in recurrent cells\n\n{header}\n\n{intro}\n"]
+        md.append("![gradient norm against lag](gradflow.png)\n\n![initialisations](gradflow_inits.png)\n\n"
+                  "![memory horizon](horizon.png)\n\n![Jacobian spectra](spectra.png)\n\n"
+                  "![forget bias](forget_bias.png)\n")  # fmt: skip
+        if "learning.png" in figs:
+            md.append("![learning](learning.png)\n\n![before and after training](before_after.png)\n")
+        md += [_md_table(*t) for t in tables]
+        md.append("## Closed-form one-step Jacobians\n")
+        for c, blocks in data["closed_forms"].items():
+            md.append(f"**{c}**\n\n```\n" + "\n".join(f"d{b['of']}/d{b['wrt']} = {b['text']}" for b in blocks) + "\n```\n")
+        (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
+        for name, png in figs.items():
+            (tmp / name).write_bytes(png)
+        (tmp / "data.json").write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+        img = lambda n: f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(figs[n]).decode()}">'  # noqa: E731
+        body = [f"<h1>Gradient flow in recurrent cells</h1><p>{html.escape(header)}</p><p>{html.escape(intro)}</p>"]
+        body += [img(n) for n in figs]
+        body += [_html_table(*t) for t in tables]
+        body.append("<h2>Closed-form one-step Jacobians</h2>")
+        for c, blocks in data["closed_forms"].items():
+            rows = "".join(f"<tr><td>d{html.escape(b['of'])}/d{html.escape(b['wrt'])}</td><td><code>{html.escape(b['text'])}"
+                           f"</code></td><td><code>{html.escape(b['latex'])}</code></td></tr>" for b in blocks)  # fmt: skip
+            body.append(f"<h3>{html.escape(c)}</h3><table><tr><th>block</th><th>plain</th><th>LaTeX</th></tr>{rows}</table>")
+        style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}img{max-width:100%}"
+                 "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;"
+                 "padding:3px 6px;text-align:left}code{font-size:85%}")  # fmt: skip
+        page = f"<!doctype html><html><head><meta charset='utf-8'><title>Gradient flow report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+        (tmp / "report.html").write_text(page, encoding="utf-8")
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
