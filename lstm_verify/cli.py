@@ -41,10 +41,15 @@ def main(argv=None) -> int:
     report.add_argument("-o", "--output", default="report", help="output folder (replaced atomically)")
     report.add_argument("--quick", action="store_true", help="short lags, one seed: about a minute")
     report.add_argument("--no-progress", action="store_true", help="no progress bar")
+    export = sub.add_parser("export", help="a standalone NumPy, torch or C module for a cell")
+    export.add_argument("cell", help="catalog name or spec path")
+    export.add_argument("--target", required=True, choices=["numpy", "torch", "c"])
+    export.add_argument("-o", "--output", help="file or folder (default: CELL_TARGET.py / .c)")
+    export.add_argument("--force", action="store_true", help="replace an existing file")
     args = parser.parse_args(argv)
     try:
         return {"list": _list, "show": _show, "check": _check, "identify": _identify,
-                "report": _report}[args.command](args)  # fmt: skip
+                "report": _report, "export": _export}[args.command](args)  # fmt: skip
     except LstmVerifyError as exc:
         print(f"lstm-verify: error: {exc}", file=sys.stderr)
         return 2
@@ -135,6 +140,14 @@ def _identify(args) -> int:
     result = identify(_subject(args), cells=args.cells or None)
     print(f"{args.impl}: {result.summary()}")
     return 0 if result.matches else 1
+
+
+def _export(args) -> int:
+    from .export import write
+
+    path = write(args.cell, args.target, args.output, args.force)
+    print(f"wrote {path}")
+    return 0
 
 
 def _report(args) -> int:

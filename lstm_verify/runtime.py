@@ -55,6 +55,7 @@ def write_atomic(path: Path, text: str, quiet: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.chmod(tmp, 0o666 & ~_umask())  # what open() would have given, not mkstemp's 0600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             os.replace(tmp, path)
@@ -64,6 +65,12 @@ def write_atomic(path: Path, text: str, quiet: bool = False) -> None:
     except OSError:
         if not quiet:
             raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 _counter = iter(range(10**9))

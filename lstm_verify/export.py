@@ -1,0 +1,452 @@
+"""Standalone modules for a verified cell: NumPy, torch, or C, with no dependency on lstm-verify.
+
+``export(cell, target)`` returns the text; ``write(cell, target, path, force)`` writes it
+atomically. The output depends only on the spec and this generator (no dates, no paths), so
+the same spec gives byte-identical files on any machine.
+
+* ``numpy`` / ``torch``: the generated sequence forward and exact backward, plus ``step``,
+  shape tables and, for torch, an autograd Function and a ``Layer`` module trained with the
+  generated backward. Python output is formatted with ``ruff format``.
+* ``c``: forward inference, one step and a sequence, float64 (``_f64``) and float32 (``_f32``),
+  row-major arrays, C99 (``gcc -O2 -Wall -Werror`` clean).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import sympy
+from sympy.printing.c import C99CodePrinter
+
+from . import __version__
+from .cell import Cell, load
+from .codegen import generate
+from .errors import LstmVerifyError
+from .functions import BY_SYMPY
+from .ir import Affine
+from .runtime import write_atomic
+
+TARGETS = ("numpy", "torch", "c")
+SUFFIX = {"numpy": ".py", "torch": ".py", "c": ".c"}
+
+
+def default_path(cell: Cell, target: str) -> str:
+    return f"{cell.name}_{target}{SUFFIX[target]}"
+
+
+def _command(cell: Cell, target: str) -> str:
+    return f"lstm-verify export {cell.name} --target {target} -o {default_path(cell, target)}"
+
+
+def _shape_text(cell: Cell, name: str) -> str:
+    for w in cell.ir.weights:
+        if w.name == name:
+            mask = "" if w.mask is None else ", structural zeros where the mask fails"
+            return f"({w.out_dim}, {w.in_dim}){mask}"
+    return f"({cell.ir.dims[name]},)"
+
+
+def _torch_places(cell: Cell) -> dict:
+    """Spec parameter -> where torch keeps it, from the spec's first layout."""
+    out: dict = {}
+    for layout in cell.spec.layouts[:1]:
+        for tensor, blocks in layout.tensors:
+            for k, b in enumerate(blocks):
+                out.setdefault(b, []).append(f"{layout.target}.{tensor} block {k}"
+                                             + (" (transposed)" if tensor in layout.transpose else ""))  # fmt: skip
+    return {k: " + ".join(v) for k, v in out.items()}
+
+
+def _about(cell: Cell, target: str, prefix: str) -> list[str]:
+    ir = cell.ir
+    spec = ir.spec
+    places = _torch_places(cell)
+    lines = [
+        f"{ir.name}: {spec.title}",
+        "",
+        f"Exported by lstm-verify {__version__} (target {target}) from spec {Path(spec.path).name},",
+        f"sha256 {spec.sha256}.",
+        f"Regenerate: {_command(cell, target)}",
+        "",
+        "Sources: " + "; ".join(spec.cite),
+        "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):",
+        *[f"    {e.text}" for e in spec.equations],
+        "",
+        f"Inputs: {', '.join(f'{n} ({d})' for n, d in ir.inputs)}. "
+        f"State: {', '.join(f'{n} ({d})' for n, d in ir.states)}. Output: {ir.output}.",
+        "Parameters (weights stored (out, in), as torch stores them):",
+    ]
+    for name in ir.param_names:
+        where = f"  = {places[name]}" if name in places else ""
+        lines.append(f"    {name}: {_shape_text(cell, name)}{where}")
+    for b, dim, bs in ir.buffers:
+        opts = ", ".join(f"{k}={v}" for k, v in bs.options)
+        lines.append(f"    {b}: ({dim},) fixed buffer, {bs.init}({opts})")
+    if places:
+        lines.append("A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).")
+    if spec.notes:
+        lines += ["", *_wrap(f"Note: {spec.notes}", 95)]
+    return [(prefix + line).rstrip() for line in lines]
+
+
+def _wrap(text, width):
+    import textwrap
+
+    return textwrap.wrap(text, width)
+
+
+# --------------------------------------------------------------------------- Python targets
+
+_STEP = '''
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
+'''
+
+_TORCH_LAYER = '''
+
+class SequenceFunction(torch.autograd.Function):
+    """The generated forward and backward as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, t0, names, *tensors):
+        k, m = len(names[0]), len(names[1])
+        params = dict(zip(names[0], tensors[:k]))
+        inputs = dict(zip(names[1], tensors[k : k + m]))
+        state = dict(zip(names[2], tensors[k + m :]))
+        out, final, cache = forward(params, inputs, state, t0, True)
+        ctx.params, ctx.cache, ctx.names = params, cache, names
+        return (out, *[final[s] for s in names[2]])
+
+    @staticmethod
+    def backward(ctx, d_out, *d_final):
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final)))
+        flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
+        flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
+        return (None, None, *flat)
+
+
+def init_params(sizes, seed=0, dtype=torch.float32, device=None):
+    """torch.nn's default initialisation, U(-1/sqrt(hidden), 1/sqrt(hidden)), and the buffers."""
+    g = torch.Generator().manual_seed(seed)
+    k = 1 / math.sqrt(sizes.get("hidden", 1))
+    out = {}
+    for name, dims in PARAM_SHAPES.items():
+        shape = tuple(sizes[d] for d in dims)
+        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(dtype=dtype, device=device)
+    for name, (dim, init, options) in BUFFERS.items():
+        out[name] = torch.tensor(_BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device)
+    return out
+
+
+class Layer(torch.nn.Module):
+    """A trainable recurrent layer whose backward is the generated one.
+
+    forward(inputs, state=None, t0=0): inputs (T, B, n) (a dict for several inputs);
+    returns (outputs (T, B, n), final state dict)."""
+
+    def __init__(self, sizes, seed=0, dtype=torch.float32, device=None, params=None):
+        super().__init__()
+        params = params if params is not None else init_params(sizes, seed, dtype, device)
+        for name, value in params.items():
+            if name in BUFFERS:
+                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+            else:
+                self.register_parameter(name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device)))
+
+    def forward(self, inputs, state=None, t0=0):
+        if not isinstance(inputs, dict):
+            inputs = {INPUTS[0]: inputs}
+        params = dict(self.named_parameters()) | dict(self.named_buffers())
+        first = next(iter(inputs.values()))
+        if state is None:
+            state = {
+                s: torch.zeros(first.shape[1], params[_WIDTH_OF[s]].shape[0], dtype=first.dtype, device=first.device)
+                for s in STATES
+            }
+        pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
+        names = (pnames, tuple(INPUTS), tuple(STATES))
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
+        out, *final = SequenceFunction.apply(t0, names, *tensors)
+        return out, dict(zip(STATES, final))
+'''
+
+_BUFFER_INIT_CODE = {
+    "clockwork_periods": '''
+def _clockwork_periods(n, options):
+    modules = int(options.get("modules", 4))
+    base = int(options.get("base", 2))
+    return [float(base ** (k * modules // n)) for k in range(n)]
+''',
+}
+
+
+def _python(cell: Cell, target: str) -> str:
+    ir = cell.ir
+    body = generate(ir, target)
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("# ")) + "\n"
+    doc = "\n".join(_about(cell, target, ""))
+    tables = [
+        "",
+        "",
+        "# shapes by size name, as the spec writes them",
+        "PARAM_SHAPES = {" + ", ".join(f"{n!r}: {_dims(ir, n)!r}" for n in ir.param_names) + "}",
+        "BUFFERS = {" + ", ".join(f"{b!r}: ({d!r}, {bs.init!r}, {dict(bs.options)!r})" for b, d, bs in ir.buffers) + "}",
+        "INPUTS = [" + ", ".join(repr(n) for n, _ in ir.inputs) + "]",
+        "STATES = {" + ", ".join(f"{s!r}: {d!r}" for s, d in ir.states) + "}",
+    ]
+    text = f'"""{doc}\n"""\n\n' + body + "\n".join(tables) + "\n" + _STEP
+    if target == "torch":
+        width_of = {s: _param_of_width(ir, d) for s, d in ir.states}
+        inits = "".join(_BUFFER_INIT_CODE[bs.init] for _, _, bs in ir.buffers)
+        text += "\n_WIDTH_OF = " + repr(width_of) + "\n" + inits
+        text += "\n_BUFFER_INITS = {" + ", ".join(
+            f"{bs.init!r}: _{bs.init}" for _, _, bs in ir.buffers) + "}\n" + _TORCH_LAYER  # fmt: skip
+        text = text.replace("\nimport torch\n", "\nimport math\n\nimport torch\n", 1)
+    return _ruff_format(text)
+
+
+def _dims(ir, name):
+    for w in ir.weights:
+        if w.name == name:
+            return (w.out_dim, w.in_dim)
+    return (ir.dims[name],)
+
+
+def _param_of_width(ir, dim):
+    """A parameter whose first axis has size ``dim`` (to size a zero state)."""
+    for name in ir.param_names:
+        if _dims(ir, name)[0] == dim:
+            return name
+    raise LstmVerifyError(f"{ir.name}: no parameter has size {dim!r} on its first axis")
+
+
+def _ruff_format(text: str) -> str:
+    try:
+        from ruff.__main__ import find_ruff_bin
+    except ImportError:  # pragma: no cover - ruff is a dependency
+        raise LstmVerifyError("exporting Python needs ruff (pip install ruff) to format it") from None
+    proc = subprocess.run([find_ruff_bin(), "format", "--isolated", "--line-length", "100", "-"],
+                          input=text, capture_output=True, text=True)  # fmt: skip
+    if proc.returncode != 0:
+        raise LstmVerifyError(f"ruff could not format the exported module: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+# --------------------------------------------------------------------------- C target
+
+
+class _CPrinter(C99CodePrinter):
+    def __init__(self, suffix, real):
+        super().__init__()
+        self.suffix, self.real = suffix, real
+
+    def _print_Pow(self, expr):
+        base, e = expr.as_base_exp()
+        if e.is_Integer and 0 < e <= 8:
+            b = self.parenthesize(base, 100)
+            return "(" + "*".join([b] * int(e)) + ")"
+        if e.is_Integer and -8 <= e < 0:
+            return f"(1/{self._print(base ** -e)})"
+        raise LstmVerifyError(f"exponent {e} cannot be exported to C")
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_Rational(self, expr):
+        return f"({float(expr.p)!r}/{float(expr.q)!r})"
+
+    def _print_Integer(self, expr):
+        return f"{float(expr)!r}"
+
+    def _print_Function(self, expr):
+        f = BY_SYMPY.get(type(expr))
+        if f is None:
+            return super()._print_Function(expr)
+        args = ", ".join(self._print(a) for a in expr.args)
+        return f"lv_{f.name}{self.suffix}({args})"
+
+    def _print_tanh(self, expr):
+        return f"lv_tanh{self.suffix}({self._print(expr.args[0])})"
+
+    def _print_exp(self, expr):
+        return f"lv_exp{self.suffix}({self._print(expr.args[0])})"
+
+
+_C_HELPERS = {
+    "sigmoid": """static {T} lv_sigmoid{S}({T} x) {{
+    /* stable: never exp of a large positive number */
+    {T} e = {EXP}(-{FABS}(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}}""",
+    "tanh": "static {T} lv_tanh{S}({T} x) {{ return {TANH}(x); }}",
+    "exp": "static {T} lv_exp{S}({T} x) {{ return {EXP}(x); }}",
+    "relu": "static {T} lv_relu{S}({T} x) {{ return x > 0 ? x : 0; }}",
+    "hard_sigmoid": """static {T} lv_hard_sigmoid{S}({T} x) {{
+    {T} y = x / 6 + ({T})0.5;
+    return y < 0 ? 0 : (y > 1 ? 1 : y);
+}}""",
+    "tick": "static {T} lv_tick{S}({T} t, {T} period) {{ return {FMOD}(t, period) == 0 ? 1 : 0; }}",
+}
+
+
+def _used_functions(ir) -> list[str]:
+    names = set()
+    for node in ir.nodes:
+        if not isinstance(node, Affine):
+            for f in node.expr.atoms(sympy.Function):
+                if type(f) in BY_SYMPY:
+                    names.add(BY_SYMPY[type(f)].name)
+    return [n for n in _C_HELPERS if n in names]
+
+
+def _c(cell: Cell) -> str:
+    ir = cell.ir
+    name = ir.name
+    sizes = list(ir.size_names)
+    out = ["/*", *_about(cell, "c", " * "), " *",
+           " * API (row-major; batch rows of length <size>; p->W[j*in + k] is weight row j, column k):",
+           f" *   {name}_step_f64(n, p, <inputs>, <states>, <new states>, batch, t)",
+           f" *   {name}_sequence_f64(n, p, <input sequences (T, batch, n)>, <states, updated in place>,",
+           " *                      outputs (T, batch, n) or NULL, T, batch, t0)  -> 0, or -1 if out of memory",
+           " * and the same with _f32 and float. Forward inference only.",
+           " */", "", "#include <math.h>", "#include <stdlib.h>", "#include <string.h>", "",
+           f"typedef struct {{ {' '.join(f'int {s};' for s in sizes)} }} {name}_sizes;", ""]  # fmt: skip
+    for suffix, real, fn in (("_f64", "double", ""), ("_f32", "float", "f")):
+        names = dict(T=real, S=suffix, EXP=f"exp{fn}", FABS=f"fabs{fn}", TANH=f"tanh{fn}", FMOD=f"fmod{fn}")
+        out += [_C_HELPERS[f].format(**names) for f in _used_functions(cell.ir)] + [""]
+        out += _c_backend(cell, suffix, real)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
+    ir = cell.ir
+    name = ir.name
+    printer = _CPrinter(suffix, real)
+    params = list(ir.param_names) + [b for b, _, _ in ir.buffers]
+    ptype = f"{name}_params{suffix}"
+    lines = [f"typedef struct {{", *[f"    const {real} *{p};" for p in params], f"}} {ptype};", ""]
+    inputs = [n for n, _ in ir.inputs]
+    states = [s for s, _ in ir.states]
+    args = ", ".join([f"const {real} *{x}" for x in inputs] + [f"const {real} *{s}" for s in states]
+                     + [f"{real} *{s}_new" for s in states])  # fmt: skip
+    lines.append(f"/* One step for a batch: new states from inputs and states, (batch, size) each. */")
+    lines.append(f"void {name}_step{suffix}(const {name}_sizes *n, const {ptype} *p, {args}, int batch, long t)")
+    lines.append("{")
+    lines.append("    for (int b = 0; b < batch; ++b) {")
+    ind = "        "
+    for x, d in ir.inputs:
+        lines.append(f"{ind}const {real} *in_{x} = {x} + (size_t)b * n->{d};")
+    for s, d in ir.states:
+        lines.append(f"{ind}const {real} *st_{s} = {s} + (size_t)b * n->{d};")
+    vec = {x: f"in_{x}" for x in inputs} | {s: f"st_{s}" for s in states}
+    for node in ir.nodes:
+        d = node.dim
+        var = f"v_{node.name}"
+        lines.append(f"{ind}{real} {var}[n->{d}];")
+        lines.append(f"{ind}for (int j = 0; j < n->{d}; ++j) {{")
+        if isinstance(node, Affine):
+            lines.append(f"{ind}    {real} acc = {f'p->{node.bias}[j]' if node.bias else '0'};")
+            for w, a in node.terms:
+                weight = next(x for x in ir.weights if x.name == w)
+                src = vec.get(a, f"v_{a}")
+                lines.append(f"{ind}    for (int k = 0; k < n->{weight.in_dim}; ++k)")
+                cond = _c_mask(weight.mask)
+                term = f"p->{w}[(size_t)j * n->{weight.in_dim} + k] * {src}[k]"
+                lines.append(f"{ind}        " + (f"if ({cond}) acc += {term};" if cond else f"acc += {term};"))
+            lines.append(f"{ind}    {var}[j] = acc;")
+        else:
+            subs = {}
+            for sym in node.expr.free_symbols:
+                n_ = sym.name
+                if n_ == ir.step:
+                    subs[sym] = sympy.Symbol(f"(({real})t)")
+                elif n_ in vec:
+                    subs[sym] = sympy.Symbol(f"{vec[n_]}[j]")
+                elif n_ in ir.node_map:
+                    subs[sym] = sympy.Symbol(f"v_{n_}[j]")
+                else:  # diagonal parameter or buffer
+                    subs[sym] = sympy.Symbol(f"p->{n_}[j]")
+            lines.append(f"{ind}    {var}[j] = {printer.doprint(node.expr.xreplace(subs))};")
+        lines.append(f"{ind}}}")
+    for s, d in ir.states:
+        lines.append(f"{ind}memcpy({s}_new + (size_t)b * n->{d}, v_{ir.new(s)}, sizeof({real}) * (size_t)n->{d});")
+    lines += ["    }", "}", ""]
+    # sequence
+    seq_args = ", ".join([f"const {real} *{x}" for x in inputs] + [f"{real} *{s}" for s in states])
+    out_dim = dict(ir.states)[ir.output]
+    lines.append(f"/* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, {out_dim})")
+    lines.append(f"   receives the output state after every step (NULL: not kept). */")
+    lines.append(f"int {name}_sequence{suffix}(const {name}_sizes *n, const {ptype} *p, {seq_args}, {real} *outputs, "
+                 f"int T, int batch, long t0)")  # fmt: skip
+    lines.append("{")
+    for s, d in ir.states:
+        lines.append(f"    {real} *next_{s} = malloc(sizeof({real}) * (size_t)batch * (size_t)n->{d});")
+    lines.append("    if (" + " || ".join(f"!next_{s}" for s in states) + ") {")
+    lines += [f"        free(next_{s});" for s in states] + ["        return -1;", "    }"]
+    lines.append("    for (int t = 0; t < T; ++t) {")
+    call = ", ".join([f"{x} + (size_t)t * batch * n->{d}" for x, d in ir.inputs] + states + [f"next_{s}" for s in states])
+    lines.append(f"        {name}_step{suffix}(n, p, {call}, batch, t0 + t);")
+    for s, d in ir.states:
+        lines.append(f"        memcpy({s}, next_{s}, sizeof({real}) * (size_t)batch * (size_t)n->{d});")
+    lines.append("        if (outputs)")
+    lines.append(f"            memcpy(outputs + (size_t)t * batch * n->{out_dim}, {ir.output}, "
+                 f"sizeof({real}) * (size_t)batch * (size_t)n->{out_dim});")  # fmt: skip
+    lines.append("    }")
+    lines += [f"    free(next_{s});" for s in states] + ["    return 0;", "}", ""]
+    return lines
+
+
+def _c_mask(mask) -> str | None:
+    if mask is None:
+        return None
+
+    def side(o):
+        if o.buffer is None:
+            return repr(float(o.value))
+        return f"p->{o.buffer}[{'k' if o.side == 'in' else 'j'}]"
+
+    return f"{side(mask.left)} {mask.op} {side(mask.right)}"
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def export(cell, target: str) -> str:
+    """The exported module's text."""
+    if target not in TARGETS:
+        raise LstmVerifyError(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
+    cell = cell if isinstance(cell, Cell) else load(cell)
+    return _c(cell) if target == "c" else _python(cell, target)
+
+
+def write(cell, target: str, path=None, force: bool = False) -> Path:
+    """Write the export atomically; an existing file is kept unless ``force``."""
+    cell = cell if isinstance(cell, Cell) else load(cell)
+    path = Path(path or default_path(cell, target))
+    if path.is_dir():
+        path = path / default_path(cell, target)
+    if path.exists() and not force:
+        raise LstmVerifyError(f"{path} exists; pass --force to replace it")
+    text = export(cell, target)
+    if not path.parent.is_dir():
+        raise LstmVerifyError(f"cannot write {path}: folder {path.parent} does not exist")
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise LstmVerifyError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def c_compiler() -> str | None:
+    return shutil.which("cc") or shutil.which("gcc")
+
+
+__all__ = ["TARGETS", "export", "write", "default_path", "c_compiler"]

@@ -1,0 +1,268 @@
+"""clockwork_rnn: Clockwork RNN
+
+Exported by lstm-verify 0.1.0 (target torch) from spec clockwork_rnn.toml,
+sha256 847f35468a6f8ddfd2f3d9bdc69531f654dc1473f5fdfadb22293fa07bfcf4a8.
+Regenerate: lstm-verify export clockwork_rnn --target torch -o clockwork_rnn_torch.py
+
+Sources: Koutnik, Greff, Gomez & Schmidhuber 2014, A Clockwork RNN, eq. 1-3
+Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
+    h' = tick(t, period)*tanh(lin(x, h)) + (1 - tick(t, period))*h
+
+Inputs: x (input). State: h (hidden). Output: h.
+Parameters (weights stored (out, in), as torch stores them):
+    W_h_x: (hidden, input)
+    W_h_h: (hidden, hidden), structural zeros where the mask fails
+    b_h: (hidden,)
+    period: (hidden,) fixed buffer, clockwork_periods(modules=4)
+
+Note: Hidden units form 'modules' equal blocks with periods 1, 2, 4, ...; a module updates at
+steps t (0-based, counted from t0) with t mod period = 0 and keeps its value otherwise.
+Recurrent weights from faster to slower modules are zero.
+"""
+
+import math
+
+import torch
+
+
+def _step(x):
+    return (x > 0).to(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).to(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (torch.remainder(t, period) == 0).to(period.dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
+
+
+def _stack(xs):
+    return torch.stack(xs, 0)
+
+
+def _zeros(shape, like):
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    W_h_x = params["W_h_x"]
+    W_h_h = params["W_h_h"]
+    b_h = params["b_h"]
+    period = params["period"]
+    _mask_W_h_h = period[None, :] >= period[:, None]
+    W_h_h = W_h_h * _mask_W_h_h
+    _W_x = _cat([W_h_x], 0)
+    _W_h = _cat([W_h_h], 0)
+    _X_x = inputs["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T).reshape(_T, _B, -1)
+    h = state["h"]
+    _outputs = []
+    _saved = {"h": [], "lin_h": []} if save else None
+    for _t in range(_T):
+        t = t0 + _t
+        x = _X_x[_t]
+        _g_x = _G_x[_t]
+        _g_h = h @ _W_h.T
+        lin_h = _g_x + _g_h + b_h
+        _f0_0 = _tick(t, period)
+        h_ = _f0_0 * torch.tanh(lin_h) + h * (1 - _f0_0)
+        if save:
+            _saved["h"].append(h)
+            _saved["lin_h"].append(lin_h)
+        h = h_
+        _outputs.append(h)
+    cache = None
+    if save:
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": {k: _stack(v) for k, v in _saved.items()},
+        }
+    return _stack(_outputs), {"h": h}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    W_h_x = params["W_h_x"]
+    W_h_h = params["W_h_h"]
+    b_h = params["b_h"]
+    period = params["period"]
+    _mask_W_h_h = period[None, :] >= period[:, None]
+    W_h_h = W_h_h * _mask_W_h_h
+    _W_x = _cat([W_h_x], 0)
+    _W_h = _cat([W_h_h], 0)
+    _X_x = cache["inputs"]["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_h = cache["saved"]["h"]
+    _S_lin_h = cache["saved"]["lin_h"]
+    if d_state is None:
+        d_state = {}
+    _carry_h = (
+        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
+    )
+    _GB_x = []
+    _GB_h = []
+    for _t in range(_T - 1, -1, -1):
+        t = t0 + _t
+        x = _X_x[_t]
+        h = _S_h[_t]
+        lin_h = _S_lin_h[_t]
+        _q0 = _tick(t, period)
+        _p_h__h = 1 - _q0
+        _p_h__lin_h = _q0 * (1 - torch.tanh(lin_h) ** 2)
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_h = _d_h_ * _p_h__h
+        _d_lin_h = _d_h_ * _p_h__lin_h
+        _gb_h = _cat([_d_lin_h], 1)
+        _GB_h.append(_gb_h)
+        _d_h = _d_h + _gb_h @ _W_h
+        _gb_x = _gb_h
+        _GB_x.append(_gb_x)
+        _carry_h = _d_h
+        if trace is not None:
+            trace.append({"h": _carry_h})
+    grads = {}
+    d_inputs = {}
+    _GBs = _stack(_GB_x[::-1])
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    grads["W_h_x"] = _GW
+    grads["b_h"] = _GBs.sum((0, 1))
+    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _stack(_GB_h[::-1])
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    grads["W_h_h"] = _GW * _mask_W_h_h
+    if "x" not in d_inputs:
+        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {"h": _carry_h}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {"W_h_x": ("hidden", "input"), "W_h_h": ("hidden", "hidden"), "b_h": ("hidden",)}
+BUFFERS = {"period": ("hidden", "clockwork_periods", {"modules": 4})}
+INPUTS = ["x"]
+STATES = {"h": "hidden"}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
+
+
+_WIDTH_OF = {"h": "W_h_x"}
+
+
+def _clockwork_periods(n, options):
+    modules = int(options.get("modules", 4))
+    base = int(options.get("base", 2))
+    return [float(base ** (k * modules // n)) for k in range(n)]
+
+
+_BUFFER_INITS = {"clockwork_periods": _clockwork_periods}
+
+
+class SequenceFunction(torch.autograd.Function):
+    """The generated forward and backward as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, t0, names, *tensors):
+        k, m = len(names[0]), len(names[1])
+        params = dict(zip(names[0], tensors[:k]))
+        inputs = dict(zip(names[1], tensors[k : k + m]))
+        state = dict(zip(names[2], tensors[k + m :]))
+        out, final, cache = forward(params, inputs, state, t0, True)
+        ctx.params, ctx.cache, ctx.names = params, cache, names
+        return (out, *[final[s] for s in names[2]])
+
+    @staticmethod
+    def backward(ctx, d_out, *d_final):
+        grads, d_inputs, d_state0 = backward(
+            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
+        )
+        flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
+        flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
+        return (None, None, *flat)
+
+
+def init_params(sizes, seed=0, dtype=torch.float32, device=None):
+    """torch.nn's default initialisation, U(-1/sqrt(hidden), 1/sqrt(hidden)), and the buffers."""
+    g = torch.Generator().manual_seed(seed)
+    k = 1 / math.sqrt(sizes.get("hidden", 1))
+    out = {}
+    for name, dims in PARAM_SHAPES.items():
+        shape = tuple(sizes[d] for d in dims)
+        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
+            dtype=dtype, device=device
+        )
+    for name, (dim, init, options) in BUFFERS.items():
+        out[name] = torch.tensor(
+            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
+        )
+    return out
+
+
+class Layer(torch.nn.Module):
+    """A trainable recurrent layer whose backward is the generated one.
+
+    forward(inputs, state=None, t0=0): inputs (T, B, n) (a dict for several inputs);
+    returns (outputs (T, B, n), final state dict)."""
+
+    def __init__(self, sizes, seed=0, dtype=torch.float32, device=None, params=None):
+        super().__init__()
+        params = params if params is not None else init_params(sizes, seed, dtype, device)
+        for name, value in params.items():
+            if name in BUFFERS:
+                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+            else:
+                self.register_parameter(
+                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
+                )
+
+    def forward(self, inputs, state=None, t0=0):
+        if not isinstance(inputs, dict):
+            inputs = {INPUTS[0]: inputs}
+        params = dict(self.named_parameters()) | dict(self.named_buffers())
+        first = next(iter(inputs.values()))
+        if state is None:
+            state = {
+                s: torch.zeros(
+                    first.shape[1],
+                    params[_WIDTH_OF[s]].shape[0],
+                    dtype=first.dtype,
+                    device=first.device,
+                )
+                for s in STATES
+            }
+        pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
+        names = (pnames, tuple(INPUTS), tuple(STATES))
+        tensors = (
+            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
+        )
+        out, *final = SequenceFunction.apply(t0, names, *tensors)
+        return out, dict(zip(STATES, final))

@@ -1,0 +1,236 @@
+/*
+ * gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)
+ *
+ * Exported by lstm-verify 0.1.0 (target c) from spec gru.toml,
+ * sha256 383041bbbdbd2c87443e633d1b157a3ab88bd14d04659d253393bb5d56e25778.
+ * Regenerate: lstm-verify export gru --target c -o gru_c.c
+ *
+ * Sources: Cho et al. 2014 (gating); torch.nn.GRUCell; Keras GRU(reset_after=True)
+ * Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
+ *     r = sigmoid(lin(x, h))
+ *     z = sigmoid(lin(x, h))
+ *     n = tanh(lin(x) + r*lin(h))
+ *     h' = (1 - z)*n + z*h
+ *
+ * Inputs: x (input). State: h (hidden). Output: h.
+ * Parameters (weights stored (out, in), as torch stores them):
+ *     W_r_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 0
+ *     W_r_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 0
+ *     W_z_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 1
+ *     W_z_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 1
+ *     W_n_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 2
+ *     W_n_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 2
+ *     b_r: (hidden,)  = torch.nn.GRUCell.bias_ih block 0 + torch.nn.GRUCell.bias_hh block 0
+ *     b_z: (hidden,)  = torch.nn.GRUCell.bias_ih block 1 + torch.nn.GRUCell.bias_hh block 1
+ *     b_n_x: (hidden,)  = torch.nn.GRUCell.bias_ih block 2
+ *     b_n_h: (hidden,)  = torch.nn.GRUCell.bias_hh block 2
+ * A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).
+ *
+ * Note: The hidden bias of n sits inside r*(...), so it is a separate parameter b_n_h.
+ *
+ * API (row-major; batch rows of length <size>; p->W[j*in + k] is weight row j, column k):
+ *   gru_step_f64(n, p, <inputs>, <states>, <new states>, batch, t)
+ *   gru_sequence_f64(n, p, <input sequences (T, batch, n)>, <states, updated in place>,
+ *                      outputs (T, batch, n) or NULL, T, batch, t0)  -> 0, or -1 if out of memory
+ * and the same with _f32 and float. Forward inference only.
+ */
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { int hidden; int input; } gru_sizes;
+
+static double lv_sigmoid_f64(double x) {
+    /* stable: never exp of a large positive number */
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+static double lv_tanh_f64(double x) { return tanh(x); }
+
+typedef struct {
+    const double *W_r_x;
+    const double *W_r_h;
+    const double *W_z_x;
+    const double *W_z_h;
+    const double *W_n_x;
+    const double *W_n_h;
+    const double *b_r;
+    const double *b_z;
+    const double *b_n_x;
+    const double *b_n_h;
+} gru_params_f64;
+
+/* One step for a batch: new states from inputs and states, (batch, size) each. */
+void gru_step_f64(const gru_sizes *n, const gru_params_f64 *p, const double *x, const double *h, double *h_new, int batch, long t)
+{
+    for (int b = 0; b < batch; ++b) {
+        const double *in_x = x + (size_t)b * n->input;
+        const double *st_h = h + (size_t)b * n->hidden;
+        double v_lin_r[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            double acc = p->b_r[j];
+            for (int k = 0; k < n->input; ++k)
+                acc += p->W_r_x[(size_t)j * n->input + k] * in_x[k];
+            for (int k = 0; k < n->hidden; ++k)
+                acc += p->W_r_h[(size_t)j * n->hidden + k] * st_h[k];
+            v_lin_r[j] = acc;
+        }
+        double v_r[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_r[j] = lv_sigmoid_f64(v_lin_r[j]);
+        }
+        double v_lin_z[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            double acc = p->b_z[j];
+            for (int k = 0; k < n->input; ++k)
+                acc += p->W_z_x[(size_t)j * n->input + k] * in_x[k];
+            for (int k = 0; k < n->hidden; ++k)
+                acc += p->W_z_h[(size_t)j * n->hidden + k] * st_h[k];
+            v_lin_z[j] = acc;
+        }
+        double v_z[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_z[j] = lv_sigmoid_f64(v_lin_z[j]);
+        }
+        double v_lin_n_x[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            double acc = p->b_n_x[j];
+            for (int k = 0; k < n->input; ++k)
+                acc += p->W_n_x[(size_t)j * n->input + k] * in_x[k];
+            v_lin_n_x[j] = acc;
+        }
+        double v_lin_n_h[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            double acc = p->b_n_h[j];
+            for (int k = 0; k < n->hidden; ++k)
+                acc += p->W_n_h[(size_t)j * n->hidden + k] * st_h[k];
+            v_lin_n_h[j] = acc;
+        }
+        double v_n[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_n[j] = lv_tanh_f64(v_lin_n_h[j]*v_r[j] + v_lin_n_x[j]);
+        }
+        double v_h_[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_h_[j] = st_h[j]*v_z[j] + v_n[j]*(1.0 - v_z[j]);
+        }
+        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(double) * (size_t)n->hidden);
+    }
+}
+
+/* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
+   receives the output state after every step (NULL: not kept). */
+int gru_sequence_f64(const gru_sizes *n, const gru_params_f64 *p, const double *x, double *h, double *outputs, int T, int batch, long t0)
+{
+    double *next_h = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
+    if (!next_h) {
+        free(next_h);
+        return -1;
+    }
+    for (int t = 0; t < T; ++t) {
+        gru_step_f64(n, p, x + (size_t)t * batch * n->input, h, next_h, batch, t0 + t);
+        memcpy(h, next_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+        if (outputs)
+            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+    }
+    free(next_h);
+    return 0;
+}
+
+static float lv_sigmoid_f32(float x) {
+    /* stable: never exp of a large positive number */
+    float e = expf(-fabsf(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+static float lv_tanh_f32(float x) { return tanhf(x); }
+
+typedef struct {
+    const float *W_r_x;
+    const float *W_r_h;
+    const float *W_z_x;
+    const float *W_z_h;
+    const float *W_n_x;
+    const float *W_n_h;
+    const float *b_r;
+    const float *b_z;
+    const float *b_n_x;
+    const float *b_n_h;
+} gru_params_f32;
+
+/* One step for a batch: new states from inputs and states, (batch, size) each. */
+void gru_step_f32(const gru_sizes *n, const gru_params_f32 *p, const float *x, const float *h, float *h_new, int batch, long t)
+{
+    for (int b = 0; b < batch; ++b) {
+        const float *in_x = x + (size_t)b * n->input;
+        const float *st_h = h + (size_t)b * n->hidden;
+        float v_lin_r[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            float acc = p->b_r[j];
+            for (int k = 0; k < n->input; ++k)
+                acc += p->W_r_x[(size_t)j * n->input + k] * in_x[k];
+            for (int k = 0; k < n->hidden; ++k)
+                acc += p->W_r_h[(size_t)j * n->hidden + k] * st_h[k];
+            v_lin_r[j] = acc;
+        }
+        float v_r[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_r[j] = lv_sigmoid_f32(v_lin_r[j]);
+        }
+        float v_lin_z[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            float acc = p->b_z[j];
+            for (int k = 0; k < n->input; ++k)
+                acc += p->W_z_x[(size_t)j * n->input + k] * in_x[k];
+            for (int k = 0; k < n->hidden; ++k)
+                acc += p->W_z_h[(size_t)j * n->hidden + k] * st_h[k];
+            v_lin_z[j] = acc;
+        }
+        float v_z[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_z[j] = lv_sigmoid_f32(v_lin_z[j]);
+        }
+        float v_lin_n_x[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            float acc = p->b_n_x[j];
+            for (int k = 0; k < n->input; ++k)
+                acc += p->W_n_x[(size_t)j * n->input + k] * in_x[k];
+            v_lin_n_x[j] = acc;
+        }
+        float v_lin_n_h[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            float acc = p->b_n_h[j];
+            for (int k = 0; k < n->hidden; ++k)
+                acc += p->W_n_h[(size_t)j * n->hidden + k] * st_h[k];
+            v_lin_n_h[j] = acc;
+        }
+        float v_n[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_n[j] = lv_tanh_f32(v_lin_n_h[j]*v_r[j] + v_lin_n_x[j]);
+        }
+        float v_h_[n->hidden];
+        for (int j = 0; j < n->hidden; ++j) {
+            v_h_[j] = st_h[j]*v_z[j] + v_n[j]*(1.0 - v_z[j]);
+        }
+        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(float) * (size_t)n->hidden);
+    }
+}
+
+/* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
+   receives the output state after every step (NULL: not kept). */
+int gru_sequence_f32(const gru_sizes *n, const gru_params_f32 *p, const float *x, float *h, float *outputs, int T, int batch, long t0)
+{
+    float *next_h = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
+    if (!next_h) {
+        free(next_h);
+        return -1;
+    }
+    for (int t = 0; t < T; ++t) {
+        gru_step_f32(n, p, x + (size_t)t * batch * n->input, h, next_h, batch, t0 + t);
+        memcpy(h, next_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+        if (outputs)
+            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+    }
+    free(next_h);
+    return 0;
+}

@@ -1,0 +1,240 @@
+"""gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)
+
+Exported by lstm-verify 0.1.0 (target numpy) from spec gru.toml,
+sha256 383041bbbdbd2c87443e633d1b157a3ab88bd14d04659d253393bb5d56e25778.
+Regenerate: lstm-verify export gru --target numpy -o gru_numpy.py
+
+Sources: Cho et al. 2014 (gating); torch.nn.GRUCell; Keras GRU(reset_after=True)
+Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
+    r = sigmoid(lin(x, h))
+    z = sigmoid(lin(x, h))
+    n = tanh(lin(x) + r*lin(h))
+    h' = (1 - z)*n + z*h
+
+Inputs: x (input). State: h (hidden). Output: h.
+Parameters (weights stored (out, in), as torch stores them):
+    W_r_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 0
+    W_r_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 0
+    W_z_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 1
+    W_z_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 1
+    W_n_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 2
+    W_n_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 2
+    b_r: (hidden,)  = torch.nn.GRUCell.bias_ih block 0 + torch.nn.GRUCell.bias_hh block 0
+    b_z: (hidden,)  = torch.nn.GRUCell.bias_ih block 1 + torch.nn.GRUCell.bias_hh block 1
+    b_n_x: (hidden,)  = torch.nn.GRUCell.bias_ih block 2
+    b_n_h: (hidden,)  = torch.nn.GRUCell.bias_hh block 2
+A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).
+
+Note: The hidden bias of n sits inside r*(...), so it is a separate parameter b_n_h.
+"""
+
+import numpy
+
+
+def _sigmoid(x):
+    e = numpy.exp(-numpy.abs(x))
+    return numpy.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
+
+
+def _stack(xs):
+    return numpy.stack(xs, 0)
+
+
+def _zeros(shape, like):
+    return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    W_r_x = params["W_r_x"]
+    W_r_h = params["W_r_h"]
+    W_z_x = params["W_z_x"]
+    W_z_h = params["W_z_h"]
+    W_n_x = params["W_n_x"]
+    W_n_h = params["W_n_h"]
+    b_r = params["b_r"]
+    b_z = params["b_z"]
+    b_n_x = params["b_n_x"]
+    b_n_h = params["b_n_h"]
+    _W_x = _cat([W_r_x, W_z_x, W_n_x], 0)
+    _off_x = _offsets([W_r_x.shape[0], W_z_x.shape[0], W_n_x.shape[0]])
+    _W_h = _cat([W_r_h, W_z_h, W_n_h], 0)
+    _off_h = _offsets([W_r_h.shape[0], W_z_h.shape[0], W_n_h.shape[0]])
+    _X_x = inputs["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T).reshape(_T, _B, -1)
+    h = state["h"]
+    _outputs = []
+    _saved = {"h": [], "lin_n_h": [], "n": [], "r": [], "z": []} if save else None
+    for _t in range(_T):
+        x = _X_x[_t]
+        _g_x = _G_x[_t]
+        _g_h = h @ _W_h.T
+        lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]] + b_r
+        lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]] + b_z
+        lin_n_x = _g_x[..., _off_x[2] : _off_x[3]] + b_n_x
+        lin_n_h = _g_h[..., _off_h[2] : _off_h[3]] + b_n_h
+        r = _sigmoid(lin_r)
+        z = _sigmoid(lin_z)
+        n = numpy.tanh(lin_n_h * r + lin_n_x)
+        h_ = h * z + n * (1 - z)
+        if save:
+            _saved["h"].append(h)
+            _saved["lin_n_h"].append(lin_n_h)
+            _saved["n"].append(n)
+            _saved["r"].append(r)
+            _saved["z"].append(z)
+        h = h_
+        _outputs.append(h)
+    cache = None
+    if save:
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": {k: _stack(v) for k, v in _saved.items()},
+        }
+    return _stack(_outputs), {"h": h}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    W_r_x = params["W_r_x"]
+    W_r_h = params["W_r_h"]
+    W_z_x = params["W_z_x"]
+    W_z_h = params["W_z_h"]
+    W_n_x = params["W_n_x"]
+    W_n_h = params["W_n_h"]
+    b_r = params["b_r"]
+    b_z = params["b_z"]
+    b_n_x = params["b_n_x"]
+    b_n_h = params["b_n_h"]
+    _W_x = _cat([W_r_x, W_z_x, W_n_x], 0)
+    _off_x = _offsets([W_r_x.shape[0], W_z_x.shape[0], W_n_x.shape[0]])
+    _W_h = _cat([W_r_h, W_z_h, W_n_h], 0)
+    _off_h = _offsets([W_r_h.shape[0], W_z_h.shape[0], W_n_h.shape[0]])
+    _X_x = cache["inputs"]["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_h = cache["saved"]["h"]
+    _S_lin_n_h = cache["saved"]["lin_n_h"]
+    _S_n = cache["saved"]["n"]
+    _S_r = cache["saved"]["r"]
+    _S_z = cache["saved"]["z"]
+    if d_state is None:
+        d_state = {}
+    _carry_h = (
+        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
+    )
+    _GB_x = []
+    _GB_h = []
+    for _t in range(_T - 1, -1, -1):
+        x = _X_x[_t]
+        h = _S_h[_t]
+        lin_n_h = _S_lin_n_h[_t]
+        n = _S_n[_t]
+        r = _S_r[_t]
+        z = _S_z[_t]
+        _q0 = 1 - z
+        _q1 = 1 - n**2
+        _p_r_lin_r = r * (1 - r)
+        _p_z_lin_z = _q0 * z
+        _p_n_lin_n_h = _q1 * r
+        _p_n_lin_n_x = _q1
+        _p_n_r = _q1 * lin_n_h
+        _p_h__n = _q0
+        _p_h__z = h - n
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_h = _d_h_ * z
+        _d_n = _d_h_ * _p_h__n
+        _d_z = _d_h_ * _p_h__z
+        _d_lin_n_h = _d_n * _p_n_lin_n_h
+        _d_lin_n_x = _d_n * _p_n_lin_n_x
+        _d_r = _d_n * _p_n_r
+        _d_lin_z = _d_z * _p_z_lin_z
+        _d_lin_r = _d_r * _p_r_lin_r
+        _gb_h = _cat([_d_lin_r, _d_lin_z, _d_lin_n_h], 1)
+        _GB_h.append(_gb_h)
+        _d_h = _d_h + _gb_h @ _W_h
+        _gb_x = _cat([_d_lin_r, _d_lin_z, _d_lin_n_x], 1)
+        _GB_x.append(_gb_x)
+        _carry_h = _d_h
+        if trace is not None:
+            trace.append({"h": _carry_h})
+    grads = {}
+    d_inputs = {}
+    _GBs = _stack(_GB_x[::-1])
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    grads["W_r_x"] = _GW[_off_x[0] : _off_x[1]]
+    grads["b_r"] = _GBs[..., _off_x[0] : _off_x[1]].sum((0, 1))
+    grads["W_z_x"] = _GW[_off_x[1] : _off_x[2]]
+    grads["b_z"] = _GBs[..., _off_x[1] : _off_x[2]].sum((0, 1))
+    grads["W_n_x"] = _GW[_off_x[2] : _off_x[3]]
+    grads["b_n_x"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
+    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _stack(_GB_h[::-1])
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    grads["W_r_h"] = _GW[_off_h[0] : _off_h[1]]
+    grads["W_z_h"] = _GW[_off_h[1] : _off_h[2]]
+    grads["W_n_h"] = _GW[_off_h[2] : _off_h[3]]
+    grads["b_n_h"] = _GBs[..., _off_h[2] : _off_h[3]].sum((0, 1))
+    if "x" not in d_inputs:
+        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {"h": _carry_h}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {
+    "W_r_x": ("hidden", "input"),
+    "W_r_h": ("hidden", "hidden"),
+    "W_z_x": ("hidden", "input"),
+    "W_z_h": ("hidden", "hidden"),
+    "W_n_x": ("hidden", "input"),
+    "W_n_h": ("hidden", "hidden"),
+    "b_r": ("hidden",),
+    "b_z": ("hidden",),
+    "b_n_x": ("hidden",),
+    "b_n_h": ("hidden",),
+}
+BUFFERS = {}
+INPUTS = ["x"]
+STATES = {"h": "hidden"}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new

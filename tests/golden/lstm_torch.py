@@ -1,0 +1,348 @@
+"""lstm: LSTM with forget gate
+
+Exported by lstm-verify 0.1.0 (target torch) from spec lstm.toml,
+sha256 e68be0ea2d1669c62a23cd34356d0a5999190e7e94f833ae3b66914acc2ca7a2.
+Regenerate: lstm-verify export lstm --target torch -o lstm_torch.py
+
+Sources: Gers, Schmidhuber & Cummins 2000, Learning to Forget; torch.nn.LSTMCell
+Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
+    i = sigmoid(lin(x, h))
+    f = sigmoid(lin(x, h))
+    g = tanh(lin(x, h))
+    o = sigmoid(lin(x, h))
+    c' = f*c + i*g
+    h' = o*tanh(c')
+
+Inputs: x (input). State: h (hidden), c (hidden). Output: h.
+Parameters (weights stored (out, in), as torch stores them):
+    W_i_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 0
+    W_i_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 0
+    W_f_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 1
+    W_f_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 1
+    W_g_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 2
+    W_g_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 2
+    W_o_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 3
+    W_o_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 3
+    b_i: (hidden,)  = torch.nn.LSTMCell.bias_ih block 0 + torch.nn.LSTMCell.bias_hh block 0
+    b_f: (hidden,)  = torch.nn.LSTMCell.bias_ih block 1 + torch.nn.LSTMCell.bias_hh block 1
+    b_g: (hidden,)  = torch.nn.LSTMCell.bias_ih block 2 + torch.nn.LSTMCell.bias_hh block 2
+    b_o: (hidden,)  = torch.nn.LSTMCell.bias_ih block 3 + torch.nn.LSTMCell.bias_hh block 3
+A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).
+"""
+
+import math
+
+import torch
+
+
+def _step(x):
+    return (x > 0).to(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).to(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (torch.remainder(t, period) == 0).to(period.dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
+
+
+def _stack(xs):
+    return torch.stack(xs, 0)
+
+
+def _zeros(shape, like):
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    W_i_x = params["W_i_x"]
+    W_i_h = params["W_i_h"]
+    W_f_x = params["W_f_x"]
+    W_f_h = params["W_f_h"]
+    W_g_x = params["W_g_x"]
+    W_g_h = params["W_g_h"]
+    W_o_x = params["W_o_x"]
+    W_o_h = params["W_o_h"]
+    b_i = params["b_i"]
+    b_f = params["b_f"]
+    b_g = params["b_g"]
+    b_o = params["b_o"]
+    _W_x = _cat([W_i_x, W_f_x, W_g_x, W_o_x], 0)
+    _off_x = _offsets([W_i_x.shape[0], W_f_x.shape[0], W_g_x.shape[0], W_o_x.shape[0]])
+    _W_h = _cat([W_i_h, W_f_h, W_g_h, W_o_h], 0)
+    _off_h = _offsets([W_i_h.shape[0], W_f_h.shape[0], W_g_h.shape[0], W_o_h.shape[0]])
+    _X_x = inputs["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T).reshape(_T, _B, -1)
+    h = state["h"]
+    c = state["c"]
+    _outputs = []
+    _saved = {"c": [], "c_": [], "f": [], "g": [], "h": [], "i": [], "o": []} if save else None
+    for _t in range(_T):
+        x = _X_x[_t]
+        _g_x = _G_x[_t]
+        _g_h = h @ _W_h.T
+        lin_i = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]] + b_i
+        lin_f = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]] + b_f
+        lin_g = _g_x[..., _off_x[2] : _off_x[3]] + _g_h[..., _off_h[2] : _off_h[3]] + b_g
+        lin_o = _g_x[..., _off_x[3] : _off_x[4]] + _g_h[..., _off_h[3] : _off_h[4]] + b_o
+        i = torch.sigmoid(lin_i)
+        f = torch.sigmoid(lin_f)
+        g = torch.tanh(lin_g)
+        o = torch.sigmoid(lin_o)
+        c_ = c * f + g * i
+        h_ = o * torch.tanh(c_)
+        if save:
+            _saved["c"].append(c)
+            _saved["c_"].append(c_)
+            _saved["f"].append(f)
+            _saved["g"].append(g)
+            _saved["h"].append(h)
+            _saved["i"].append(i)
+            _saved["o"].append(o)
+        h = h_
+        c = c_
+        _outputs.append(h)
+    cache = None
+    if save:
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": {k: _stack(v) for k, v in _saved.items()},
+        }
+    return _stack(_outputs), {"h": h, "c": c}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    W_i_x = params["W_i_x"]
+    W_i_h = params["W_i_h"]
+    W_f_x = params["W_f_x"]
+    W_f_h = params["W_f_h"]
+    W_g_x = params["W_g_x"]
+    W_g_h = params["W_g_h"]
+    W_o_x = params["W_o_x"]
+    W_o_h = params["W_o_h"]
+    b_i = params["b_i"]
+    b_f = params["b_f"]
+    b_g = params["b_g"]
+    b_o = params["b_o"]
+    _W_x = _cat([W_i_x, W_f_x, W_g_x, W_o_x], 0)
+    _off_x = _offsets([W_i_x.shape[0], W_f_x.shape[0], W_g_x.shape[0], W_o_x.shape[0]])
+    _W_h = _cat([W_i_h, W_f_h, W_g_h, W_o_h], 0)
+    _off_h = _offsets([W_i_h.shape[0], W_f_h.shape[0], W_g_h.shape[0], W_o_h.shape[0]])
+    _X_x = cache["inputs"]["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_c = cache["saved"]["c"]
+    _S_c_ = cache["saved"]["c_"]
+    _S_f = cache["saved"]["f"]
+    _S_g = cache["saved"]["g"]
+    _S_h = cache["saved"]["h"]
+    _S_i = cache["saved"]["i"]
+    _S_o = cache["saved"]["o"]
+    if d_state is None:
+        d_state = {}
+    _carry_h = (
+        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
+    )
+    _carry_c = (
+        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
+    )
+    _GB_x = []
+    _GB_h = []
+    for _t in range(_T - 1, -1, -1):
+        x = _X_x[_t]
+        c = _S_c[_t]
+        c_ = _S_c_[_t]
+        f = _S_f[_t]
+        g = _S_g[_t]
+        h = _S_h[_t]
+        i = _S_i[_t]
+        o = _S_o[_t]
+        _q0 = torch.tanh(c_)
+        _p_i_lin_i = i * (1 - i)
+        _p_f_lin_f = f * (1 - f)
+        _p_g_lin_g = 1 - g**2
+        _p_o_lin_o = o * (1 - o)
+        _p_h__c_ = o * (1 - _q0**2)
+        _p_h__o = _q0
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_c_ = _carry_c
+        _d_c_ = _d_c_ + _d_h_ * _p_h__c_
+        _d_o = _d_h_ * _p_h__o
+        _d_c = _d_c_ * f
+        _d_f = _d_c_ * c
+        _d_g = _d_c_ * i
+        _d_i = _d_c_ * g
+        _d_lin_o = _d_o * _p_o_lin_o
+        _d_lin_g = _d_g * _p_g_lin_g
+        _d_lin_f = _d_f * _p_f_lin_f
+        _d_lin_i = _d_i * _p_i_lin_i
+        _gb_h = _cat([_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], 1)
+        _GB_h.append(_gb_h)
+        _d_h = _gb_h @ _W_h
+        _gb_x = _gb_h
+        _GB_x.append(_gb_x)
+        _carry_h = _d_h
+        _carry_c = _d_c
+        if trace is not None:
+            trace.append({"h": _carry_h, "c": _carry_c})
+    grads = {}
+    d_inputs = {}
+    _GBs = _stack(_GB_x[::-1])
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
+    grads["b_i"] = _GBs[..., _off_x[0] : _off_x[1]].sum((0, 1))
+    grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
+    grads["b_f"] = _GBs[..., _off_x[1] : _off_x[2]].sum((0, 1))
+    grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
+    grads["b_g"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
+    grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
+    grads["b_o"] = _GBs[..., _off_x[3] : _off_x[4]].sum((0, 1))
+    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _stack(_GB_h[::-1])
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
+    grads["W_f_h"] = _GW[_off_h[1] : _off_h[2]]
+    grads["W_g_h"] = _GW[_off_h[2] : _off_h[3]]
+    grads["W_o_h"] = _GW[_off_h[3] : _off_h[4]]
+    if "x" not in d_inputs:
+        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {"h": _carry_h, "c": _carry_c}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {
+    "W_i_x": ("hidden", "input"),
+    "W_i_h": ("hidden", "hidden"),
+    "W_f_x": ("hidden", "input"),
+    "W_f_h": ("hidden", "hidden"),
+    "W_g_x": ("hidden", "input"),
+    "W_g_h": ("hidden", "hidden"),
+    "W_o_x": ("hidden", "input"),
+    "W_o_h": ("hidden", "hidden"),
+    "b_i": ("hidden",),
+    "b_f": ("hidden",),
+    "b_g": ("hidden",),
+    "b_o": ("hidden",),
+}
+BUFFERS = {}
+INPUTS = ["x"]
+STATES = {"h": "hidden", "c": "hidden"}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
+
+
+_WIDTH_OF = {"h": "W_i_x", "c": "W_i_x"}
+
+_BUFFER_INITS = {}
+
+
+class SequenceFunction(torch.autograd.Function):
+    """The generated forward and backward as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, t0, names, *tensors):
+        k, m = len(names[0]), len(names[1])
+        params = dict(zip(names[0], tensors[:k]))
+        inputs = dict(zip(names[1], tensors[k : k + m]))
+        state = dict(zip(names[2], tensors[k + m :]))
+        out, final, cache = forward(params, inputs, state, t0, True)
+        ctx.params, ctx.cache, ctx.names = params, cache, names
+        return (out, *[final[s] for s in names[2]])
+
+    @staticmethod
+    def backward(ctx, d_out, *d_final):
+        grads, d_inputs, d_state0 = backward(
+            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
+        )
+        flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
+        flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
+        return (None, None, *flat)
+
+
+def init_params(sizes, seed=0, dtype=torch.float32, device=None):
+    """torch.nn's default initialisation, U(-1/sqrt(hidden), 1/sqrt(hidden)), and the buffers."""
+    g = torch.Generator().manual_seed(seed)
+    k = 1 / math.sqrt(sizes.get("hidden", 1))
+    out = {}
+    for name, dims in PARAM_SHAPES.items():
+        shape = tuple(sizes[d] for d in dims)
+        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
+            dtype=dtype, device=device
+        )
+    for name, (dim, init, options) in BUFFERS.items():
+        out[name] = torch.tensor(
+            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
+        )
+    return out
+
+
+class Layer(torch.nn.Module):
+    """A trainable recurrent layer whose backward is the generated one.
+
+    forward(inputs, state=None, t0=0): inputs (T, B, n) (a dict for several inputs);
+    returns (outputs (T, B, n), final state dict)."""
+
+    def __init__(self, sizes, seed=0, dtype=torch.float32, device=None, params=None):
+        super().__init__()
+        params = params if params is not None else init_params(sizes, seed, dtype, device)
+        for name, value in params.items():
+            if name in BUFFERS:
+                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+            else:
+                self.register_parameter(
+                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
+                )
+
+    def forward(self, inputs, state=None, t0=0):
+        if not isinstance(inputs, dict):
+            inputs = {INPUTS[0]: inputs}
+        params = dict(self.named_parameters()) | dict(self.named_buffers())
+        first = next(iter(inputs.values()))
+        if state is None:
+            state = {
+                s: torch.zeros(
+                    first.shape[1],
+                    params[_WIDTH_OF[s]].shape[0],
+                    dtype=first.dtype,
+                    device=first.device,
+                )
+                for s in STATES
+            }
+        pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
+        names = (pnames, tuple(INPUTS), tuple(STATES))
+        tensors = (
+            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
+        )
+        out, *final = SequenceFunction.apply(t0, names, *tensors)
+        return out, dict(zip(STATES, final))

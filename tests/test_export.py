@@ -1,0 +1,261 @@
+"""Exported modules, verified as exported: Python imported where SymPy and lstm_verify cannot be,
+C compiled with -O2 -Wall -Werror and called through ctypes; both against the mpmath reference
+and the in-memory implementation."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstm_verify as lv
+from lstm_verify.cli import main
+from lstm_verify.compare import errors
+from lstm_verify.export import c_compiler, export, write
+
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_CELLS = ("lstm", "gru", "clockwork_rnn")
+CELLS = lv.catalog()
+T, B = 5, 2
+
+
+def _problem(cell, seed=0, dtype=np.float64):
+    sizes = {k: {"input": 3, "hidden": 4, "proj": 2}[k] for k in cell.ir.size_names}
+    rng = np.random.default_rng(seed)
+    p = cell.init_params(sizes=sizes, init="uniform", seed=seed, dtype=dtype)
+    x = {n: rng.uniform(-2, 2, (T, B, sizes[d])).astype(dtype) for n, d in cell.ir.inputs}
+    s = {k: rng.uniform(-1, 1, (B, sizes[d])).astype(dtype) for k, d in cell.ir.states}
+    d_out = rng.standard_normal((T, B, sizes[dict(cell.ir.states)[cell.ir.output]]))
+    return sizes, p, x, s, d_out
+
+
+RUNNER = textwrap.dedent('''
+    import importlib, importlib.util, json, sys
+    import numpy as np
+    blocked = [m for m in ("sympy", "lstm_verify") if importlib.util.find_spec(m) is not None
+               and not getattr(importlib.util.find_spec(m), "origin", "").startswith(sys.argv[1])]
+    assert not blocked, blocked
+    target, cells = sys.argv[2], json.loads(sys.argv[3])
+    if target == "torch":
+        import torch
+    for name in cells:
+        mod = importlib.import_module(f"{name}_{target}")
+        data = np.load(f"{name}.npz")
+        conv = (lambda a: torch.tensor(a)) if target == "torch" else (lambda a: a)
+        def part(prefix):
+            return {k[len(prefix):]: conv(data[k]) for k in data.files if k.startswith(prefix)}
+        p, x, s = part("p:"), part("x:"), part("s:")
+        out, final, cache = mod.forward(p, x, s, 0, True)
+        grads, dx, ds = mod.backward(p, cache, conv(data["d_out"]), None)
+        new = mod.step(p, {k: v[0] for k, v in x.items()}, s)
+        res = {"out": out} | {f"final:{k}": v for k, v in final.items()}
+        res |= {f"g:{k}": v for k, v in grads.items()} | {f"dx:{k}": v for k, v in dx.items()}
+        res |= {f"ds:{k}": v for k, v in ds.items()} | {f"step:{k}": v for k, v in new.items()}
+        np.savez(f"{name}.out.npz", **{k: np.asarray(v) for k, v in res.items()})
+    assert "sympy" not in sys.modules and "lstm_verify" not in sys.modules
+    print("ok")
+''')
+
+
+def _blocker(root: Path) -> Path:
+    """A folder that shadows sympy and lstm_verify with packages that refuse to import."""
+    b = root / "blocked"
+    for m in ("sympy", "lstm_verify"):
+        (b / m).mkdir(parents=True, exist_ok=True)
+        (b / m / "__init__.py").write_text(f"raise ImportError('{m} is not available to exported code')\n")
+    return b
+
+
+def _run_exported(tmp_path, target, cells, texts=None):
+    blocked = _blocker(tmp_path)
+    for name in cells:
+        cell = lv.load(name)
+        text = texts[name] if texts else export(cell, target)
+        (tmp_path / f"{name}_{target}.py").write_text(text)
+        _, p, x, s, d_out = _problem(cell)
+        np.savez(tmp_path / f"{name}.npz", **{f"p:{k}": v for k, v in p.items()},
+                 **{f"x:{k}": v for k, v in x.items()}, **{f"s:{k}": v for k, v in s.items()}, d_out=d_out)  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocked), str(tmp_path)]))
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(blocked), target, json.dumps(list(cells))],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+    return {name: dict(np.load(tmp_path / f"{name}.out.npz")) for name in cells}
+
+
+def _verify_python(name, got):
+    cell = lv.load(name)
+    _, p, x, s, d_out = _problem(cell)
+    ref_out, ref_state = cell.reference(p, x, s)
+    e = errors(got["out"], ref_out, np.float64)
+    assert e.normwise < 1e-13, (name, str(e))
+    for k in ref_state:
+        assert errors(got[f"final:{k}"], ref_state[k], np.float64).normwise < 1e-13
+    impl = cell.numpy()
+    run = impl.forward(p, x, s, save=True)
+    g = impl.backward(p, run.cache, d_out)
+    np.testing.assert_allclose(got["out"], run.outputs, rtol=1e-13, atol=1e-15)
+    for k, v in g.params.items():
+        np.testing.assert_allclose(got[f"g:{k}"], v, rtol=1e-12, atol=1e-14, err_msg=f"{name} dL/d{k}")
+    for k, v in g.inputs.items():
+        np.testing.assert_allclose(got[f"dx:{k}"], v, rtol=1e-12, atol=1e-14)
+    for k, v in g.state.items():
+        np.testing.assert_allclose(got[f"ds:{k}"], v, rtol=1e-12, atol=1e-14)
+    _, one = impl.step(p, {k: v[0] for k, v in x.items()}, s)
+    for k, v in one.items():
+        np.testing.assert_allclose(got[f"step:{k}"], v, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch"])
+def test_every_cell_exports_and_runs_without_sympy_or_lstm_verify(tmp_path, target):
+    results = _run_exported(tmp_path, target, CELLS)
+    for name in CELLS:
+        _verify_python(name, results[name])
+
+
+def _compile(tmp_path, name, text):
+    cc = c_compiler()
+    assert cc, "a C compiler (cc or gcc) is needed"
+    src = tmp_path / f"{name}.c"
+    src.write_text(text)
+    lib = tmp_path / f"lib{name}.so"
+    proc = subprocess.run([cc, "-O2", "-Wall", "-Werror", "-std=c99", "-shared", "-fPIC", str(src), "-o", str(lib), "-lm"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return ctypes.CDLL(str(lib))
+
+
+def _run_c(lib, cell, dtype, sizes, p, x, s):
+    ir = cell.ir
+    suffix, ct = ("_f64", ctypes.c_double) if dtype == np.float64 else ("_f32", ctypes.c_float)
+    Sizes = type("Sizes", (ctypes.Structure,), {"_fields_": [(k, ctypes.c_int) for k in ir.size_names]})
+    names = list(ir.param_names) + [b for b, _, _ in ir.buffers]
+    Params = type("Params", (ctypes.Structure,), {"_fields_": [(k, ctypes.POINTER(ct)) for k in names]})
+    keep = {k: np.ascontiguousarray(p[k], dtype=dtype) for k in names}
+    params = Params(**{k: keep[k].ctypes.data_as(ctypes.POINTER(ct)) for k in names})
+    xs = [np.ascontiguousarray(x[n], dtype=dtype) for n, _ in ir.inputs]
+    st = {k: np.ascontiguousarray(s[k], dtype=dtype).copy() for k, _ in ir.states}
+    out = np.zeros((T, B, sizes[dict(ir.states)[ir.output]]), dtype=dtype)
+    fn = getattr(lib, f"{ir.name}_sequence{suffix}")
+    fn.restype = ctypes.c_int
+    ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ct))  # noqa: E731
+    rc = fn(ctypes.byref(Sizes(**sizes)), ctypes.byref(params), *[ptr(a) for a in xs],
+            *[ptr(st[k]) for k, _ in ir.states], ptr(out), T, B, ctypes.c_long(0))  # fmt: skip
+    assert rc == 0
+    # one step on its own
+    new = {k: np.zeros_like(v) for k, v in st.items()}
+    step = getattr(lib, f"{ir.name}_step{suffix}")
+    s0 = {k: np.ascontiguousarray(s[k], dtype=dtype) for k, _ in ir.states}
+    step(ctypes.byref(Sizes(**sizes)), ctypes.byref(params), *[ptr(np.ascontiguousarray(a[0])) for a in xs],
+         *[ptr(s0[k]) for k, _ in ir.states], *[ptr(new[k]) for k, _ in ir.states], B, ctypes.c_long(0))  # fmt: skip
+    return out, st, new
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_every_cell_exports_to_c_that_compiles_clean_and_matches(tmp_path, name):
+    cell = lv.load(name)
+    lib = _compile(tmp_path, name, export(cell, "c"))
+    for dtype, limit in ((np.float64, 1e-13), (np.float32, 2e-6)):
+        sizes, p, x, s, _ = _problem(cell, dtype=dtype)
+        out, final, new = _run_c(lib, cell, dtype, sizes, p, x, s)
+        ref_out, ref_state = cell.reference(p, x, s)  # exact, from the same (rounded) values
+        assert errors(out, ref_out, dtype).normwise < limit, (dtype, str(errors(out, ref_out, dtype)))
+        for k in ref_state:
+            assert errors(final[k], ref_state[k], dtype).normwise < limit
+        run = cell.numpy().forward(p, x, s)
+        np.testing.assert_allclose(out, run.outputs, rtol=limit * 10, atol=limit)
+        _, one = cell.numpy().step(p, {k: v[0] for k, v in x.items()}, s)
+        for k in one:
+            np.testing.assert_allclose(new[k], one[k], rtol=limit * 10, atol=limit)
+
+
+def test_exported_torch_layer_trains_with_gradients_equal_to_autograd(tmp_path):
+    import importlib.util
+
+    import torch
+
+    path = tmp_path / "lstm_torch_mod.py"
+    path.write_text(export(lv.load("lstm"), "torch"))
+    spec = importlib.util.spec_from_file_location("lstm_torch_mod", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    layer = mod.Layer({"input": 2, "hidden": 8}, seed=0, dtype=torch.float64)
+    # gradients of the generated backward equal autograd through the exported forward
+    x = torch.randn(12, 3, 2, dtype=torch.float64)
+    out, _ = layer(x)
+    (out**2).sum().backward()
+    fused = {k: v.grad.clone() for k, v in layer.named_parameters()}
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in layer.named_parameters()}
+    zeros = {s: torch.zeros(3, 8, dtype=torch.float64) for s in ("h", "c")}
+    out2, _, _ = mod.forward(params, {"x": x}, zeros)
+    (out2**2).sum().backward()
+    for k in fused:
+        torch.testing.assert_close(fused[k], params[k].grad, rtol=1e-12, atol=1e-14)
+    # a few optimiser steps on a toy task decrease the loss
+    readout = torch.nn.Linear(8, 1, dtype=torch.float64)
+    opt = torch.optim.Adam(list(layer.parameters()) + list(readout.parameters()), lr=0.02)
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randn(10, 64, 2, generator=g, dtype=torch.float64)
+    target = xs[:, :, 0].sum(0, keepdim=True).T / 3
+    losses = []
+    for _ in range(30):
+        out, _ = layer(xs)
+        loss = ((readout(out[-1]) - target) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_export_is_deterministic_across_processes(tmp_path):
+    here = {t: export(lv.load("gru"), t) for t in ("numpy", "torch", "c")}
+    code = "import json, lstm_verify.export as e; print(json.dumps({t: e.export('gru', t) for t in ('numpy', 'torch', 'c')}))"
+    env = dict(os.environ, PYTHONHASHSEED="12345", LSTM_VERIFY_CACHE="0")
+    there = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
+                                      capture_output=True, text=True).stdout)  # fmt: skip
+    assert here == there
+
+
+@pytest.mark.parametrize("name", GOLDEN_CELLS)
+@pytest.mark.parametrize("target", ["numpy", "torch", "c"])
+def test_golden_files(tmp_path, name, target):
+    """Text equal to the golden file (refresh: python tests/golden/refresh.py), and the golden
+    module itself verified."""
+    suffix = ".c" if target == "c" else ".py"
+    golden = (GOLDEN / f"{name}_{target}{suffix}").read_text()
+    assert export(lv.load(name), target) == golden, f"export changed; refresh with python tests/golden/refresh.py"
+    if target == "c":
+        cell = lv.load(name)
+        lib = _compile(tmp_path, name, golden)
+        sizes, p, x, s, _ = _problem(cell)
+        out, _, _ = _run_c(lib, cell, np.float64, sizes, p, x, s)
+        assert errors(out, cell.reference(p, x, s)[0], np.float64).normwise < 1e-13
+    else:
+        _verify_python(name, _run_exported(tmp_path, target, [name], {name: golden})[name])
+
+
+def test_cli_export_bad_input_leaves_nothing(tmp_path, capsys):
+    assert main(["export", "no_such_cell", "--target", "numpy", "-o", str(tmp_path)]) == 2
+    assert "no catalog cell named 'no_such_cell'" in capsys.readouterr().err
+    assert main(["export", "lstm", "--target", "numpy", "-o", str(tmp_path / "missing" / "x.py")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", "lstm", "--target", "numpy", "-o", str(tmp_path)]) == 0
+    first = (tmp_path / "lstm_numpy.py").read_text()
+    (tmp_path / "lstm_numpy.py").write_text("mine")
+    assert main(["export", "lstm", "--target", "numpy", "-o", str(tmp_path)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "lstm_numpy.py").read_text() == "mine"
+    assert main(["export", "lstm", "--target", "numpy", "-o", str(tmp_path), "--force"]) == 0
+    assert (tmp_path / "lstm_numpy.py").read_text() == first
+    # a folder nobody can create files in, root included
+    assert main(["export", "lstm", "--target", "c", "-o", "/proc/lstm_c.c"]) == 2
+    assert "cannot write /proc/lstm_c.c" in capsys.readouterr().err
+    assert not Path("/proc/lstm_c.c").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm_numpy.py"]
