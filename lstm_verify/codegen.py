@@ -300,6 +300,36 @@ def _header(ir: CellIR, backend: str, p: Plan) -> str:
     )
 
 
+def _folded_biases(ir: CellIR, p: Plan) -> dict[str, list[str]]:
+    """Hoisted groups whose nodes all have a bias: the biases ride along in the one GEMM for
+    the whole sequence instead of being added at every step."""
+    out = {}
+    taken: set[str] = set()
+    for g in p.groups.values():
+        nodes = [ir.node_map[n] for n, _ in g.terms]
+        if g.hoisted and all(n.bias and n.name not in taken for n in nodes):
+            out[g.arg] = [n.bias for n in nodes]
+            taken |= {n.name for n in nodes}
+    return out
+
+
+def _paired(ir: CellIR, p: Plan) -> dict[str, str]:
+    """Per-step group -> hoisted group with the same nodes in the same order, every node the sum
+    of exactly those two terms: their sum is one fused multiply-add per step (the LSTM's
+    x W_x^T + h W_h^T for all four gates at once)."""
+    out = {}
+    for r in p.groups.values():
+        if r.hoisted:
+            continue
+        for g in p.groups.values():
+            if g.hoisted and [n for n, _ in g.terms] == [n for n, _ in r.terms] and all(
+                sorted(a for _, a in ir.node_map[n].terms) == sorted([g.arg, r.arg]) for n, _ in r.terms
+            ) and g.arg not in out.values():
+                out[r.arg] = g.arg
+                break
+    return out
+
+
 def _forward(ir: CellIR, p: Plan, printer) -> str:
     code = _Code()
     code.indent = 0
@@ -311,17 +341,33 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     for n, _ in ir.inputs:
         code(f'_X_{n} = inputs["{n}"]')
     code(f"_T, _B = _X_{first}.shape[0], _X_{first}.shape[1]")
+    folded = _folded_biases(ir, p)
+    folded_nodes = {ir.node_map[n].name for a in folded for n, _ in p.groups[a].terms}
+    paired = _paired(ir, p)
     for g in p.groups.values():
         if g.hoisted:
+            bias = ""
+            if g.arg in folded:
+                code(f"_b_{g.arg} = _cat([{', '.join(folded[g.arg])}], 0)")
+                bias = f" + _b_{g.arg}"
             code(
-                f"_G_{g.arg} = (_X_{g.arg}.reshape(_T * _B, _X_{g.arg}.shape[2]) @ {g.var}.T)"
+                f"_G_{g.arg} = (_X_{g.arg}.reshape(_T * _B, _X_{g.arg}.shape[2]) @ {g.var}.T{bias})"
                 f".reshape(_T, _B, -1)"
             )
     for s, _ in ir.states:
         code(f'{s} = state["{s}"]')
     code("_outputs = []")
-    saved = p.saved
-    code(f"_saved = {{{', '.join(repr(s) + ': []' for s in saved)}}} if save else None")
+    # a state's old values are the new values one step earlier: rebuilt after the loop from the
+    # saved new values (or the outputs), not copied at every step
+    rebuilt = {}
+    for s, _ in ir.states:
+        if s in p.saved:
+            if ir.new(s) in p.saved:
+                rebuilt[s] = f'_saved["{ir.new(s)}"]'
+            elif s == ir.output:
+                rebuilt[s] = "_out"
+    saved = [x for x in p.saved if x not in rebuilt]
+    code(f"_saved = {{{', '.join(repr(x) + ': []' for x in saved)}}} if save else None")
     code("for _t in range(_T):")
     code.indent = 2
     if ir.step:
@@ -342,17 +388,29 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             run.append(node)
             continue
         flush()
-        for _, arg in node.terms:
-            g = p.groups[arg]
-            if arg not in done_groups:
-                done_groups.add(arg)
-                code(f"_g_{arg} = _G_{arg}[_t]" if g.hoisted else f"_g_{arg} = {arg} @ {g.var}.T")
-        parts = []
-        for _, arg in node.terms:
-            g = p.groups[arg]
+        pair = next((paired[a] for _, a in node.terms if a in paired), None)
+        if pair is not None:  # both terms in one fused multiply-add for the whole stack
+            rec = next(a for _, a in node.terms if a in paired)
+            g = p.groups[rec]
+            if rec not in done_groups:
+                done_groups.add(rec)
+                fused = (f"torch.addmm(_G_{pair}[_t], {rec}, {g.var}.T)" if printer.backend == "torch"
+                         else f"_G_{pair}[_t] + {rec} @ {g.var}.T")  # fmt: skip
+                code(f"_z_{rec} = {fused}")
             k = [a for a, _ in g.terms].index(node.name)
-            parts.append(_block(g, k, f"_g_{arg}"))
-        if node.bias:
+            parts = [_block(g, k, f"_z_{rec}")]
+        else:
+            for _, arg in node.terms:
+                g = p.groups[arg]
+                if arg not in done_groups:
+                    done_groups.add(arg)
+                    code(f"_g_{arg} = _G_{arg}[_t]" if g.hoisted else f"_g_{arg} = {arg} @ {g.var}.T")
+            parts = []
+            for _, arg in node.terms:
+                g = p.groups[arg]
+                k = [a for a, _ in g.terms].index(node.name)
+                parts.append(_block(g, k, f"_g_{arg}"))
+        if node.bias and node.name not in folded_nodes:
             parts.append(node.bias)
         code(f"{node.name} = {' + '.join(parts)}")
     flush()
@@ -364,16 +422,20 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         code(f"{s} = {ir.new(s)}")
     code(f"_outputs.append({ir.output})")
     code.indent = 1
+    code("_out = _stack(_outputs)")
     code("cache = None")
     code("if save:")
+    code("    _saved = {k: _stack(v) for k, v in _saved.items()}")
+    for s_, src in rebuilt.items():
+        code(f'    _saved["{s_}"] = _cat([state["{s_}"][None], {src}[:-1]], 0)')
     code("    cache = {")
     code('        "inputs": inputs,')
     code('        "state0": dict(state),')
     code('        "t0": t0,')
-    code('        "saved": {k: _stack(v) for k, v in _saved.items()},')
+    code('        "saved": _saved,')
     code("    }")
     states = ", ".join(f'"{s}": {s}' for s, _ in ir.states)
-    code(f"return _stack(_outputs), {{{states}}}, cache")
+    code(f"return _out, {{{states}}}, cache")
     return code.text()
 
 

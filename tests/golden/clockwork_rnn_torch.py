@@ -68,32 +68,34 @@ def forward(params, inputs, state, t0=0, save=False):
     _W_h = _cat([W_h_h], 0)
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T).reshape(_T, _B, -1)
+    _b_x = _cat([b_h], 0)
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     h = state["h"]
     _outputs = []
-    _saved = {"h": [], "lin_h": []} if save else None
+    _saved = {"lin_h": []} if save else None
     for _t in range(_T):
         t = t0 + _t
         x = _X_x[_t]
-        _g_x = _G_x[_t]
-        _g_h = h @ _W_h.T
-        lin_h = _g_x + _g_h + b_h
+        _z_h = torch.addmm(_G_x[_t], h, _W_h.T)
+        lin_h = _z_h
         _f0_0 = _tick(t, period)
         h_ = _f0_0 * torch.tanh(lin_h) + h * (1 - _f0_0)
         if save:
-            _saved["h"].append(h)
             _saved["lin_h"].append(lin_h)
         h = h_
         _outputs.append(h)
+    _out = _stack(_outputs)
     cache = None
     if save:
+        _saved = {k: _stack(v) for k, v in _saved.items()}
+        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
-            "saved": {k: _stack(v) for k, v in _saved.items()},
+            "saved": _saved,
         }
-    return _stack(_outputs), {"h": h}, cache
+    return _out, {"h": h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):

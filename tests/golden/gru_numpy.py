@@ -85,39 +85,42 @@ def forward(params, inputs, state, t0=0, save=False):
     _off_h = _offsets([W_r_h.shape[0], W_z_h.shape[0], W_n_h.shape[0]])
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T).reshape(_T, _B, -1)
+    _b_x = _cat([b_r, b_z, b_n_x], 0)
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     h = state["h"]
     _outputs = []
-    _saved = {"h": [], "lin_n_h": [], "n": [], "r": [], "z": []} if save else None
+    _saved = {"lin_n_h": [], "n": [], "r": [], "z": []} if save else None
     for _t in range(_T):
         x = _X_x[_t]
         _g_x = _G_x[_t]
         _g_h = h @ _W_h.T
-        lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]] + b_r
-        lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]] + b_z
-        lin_n_x = _g_x[..., _off_x[2] : _off_x[3]] + b_n_x
+        lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]]
+        lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]]
+        lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
         lin_n_h = _g_h[..., _off_h[2] : _off_h[3]] + b_n_h
         r = _sigmoid(lin_r)
         z = _sigmoid(lin_z)
         n = numpy.tanh(lin_n_h * r + lin_n_x)
         h_ = h * z + n * (1 - z)
         if save:
-            _saved["h"].append(h)
             _saved["lin_n_h"].append(lin_n_h)
             _saved["n"].append(n)
             _saved["r"].append(r)
             _saved["z"].append(z)
         h = h_
         _outputs.append(h)
+    _out = _stack(_outputs)
     cache = None
     if save:
+        _saved = {k: _stack(v) for k, v in _saved.items()}
+        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
-            "saved": {k: _stack(v) for k, v in _saved.items()},
+            "saved": _saved,
         }
-    return _stack(_outputs), {"h": h}, cache
+    return _out, {"h": h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):

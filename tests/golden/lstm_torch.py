@@ -86,19 +86,19 @@ def forward(params, inputs, state, t0=0, save=False):
     _off_h = _offsets([W_i_h.shape[0], W_f_h.shape[0], W_g_h.shape[0], W_o_h.shape[0]])
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T).reshape(_T, _B, -1)
+    _b_x = _cat([b_i, b_f, b_g, b_o], 0)
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     h = state["h"]
     c = state["c"]
     _outputs = []
-    _saved = {"c": [], "c_": [], "f": [], "g": [], "h": [], "i": [], "o": []} if save else None
+    _saved = {"c_": [], "f": [], "g": [], "i": [], "o": []} if save else None
     for _t in range(_T):
         x = _X_x[_t]
-        _g_x = _G_x[_t]
-        _g_h = h @ _W_h.T
-        lin_i = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]] + b_i
-        lin_f = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]] + b_f
-        lin_g = _g_x[..., _off_x[2] : _off_x[3]] + _g_h[..., _off_h[2] : _off_h[3]] + b_g
-        lin_o = _g_x[..., _off_x[3] : _off_x[4]] + _g_h[..., _off_h[3] : _off_h[4]] + b_o
+        _z_h = torch.addmm(_G_x[_t], h, _W_h.T)
+        lin_i = _z_h[..., _off_h[0] : _off_h[1]]
+        lin_f = _z_h[..., _off_h[1] : _off_h[2]]
+        lin_g = _z_h[..., _off_h[2] : _off_h[3]]
+        lin_o = _z_h[..., _off_h[3] : _off_h[4]]
         i = torch.sigmoid(lin_i)
         f = torch.sigmoid(lin_f)
         g = torch.tanh(lin_g)
@@ -106,25 +106,27 @@ def forward(params, inputs, state, t0=0, save=False):
         c_ = c * f + g * i
         h_ = o * torch.tanh(c_)
         if save:
-            _saved["c"].append(c)
             _saved["c_"].append(c_)
             _saved["f"].append(f)
             _saved["g"].append(g)
-            _saved["h"].append(h)
             _saved["i"].append(i)
             _saved["o"].append(o)
         h = h_
         c = c_
         _outputs.append(h)
+    _out = _stack(_outputs)
     cache = None
     if save:
+        _saved = {k: _stack(v) for k, v in _saved.items()}
+        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
+        _saved["c"] = _cat([state["c"][None], _saved["c_"][:-1]], 0)
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
-            "saved": {k: _stack(v) for k, v in _saved.items()},
+            "saved": _saved,
         }
-    return _stack(_outputs), {"h": h, "c": c}, cache
+    return _out, {"h": h, "c": c}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
