@@ -506,7 +506,8 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         if s != ir.output:
             add(ir.new(s), f"_carry_{s}")
     flushed = set()
-    stacked: dict[str, str] = {}
+    stacked: dict[str, str] = {}  # stacked gradient text -> the argument that owns it
+    alias: dict[str, str] = {}
 
     def flush_group(arg):
         if arg in flushed or arg not in p.groups:
@@ -521,11 +522,12 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 parts.append(f"_zeros((_B, {w}.shape[0]), {w})")
         joined = f"_cat([{', '.join(parts)}], 1)"
         if joined in stacked:  # another argument feeds exactly the same affine maps
-            code(f"_gb_{arg} = {stacked[joined]}")
+            code(f"_gb_{arg} = _gb_{stacked[joined]}")
+            alias[arg] = stacked[joined]  # its per-step values are kept once, under that name
         else:
             code(f"_gb_{arg} = {joined}")
-            stacked[joined] = f"_gb_{arg}"
-        code(f"_GB_{arg}.append(_gb_{arg})")
+            stacked[joined] = arg
+            code(f"_GB_{arg}.append(_gb_{arg})")
         if not g.hoisted:
             add(arg, f"_gb_{arg} @ {g.var}")
 
@@ -556,8 +558,13 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     code.indent = 1
     code("grads = {}")
     code("d_inputs = {}")
+    built: set[str] = set()
     for g in p.groups.values():
-        code(f"_GBs = _stack(_GB_{g.arg}[::-1])")
+        owner = alias.get(g.arg, g.arg)
+        if owner not in built:
+            built.add(owner)
+            code(f"_GBs_{owner} = _stack(_GB_{owner}[::-1])")
+        code(f"_GBs = _GBs_{owner}")
         src = f"_X_{g.arg}" if g.hoisted else f"_S_{g.arg}"
         code(f"_m = _GBs.shape[2]")
         code(f"_GW = _GBs.reshape(_T * _B, _m).T @ {src}.reshape(_T * _B, {src}.shape[2])")

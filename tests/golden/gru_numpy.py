@@ -194,7 +194,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
             trace.append({"h": _carry_h})
     grads = {}
     d_inputs = {}
-    _GBs = _stack(_GB_x[::-1])
+    _GBs_x = _stack(_GB_x[::-1])
+    _GBs = _GBs_x
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     grads["W_r_x"] = _GW[_off_x[0] : _off_x[1]]
@@ -204,7 +205,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     grads["W_n_x"] = _GW[_off_x[2] : _off_x[3]]
     grads["b_n_x"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
-    _GBs = _stack(_GB_h[::-1])
+    _GBs_h = _stack(_GB_h[::-1])
+    _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
     grads["W_r_h"] = _GW[_off_h[0] : _off_h[1]]

@@ -207,14 +207,14 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GB_h.append(_gb_h)
         _d_h = _gb_h @ _W_h
         _gb_x = _gb_h
-        _GB_x.append(_gb_x)
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:
             trace.append({"h": _carry_h, "c": _carry_c})
     grads = {}
     d_inputs = {}
-    _GBs = _stack(_GB_x[::-1])
+    _GBs_h = _stack(_GB_h[::-1])
+    _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
@@ -226,7 +226,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
     grads["b_o"] = _GBs[..., _off_x[3] : _off_x[4]].sum((0, 1))
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
-    _GBs = _stack(_GB_h[::-1])
+    _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
     grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
