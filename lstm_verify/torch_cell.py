@@ -87,7 +87,10 @@ class CellModule(torch.nn.Module):
 
     def forward(self, inputs, state=None, t0=0):
         params = self.param_dict()
-        if self.fused:
+        tensors = list(params.values()) + list(inputs.values() if isinstance(inputs, dict) else [inputs])
+        tensors += list(state.values()) if state else []
+        if self.fused and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return fused_forward(self.cell, params, inputs, state, t0)
+        # no gradient wanted (inference, evaluation): the forward alone, saving nothing
         run = self.cell.torch().forward(params, inputs, state, t0)
         return run.outputs, run.state

@@ -342,6 +342,10 @@ class Layer(torch.nn.Module):
                 for s in STATES
             }
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
+        leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
+            out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
+            return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
         tensors = (
             [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
