@@ -125,7 +125,7 @@ def _median_ms(fns: dict, repeat: int, sync) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True):
+def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, eager_peer=True):
     """{implementation: (forward ms, forward+backward ms)} for one cell and shape."""
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
@@ -184,7 +184,8 @@ def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True):
     def eager_fb():
         eager().sum().backward()
 
-    fns_f[eager_name], fns_fb[eager_name] = eager_f, eager_fb
+    if eager_peer:
+        fns_f[eager_name], fns_fb[eager_name] = eager_f, eager_fb
     compile_s = None
     if compile_:
         compiled = torch.compile(eager)
@@ -229,10 +230,15 @@ def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True):
 
 
 def peak_memory(impl: str, name: str, T, B, I, H) -> float:
-    """Peak resident memory (MB) of one forward+backward in a fresh process, above its baseline."""
+    """Peak resident memory (MB) during one forward+backward, above the resident memory just
+    before it, in a fresh process (a thread samples /proc/self/statm every millisecond)."""
     code = f"""
-import resource, torch, lstm_verify as lv
+import os, threading, time, torch, lstm_verify as lv
 torch.manual_seed(0)
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page
 cell = lv.load({name!r})
 x = torch.randn({T}, {B}, {I})
 if {impl!r} == "reference":
@@ -240,11 +246,24 @@ if {impl!r} == "reference":
 else:
     m = cell.module(sizes={{k: {{"input": {I}, "hidden": {H}, "proj": {H // 2}}}.get(k, {H}) for k in cell.ir.size_names}},
                     dtype=torch.float32)
-    m(x[:2])[0].sum().backward()  # load everything before the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m(x[:2])[0].sum().backward()  # warm up: load kernels and code before the baseline
+for p in m.parameters():
+    p.grad = None
+base = peak = rss()
+done = False
+def sample():
+    global peak
+    while not done:
+        peak = max(peak, rss())
+        time.sleep(0.001)
+t = threading.Thread(target=sample)
+t.start()
 out = m(x)[0]
 out.sum().backward()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+peak = max(peak, rss())
+done = True
+t.join()
+print((peak - base) / 2**20)
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(res.stdout.strip().splitlines()[-1])
@@ -304,7 +323,7 @@ def main(argv=None) -> int:
                 [(100, 256, B) for B in (1, 256)]  # fmt: skip
             for T, H, B in shapes:
                 res, ref_name, _ = measure(name, T, B, args.input, H, args.device, 3 if T < 10000 else 1,
-                                           numpy_peers=False)  # fmt: skip
+                                           numpy_peers=False, eager_peer=False)  # fmt: skip
                 g, r = res["generated torch"][1], res[ref_name][1]
                 raw["sweep"].setdefault(name, []).append({"T": T, "H": H, "B": B, "generated": g, "peer": r})
                 table([f"| {T} | {H} | {B} | {g:.1f} | {r:.1f} | {g / r:.2f}x | {g / T:.3f} |"], out)

@@ -94,12 +94,16 @@ def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
 
 
-def _stack(xs):
-    return numpy.stack(xs, 0)
-
-
 def _zeros(shape, like):
     return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
+    buf[t] = value
+    return buf
 ''',
     "torch": '''
 import torch
@@ -121,12 +125,16 @@ def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
 
-def _stack(xs):
-    return torch.stack(xs, 0)
-
-
 def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
+    buf[t] = value
+    return buf
 ''',
 }
 
@@ -356,7 +364,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             )
     for s, _ in ir.states:
         code(f'{s} = state["{s}"]')
-    code("_outputs = []")
+    code("_out = None")
     # a state's old values are the new values one step earlier: rebuilt after the loop from the
     # saved new values (or the outputs), not copied at every step
     rebuilt = {}
@@ -367,7 +375,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             elif s == ir.output:
                 rebuilt[s] = "_out"
     saved = [x for x in p.saved if x not in rebuilt]
-    code(f"_saved = {{{', '.join(repr(x) + ': []' for x in saved)}}} if save else None")
+    code(f"_saved = {{{', '.join(repr(x) + ': None' for x in saved)}}} if save else None")
     code("for _t in range(_T):")
     code.indent = 2
     if ir.step:
@@ -417,15 +425,13 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     if saved:
         code("if save:")
         for s in saved:
-            code(f'    _saved["{s}"].append({s})')
+            code(f'    _saved["{s}"] = _put(_saved["{s}"], _t, {s}, _T)')
     for s, _ in ir.states:
         code(f"{s} = {ir.new(s)}")
-    code(f"_outputs.append({ir.output})")
+    code(f"_out = _put(_out, _t, {ir.output}, _T)")
     code.indent = 1
-    code("_out = _stack(_outputs)")
     code("cache = None")
     code("if save:")
-    code("    _saved = {k: _stack(v) for k, v in _saved.items()}")
     for s_, src in rebuilt.items():
         code(f'    _saved["{s_}"] = _cat([state["{s_}"][None], {src}[:-1]], 0)')
     code("    cache = {")
@@ -465,10 +471,10 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     for d in diagonals:
         code(f"_grad_{d} = _zeros({d}.shape, {d})")
     for g in p.groups.values():
-        code(f"_GB_{g.arg} = []")
+        code(f"_GBs_{g.arg} = None")
     pointwise_inputs = [n for n in inputs if any(n in d for d in p.partials.values())]
     for n in pointwise_inputs:
-        code(f"_DX_{n} = []")
+        code(f"_DX_{n} = None")
     code("for _t in range(_T - 1, -1, -1):")
     code.indent = 2
     if ir.step:
@@ -527,7 +533,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         else:
             code(f"_gb_{arg} = {joined}")
             stacked[joined] = arg
-            code(f"_GB_{arg}.append(_gb_{arg})")
+            code(f"_GBs_{arg} = _put(_GBs_{arg}, _t, _gb_{arg}, _T)")
         if not g.hoisted:
             add(arg, f"_gb_{arg} @ {g.var}")
 
@@ -554,17 +560,13 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     code("if trace is not None:")
     code("    trace.append({" + ", ".join(f'"{s}": _carry_{s}' for s in states) + "})")
     for n in pointwise_inputs:
-        code(f"_DX_{n}.append(_d_{n})" if n in bars else f"_DX_{n}.append(_zeros({n}.shape, {n}))")
+        code(f"_DX_{n} = _put(_DX_{n}, _t, _d_{n}, _T)" if n in bars else
+             f"_DX_{n} = _put(_DX_{n}, _t, _zeros({n}.shape, {n}), _T)")  # fmt: skip
     code.indent = 1
     code("grads = {}")
     code("d_inputs = {}")
-    built: set[str] = set()
     for g in p.groups.values():
-        owner = alias.get(g.arg, g.arg)
-        if owner not in built:
-            built.add(owner)
-            code(f"_GBs_{owner} = _stack(_GB_{owner}[::-1])")
-        code(f"_GBs = _GBs_{owner}")
+        code(f"_GBs = _GBs_{alias.get(g.arg, g.arg)}")
         src = f"_X_{g.arg}" if g.hoisted else f"_S_{g.arg}"
         code(f"_m = _GBs.shape[2]")
         code(f"_GW = _GBs.reshape(_T * _B, _m).T @ {src}.reshape(_T * _B, {src}.shape[2])")
@@ -578,7 +580,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         if g.hoisted:
             code(f'd_inputs["{g.arg}"] = (_GBs.reshape(_T * _B, _m) @ {g.var}).reshape(_T, _B, -1)')
     for n in pointwise_inputs:
-        code(f"_dx = _stack(_DX_{n}[::-1])")
+        code(f"_dx = _DX_{n}")
         code(f'd_inputs["{n}"] = d_inputs["{n}"] + _dx if "{n}" in d_inputs else _dx')
     for n in inputs:
         code(f'if "{n}" not in d_inputs:')

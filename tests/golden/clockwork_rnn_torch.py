@@ -41,12 +41,16 @@ def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
 
-def _stack(xs):
-    return torch.stack(xs, 0)
-
-
 def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
+    buf[t] = value
+    return buf
 
 
 def _offsets(sizes):
@@ -71,8 +75,8 @@ def forward(params, inputs, state, t0=0, save=False):
     _b_x = _cat([b_h], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     h = state["h"]
-    _outputs = []
-    _saved = {"lin_h": []} if save else None
+    _out = None
+    _saved = {"lin_h": None} if save else None
     for _t in range(_T):
         t = t0 + _t
         x = _X_x[_t]
@@ -81,13 +85,11 @@ def forward(params, inputs, state, t0=0, save=False):
         _f0_0 = _tick(t, period)
         h_ = _f0_0 * torch.tanh(lin_h) + h * (1 - _f0_0)
         if save:
-            _saved["lin_h"].append(lin_h)
+            _saved["lin_h"] = _put(_saved["lin_h"], _t, lin_h, _T)
         h = h_
-        _outputs.append(h)
-    _out = _stack(_outputs)
+        _out = _put(_out, _t, h, _T)
     cache = None
     if save:
-        _saved = {k: _stack(v) for k, v in _saved.items()}
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
         cache = {
             "inputs": inputs,
@@ -121,8 +123,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _carry_h = (
         d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
     )
-    _GB_x = []
-    _GB_h = []
+    _GBs_x = None
+    _GBs_h = None
     for _t in range(_T - 1, -1, -1):
         t = t0 + _t
         x = _X_x[_t]
@@ -137,7 +139,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_h = _d_h_ * _p_h__h
         _d_lin_h = _d_h_ * _p_h__lin_h
         _gb_h = _cat([_d_lin_h], 1)
-        _GB_h.append(_gb_h)
+        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
         _d_h = _d_h + _gb_h @ _W_h
         _gb_x = _gb_h
         _carry_h = _d_h
@@ -145,7 +147,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
             trace.append({"h": _carry_h})
     grads = {}
     d_inputs = {}
-    _GBs_h = _stack(_GB_h[::-1])
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])

@@ -52,12 +52,16 @@ def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
 
 
-def _stack(xs):
-    return numpy.stack(xs, 0)
-
-
 def _zeros(shape, like):
     return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
+    buf[t] = value
+    return buf
 
 
 def _offsets(sizes):
@@ -88,8 +92,8 @@ def forward(params, inputs, state, t0=0, save=False):
     _b_x = _cat([b_r, b_z, b_n_x], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     h = state["h"]
-    _outputs = []
-    _saved = {"lin_n_h": [], "n": [], "r": [], "z": []} if save else None
+    _out = None
+    _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
     for _t in range(_T):
         x = _X_x[_t]
         _g_x = _G_x[_t]
@@ -103,16 +107,14 @@ def forward(params, inputs, state, t0=0, save=False):
         n = numpy.tanh(lin_n_h * r + lin_n_x)
         h_ = h * z + n * (1 - z)
         if save:
-            _saved["lin_n_h"].append(lin_n_h)
-            _saved["n"].append(n)
-            _saved["r"].append(r)
-            _saved["z"].append(z)
+            _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, lin_n_h, _T)
+            _saved["n"] = _put(_saved["n"], _t, n, _T)
+            _saved["r"] = _put(_saved["r"], _t, r, _T)
+            _saved["z"] = _put(_saved["z"], _t, z, _T)
         h = h_
-        _outputs.append(h)
-    _out = _stack(_outputs)
+        _out = _put(_out, _t, h, _T)
     cache = None
     if save:
-        _saved = {k: _stack(v) for k, v in _saved.items()}
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
         cache = {
             "inputs": inputs,
@@ -155,8 +157,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _carry_h = (
         d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
     )
-    _GB_x = []
-    _GB_h = []
+    _GBs_x = None
+    _GBs_h = None
     for _t in range(_T - 1, -1, -1):
         x = _X_x[_t]
         h = _S_h[_t]
@@ -185,16 +187,15 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_z = _d_z * _p_z_lin_z
         _d_lin_r = _d_r * _p_r_lin_r
         _gb_h = _cat([_d_lin_r, _d_lin_z, _d_lin_n_h], 1)
-        _GB_h.append(_gb_h)
+        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
         _d_h = _d_h + _gb_h @ _W_h
         _gb_x = _cat([_d_lin_r, _d_lin_z, _d_lin_n_x], 1)
-        _GB_x.append(_gb_x)
+        _GBs_x = _put(_GBs_x, _t, _gb_x, _T)
         _carry_h = _d_h
         if trace is not None:
             trace.append({"h": _carry_h})
     grads = {}
     d_inputs = {}
-    _GBs_x = _stack(_GB_x[::-1])
     _GBs = _GBs_x
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
@@ -205,7 +206,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     grads["W_n_x"] = _GW[_off_x[2] : _off_x[3]]
     grads["b_n_x"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
-    _GBs_h = _stack(_GB_h[::-1])
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])

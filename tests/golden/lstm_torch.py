@@ -51,12 +51,16 @@ def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
 
-def _stack(xs):
-    return torch.stack(xs, 0)
-
-
 def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
+    buf[t] = value
+    return buf
 
 
 def _offsets(sizes):
@@ -90,8 +94,8 @@ def forward(params, inputs, state, t0=0, save=False):
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     h = state["h"]
     c = state["c"]
-    _outputs = []
-    _saved = {"c_": [], "f": [], "g": [], "i": [], "o": []} if save else None
+    _out = None
+    _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
     for _t in range(_T):
         x = _X_x[_t]
         _z_h = torch.addmm(_G_x[_t], h, _W_h.T)
@@ -106,18 +110,16 @@ def forward(params, inputs, state, t0=0, save=False):
         c_ = c * f + g * i
         h_ = o * torch.tanh(c_)
         if save:
-            _saved["c_"].append(c_)
-            _saved["f"].append(f)
-            _saved["g"].append(g)
-            _saved["i"].append(i)
-            _saved["o"].append(o)
+            _saved["c_"] = _put(_saved["c_"], _t, c_, _T)
+            _saved["f"] = _put(_saved["f"], _t, f, _T)
+            _saved["g"] = _put(_saved["g"], _t, g, _T)
+            _saved["i"] = _put(_saved["i"], _t, i, _T)
+            _saved["o"] = _put(_saved["o"], _t, o, _T)
         h = h_
         c = c_
-        _outputs.append(h)
-    _out = _stack(_outputs)
+        _out = _put(_out, _t, h, _T)
     cache = None
     if save:
-        _saved = {k: _stack(v) for k, v in _saved.items()}
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
         _saved["c"] = _cat([state["c"][None], _saved["c_"][:-1]], 0)
         cache = {
@@ -168,8 +170,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _carry_c = (
         d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
     )
-    _GB_x = []
-    _GB_h = []
+    _GBs_x = None
+    _GBs_h = None
     for _t in range(_T - 1, -1, -1):
         x = _X_x[_t]
         c = _S_c[_t]
@@ -201,7 +203,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_f = _d_f * _p_f_lin_f
         _d_lin_i = _d_i * _p_i_lin_i
         _gb_h = _cat([_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], 1)
-        _GB_h.append(_gb_h)
+        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
         _d_h = _gb_h @ _W_h
         _gb_x = _gb_h
         _carry_h = _d_h
@@ -210,7 +212,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
             trace.append({"h": _carry_h, "c": _carry_c})
     grads = {}
     d_inputs = {}
-    _GBs_h = _stack(_GB_h[::-1])
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
