@@ -4,8 +4,10 @@ Each row holds the SymPy function, how the NumPy and torch backends spell it, an
 callable for the arbitrary-precision reference. Derivatives live on the SymPy classes
 (``fdiff``), next to their definitions. Conventions where mathematics and frameworks differ:
 
-* ``sigmoid``: derivative in output form ``s*(1-s)``; printed as a stable formula (never
-  ``1/(1+exp(-x))``, which gives NaN gradients at x = -89 in float32).
+* ``sigmoid``: derivative in output form ``s*(1-s)``. torch prints ``torch.sigmoid``; NumPy prints
+  ``1/(1+exp(-x))`` with overflow to inf allowed (the exact limit 0 for very negative x, within
+  2 eps elsewhere); the formula is never differentiated, so autograd's NaN at x = -89 in
+  float32 cannot occur.
 * ``relu``: derivative ``step(x)`` with step(0) = 0, as torch has it (SymPy's Heaviside says 1/2).
 * ``hard_sigmoid``: torch's ``hardsigmoid``, clamp(x/6 + 1/2, 0, 1); derivative 1/6 strictly
   inside (-3, 3), 0 elsewhere, as torch has it.

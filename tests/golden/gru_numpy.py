@@ -32,8 +32,11 @@ import numpy
 
 
 def _sigmoid(x):
-    e = numpy.exp(-numpy.abs(x))
-    return numpy.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    # exp(-x) overflows to inf for very negative x and 1/(1 + inf) = 0 is the right limit; the
+    # result is within 2 eps (relative) of the exact value wherever it is a normal float. The
+    # backward never differentiates this formula (it uses s*(1 - s)), so no NaN can arise.
+    with numpy.errstate(over="ignore"):
+        return 1 / (1 + numpy.exp(-x))
 
 
 def _step(x):
