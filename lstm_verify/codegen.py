@@ -571,7 +571,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     for g in p.groups.values():
         code(f"_GBs = _GBs_{alias.get(g.arg, g.arg)}")
         src = f"_X_{g.arg}" if g.hoisted else f"_S_{g.arg}"
-        code(f"_m = _GBs.shape[2]")
+        code("_m = _GBs.shape[2]")
         code(f"_GW = _GBs.reshape(_T * _B, _m).T @ {src}.reshape(_T * _B, {src}.shape[2])")
         for k, (aff, w) in enumerate(g.terms):
             block = _block(g, k, "_GW", rows=True)

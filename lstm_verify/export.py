@@ -336,12 +336,12 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     printer = _CPrinter(suffix, real)
     params = list(ir.param_names) + [b for b, _, _ in ir.buffers]
     ptype = f"{name}_params{suffix}"
-    lines = [f"typedef struct {{", *[f"    const {real} *{p};" for p in params], f"}} {ptype};", ""]
+    lines = ["typedef struct {", *[f"    const {real} *{p};" for p in params], f"}} {ptype};", ""]
     inputs = [n for n, _ in ir.inputs]
     states = [s for s, _ in ir.states]
     args = ", ".join([f"const {real} *{x}" for x in inputs] + [f"const {real} *{s}" for s in states]
                      + [f"{real} *{s}_new" for s in states])  # fmt: skip
-    lines.append(f"/* One step for a batch: new states from inputs and states, (batch, size) each. */")
+    lines.append("/* One step for a batch: new states from inputs and states, (batch, size) each. */")
     lines.append(f"void {name}_step{suffix}(const {name}_sizes *n, const {ptype} *p, {args}, int batch, long t)")
     lines.append("{")
     lines.append("    for (int b = 0; b < batch; ++b) {")
@@ -387,7 +387,7 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     seq_args = ", ".join([f"const {real} *{x}" for x in inputs] + [f"{real} *{s}" for s in states])
     out_dim = dict(ir.states)[ir.output]
     lines.append(f"/* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, {out_dim})")
-    lines.append(f"   receives the output state after every step (NULL: not kept). */")
+    lines.append("   receives the output state after every step (NULL: not kept). */")
     lines.append(f"int {name}_sequence{suffix}(const {name}_sizes *n, const {ptype} *p, {seq_args}, {real} *outputs, "
                  f"int T, int batch, long t0)")  # fmt: skip
     lines.append("{")

@@ -71,7 +71,7 @@ def flow(cell: Cell, params, inputs, state=None, threshold=1e-3, seed=0, init="g
     run = impl.forward(params, inputs, state, save=True)
     rng = np.random.default_rng(seed + 7)
     out = np.asarray(run.outputs)
-    T, B = out.shape[0], out.shape[1]
+    T = out.shape[0]
     w = rng.standard_normal(out.shape[1:])
     w /= np.linalg.norm(w, axis=1, keepdims=True)
     d_state = {s: (w if s == ir.output else None) for s, _ in ir.states}

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import LstmVerifyError, SpecError, VerificationError
+from .errors import LstmVerifyError, SpecError
 from .ir import Affine
 
 PROBES = 2
@@ -42,10 +42,6 @@ class Candidate:
     state_order: tuple | None = None
     t_shift: int = 0
     kind: str = "catalog"
-
-    @property
-    def name(self) -> str:
-        return self.description
 
 
 @dataclass
@@ -196,13 +192,11 @@ def _variant_cell(cell_name_or_path, key):
     raise KeyError(key)
 
 
-def candidates(cell, runner_layout=None, kind="module", include_self=False, catalog=True):
+def candidates(cell, runner_layout=None, kind="module", catalog=True):
     """Every candidate explanation around ``cell`` (a Cell)."""
     from .cell import catalog as names, load
 
     out = []
-    if include_self:
-        out.append(Candidate(cell, f"`{cell.name}`", runner_layout, kind="claimed"))
     if catalog:
         for n in names():
             if n == cell.name:
@@ -267,7 +261,7 @@ def _probes(cell, seeds=range(PROBES)):
     return out
 
 
-def matches(subj, candidate: Candidate, kind: str):
+def matches(subj, candidate: Candidate):
     """None if the implementation reproduces the candidate on every probe, else the first
     Divergence (or the exception text)."""
     from .conformance import Runner, _first_divergence, _forward_problem
@@ -306,13 +300,13 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
     for base in bases:
         try:
             runner = Runner(subj, base, _probe_sizes(base), np.float64)
-        except (LstmVerifyError, KeyError, TypeError, ValueError) as exc:
+        except (LstmVerifyError, KeyError, TypeError, ValueError):
             if claimed is not None:
                 raise
             continue
         layout_ = runner.layout
         own = Candidate(base, f"`{base.name}` ({base.spec.title})", layout_, kind="claimed")
-        d = matches(subj, own, runner.kind)
+        d = matches(subj, own)
         result.tried += 1
         if claimed is not None:
             result.claimed_matches = d is None
@@ -329,7 +323,7 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
                 continue
             seen.add(key)
             result.tried += 1
-            if matches(subj, cand, runner.kind) is None:
+            if matches(subj, cand) is None:
                 result.matches.append(cand)
     order = {"claimed": 0, "catalog": 1, "gate order": 2, "state order": 3, "equation": 4, "schedule": 5}
     result.matches.sort(key=lambda c: order.get(c.kind, 9))

@@ -18,7 +18,7 @@ import pytest
 import lstm_verify as lv
 from lstm_verify.cli import main
 from lstm_verify.compare import errors
-from lstm_verify.export import c_compiler, export, write
+from lstm_verify.export import c_compiler, export
 
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_CELLS = ("lstm", "gru", "clockwork_rnn")
@@ -230,7 +230,7 @@ def test_golden_files(tmp_path, name, target):
     module itself verified."""
     suffix = ".c" if target == "c" else ".py"
     golden = (GOLDEN / f"{name}_{target}{suffix}").read_text()
-    assert export(lv.load(name), target) == golden, f"export changed; refresh with python tests/golden/refresh.py"
+    assert export(lv.load(name), target) == golden, "export changed; refresh with python tests/golden/refresh.py"
     if target == "c":
         cell = lv.load(name)
         lib = _compile(tmp_path, name, golden)

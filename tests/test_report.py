@@ -63,7 +63,7 @@ def test_report_writes_every_part(tmp_path):
     saved = json.loads((out / "data.json").read_text())
     # the tables print what the data holds
     horizon = saved["flow"]["lstm"]["forget_bias_1"]["horizon"]
-    assert f"| lstm | " in md and (f" {horizon} /" in md or f">{saved['settings']['lags']} /" in md)
+    assert "| lstm | " in md and (f" {horizon} /" in md or f">{saved['settings']['lags']} /" in md)
     assert "diag(f)" in md and "diag(1 - h'**2) · W_h_h" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len([f for f in files if f.endswith(".png")])
