@@ -59,7 +59,39 @@ class NumpyPrinter(_Printer):
 
 
 class TorchPrinter(_Printer):
+    """Numbers become 0-dim tensors made once per call (``_k0 = _const(1.0, like)``): an
+    operation with a Python number first wraps it in a tensor, which doubles the cost of
+    ``1 - s`` on a (32, 256) tensor. Squares print as products, cheaper than ``pow``."""
+
     backend = "torch"
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.constants: dict[str, str] = {}  # printed value -> name
+
+    def _constant(self, expr):
+        text = str(int(expr)) if expr.is_Integer else repr(float(expr))
+        if text not in self.constants:
+            self.constants[text] = f"_k{len(self.constants)}"
+        return self.constants[text]
+
+    def _print_Integer(self, expr):
+        return self._constant(expr)
+
+    def _print_Rational(self, expr):
+        return self._constant(expr)
+
+    def _print_Float(self, expr):
+        return self._constant(expr)
+
+    def _print_Pow(self, expr):
+        base, exp = expr.as_base_exp()
+        if exp == 2 and base.is_Symbol:
+            b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Mul"])
+            return f"{b}*{b}"
+        if exp.is_Integer and exp > 0:
+            return f"{self.parenthesize(base, 100)}**{int(exp)}"
+        return super()._print_Pow(expr)
 
 
 for _f in FUNCTIONS.values():
@@ -107,6 +139,25 @@ def _put(buf, t, value, n):
         buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
     buf[t] = value
     return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
 ''',
     "torch": '''
 import torch
@@ -132,12 +183,63 @@ def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
 
+def _const(value, like):
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _put(buf, t, value, n):
     """Write step t of a sequence buffer of n steps, allocated at the first write."""
     if buf is None:
         buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
     buf[t] = value
     return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
+        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device)
+    torch.cat(xs, -1, out=buf[t])
+    return buf
+
+
+def _packed_gemm_works():
+    """Whether this build of torch has MKL's packed single-precision GEMM (the kernel behind
+    torch's prepacked CPU linear layers) and it computes the product."""
+    try:
+        w = torch.arange(6.0).reshape(3, 2)
+        a = torch.arange(8.0).reshape(4, 2)
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, 4)
+        return bool(torch.equal(torch.ops.mkl._mkl_linear(a, packed, w, None, 4), a @ w.T))
+    except Exception:
+        return False
+
+
+# set to False to use addmm everywhere
+PACKED_GEMM = _packed_gemm_works()
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
+    On the CPU in single precision, with no gradient being recorded, W is packed once into
+    MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
+    if (PACKED_GEMM and steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+            and not torch.is_grad_enabled()):
+        Wc = W.contiguous()
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
+
+        def packed_product(a, add=None):
+            out = torch.ops.mkl._mkl_linear(a, packed, Wc, None, rows)
+            return out if add is None else out.add_(add)
+
+        return packed_product
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else torch.addmm(add, a, Wt)
+
+    return product
 ''',
 }
 
@@ -245,6 +347,14 @@ def _cse_block(code: _Code, items: list[tuple[str, sympy.Expr]], printer, prefix
                 break
         else:  # pragma: no cover - cse output is acyclic
             raise AssertionError("cyclic CSE output")
+
+
+def _constants(code: _Code, printer, at: int, like: str):
+    """Define, at line ``at``, the 0-dim constants the printer named while printing the body."""
+    names = getattr(printer, "constants", {})
+    lines = ["    " * code.indent + f"{n} = _const({v}, {like})" for v, n in names.items()]
+    code.lines[at:at] = lines
+    names.clear()
 
 
 def _unpack_params(code: _Code, ir: CellIR, gr: dict[str, Group]):
@@ -357,14 +467,16 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     paired = _paired(ir, p)
     for g in p.groups.values():
         if g.hoisted:
-            bias = ""
+            flat = f"_X_{g.arg}.reshape(_T * _B, _X_{g.arg}.shape[2])"
+            product = f"{flat} @ {g.var}.T"
             if g.arg in folded:
                 code(f"_b_{g.arg} = _cat([{', '.join(folded[g.arg])}], 0)")
-                bias = f" + _b_{g.arg}"
-            code(
-                f"_G_{g.arg} = (_X_{g.arg}.reshape(_T * _B, _X_{g.arg}.shape[2]) @ {g.var}.T{bias})"
-                f".reshape(_T, _B, -1)"
-            )
+                product = (f"torch.addmm(_b_{g.arg}, {flat}, {g.var}.T)" if printer.backend == "torch"
+                           else f"{product} + _b_{g.arg}")  # fmt: skip
+            code(f"_G_{g.arg} = ({product}).reshape(_T, _B, -1)")
+    for g in p.groups.values():
+        if not g.hoisted:
+            code(f"_mm_{g.arg} = _linear({g.var}, _B, _T)")
     for s, _ in ir.states:
         code(f'{s} = state["{s}"]')
     code("_out = None")
@@ -379,12 +491,15 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
                 rebuilt[s] = "_out"
     saved = [x for x in p.saved if x not in rebuilt]
     code(f"_saved = {{{', '.join(repr(x) + ': None' for x in saved)}}} if save else None")
+    consts_at = len(code.lines)
     code("for _t in range(_T):")
     code.indent = 2
     if ir.step:
         code(f"{ir.step} = t0 + _t")
+    read = {s.name for n in ir.nodes if isinstance(n, Pointwise) for s in n.expr.free_symbols}
     for n, _ in ir.inputs:
-        code(f"{n} = _X_{n}[_t]")
+        if n in read:  # inputs that only enter affine maps are in the hoisted GEMM
+            code(f"{n} = _X_{n}[_t]")
     done_groups = set()
     run: list = []
     cse_prefix = iter(range(10**6))
@@ -405,9 +520,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             g = p.groups[rec]
             if rec not in done_groups:
                 done_groups.add(rec)
-                fused = (f"torch.addmm(_G_{pair}[_t], {rec}, {g.var}.T)" if printer.backend == "torch"
-                         else f"_G_{pair}[_t] + {rec} @ {g.var}.T")  # fmt: skip
-                code(f"_z_{rec} = {fused}")
+                code(f"_z_{rec} = _mm_{rec}({rec}, _G_{pair}[_t])")
             k = [a for a, _ in g.terms].index(node.name)
             parts = [_block(g, k, f"_z_{rec}")]
         else:
@@ -415,7 +528,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
                 g = p.groups[arg]
                 if arg not in done_groups:
                     done_groups.add(arg)
-                    code(f"_g_{arg} = _G_{arg}[_t]" if g.hoisted else f"_g_{arg} = {arg} @ {g.var}.T")
+                    code(f"_g_{arg} = _G_{arg}[_t]" if g.hoisted else f"_g_{arg} = _mm_{arg}({arg})")
             parts = []
             for _, arg in node.terms:
                 g = p.groups[arg]
@@ -433,6 +546,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         code(f"{s} = {ir.new(s)}")
     code(f"_out = _put(_out, _t, {ir.output}, _T)")
     code.indent = 1
+    _constants(code, printer, consts_at, f"_X_{first}")
     code("cache = None")
     code("if save:")
     for s_, src in rebuilt.items():
@@ -475,15 +589,20 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         code(f"_grad_{d} = _zeros({d}.shape, {d})")
     for g in p.groups.values():
         code(f"_GBs_{g.arg} = None")
+        if not g.hoisted:
+            code(f"_mmT_{g.arg} = _linear({g.var}.T, _B, _T)")
     pointwise_inputs = [n for n in inputs if any(n in d for d in p.partials.values())]
     for n in pointwise_inputs:
         code(f"_DX_{n} = None")
+    consts_at = len(code.lines)
     code("for _t in range(_T - 1, -1, -1):")
     code.indent = 2
     if ir.step:
         code(f"{ir.step} = t0 + _t")
+    read = {s.name for d in p.partials.values() for e in d.values() for s in e.free_symbols}
     for n in inputs:
-        code(f"{n} = _X_{n}[_t]")
+        if n in pointwise_inputs or n in read:
+            code(f"{n} = _X_{n}[_t]")
     for s in p.saved:
         code(f"{s} = _S_{s}[_t]")
     # partial derivatives, all CSE'd together
@@ -529,16 +648,16 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 parts.append(f"_d_{aff}")
             else:
                 parts.append(f"_zeros((_B, {w}.shape[0]), {w})")
-        joined = f"_cat([{', '.join(parts)}], 1)"
+        joined = f"[{', '.join(parts)}]"
         if joined in stacked:  # another argument feeds exactly the same affine maps
             code(f"_gb_{arg} = _gb_{stacked[joined]}")
             alias[arg] = stacked[joined]  # its per-step values are kept once, under that name
         else:
-            code(f"_gb_{arg} = {joined}")
+            code(f"_GBs_{arg} = _cat_put(_GBs_{arg}, _t, {joined}, _T)")
+            code(f"_gb_{arg} = _GBs_{arg}[_t]")
             stacked[joined] = arg
-            code(f"_GBs_{arg} = _put(_GBs_{arg}, _t, _gb_{arg}, _T)")
         if not g.hoisted:
-            add(arg, f"_gb_{arg} @ {g.var}")
+            add(arg, f"_mmT_{arg}(_gb_{arg})")
 
     for node in reversed(p.order):
         flush_group(node.name)
@@ -566,6 +685,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         code(f"_DX_{n} = _put(_DX_{n}, _t, _d_{n}, _T)" if n in bars else
              f"_DX_{n} = _put(_DX_{n}, _t, _zeros({n}.shape, {n}), _T)")  # fmt: skip
     code.indent = 1
+    _constants(code, printer, consts_at, f"_X_{inputs[0]}")
     code("grads = {}")
     code("d_inputs = {}")
     for g in p.groups.values():
@@ -573,13 +693,15 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         src = f"_X_{g.arg}" if g.hoisted else f"_S_{g.arg}"
         code("_m = _GBs.shape[2]")
         code(f"_GW = _GBs.reshape(_T * _B, _m).T @ {src}.reshape(_T * _B, {src}.shape[2])")
+        if any(ir.node_map[aff].bias and ir.node_map[aff].terms[0][1] == g.arg for aff, _ in g.terms):
+            code("_Gb = _GBs.sum((0, 1))")
         for k, (aff, w) in enumerate(g.terms):
             block = _block(g, k, "_GW", rows=True)
             mask = next(x.mask for x in ir.weights if x.name == w)
             code(f'grads["{w}"] = {block}' + (f" * _mask_{w}" if mask is not None else ""))
             node = ir.node_map[aff]
             if node.bias and node.terms[0][1] == g.arg:
-                code(f'grads["{node.bias}"] = {_block(g, k, "_GBs")}.sum((0, 1))')
+                code(f'grads["{node.bias}"] = {_block(g, k, "_Gb")}')
         if g.hoisted:
             code(f'd_inputs["{g.arg}"] = (_GBs.reshape(_T * _B, _m) @ {g.var}).reshape(_T, _B, -1)')
     for n in pointwise_inputs:

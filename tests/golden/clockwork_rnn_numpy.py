@@ -59,6 +59,25 @@ def _put(buf, t, value, n):
     return buf
 
 
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
 def _offsets(sizes):
     out = [0]
     for s in sizes:
@@ -80,13 +99,13 @@ def forward(params, inputs, state, t0=0, save=False):
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_h], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
     h = state["h"]
     _out = None
     _saved = {"lin_h": None} if save else None
     for _t in range(_T):
         t = t0 + _t
-        x = _X_x[_t]
-        _z_h = _G_x[_t] + h @ _W_h.T
+        _z_h = _mm_h(h, _G_x[_t])
         lin_h = _z_h
         _f0_0 = _tick(t, period)
         h_ = _f0_0 * numpy.tanh(lin_h) + h * (1 - _f0_0)
@@ -131,9 +150,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     )
     _GBs_x = None
     _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
         t = t0 + _t
-        x = _X_x[_t]
         h = _S_h[_t]
         lin_h = _S_lin_h[_t]
         _q0 = _tick(t, period)
@@ -144,9 +163,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
             _d_h_ = _d_h_ + d_outputs[_t]
         _d_h = _d_h_ * _p_h__h
         _d_lin_h = _d_h_ * _p_h__lin_h
-        _gb_h = _cat([_d_lin_h], 1)
-        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
-        _d_h = _d_h + _gb_h @ _W_h
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_h], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _d_h + _mmT_h(_gb_h)
         _gb_x = _gb_h
         _carry_h = _d_h
         if trace is not None:
@@ -156,8 +175,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_h_x"] = _GW
-    grads["b_h"] = _GBs.sum((0, 1))
+    grads["b_h"] = _Gb
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]

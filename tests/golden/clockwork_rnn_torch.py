@@ -45,12 +45,67 @@ def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
 
+def _const(value, like):
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _put(buf, t, value, n):
     """Write step t of a sequence buffer of n steps, allocated at the first write."""
     if buf is None:
         buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
     buf[t] = value
     return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
+        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device)
+    torch.cat(xs, -1, out=buf[t])
+    return buf
+
+
+def _packed_gemm_works():
+    """Whether this build of torch has MKL's packed single-precision GEMM (the kernel behind
+    torch's prepacked CPU linear layers) and it computes the product."""
+    try:
+        w = torch.arange(6.0).reshape(3, 2)
+        a = torch.arange(8.0).reshape(4, 2)
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, 4)
+        return bool(torch.equal(torch.ops.mkl._mkl_linear(a, packed, w, None, 4), a @ w.T))
+    except Exception:
+        return False
+
+
+PACKED_GEMM = _packed_gemm_works()
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
+    On the CPU in single precision, with no gradient being recorded, W is packed once into
+    MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
+    if (
+        PACKED_GEMM
+        and steps > 1
+        and W.device.type == "cpu"
+        and W.dtype == torch.float32
+        and not torch.is_grad_enabled()
+    ):
+        Wc = W.contiguous()
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
+
+        def packed_product(a, add=None):
+            out = torch.ops.mkl._mkl_linear(a, packed, Wc, None, rows)
+            return out if add is None else out.add_(add)
+
+        return packed_product
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else torch.addmm(add, a, Wt)
+
+    return product
 
 
 def _offsets(sizes):
@@ -73,17 +128,18 @@ def forward(params, inputs, state, t0=0, save=False):
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_h], 0)
-    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T)).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
     h = state["h"]
     _out = None
     _saved = {"lin_h": None} if save else None
+    _k0 = _const(1, _X_x)
     for _t in range(_T):
         t = t0 + _t
-        x = _X_x[_t]
-        _z_h = torch.addmm(_G_x[_t], h, _W_h.T)
+        _z_h = _mm_h(h, _G_x[_t])
         lin_h = _z_h
         _f0_0 = _tick(t, period)
-        h_ = _f0_0 * torch.tanh(lin_h) + h * (1 - _f0_0)
+        h_ = _f0_0 * torch.tanh(lin_h) + h * (_k0 - _f0_0)
         if save:
             _saved["lin_h"] = _put(_saved["lin_h"], _t, lin_h, _T)
         h = h_
@@ -125,22 +181,23 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     )
     _GBs_x = None
     _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
         t = t0 + _t
-        x = _X_x[_t]
         h = _S_h[_t]
         lin_h = _S_lin_h[_t]
         _q0 = _tick(t, period)
-        _p_h__h = 1 - _q0
-        _p_h__lin_h = _q0 * (1 - torch.tanh(lin_h) ** 2)
+        _p_h__h = _k0 - _q0
+        _p_h__lin_h = _q0 * (_k0 - (torch.tanh(lin_h)) ** 2)
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]
         _d_h = _d_h_ * _p_h__h
         _d_lin_h = _d_h_ * _p_h__lin_h
-        _gb_h = _cat([_d_lin_h], 1)
-        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
-        _d_h = _d_h + _gb_h @ _W_h
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_h], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _d_h + _mmT_h(_gb_h)
         _gb_x = _gb_h
         _carry_h = _d_h
         if trace is not None:
@@ -150,8 +207,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_h_x"] = _GW
-    grads["b_h"] = _GBs.sum((0, 1))
+    grads["b_h"] = _Gb
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]

@@ -67,6 +67,25 @@ def _put(buf, t, value, n):
     return buf
 
 
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
 def _offsets(sizes):
     out = [0]
     for s in sizes:
@@ -94,13 +113,13 @@ def forward(params, inputs, state, t0=0, save=False):
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_r, b_z, b_n_x], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
     h = state["h"]
     _out = None
     _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
     for _t in range(_T):
-        x = _X_x[_t]
         _g_x = _G_x[_t]
-        _g_h = h @ _W_h.T
+        _g_h = _mm_h(h)
         lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]]
         lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]]
         lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
@@ -162,8 +181,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     )
     _GBs_x = None
     _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
-        x = _X_x[_t]
         h = _S_h[_t]
         lin_n_h = _S_lin_n_h[_t]
         n = _S_n[_t]
@@ -189,11 +208,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_r = _d_n * _p_n_r
         _d_lin_z = _d_z * _p_z_lin_z
         _d_lin_r = _d_r * _p_r_lin_r
-        _gb_h = _cat([_d_lin_r, _d_lin_z, _d_lin_n_h], 1)
-        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
-        _d_h = _d_h + _gb_h @ _W_h
-        _gb_x = _cat([_d_lin_r, _d_lin_z, _d_lin_n_x], 1)
-        _GBs_x = _put(_GBs_x, _t, _gb_x, _T)
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_r, _d_lin_z, _d_lin_n_h], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _d_h + _mmT_h(_gb_h)
+        _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_r, _d_lin_z, _d_lin_n_x], _T)
+        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({"h": _carry_h})
@@ -202,20 +221,22 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs = _GBs_x
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_r_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_r"] = _GBs[..., _off_x[0] : _off_x[1]].sum((0, 1))
+    grads["b_r"] = _Gb[..., _off_x[0] : _off_x[1]]
     grads["W_z_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_z"] = _GBs[..., _off_x[1] : _off_x[2]].sum((0, 1))
+    grads["b_z"] = _Gb[..., _off_x[1] : _off_x[2]]
     grads["W_n_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_n_x"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
+    grads["b_n_x"] = _Gb[..., _off_x[2] : _off_x[3]]
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_r_h"] = _GW[_off_h[0] : _off_h[1]]
     grads["W_z_h"] = _GW[_off_h[1] : _off_h[2]]
     grads["W_n_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["b_n_h"] = _GBs[..., _off_h[2] : _off_h[3]].sum((0, 1))
+    grads["b_n_h"] = _Gb[..., _off_h[2] : _off_h[3]]
     if "x" not in d_inputs:
         d_inputs["x"] = _zeros(_X_x.shape, _X_x)
     return grads, d_inputs, {"h": _carry_h}

@@ -53,12 +53,67 @@ def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
 
+def _const(value, like):
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _put(buf, t, value, n):
     """Write step t of a sequence buffer of n steps, allocated at the first write."""
     if buf is None:
         buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
     buf[t] = value
     return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
+        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device)
+    torch.cat(xs, -1, out=buf[t])
+    return buf
+
+
+def _packed_gemm_works():
+    """Whether this build of torch has MKL's packed single-precision GEMM (the kernel behind
+    torch's prepacked CPU linear layers) and it computes the product."""
+    try:
+        w = torch.arange(6.0).reshape(3, 2)
+        a = torch.arange(8.0).reshape(4, 2)
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, 4)
+        return bool(torch.equal(torch.ops.mkl._mkl_linear(a, packed, w, None, 4), a @ w.T))
+    except Exception:
+        return False
+
+
+PACKED_GEMM = _packed_gemm_works()
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
+    On the CPU in single precision, with no gradient being recorded, W is packed once into
+    MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
+    if (
+        PACKED_GEMM
+        and steps > 1
+        and W.device.type == "cpu"
+        and W.dtype == torch.float32
+        and not torch.is_grad_enabled()
+    ):
+        Wc = W.contiguous()
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
+
+        def packed_product(a, add=None):
+            out = torch.ops.mkl._mkl_linear(a, packed, Wc, None, rows)
+            return out if add is None else out.add_(add)
+
+        return packed_product
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else torch.addmm(add, a, Wt)
+
+    return product
 
 
 def _offsets(sizes):
@@ -87,14 +142,15 @@ def forward(params, inputs, state, t0=0, save=False):
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_r, b_z, b_n_x], 0)
-    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T)).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
     h = state["h"]
     _out = None
     _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
+    _k0 = _const(1, _X_x)
     for _t in range(_T):
-        x = _X_x[_t]
         _g_x = _G_x[_t]
-        _g_h = h @ _W_h.T
+        _g_h = _mm_h(h)
         lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]]
         lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]]
         lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
@@ -102,7 +158,7 @@ def forward(params, inputs, state, t0=0, save=False):
         r = torch.sigmoid(lin_r)
         z = torch.sigmoid(lin_z)
         n = torch.tanh(lin_n_h * r + lin_n_x)
-        h_ = h * z + n * (1 - z)
+        h_ = h * z + n * (_k0 - z)
         if save:
             _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, lin_n_h, _T)
             _saved["n"] = _put(_saved["n"], _t, n, _T)
@@ -156,16 +212,17 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     )
     _GBs_x = None
     _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
-        x = _X_x[_t]
         h = _S_h[_t]
         lin_n_h = _S_lin_n_h[_t]
         n = _S_n[_t]
         r = _S_r[_t]
         z = _S_z[_t]
-        _q0 = 1 - z
-        _q1 = 1 - n**2
-        _p_r_lin_r = r * (1 - r)
+        _q0 = _k0 - z
+        _q1 = _k0 - n * n
+        _p_r_lin_r = r * (_k0 - r)
         _p_z_lin_z = _q0 * z
         _p_n_lin_n_h = _q1 * r
         _p_n_lin_n_x = _q1
@@ -183,11 +240,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_r = _d_n * _p_n_r
         _d_lin_z = _d_z * _p_z_lin_z
         _d_lin_r = _d_r * _p_r_lin_r
-        _gb_h = _cat([_d_lin_r, _d_lin_z, _d_lin_n_h], 1)
-        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
-        _d_h = _d_h + _gb_h @ _W_h
-        _gb_x = _cat([_d_lin_r, _d_lin_z, _d_lin_n_x], 1)
-        _GBs_x = _put(_GBs_x, _t, _gb_x, _T)
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_r, _d_lin_z, _d_lin_n_h], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _d_h + _mmT_h(_gb_h)
+        _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_r, _d_lin_z, _d_lin_n_x], _T)
+        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({"h": _carry_h})
@@ -196,20 +253,22 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs = _GBs_x
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_r_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_r"] = _GBs[..., _off_x[0] : _off_x[1]].sum((0, 1))
+    grads["b_r"] = _Gb[..., _off_x[0] : _off_x[1]]
     grads["W_z_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_z"] = _GBs[..., _off_x[1] : _off_x[2]].sum((0, 1))
+    grads["b_z"] = _Gb[..., _off_x[1] : _off_x[2]]
     grads["W_n_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_n_x"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
+    grads["b_n_x"] = _Gb[..., _off_x[2] : _off_x[3]]
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_r_h"] = _GW[_off_h[0] : _off_h[1]]
     grads["W_z_h"] = _GW[_off_h[1] : _off_h[2]]
     grads["W_n_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["b_n_h"] = _GBs[..., _off_h[2] : _off_h[3]].sum((0, 1))
+    grads["b_n_h"] = _Gb[..., _off_h[2] : _off_h[3]]
     if "x" not in d_inputs:
         d_inputs["x"] = _zeros(_X_x.shape, _X_x)
     return grads, d_inputs, {"h": _carry_h}

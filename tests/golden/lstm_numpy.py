@@ -69,6 +69,25 @@ def _put(buf, t, value, n):
     return buf
 
 
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
 def _offsets(sizes):
     out = [0]
     for s in sizes:
@@ -98,13 +117,13 @@ def forward(params, inputs, state, t0=0, save=False):
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_i, b_f, b_g, b_o], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
     h = state["h"]
     c = state["c"]
     _out = None
     _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
     for _t in range(_T):
-        x = _X_x[_t]
-        _z_h = _G_x[_t] + h @ _W_h.T
+        _z_h = _mm_h(h, _G_x[_t])
         lin_i = _z_h[..., _off_h[0] : _off_h[1]]
         lin_f = _z_h[..., _off_h[1] : _off_h[2]]
         lin_g = _z_h[..., _off_h[2] : _off_h[3]]
@@ -178,8 +197,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     )
     _GBs_x = None
     _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
-        x = _X_x[_t]
         c = _S_c[_t]
         c_ = _S_c_[_t]
         f = _S_f[_t]
@@ -208,9 +227,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_g = _d_g * _p_g_lin_g
         _d_lin_f = _d_f * _p_f_lin_f
         _d_lin_i = _d_i * _p_i_lin_i
-        _gb_h = _cat([_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], 1)
-        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
-        _d_h = _gb_h @ _W_h
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _mmT_h(_gb_h)
         _gb_x = _gb_h
         _carry_h = _d_h
         _carry_c = _d_c
@@ -221,14 +240,15 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _GBs[..., _off_x[0] : _off_x[1]].sum((0, 1))
+    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
     grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _GBs[..., _off_x[1] : _off_x[2]].sum((0, 1))
+    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
     grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
+    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
     grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
-    grads["b_o"] = _GBs[..., _off_x[3] : _off_x[4]].sum((0, 1))
+    grads["b_o"] = _Gb[..., _off_x[3] : _off_x[4]]
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]

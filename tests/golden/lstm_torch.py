@@ -55,12 +55,67 @@ def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
 
+def _const(value, like):
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
 def _put(buf, t, value, n):
     """Write step t of a sequence buffer of n steps, allocated at the first write."""
     if buf is None:
         buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
     buf[t] = value
     return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
+        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device)
+    torch.cat(xs, -1, out=buf[t])
+    return buf
+
+
+def _packed_gemm_works():
+    """Whether this build of torch has MKL's packed single-precision GEMM (the kernel behind
+    torch's prepacked CPU linear layers) and it computes the product."""
+    try:
+        w = torch.arange(6.0).reshape(3, 2)
+        a = torch.arange(8.0).reshape(4, 2)
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, 4)
+        return bool(torch.equal(torch.ops.mkl._mkl_linear(a, packed, w, None, 4), a @ w.T))
+    except Exception:
+        return False
+
+
+PACKED_GEMM = _packed_gemm_works()
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
+    On the CPU in single precision, with no gradient being recorded, W is packed once into
+    MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
+    if (
+        PACKED_GEMM
+        and steps > 1
+        and W.device.type == "cpu"
+        and W.dtype == torch.float32
+        and not torch.is_grad_enabled()
+    ):
+        Wc = W.contiguous()
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
+
+        def packed_product(a, add=None):
+            out = torch.ops.mkl._mkl_linear(a, packed, Wc, None, rows)
+            return out if add is None else out.add_(add)
+
+        return packed_product
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else torch.addmm(add, a, Wt)
+
+    return product
 
 
 def _offsets(sizes):
@@ -91,14 +146,14 @@ def forward(params, inputs, state, t0=0, save=False):
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_i, b_f, b_g, b_o], 0)
-    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T)).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
     h = state["h"]
     c = state["c"]
     _out = None
     _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
     for _t in range(_T):
-        x = _X_x[_t]
-        _z_h = torch.addmm(_G_x[_t], h, _W_h.T)
+        _z_h = _mm_h(h, _G_x[_t])
         lin_i = _z_h[..., _off_h[0] : _off_h[1]]
         lin_f = _z_h[..., _off_h[1] : _off_h[2]]
         lin_g = _z_h[..., _off_h[2] : _off_h[3]]
@@ -172,8 +227,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     )
     _GBs_x = None
     _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
-        x = _X_x[_t]
         c = _S_c[_t]
         c_ = _S_c_[_t]
         f = _S_f[_t]
@@ -182,11 +238,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         i = _S_i[_t]
         o = _S_o[_t]
         _q0 = torch.tanh(c_)
-        _p_i_lin_i = i * (1 - i)
-        _p_f_lin_f = f * (1 - f)
-        _p_g_lin_g = 1 - g**2
-        _p_o_lin_o = o * (1 - o)
-        _p_h__c_ = o * (1 - _q0**2)
+        _p_i_lin_i = i * (_k0 - i)
+        _p_f_lin_f = f * (_k0 - f)
+        _p_g_lin_g = _k0 - g * g
+        _p_o_lin_o = o * (_k0 - o)
+        _p_h__c_ = o * (_k0 - _q0 * _q0)
         _p_h__o = _q0
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -202,9 +258,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_g = _d_g * _p_g_lin_g
         _d_lin_f = _d_f * _p_f_lin_f
         _d_lin_i = _d_i * _p_i_lin_i
-        _gb_h = _cat([_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], 1)
-        _GBs_h = _put(_GBs_h, _t, _gb_h, _T)
-        _d_h = _gb_h @ _W_h
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _mmT_h(_gb_h)
         _gb_x = _gb_h
         _carry_h = _d_h
         _carry_c = _d_c
@@ -215,14 +271,15 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
     grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _GBs[..., _off_x[0] : _off_x[1]].sum((0, 1))
+    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
     grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _GBs[..., _off_x[1] : _off_x[2]].sum((0, 1))
+    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
     grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _GBs[..., _off_x[2] : _off_x[3]].sum((0, 1))
+    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
     grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
-    grads["b_o"] = _GBs[..., _off_x[3] : _off_x[4]].sum((0, 1))
+    grads["b_o"] = _Gb[..., _off_x[3] : _off_x[4]]
     d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
