@@ -4,8 +4,9 @@ Peers: torch.nn.LSTM / torch.nn.GRU (fused oneDNN or cuDNN kernels), a hand-writ
 (one stacked GEMM per step, input GEMM hoisted, hand-written BPTT), a hand-written eager torch
 loop of each cell (autograd), optionally torch.compile of that loop (--compile, compile time
 reported). Ours: the generated NumPy code and the generated torch code run through its
-autograd Function (the generated backward). Timings are medians of interleaved repeats; ratios
-are to torch.nn.LSTM (or nn.GRU for GRU-like cells) at the same sizes.
+autograd Function (the generated backward). Timings are medians of interleaved rounds; ratios
+are to torch.nn.LSTM (or nn.GRU for GRU-like cells) at the same sizes, the median of the ratios
+within each round (the machines are shared: a slow minute slows the peer as much as us).
 
     python benchmarks/speed.py                      # the reference shape, every catalog cell
     python benchmarks/speed.py --cells lstm gru --sweep   # T, H and batch sweeps, peak memory
@@ -111,7 +112,8 @@ def eager_gru(x, h, W_ih, W_hh, b_ih, b_hh):
 # --------------------------------------------------------------------------- timing
 
 
-def _median_ms(fns: dict, repeat: int, sync) -> dict:
+def _times(fns: dict, repeat: int, sync) -> dict:
+    """{name: [ms per round]}: every round runs each function once, back to back."""
     times = {k: [] for k in fns}
     for k, f in fns.items():  # warm-up
         f()
@@ -122,7 +124,23 @@ def _median_ms(fns: dict, repeat: int, sync) -> dict:
             f()
             sync()
             times[k].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def _summary(groups: list, ref: str):
+    """{name: (median ms, ratio to ref)}. Within ref's group the ratio is the median of the
+    per-round ratios, which cancels the slow drifts of a shared machine; other groups (timed
+    apart) are compared by medians."""
+    ref_times = next(g[ref] for g in groups if ref in g)
+    out = {}
+    for g in groups:
+        for k, v in g.items():
+            if ref in g:
+                ratio = statistics.median(a / b for a, b in zip(v, g[ref]))
+            else:
+                ratio = statistics.median(v) / statistics.median(ref_times)
+            out[k] = (statistics.median(v), ratio)
+    return out
 
 
 def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, eager_peer=True):
@@ -138,7 +156,12 @@ def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, 
     ref_name = "torch.nn.GRU" if name in GRU_LIKE else "torch.nn.LSTM"
     n_in = x.shape[-1]  # cells that tie the input size to the hidden size get that size
     ref = (torch.nn.GRU(n_in, H) if name in GRU_LIKE else torch.nn.LSTM(n_in, H)).to(dev)
-    fns_f[ref_name] = lambda: ref(x)
+
+    def ref_f():
+        with torch.no_grad():  # inference, like every other forward-only timing here
+            ref(x)
+
+    fns_f[ref_name] = ref_f
 
     def ref_fb():
         out, _ = ref(x)
@@ -227,10 +250,10 @@ def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, 
                 hand.backward(d)
 
             fns_fb["hand-written NumPy LSTM"] = hand_fb
-    f = _median_ms(torch_f, repeat, sync) | _median_ms(fns_f, repeat, sync)
-    fb = _median_ms(torch_fb, repeat, sync) | _median_ms(fns_fb, repeat, sync)
+    f = _summary([_times(torch_f, repeat, sync), _times(fns_f, repeat, sync)], ref_name)
+    fb = _summary([_times(torch_fb, repeat, sync), _times(fns_fb, repeat, sync)], ref_name)
     names = list(torch_f) + list(torch_fb) + list(fns_f) + list(fns_fb)
-    out = {k: (f.get(k), fb.get(k)) for k in dict.fromkeys(names)}
+    out = {k: f.get(k, (None, None)) + fb.get(k, (None, None)) for k in dict.fromkeys(names)}
     return out, ref_name, compile_s
 
 
@@ -292,13 +315,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--input", type=int, default=128)
     ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--compile", action="store_true", help="also torch.compile the eager loop")
     ap.add_argument("--sweep", action="store_true", help="T, H and batch sweeps and peak memory")
     ap.add_argument("--out", help="also write the Markdown tables here")
     ap.add_argument("--json", help="raw numbers as JSON")
     args = ap.parse_args(argv)
-    torch.set_num_threads(torch.get_num_threads())
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     out = open(args.out, "w") if args.out else None
     cells = args.cells or lv.catalog()
     raw = {"shape": vars(args), "cells": {}, "sweep": {}}
@@ -309,12 +333,12 @@ def main(argv=None) -> int:
     for name in cells:
         res, ref_name, comp = measure(name, args.T, args.batch, args.input, args.hidden, args.device,
                                       args.repeat, args.compile)  # fmt: skip
-        raw["cells"][name] = {"ref": ref_name, "ms": res, "compile_s": comp}
-        rf, rfb = res[ref_name]
+        raw["cells"][name] = {"ref": ref_name, "compile_s": comp, "implementations": {
+            k: dict(zip(("forward_ms", "forward_ratio", "fwd_bwd_ms", "fwd_bwd_ratio"), v)) for k, v in res.items()}}
         rows = []
-        for impl, (f, fb) in res.items():
-            fr = f"{f / rf:.2f}x" if f else "-"
-            fbr = f"{fb / rfb:.2f}x" if fb else "-"
+        for impl, (f, fr, fb, fbr) in res.items():
+            fr = f"{fr:.2f}x" if f else "-"
+            fbr = f"{fbr:.2f}x"
             rows.append(f"| {name} | {impl} | {f:.1f} | {fb:.1f} | {fr} | {fbr} |" if f else
                         f"| {name} | {impl} | - | {fb:.1f} | - | {fbr} |")  # fmt: skip
         if comp:
@@ -329,9 +353,9 @@ def main(argv=None) -> int:
             for T, H, B in shapes:
                 res, ref_name, _ = measure(name, T, B, args.input, H, args.device, 3 if T < 10000 else 1,
                                            numpy_peers=False, eager_peer=False)  # fmt: skip
-                g, r = res["generated torch"][1], res[ref_name][1]
+                g, ratio, r = res["generated torch"][2], res["generated torch"][3], res[ref_name][2]
                 raw["sweep"].setdefault(name, []).append({"T": T, "H": H, "B": B, "generated": g, "peer": r})
-                table([f"| {T} | {H} | {B} | {g:.1f} | {r:.1f} | {g / r:.2f}x | {g / T:.3f} |"], out)
+                table([f"| {T} | {H} | {B} | {g:.1f} | {r:.1f} | {ratio:.2f}x | {g / T:.3f} |"], out)
             if args.device == "cpu":
                 mg = peak_memory("generated", name, 1000, 32, args.input, 256)
                 mr = peak_memory("reference", name, 1000, 32, args.input, 256)

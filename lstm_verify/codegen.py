@@ -480,8 +480,10 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     for s, _ in ir.states:
         code(f'{s} = state["{s}"]')
     code("_out = None")
-    # a state's old values are the new values one step earlier: rebuilt after the loop from the
-    # saved new values (or the outputs), not copied at every step
+    # a state's old values are the new values one step earlier: the buffer of the saved new
+    # values gets one more row in front, the initial state, and both are views of it; the old
+    # output state is copied from the outputs after the loop (the caller owns the outputs and
+    # may change them in place)
     rebuilt = {}
     for s, _ in ir.states:
         if s in p.saved:
@@ -538,19 +540,30 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             parts.append(node.bias)
         code(f"{node.name} = {' + '.join(parts)}")
     flush()
+    shifted = set(rebuilt.values()) - {"_out"}
+
+    def put(target, value):
+        step = "_t + 1, {}, _T + 1" if target in shifted else "_t, {}, _T"
+        return f"{target} = _put({target}, {step.format(value)})"
+
     if saved:
         code("if save:")
         for s in saved:
-            code(f'    _saved["{s}"] = _put(_saved["{s}"], _t, {s}, _T)')
+            code("    " + put(f'_saved["{s}"]', s))
     for s, _ in ir.states:
         code(f"{s} = {ir.new(s)}")
-    code(f"_out = _put(_out, _t, {ir.output}, _T)")
+    code(put("_out", ir.output))
     code.indent = 1
     _constants(code, printer, consts_at, f"_X_{first}")
     code("cache = None")
     code("if save:")
     for s_, src in rebuilt.items():
-        code(f'    _saved["{s_}"] = _cat([state["{s_}"][None], {src}[:-1]], 0)')
+        if src in shifted:
+            code(f'    {src}[0] = state["{s_}"]')
+            code(f'    _saved["{s_}"] = {src}[:-1]')
+            code(f"    {src} = {src}[1:]")
+        else:
+            code(f'    _saved["{s_}"] = _cat([state["{s_}"][None], {src}[:-1]], 0)')
     code("    cache = {")
     code('        "inputs": inputs,')
     code('        "state0": dict(state),')
@@ -560,6 +573,32 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     states = ", ".join(f'"{s}": {s}' for s, _ in ir.states)
     code(f"return _out, {{{states}}}, cache")
     return code.text()
+
+
+def _deferred_diagonals(ir: CellIR, p: Plan) -> dict:
+    """(node, diagonal w) -> (affine a, vector u) where d node/d w = u * d node/d a exactly and
+    the node is a's only reader (i = sigmoid(lin_i + p_i*c): d i/d p_i = c * d i/d lin_i). Then
+    dL/dw = sum over steps and rows of dL/da * u, one reduction after the loop over the stored
+    dL/da and the saved u, instead of a product and a reduction at every step."""
+    diagonals = {d for d, _ in ir.diagonals}
+    sequences = set(p.saved) | {n for n, _ in ir.inputs}
+    readers: dict[str, int] = {}
+    for d in p.partials.values():
+        for s in d:
+            readers[s] = readers.get(s, 0) + 1
+    out = {}
+    for node, d in p.partials.items():
+        for w, expr in d.items():
+            if w not in diagonals or expr == 0:
+                continue
+            for a, via in d.items():
+                if not isinstance(ir.node_map.get(a), Affine) or readers[a] != 1 or via == 0:
+                    continue
+                u = sympy.cancel(expr / via)
+                if u.is_Symbol and u.name in sequences:
+                    out[(node, w)] = (a, u.name)
+                    break
+    return out
 
 
 def _backward(ir: CellIR, p: Plan, printer) -> str:
@@ -606,9 +645,12 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     for s in p.saved:
         code(f"{s} = _S_{s}[_t]")
     # partial derivatives, all CSE'd together
+    deferred = _deferred_diagonals(ir, p)
     items, names = [], {}
     for node, d in p.partials.items():
         for s, expr in d.items():
+            if (node, s) in deferred:
+                continue
             if expr.is_Atom:
                 names[(node, s)] = expr
             else:
@@ -664,6 +706,8 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         if isinstance(node, Affine) or node.name not in bars:
             continue
         for s, expr in p.partials[node.name].items():
+            if (node.name, s) in deferred:
+                continue
             factor = names[(node.name, s)]
             if factor == 0:
                 continue
@@ -710,6 +754,11 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     for n in inputs:
         code(f'if "{n}" not in d_inputs:')
         code(f'    d_inputs["{n}"] = _zeros(_X_{n}.shape, _X_{n})')
+    for (_, w), (a, u) in deferred.items():
+        g = next(g for g in p.groups.values() if a in [n for n, _ in g.terms])
+        block = _block(g, [n for n, _ in g.terms].index(a), f"_GBs_{alias.get(g.arg, g.arg)}")
+        seq = f"_X_{u}" if u in inputs else f"_S_{u}"
+        code(f"_grad_{w} = _grad_{w} + ({block} * {seq}).sum((0, 1))")
     for d in diagonals:
         code(f'grads["{d}"] = _grad_{d}')
     states_map = ", ".join(f'"{s}": _carry_{s}' for s in states)

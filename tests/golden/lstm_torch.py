@@ -165,7 +165,7 @@ def forward(params, inputs, state, t0=0, save=False):
         c_ = c * f + g * i
         h_ = o * torch.tanh(c_)
         if save:
-            _saved["c_"] = _put(_saved["c_"], _t, c_, _T)
+            _saved["c_"] = _put(_saved["c_"], _t + 1, c_, _T + 1)
             _saved["f"] = _put(_saved["f"], _t, f, _T)
             _saved["g"] = _put(_saved["g"], _t, g, _T)
             _saved["i"] = _put(_saved["i"], _t, i, _T)
@@ -176,7 +176,9 @@ def forward(params, inputs, state, t0=0, save=False):
     cache = None
     if save:
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        _saved["c"] = _cat([state["c"][None], _saved["c_"][:-1]], 0)
+        _saved["c_"][0] = state["c"]
+        _saved["c"] = _saved["c_"][:-1]
+        _saved["c_"] = _saved["c_"][1:]
         cache = {
             "inputs": inputs,
             "state0": dict(state),
