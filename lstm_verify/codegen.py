@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy
+from sympy.core.function import _coeff_isneg
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.pycode import PythonCodePrinter
 
 from .derive import partials
@@ -84,10 +86,36 @@ class TorchPrinter(_Printer):
     def _print_Float(self, expr):
         return self._constant(expr)
 
+    def into(self, expr, target: str) -> str | None:
+        """The expression computed straight into ``target`` (``out=``), or None where its last
+        operation has no such form here."""
+        if isinstance(expr, sympy.Function):
+            f = _BY_SYMPY.get(expr.func)
+            name = f.torch[len("torch.") : -len("({0})")] if f else ""
+            if f and f.torch == f"torch.{name}({{0}})" and name in ("sigmoid", "tanh", "exp"):
+                return f"torch.{name}({self._print(expr.args[0])}, out={target})"
+            return None
+        if isinstance(expr, sympy.Add):
+            terms = self._as_ordered_terms(expr)
+            if any(_coeff_isneg(t) for t in terms):
+                return None
+            rest = " + ".join(self._print(t) for t in terms[:-1])
+            return f"torch.add({rest}, {self._print(terms[-1])}, out={target})"
+        if isinstance(expr, sympy.Mul):
+            factors = expr.as_ordered_factors()
+            if _coeff_isneg(expr) or any(
+                f.is_Pow and f.exp.is_negative for f in factors
+            ):
+                return None
+            mul = PRECEDENCE["Mul"]
+            rest = "*".join(self.parenthesize(f, mul) for f in factors[:-1])
+            return f"torch.mul({rest}, {self._print(factors[-1])}, out={target})"
+        return None
+
     def _print_Pow(self, expr):
         base, exp = expr.as_base_exp()
         if exp == 2 and base.is_Symbol:
-            b = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Mul"])
+            b = self.parenthesize(base, PRECEDENCE["Mul"])
             return f"{b}*{b}"
         if exp.is_Integer and exp > 0:
             return f"{self.parenthesize(base, 100)}**{int(exp)}"
@@ -99,6 +127,7 @@ for _f in FUNCTIONS.values():
         setattr(_cls, f"_print_{_f.sympy.__name__}", _function_printer(_f))
 
 PRINTERS = {"numpy": NumpyPrinter, "torch": TorchPrinter}
+_BY_SYMPY = {f.sympy: f for f in FUNCTIONS.values()}
 
 PRELUDE = {
     "numpy": '''
@@ -181,6 +210,10 @@ def _cat(xs, axis):
 
 def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _empty(shape, like):
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
 def _const(value, like):
@@ -329,10 +362,14 @@ class _Code:
         return "\n".join(self.lines)
 
 
-def _cse_block(code: _Code, items: list[tuple[str, sympy.Expr]], printer, prefix: str):
-    """Emit ``name = expr`` lines for items (in dependency order), sharing subexpressions."""
+def _cse_block(code: _Code, items: list[tuple[str, sympy.Expr]], printer, prefix: str,
+               into: dict | None = None) -> set:
+    """Emit ``name = expr`` lines for items (in dependency order), sharing subexpressions.
+    Items named in ``into`` are computed straight into that target where the printer can;
+    returns the names so written."""
+    written: set[str] = set()
     if not items:
-        return
+        return written
     symbols = sympy.numbered_symbols(prefix)
     replacements, reduced = sympy.cse([e for _, e in items], symbols=symbols, order="none")
     pending = [(s.name, e) for s, e in replacements] + [(n, e) for (n, _), e in zip(items, reduced)]
@@ -341,12 +378,16 @@ def _cse_block(code: _Code, items: list[tuple[str, sympy.Expr]], printer, prefix
     while pending:
         for k, (name, expr) in enumerate(pending):
             if all(s.name not in produced or s.name in available for s in expr.free_symbols):
-                code(f"{name} = {printer.doprint(expr)}")
+                direct = printer.into(expr, into[name]) if into and name in into else None
+                code(f"{name} = {direct or printer.doprint(expr)}")
+                if direct:
+                    written.add(name)
                 available.add(name)
                 pending.pop(k)
                 break
         else:  # pragma: no cover - cse output is acyclic
             raise AssertionError("cyclic CSE output")
+    return written
 
 
 def _constants(code: _Code, printer, at: int, like: str):
@@ -434,19 +475,48 @@ def _folded_biases(ir: CellIR, p: Plan) -> dict[str, list[str]]:
     return out
 
 
-def _paired(ir: CellIR, p: Plan) -> dict[str, str]:
-    """Per-step group -> hoisted group with the same nodes in the same order, every node the sum
-    of exactly those two terms: their sum is one fused multiply-add per step (the LSTM's
-    x W_x^T + h W_h^T for all four gates at once)."""
+def _width(ir: CellIR, name: str) -> str | None:
+    """Code for the number of features of a node's values, read off a tensor of that size."""
+    dim = ir.dims.get(name)
+    for s, d in ir.states:
+        if d == dim:
+            return f'state["{s}"].shape[-1]'
+    for w in ir.weights:
+        if w.out_dim == dim:
+            return f"{w.name}.shape[0]"
+        if w.in_dim == dim:
+            return f"{w.name}.shape[1]"
+    return None
+
+
+def _batched(ir: CellIR) -> set[str]:
+    """Vectors with a batch axis: inputs, states and whatever depends on them."""
+    out = {n for n, _ in ir.inputs} | {s for s, _ in ir.states}
+    for n in ir.nodes:
+        if isinstance(n, Affine) or any(s.name in out for s in n.expr.free_symbols):
+            out.add(n.name)
+    return out
+
+
+def _paired(ir: CellIR, p: Plan) -> dict[str, tuple[str, int, int]]:
+    """Per-step group -> (hoisted group, first, last + 1) where the per-step group's nodes are
+    the hoisted group's nodes first..last in the same order, each the sum of exactly those two
+    terms: their sums are one fused multiply-add per step (the LSTM's x W_x^T + h W_h^T for all
+    four gates at once; the depth-gated LSTM's four gates of its five x-blocks)."""
     out = {}
+    taken = set()
     for r in p.groups.values():
         if r.hoisted:
             continue
+        rec = [n for n, _ in r.terms]
         for g in p.groups.values():
-            if g.hoisted and [n for n, _ in g.terms] == [n for n, _ in r.terms] and all(
-                sorted(a for _, a in ir.node_map[n].terms) == sorted([g.arg, r.arg]) for n, _ in r.terms
-            ) and g.arg not in out.values():
-                out[r.arg] = g.arg
+            hoist = [n for n, _ in g.terms]
+            starts = [k for k in range(len(hoist) - len(rec) + 1) if hoist[k : k + len(rec)] == rec]
+            if g.hoisted and starts and g.arg not in taken and all(
+                sorted(a for _, a in ir.node_map[n].terms) == sorted([g.arg, r.arg]) for n in rec
+            ):
+                out[r.arg] = (g.arg, starts[0], starts[0] + len(rec))
+                taken.add(g.arg)
                 break
     return out
 
@@ -493,6 +563,15 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
                 rebuilt[s] = "_out"
     saved = [x for x in p.saved if x not in rebuilt]
     code(f"_saved = {{{', '.join(repr(x) + ': None' for x in saved)}}} if save else None")
+    shifted = {ir.new(s) for s, src in rebuilt.items() if src != "_out"}
+    # saved values with a batch axis and a known width are computed straight into their buffers
+    targets = {}
+    if printer.backend == "torch":
+        for x in saved:
+            width = _width(ir, x)
+            if width and x in _batched(ir):
+                targets[x] = (f"_sv_{x}[_t + 1] if save else None" if x in shifted
+                              else f"_sv_{x}[_t] if save else None", width)  # fmt: skip
     consts_at = len(code.lines)
     code("for _t in range(_T):")
     code.indent = 2
@@ -506,9 +585,12 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     run: list = []
     cse_prefix = iter(range(10**6))
 
+    written: set[str] = set()
+
     def flush():
         if run:
-            _cse_block(code, [(n.name, n.expr) for n in run], printer, f"_f{next(cse_prefix)}_")
+            written.update(_cse_block(code, [(n.name, n.expr) for n in run], printer,
+                                      f"_f{next(cse_prefix)}_", {k: t for k, (t, _) in targets.items()}))  # fmt: skip
             run.clear()
 
     for node in p.order:
@@ -522,7 +604,10 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             g = p.groups[rec]
             if rec not in done_groups:
                 done_groups.add(rec)
-                code(f"_z_{rec} = _mm_{rec}({rec}, _G_{pair}[_t])")
+                hoisted, lo, hi = pair
+                part = "" if (lo, hi) == (0, len(p.groups[hoisted].terms)) else \
+                    f"[..., _off_{hoisted}[{lo}]:_off_{hoisted}[{hi}]]"
+                code(f"_z_{rec} = _mm_{rec}({rec}, _G_{hoisted}[_t]{part})")
             k = [a for a, _ in g.terms].index(node.name)
             parts = [_block(g, k, f"_z_{rec}")]
         else:
@@ -540,25 +625,32 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             parts.append(node.bias)
         code(f"{node.name} = {' + '.join(parts)}")
     flush()
-    shifted = set(rebuilt.values()) - {"_out"}
-
-    def put(target, value):
-        step = "_t + 1, {}, _T + 1" if target in shifted else "_t, {}, _T"
+    def put(name, value):
+        target = f'_saved["{name}"]'
+        step = "_t + 1, {}, _T + 1" if name in shifted else "_t, {}, _T"
         return f"{target} = _put({target}, {step.format(value)})"
 
-    if saved:
+    if set(saved) - written:
         code("if save:")
         for s in saved:
-            code("    " + put(f'_saved["{s}"]', s))
+            if s not in written:
+                code("    " + put(s, s))
     for s, _ in ir.states:
         code(f"{s} = {ir.new(s)}")
-    code(put("_out", ir.output))
+    code(f"_out = _put(_out, _t, {ir.output}, _T)")
     code.indent = 1
+    code.lines[consts_at:consts_at] = [
+        f"    _sv_{x} = _empty(({'_T + 1' if x in shifted else '_T'}, _B, {targets[x][1]}), _X_{first}) if save else None"
+        for x in saved if x in written
+    ]  # fmt: skip
     _constants(code, printer, consts_at, f"_X_{first}")
     code("cache = None")
     code("if save:")
+    for x in saved:
+        if x in written:
+            code(f'    _saved["{x}"] = _sv_{x}')
     for s_, src in rebuilt.items():
-        if src in shifted:
+        if ir.new(s_) in shifted:
             code(f'    {src}[0] = state["{s_}"]')
             code(f'    _saved["{s_}"] = {src}[:-1]')
             code(f"    {src} = {src}[1:]")
@@ -661,6 +753,12 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     bars: set[str] = set()
 
     def add(target, text):
+        """Accumulate into _d_target; text is code or a (vector, factor) product."""
+        if isinstance(text, tuple) and target in bars and printer.backend == "torch":
+            code(f"_d_{target} = torch.addcmul(_d_{target}, {text[0]}, {text[1]})")
+            return
+        if isinstance(text, tuple):
+            text = " * ".join(text)
         if target in bars:
             code(f"_d_{target} = _d_{target} + {text}")
         else:
@@ -714,9 +812,9 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
             if factor == 1:
                 term = f"_d_{node.name}"
             else:
-                term = f"_d_{node.name} * {printer.doprint(factor)}"
+                term = (f"_d_{node.name}", printer.doprint(factor))
             if s in diagonals:
-                code(f"_grad_{s} = _grad_{s} + ({term}).sum(0)")
+                code(f"_grad_{s} = _grad_{s} + ({' * '.join(term) if isinstance(term, tuple) else term}).sum(0)")
             else:
                 add(s, term)
     for src in states + inputs:

@@ -45,6 +45,10 @@ def _zeros(shape, like):
     return torch.zeros(shape, dtype=like.dtype, device=like.device)
 
 
+def _empty(shape, like):
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
 def _const(value, like):
     return torch.tensor(value, dtype=like.dtype, device=like.device)
 
