@@ -570,8 +570,13 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         for x in saved:
             width = _width(ir, x)
             if width and x in _batched(ir):
-                targets[x] = (f"_sv_{x}[_t + 1] if save else None" if x in shifted
-                              else f"_sv_{x}[_t] if save else None", width)  # fmt: skip
+                targets[x] = (f"None if _sv_{x} is None else _sv_{x}[_t + 1]" if x in shifted
+                              else f"None if _sv_{x} is None else _sv_{x}[_t]", width)  # fmt: skip
+        # and so are the outputs (the new values of the output state)
+        out_new = ir.new(ir.output)
+        width = _width(ir, out_new)
+        if isinstance(ir.node_map.get(out_new), Pointwise) and out_new not in targets and width:
+            targets[out_new] = ("_out[_t] if _direct else None", width)
     consts_at = len(code.lines)
     code("for _t in range(_T):")
     code.indent = 2
@@ -635,20 +640,35 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         for s in saved:
             if s not in written:
                 code("    " + put(s, s))
+    if set(saved) & written:  # out= is not differentiable: while autograd records, copies
+        code("if save and not _direct:")
+        for s in saved:
+            if s in written:
+                code("    " + put(s, s))
     for s, _ in ir.states:
         code(f"{s} = {ir.new(s)}")
-    code(f"_out = _put(_out, _t, {ir.output}, _T)")
+    direct_out = ir.new(ir.output) in written and ir.new(ir.output) not in saved
+    if direct_out:
+        code("if not _direct:")
+        code(f"    _out[_t] = {ir.output}")
+    else:
+        code(f"_out = _put(_out, _t, {ir.output}, _T)")
     code.indent = 1
-    code.lines[consts_at:consts_at] = [
-        f"    _sv_{x} = _empty(({'_T + 1' if x in shifted else '_T'}, _B, {targets[x][1]}), _X_{first}) if save else None"
-        for x in saved if x in written
-    ]  # fmt: skip
+    if written:
+        code.lines[consts_at:consts_at] = [
+            "    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable"
+        ] + [
+            f"    _sv_{x} = _empty(({'_T + 1' if x in shifted else '_T'}, _B, {targets[x][1]}), _X_{first}) if save and _direct else None"
+            for x in saved if x in written
+        ] + ([f"    _out = _empty((_T, _B, {targets[ir.new(ir.output)][1]}), _X_{first})"] if direct_out else [])  # fmt: skip
+    if direct_out:  # the final state is the caller's own tensor, not a view of the outputs
+        code(f"{ir.output} = {ir.output}.clone()")
     _constants(code, printer, consts_at, f"_X_{first}")
     code("cache = None")
     code("if save:")
     for x in saved:
         if x in written:
-            code(f'    _saved["{x}"] = _sv_{x}')
+            code(f'    _saved["{x}"] = _sv_{x} if _direct else _saved["{x}"]')
     for s_, src in rebuilt.items():
         if ir.new(s_) in shifted:
             code(f'    {src}[0] = state["{s_}"]')

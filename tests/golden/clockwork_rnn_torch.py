@@ -138,16 +138,22 @@ def forward(params, inputs, state, t0=0, save=False):
     _out = None
     _saved = {"lin_h": None} if save else None
     _k0 = _const(1, _X_x)
+    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
+    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
     for _t in range(_T):
         t = t0 + _t
         _z_h = _mm_h(h, _G_x[_t])
         lin_h = _z_h
         _f0_0 = _tick(t, period)
-        h_ = _f0_0 * torch.tanh(lin_h) + h * (_k0 - _f0_0)
+        h_ = torch.add(
+            _f0_0 * torch.tanh(lin_h), h * (_k0 - _f0_0), out=_out[_t] if _direct else None
+        )
         if save:
             _saved["lin_h"] = _put(_saved["lin_h"], _t, lin_h, _T)
         h = h_
-        _out = _put(_out, _t, h, _T)
+        if not _direct:
+            _out[_t] = h
+    h = h.clone()
     cache = None
     if save:
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)

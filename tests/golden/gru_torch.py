@@ -152,9 +152,11 @@ def forward(params, inputs, state, t0=0, save=False):
     _out = None
     _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
     _k0 = _const(1, _X_x)
-    _sv_n = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save else None
-    _sv_r = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save else None
-    _sv_z = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save else None
+    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
+    _sv_n = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_r = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_z = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
     for _t in range(_T):
         _g_x = _G_x[_t]
         _g_h = _mm_h(h)
@@ -162,19 +164,25 @@ def forward(params, inputs, state, t0=0, save=False):
         lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]]
         lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
         lin_n_h = _g_h[..., _off_h[2] : _off_h[3]] + b_n_h
-        r = torch.sigmoid(lin_r, out=_sv_r[_t] if save else None)
-        z = torch.sigmoid(lin_z, out=_sv_z[_t] if save else None)
-        n = torch.tanh(lin_n_h * r + lin_n_x, out=_sv_n[_t] if save else None)
-        h_ = h * z + n * (_k0 - z)
+        r = torch.sigmoid(lin_r, out=None if _sv_r is None else _sv_r[_t])
+        z = torch.sigmoid(lin_z, out=None if _sv_z is None else _sv_z[_t])
+        n = torch.tanh(lin_n_h * r + lin_n_x, out=None if _sv_n is None else _sv_n[_t])
+        h_ = torch.add(h * z, n * (_k0 - z), out=_out[_t] if _direct else None)
         if save:
             _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, lin_n_h, _T)
+        if save and not _direct:
+            _saved["n"] = _put(_saved["n"], _t, n, _T)
+            _saved["r"] = _put(_saved["r"], _t, r, _T)
+            _saved["z"] = _put(_saved["z"], _t, z, _T)
         h = h_
-        _out = _put(_out, _t, h, _T)
+        if not _direct:
+            _out[_t] = h
+    h = h.clone()
     cache = None
     if save:
-        _saved["n"] = _sv_n
-        _saved["r"] = _sv_r
-        _saved["z"] = _sv_z
+        _saved["n"] = _sv_n if _direct else _saved["n"]
+        _saved["r"] = _sv_r if _direct else _saved["r"]
+        _saved["z"] = _sv_z if _direct else _saved["z"]
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
         cache = {
             "inputs": inputs,

@@ -156,33 +156,43 @@ def forward(params, inputs, state, t0=0, save=False):
     c = state["c"]
     _out = None
     _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
-    _sv_c_ = _empty((_T + 1, _B, state["h"].shape[-1]), _X_x) if save else None
-    _sv_f = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save else None
-    _sv_g = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save else None
-    _sv_i = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save else None
-    _sv_o = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save else None
+    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
+    _sv_c_ = _empty((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_f = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_g = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_i = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_o = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
     for _t in range(_T):
         _z_h = _mm_h(h, _G_x[_t])
         lin_i = _z_h[..., _off_h[0] : _off_h[1]]
         lin_f = _z_h[..., _off_h[1] : _off_h[2]]
         lin_g = _z_h[..., _off_h[2] : _off_h[3]]
         lin_o = _z_h[..., _off_h[3] : _off_h[4]]
-        i = torch.sigmoid(lin_i, out=_sv_i[_t] if save else None)
-        f = torch.sigmoid(lin_f, out=_sv_f[_t] if save else None)
-        g = torch.tanh(lin_g, out=_sv_g[_t] if save else None)
-        o = torch.sigmoid(lin_o, out=_sv_o[_t] if save else None)
-        c_ = torch.add(c * f, g * i, out=_sv_c_[_t + 1] if save else None)
-        h_ = o * torch.tanh(c_)
+        i = torch.sigmoid(lin_i, out=None if _sv_i is None else _sv_i[_t])
+        f = torch.sigmoid(lin_f, out=None if _sv_f is None else _sv_f[_t])
+        g = torch.tanh(lin_g, out=None if _sv_g is None else _sv_g[_t])
+        o = torch.sigmoid(lin_o, out=None if _sv_o is None else _sv_o[_t])
+        c_ = torch.add(c * f, g * i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
+        h_ = torch.mul(o, torch.tanh(c_), out=_out[_t] if _direct else None)
+        if save and not _direct:
+            _saved["c_"] = _put(_saved["c_"], _t + 1, c_, _T + 1)
+            _saved["f"] = _put(_saved["f"], _t, f, _T)
+            _saved["g"] = _put(_saved["g"], _t, g, _T)
+            _saved["i"] = _put(_saved["i"], _t, i, _T)
+            _saved["o"] = _put(_saved["o"], _t, o, _T)
         h = h_
         c = c_
-        _out = _put(_out, _t, h, _T)
+        if not _direct:
+            _out[_t] = h
+    h = h.clone()
     cache = None
     if save:
-        _saved["c_"] = _sv_c_
-        _saved["f"] = _sv_f
-        _saved["g"] = _sv_g
-        _saved["i"] = _sv_i
-        _saved["o"] = _sv_o
+        _saved["c_"] = _sv_c_ if _direct else _saved["c_"]
+        _saved["f"] = _sv_f if _direct else _saved["f"]
+        _saved["g"] = _sv_g if _direct else _saved["g"]
+        _saved["i"] = _sv_i if _direct else _saved["i"]
+        _saved["o"] = _sv_o if _direct else _saved["o"]
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
         _saved["c_"][0] = state["c"]
         _saved["c"] = _saved["c_"][:-1]
