@@ -253,6 +253,19 @@ def _packed_gemm_works():
 PACKED_GEMM = _packed_gemm_works()
 
 
+def _blocked(W, k):
+    """The product a -> a @ W.T (+ add) for a W of k equal row blocks, as a (k, rows, n)
+    tensor: block j, a @ W_j.T, is contiguous (a (rows, k*n) result has strided blocks, and
+    the pointwise work that follows reads each block). All k products in one batched GEMM."""
+    Wk = W.reshape(k, W.shape[0] // k, W.shape[1]).transpose(1, 2).contiguous()
+
+    def product(a, add=None):
+        z = torch.bmm(a.expand(k, *a.shape), Wk)
+        return z if add is None else z.add_(add.reshape(add.shape[0], k, -1).transpose(0, 1))
+
+    return product
+
+
 def _linear(W, rows, steps):
     """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
     On the CPU in single precision, with no gradient being recorded, W is packed once into
@@ -422,10 +435,23 @@ def _mask_text(mask) -> str:
     return f"({side(mask.left)} {mask.op} {side(mask.right)})"
 
 
-def _block(g: Group, k: int, tensor: str, rows=False) -> str:
-    """Block k of a stacked GEMM result (last axis) or of a stacked weight gradient (rows)."""
+def _blocked_groups(ir: CellIR, p: Plan, backend: str) -> set[str]:
+    """Per-step groups of several blocks of one width: on torch their product is computed
+    block-major (``_blocked``)."""
+    if backend != "torch":
+        return set()
+    out_dim = {w.name: w.out_dim for w in ir.weights}
+    return {g.arg for g in p.groups.values()
+            if not g.hoisted and len(g.terms) > 1 and len({out_dim[w] for _, w in g.terms}) == 1}  # fmt: skip
+
+
+def _block(g: Group, k: int, tensor: str, rows=False, blocked=False) -> str:
+    """Block k of a stacked GEMM result (last axis; first axis if computed block-major) or of a
+    stacked weight gradient (rows)."""
     if len(g.terms) == 1:
         return tensor
+    if blocked:
+        return f"{tensor}[{k}]"
     lead = "" if rows else "..., "
     return f"{tensor}[{lead}_off_{g.arg}[{k}]:_off_{g.arg}[{k + 1}]]"
 
@@ -544,8 +570,11 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
                 product = (f"torch.addmm(_b_{g.arg}, {flat}, {g.var}.T)" if printer.backend == "torch"
                            else f"{product} + _b_{g.arg}")  # fmt: skip
             code(f"_G_{g.arg} = ({product}).reshape(_T, _B, -1)")
+    blocked = _blocked_groups(ir, p, printer.backend)
     for g in p.groups.values():
-        if not g.hoisted:
+        if g.arg in blocked:
+            code(f"_mm_{g.arg} = _blocked({g.var}, {len(g.terms)})")
+        elif not g.hoisted:
             code(f"_mm_{g.arg} = _linear({g.var}, _B, _T)")
     for s, _ in ir.states:
         code(f'{s} = state["{s}"]')
@@ -614,7 +643,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
                     f"[..., _off_{hoisted}[{lo}]:_off_{hoisted}[{hi}]]"
                 code(f"_z_{rec} = _mm_{rec}({rec}, _G_{hoisted}[_t]{part})")
             k = [a for a, _ in g.terms].index(node.name)
-            parts = [_block(g, k, f"_z_{rec}")]
+            parts = [_block(g, k, f"_z_{rec}", blocked=rec in blocked)]
         else:
             for _, arg in node.terms:
                 g = p.groups[arg]
@@ -625,7 +654,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             for _, arg in node.terms:
                 g = p.groups[arg]
                 k = [a for a, _ in g.terms].index(node.name)
-                parts.append(_block(g, k, f"_g_{arg}"))
+                parts.append(_block(g, k, f"_g_{arg}", blocked=arg in blocked))
         if node.bias and node.name not in folded_nodes:
             parts.append(node.bias)
         code(f"{node.name} = {' + '.join(parts)}")

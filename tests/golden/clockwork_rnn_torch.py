@@ -85,6 +85,19 @@ def _packed_gemm_works():
 PACKED_GEMM = _packed_gemm_works()
 
 
+def _blocked(W, k):
+    """The product a -> a @ W.T (+ add) for a W of k equal row blocks, as a (k, rows, n)
+    tensor: block j, a @ W_j.T, is contiguous (a (rows, k*n) result has strided blocks, and
+    the pointwise work that follows reads each block). All k products in one batched GEMM."""
+    Wk = W.reshape(k, W.shape[0] // k, W.shape[1]).transpose(1, 2).contiguous()
+
+    def product(a, add=None):
+        z = torch.bmm(a.expand(k, *a.shape), Wk)
+        return z if add is None else z.add_(add.reshape(add.shape[0], k, -1).transpose(0, 1))
+
+    return product
+
+
 def _linear(W, rows, steps):
     """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
     On the CPU in single precision, with no gradient being recorded, W is packed once into

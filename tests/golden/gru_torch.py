@@ -93,6 +93,19 @@ def _packed_gemm_works():
 PACKED_GEMM = _packed_gemm_works()
 
 
+def _blocked(W, k):
+    """The product a -> a @ W.T (+ add) for a W of k equal row blocks, as a (k, rows, n)
+    tensor: block j, a @ W_j.T, is contiguous (a (rows, k*n) result has strided blocks, and
+    the pointwise work that follows reads each block). All k products in one batched GEMM."""
+    Wk = W.reshape(k, W.shape[0] // k, W.shape[1]).transpose(1, 2).contiguous()
+
+    def product(a, add=None):
+        z = torch.bmm(a.expand(k, *a.shape), Wk)
+        return z if add is None else z.add_(add.reshape(add.shape[0], k, -1).transpose(0, 1))
+
+    return product
+
+
 def _linear(W, rows, steps):
     """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
     On the CPU in single precision, with no gradient being recorded, W is packed once into
@@ -147,7 +160,7 @@ def forward(params, inputs, state, t0=0, save=False):
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_r, b_z, b_n_x], 0)
     _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T)).reshape(_T, _B, -1)
-    _mm_h = _linear(_W_h, _B, _T)
+    _mm_h = _blocked(_W_h, 3)
     h = state["h"]
     _out = None
     _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
@@ -160,10 +173,10 @@ def forward(params, inputs, state, t0=0, save=False):
     for _t in range(_T):
         _g_x = _G_x[_t]
         _g_h = _mm_h(h)
-        lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]]
-        lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]]
+        lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[0]
+        lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[1]
         lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
-        lin_n_h = _g_h[..., _off_h[2] : _off_h[3]] + b_n_h
+        lin_n_h = _g_h[2] + b_n_h
         r = torch.sigmoid(lin_r, out=None if _sv_r is None else _sv_r[_t])
         z = torch.sigmoid(lin_z, out=None if _sv_z is None else _sv_z[_t])
         n = torch.tanh(lin_n_h * r + lin_n_x, out=None if _sv_n is None else _sv_n[_t])

@@ -95,6 +95,19 @@ def _packed_gemm_works():
 PACKED_GEMM = _packed_gemm_works()
 
 
+def _blocked(W, k):
+    """The product a -> a @ W.T (+ add) for a W of k equal row blocks, as a (k, rows, n)
+    tensor: block j, a @ W_j.T, is contiguous (a (rows, k*n) result has strided blocks, and
+    the pointwise work that follows reads each block). All k products in one batched GEMM."""
+    Wk = W.reshape(k, W.shape[0] // k, W.shape[1]).transpose(1, 2).contiguous()
+
+    def product(a, add=None):
+        z = torch.bmm(a.expand(k, *a.shape), Wk)
+        return z if add is None else z.add_(add.reshape(add.shape[0], k, -1).transpose(0, 1))
+
+    return product
+
+
 def _linear(W, rows, steps):
     """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
     On the CPU in single precision, with no gradient being recorded, W is packed once into
@@ -151,7 +164,7 @@ def forward(params, inputs, state, t0=0, save=False):
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_i, b_f, b_g, b_o], 0)
     _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T)).reshape(_T, _B, -1)
-    _mm_h = _linear(_W_h, _B, _T)
+    _mm_h = _blocked(_W_h, 4)
     h = state["h"]
     c = state["c"]
     _out = None
@@ -165,10 +178,10 @@ def forward(params, inputs, state, t0=0, save=False):
     _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
     for _t in range(_T):
         _z_h = _mm_h(h, _G_x[_t])
-        lin_i = _z_h[..., _off_h[0] : _off_h[1]]
-        lin_f = _z_h[..., _off_h[1] : _off_h[2]]
-        lin_g = _z_h[..., _off_h[2] : _off_h[3]]
-        lin_o = _z_h[..., _off_h[3] : _off_h[4]]
+        lin_i = _z_h[0]
+        lin_f = _z_h[1]
+        lin_g = _z_h[2]
+        lin_o = _z_h[3]
         i = torch.sigmoid(lin_i, out=None if _sv_i is None else _sv_i[_t])
         f = torch.sigmoid(lin_f, out=None if _sv_f is None else _sv_f[_t])
         g = torch.tanh(lin_g, out=None if _sv_g is None else _sv_g[_t])
