@@ -249,8 +249,8 @@ def _packed_gemm_works():
         return False
 
 
-# set to False to use addmm everywhere
-PACKED_GEMM = _packed_gemm_works()
+# None: probed at the first use; set to False to use addmm everywhere
+PACKED_GEMM = None
 
 
 def _blocked(W, k):
@@ -270,6 +270,10 @@ def _linear(W, rows, steps):
     """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
+    global PACKED_GEMM
+    if steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32 and not torch.is_grad_enabled():
+        if PACKED_GEMM is None:
+            PACKED_GEMM = _packed_gemm_works()
     if (PACKED_GEMM and steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
             and not torch.is_grad_enabled()):
         Wc = W.contiguous()
