@@ -827,8 +827,8 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         if s != ir.output:
             add(ir.new(s), f"_carry_{s}")
     flushed = set()
-    stacked: dict[str, str] = {}  # stacked gradient text -> the argument that owns it
-    alias: dict[str, str] = {}
+    stacked: dict[tuple, str] = {}  # stacked gradient blocks -> the argument that owns them
+    alias: dict[str, str] = {}  # argument -> code for its gradient stack inside another's
 
     def flush_group(arg):
         if arg in flushed or arg not in p.groups:
@@ -841,14 +841,19 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 parts.append(f"_d_{aff}")
             else:
                 parts.append(f"_zeros((_B, {w}.shape[0]), {w})")
-        joined = f"[{', '.join(parts)}]"
-        if joined in stacked:  # another argument feeds exactly the same affine maps
-            code(f"_gb_{arg} = _gb_{stacked[joined]}")
-            alias[arg] = stacked[joined]  # its per-step values are kept once, under that name
+        # another argument feeds the same affine maps, or a run of its maps: the per-step
+        # values are kept once, and this stack is (a view of) that one
+        for other, owner in stacked.items():
+            k = next((k for k in range(len(other) - len(parts) + 1) if list(other[k : k + len(parts)]) == parts), None)
+            if k is not None:
+                cut = "" if len(parts) == len(other) else f"[..., _off_{owner}[{k}]:_off_{owner}[{k + len(parts)}]]"
+                code(f"_gb_{arg} = _gb_{owner}{cut}")
+                alias[arg] = f"_GBs_{owner}{cut}"
+                break
         else:
-            code(f"_GBs_{arg} = _cat_put(_GBs_{arg}, _t, {joined}, _T)")
+            code(f"_GBs_{arg} = _cat_put(_GBs_{arg}, _t, [{', '.join(parts)}], _T)")
             code(f"_gb_{arg} = _GBs_{arg}[_t]")
-            stacked[joined] = arg
+            stacked[tuple(parts)] = arg
         if not g.hoisted:
             add(arg, f"_mmT_{arg}(_gb_{arg})")
 
@@ -870,7 +875,8 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 code(f"_grad_{s} = _grad_{s} + ({' * '.join(term) if isinstance(term, tuple) else term}).sum(0)")
             else:
                 add(s, term)
-    for src in states + inputs:
+    # wider stacks first, so that a narrower one can be a view of a wider one
+    for src in sorted(states + inputs, key=lambda a: -len(p.groups[a].terms) if a in p.groups else 0):
         flush_group(src)
     for s in states:
         code(f"_carry_{s} = _d_{s}" if s in bars else f"_carry_{s} = _zeros(_carry_{s}.shape, _carry_{s})")
@@ -884,7 +890,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     code("grads = {}")
     code("d_inputs = {}")
     for g in p.groups.values():
-        code(f"_GBs = _GBs_{alias.get(g.arg, g.arg)}")
+        code(f"_GBs = {alias.get(g.arg, f'_GBs_{g.arg}')}")
         src = f"_X_{g.arg}" if g.hoisted else f"_S_{g.arg}"
         code("_m = _GBs.shape[2]")
         code(f"_GW = _GBs.reshape(_T * _B, _m).T @ {src}.reshape(_T * _B, {src}.shape[2])")
@@ -907,7 +913,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         code(f'    d_inputs["{n}"] = _zeros(_X_{n}.shape, _X_{n})')
     for (_, w), (a, u) in deferred.items():
         g = next(g for g in p.groups.values() if a in [n for n, _ in g.terms])
-        block = _block(g, [n for n, _ in g.terms].index(a), f"_GBs_{alias.get(g.arg, g.arg)}")
+        block = _block(g, [n for n, _ in g.terms].index(a), f"({alias.get(g.arg, f'_GBs_{g.arg}')})")
         seq = f"_X_{u}" if u in inputs else f"_S_{u}"
         code(f"_grad_{w} = _grad_{w} + ({block} * {seq}).sum((0, 1))")
     for d in diagonals:
