@@ -86,6 +86,29 @@ class TorchPrinter(_Printer):
     def _print_Float(self, expr):
         return self._constant(expr)
 
+    def _pair(self, term):
+        """The two printed factors of a product of exactly two tensors, or None."""
+        if not isinstance(term, sympy.Mul):
+            return None
+        factors = term.as_ordered_factors()
+        if len(factors) != 2 or any(f.is_Number or (f.is_Pow and f.exp.is_negative) for f in factors):
+            return None
+        mul = PRECEDENCE["Mul"]
+        return tuple(self.parenthesize(f, mul) for f in factors)
+
+    def _addcmul(self, expr, out=""):
+        """``rest + a*b`` as ``torch.addcmul(rest, a, b)``: one operation instead of two."""
+        terms = self._as_ordered_terms(expr)
+        for k in range(len(terms) - 1, -1, -1):
+            pair = self._pair(terms[k])
+            if pair:
+                rest = sympy.Add(*(terms[:k] + terms[k + 1 :]), evaluate=False)
+                return f"torch.addcmul({self._print(rest)}, {pair[0]}, {pair[1]}{out})"
+        return None
+
+    def _print_Add(self, expr, order=None):
+        return self._addcmul(expr) or super()._print_Add(expr, order)
+
     def into(self, expr, target: str) -> str | None:
         """The expression computed straight into ``target`` (``out=``), or None where its last
         operation has no such form here."""
@@ -96,6 +119,9 @@ class TorchPrinter(_Printer):
                 return f"torch.{name}({self._print(expr.args[0])}, out={target})"
             return None
         if isinstance(expr, sympy.Add):
+            fused = self._addcmul(expr, f", out={target}")
+            if fused:
+                return fused
             terms = self._as_ordered_terms(expr)
             if any(_coeff_isneg(t) for t in terms):
                 return None

@@ -167,8 +167,8 @@ def forward(params, inputs, state, t0=0, save=False):
         _z_h = _mm_h(h, _G_x[_t])
         lin_h = _z_h
         _f0_0 = _tick(t, period)
-        h_ = torch.add(
-            _f0_0 * torch.tanh(lin_h), h * (_k0 - _f0_0), out=_out[_t] if _direct else None
+        h_ = torch.addcmul(
+            _f0_0 * torch.tanh(lin_h), h, (_k0 - _f0_0), out=_out[_t] if _direct else None
         )
         if save:
             _saved["lin_h"] = _put(_saved["lin_h"], _t, lin_h, _T)

@@ -188,8 +188,8 @@ def forward(params, inputs, state, t0=0, save=False):
         lin_n_h = _g_h[2] + b_n_h
         r = torch.sigmoid(lin_r, out=None if _sv_r is None else _sv_r[_t])
         z = torch.sigmoid(lin_z, out=None if _sv_z is None else _sv_z[_t])
-        n = torch.tanh(lin_n_h * r + lin_n_x, out=None if _sv_n is None else _sv_n[_t])
-        h_ = torch.add(h * z, n * (_k0 - z), out=_out[_t] if _direct else None)
+        n = torch.tanh(torch.addcmul(lin_n_x, lin_n_h, r), out=None if _sv_n is None else _sv_n[_t])
+        h_ = torch.addcmul(h * z, n, (_k0 - z), out=_out[_t] if _direct else None)
         if save:
             _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, lin_n_h, _T)
         if save and not _direct:

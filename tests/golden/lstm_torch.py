@@ -195,7 +195,7 @@ def forward(params, inputs, state, t0=0, save=False):
         f = torch.sigmoid(lin_f, out=None if _sv_f is None else _sv_f[_t])
         g = torch.tanh(lin_g, out=None if _sv_g is None else _sv_g[_t])
         o = torch.sigmoid(lin_o, out=None if _sv_o is None else _sv_o[_t])
-        c_ = torch.add(c * f, g * i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
+        c_ = torch.addcmul(c * f, g, i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
         h_ = torch.mul(o, torch.tanh(c_), out=_out[_t] if _direct else None)
         if save and not _direct:
             _saved["c_"] = _put(_saved["c_"], _t + 1, c_, _T + 1)
