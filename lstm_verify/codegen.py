@@ -254,11 +254,43 @@ def _put(buf, t, value, n):
     return buf
 
 
+# Buffers that live within one call only (the hoisted pre-activations, the stacked step
+# gradients) are kept for the next call of the same shape: the first writes to freshly mapped
+# memory cost as much as the arithmetic done on it. CPU only (the CUDA allocator caches), and
+# only while no gradient is recorded (autograd may keep what it saw). Set to 0 to disable.
+POOL_SIZE = 8
+_POOL = {}
+
+
+def _scratch(shape, like):
+    """A buffer from the pool or a new one; None while a gradient is recorded (out= writes
+    are not differentiable)."""
+    if torch.is_grad_enabled():
+        return None
+    buf = _POOL.pop((tuple(shape), like.dtype), None) if like.device.type == "cpu" else None
+    return buf if buf is not None else torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _release(bufs, escaping):
+    """Return scratch buffers to the pool, unless a tensor handed back to the caller shares
+    memory with one."""
+    if not POOL_SIZE or torch.is_grad_enabled():
+        return
+    taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
+    for buf in bufs:
+        if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
+            continue
+        while len(_POOL) >= POOL_SIZE:
+            _POOL.pop(next(iter(_POOL)))
+        _POOL[(tuple(buf.shape), buf.dtype)] = buf
+
+
 def _cat_put(buf, t, xs, n):
     """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
     if buf is None:
         shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
-        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device)
+        buf = _scratch(shape, xs[0])
+        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device) if buf is None else buf
     torch.cat(xs, -1, out=buf[t])
     return buf
 
@@ -597,8 +629,11 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             product = f"{flat} @ {g.var}.T"
             if g.arg in folded:
                 code(f"_b_{g.arg} = _cat([{', '.join(folded[g.arg])}], 0)")
-                product = (f"torch.addmm(_b_{g.arg}, {flat}, {g.var}.T)" if printer.backend == "torch"
-                           else f"{product} + _b_{g.arg}")  # fmt: skip
+                product = f"{product} + _b_{g.arg}"
+            if printer.backend == "torch":
+                into = f"out=_scratch((_T * _B, {g.var}.shape[0]), _X_{g.arg})"
+                product = (f"torch.addmm(_b_{g.arg}, {flat}, {g.var}.T, {into})" if g.arg in folded
+                           else f"torch.mm({flat}, {g.var}.T, {into})")  # fmt: skip
             code(f"_G_{g.arg} = ({product}).reshape(_T, _B, -1)")
     blocked = _blocked_groups(ir, p, printer.backend)
     for g in p.groups.values():
@@ -742,6 +777,10 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     code('        "saved": _saved,')
     code("    }")
     states = ", ".join(f'"{s}": {s}' for s, _ in ir.states)
+    hoisted = [f"_G_{g.arg}" for g in p.groups.values() if g.hoisted]
+    if printer.backend == "torch" and hoisted:
+        code(f"_release([{', '.join(hoisted)}], [_out, {', '.join(s for s, _ in ir.states)}]"
+             " + (list(_saved.values()) if save else []))")  # fmt: skip
     code(f"return _out, {{{states}}}, cache")
     return code.text()
 
@@ -945,6 +984,10 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     for d in diagonals:
         code(f'grads["{d}"] = _grad_{d}')
     states_map = ", ".join(f'"{s}": _carry_{s}' for s in states)
+    if printer.backend == "torch":
+        owned = [f"_GBs_{a}" for a in p.groups if a not in alias]
+        carries = ", ".join(f"_carry_{s}" for s in states)
+        code(f"_release([{', '.join(owned)}], [*grads.values(), *d_inputs.values(), {carries}])")
     code(f"return grads, d_inputs, {{{states_map}}}")
     return code.text()
 

@@ -76,3 +76,25 @@ def test_peephole_gradients_are_reduced_after_the_loop():
     src = load("lstm_peephole").torch().source
     loop = src[src.index("def backward"):].split("for _t in range")[1].split("grads = {}")[0]
     assert "_grad_p_" not in loop and ".sum(" not in loop
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_results_of_one_call_survive_the_next(name):
+    """Scratch buffers go back to a pool for the next call: nothing handed to the caller (or
+    kept for the backward) may live in one."""
+    cell, _, (params, xs, state, d_out) = _setup(name, torch.float32)
+    module = cell.torch().module
+    with torch.no_grad():
+        first = _run(module, params, xs, state, d_out)
+        kept = [t.clone() for t in first]
+        _, _, cache = module.forward(params, xs, state, 0, True)  # a call whose backward is pending
+        other = {k: v * 0.5 + 1 for k, v in xs.items()}
+        _run(module, params, other, state, d_out * 3)
+        later = _run(module, params, other, state, d_out * 3)
+        again = module.backward(params, cache, d_out)
+    assert module._POOL  # the pool is in use
+    for a, b in zip(first, kept):
+        assert torch.equal(a, b)
+    grads = list(again[0].values())
+    assert all(torch.equal(a, b) for a, b in zip(grads, first[1 + len(cell.ir.states):]))
+    assert later[0].shape == first[0].shape

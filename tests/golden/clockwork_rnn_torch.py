@@ -61,11 +61,39 @@ def _put(buf, t, value, n):
     return buf
 
 
+POOL_SIZE = 8
+_POOL = {}
+
+
+def _scratch(shape, like):
+    """A buffer from the pool or a new one; None while a gradient is recorded (out= writes
+    are not differentiable)."""
+    if torch.is_grad_enabled():
+        return None
+    buf = _POOL.pop((tuple(shape), like.dtype), None) if like.device.type == "cpu" else None
+    return buf if buf is not None else torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _release(bufs, escaping):
+    """Return scratch buffers to the pool, unless a tensor handed back to the caller shares
+    memory with one."""
+    if not POOL_SIZE or torch.is_grad_enabled():
+        return
+    taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
+    for buf in bufs:
+        if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
+            continue
+        while len(_POOL) >= POOL_SIZE:
+            _POOL.pop(next(iter(_POOL)))
+        _POOL[(tuple(buf.shape), buf.dtype)] = buf
+
+
 def _cat_put(buf, t, xs, n):
     """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
     if buf is None:
         shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
-        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device)
+        buf = _scratch(shape, xs[0])
+        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device) if buf is None else buf
     torch.cat(xs, -1, out=buf[t])
     return buf
 
@@ -154,7 +182,14 @@ def forward(params, inputs, state, t0=0, save=False):
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([b_h], 0)
-    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T)).reshape(_T, _B, -1)
+    _G_x = (
+        torch.addmm(
+            _b_x,
+            _X_x.reshape(_T * _B, _X_x.shape[2]),
+            _W_x.T,
+            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
+        )
+    ).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
     h = state["h"]
     _out = None
@@ -185,6 +220,7 @@ def forward(params, inputs, state, t0=0, save=False):
             "t0": t0,
             "saved": _saved,
         }
+    _release([_G_x], [_out, h] + (list(_saved.values()) if save else []))
     return _out, {"h": h}, cache
 
 
@@ -249,6 +285,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     grads["W_h_h"] = _GW * _mask_W_h_h
     if "x" not in d_inputs:
         d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    _release([_GBs_h], [*grads.values(), *d_inputs.values(), _carry_h])
     return grads, d_inputs, {"h": _carry_h}
 
 
