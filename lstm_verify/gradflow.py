@@ -12,6 +12,8 @@ vanishing cells reach 1e-40 and below.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -45,6 +47,17 @@ def _problem(cell: Cell, sizes, steps, batch, seed, init, t_max=None, input_scal
     inputs = {n: input_scale * rng.standard_normal((steps, batch, sizes[d])) for n, d in cell.ir.inputs}
     state = {s: np.zeros((batch, sizes[d])) for s, d in cell.ir.states}
     return params, inputs, state, rng
+
+
+def _row_norms(a):
+    """Euclidean norm of every row, with the squares taken of values scaled by the row's
+    largest magnitude: gradients of 1e-160 would square to subnormals and lose digits."""
+    a = np.asarray(a, dtype=np.float64)
+    m = np.max(np.abs(a), axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        scale = np.where((m > 0) & np.isfinite(m), m, 1.0)
+        out = scale[:, 0] * np.sqrt(np.sum(np.square(a / scale), axis=1))
+    return np.where(np.isinf(m[:, 0]), np.inf, out)
 
 
 def fit_decay(norms, floor=1e-300):
@@ -83,11 +96,11 @@ def flow(cell: Cell, params, inputs, state=None, threshold=1e-3, seed=0, init="g
     for s, _ in ir.states:
         final = w if s == ir.output else np.zeros_like(trace[-1][s])
         seq = [final] + [trace[T - k][s] for k in range(1, T + 1)]
-        per_state[s] = [float(np.linalg.norm(g, axis=1).mean()) for g in seq]
-    total = np.sqrt(sum(np.square(v) for v in per_state.values()))
+        per_state[s] = [float(_row_norms(g).mean()) for g in seq]
+    total = functools.reduce(np.hypot, [np.asarray(v) for v in per_state.values()])  # no underflow
     total = total / total[0]
     x = grads.inputs[ir.inputs[0][0]]
-    inputs_n = [float("nan")] + [float(np.linalg.norm(x[T - k], axis=1).mean()) for k in range(1, T + 1)]
+    inputs_n = [float("nan")] + [float(_row_norms(x[T - k]).mean()) for k in range(1, T + 1)]
     return Flow(cell.name, init, list(range(T + 1)), per_state, total.tolist(), inputs_n,
                 fit_decay(total), horizon(total, threshold), threshold)  # fmt: skip
 
