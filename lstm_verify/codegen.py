@@ -256,9 +256,10 @@ def _put(buf, t, value, n):
 
 # Buffers that live within one call only (the hoisted pre-activations, the stacked step
 # gradients) are kept for the next call of the same shape: the first writes to freshly mapped
-# memory cost as much as the arithmetic done on it. CPU only (the CUDA allocator caches), and
-# only while no gradient is recorded (autograd may keep what it saw). Set to 0 to disable.
-POOL_SIZE = 8
+# memory cost as much as the arithmetic done on it. CPU only (the CUDA allocator caches), only
+# while no gradient is recorded (autograd may keep what it saw), and at most POOL_BYTES in all
+# (0 disables the pool).
+POOL_BYTES = 64 * 2**20
 _POOL = {}
 
 
@@ -274,13 +275,16 @@ def _scratch(shape, like):
 def _release(bufs, escaping):
     """Return scratch buffers to the pool, unless a tensor handed back to the caller shares
     memory with one."""
-    if not POOL_SIZE or torch.is_grad_enabled():
+    if torch.is_grad_enabled():
         return
     taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
     for buf in bufs:
         if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
             continue
-        while len(_POOL) >= POOL_SIZE:
+        size = buf.numel() * buf.element_size()
+        if size > POOL_BYTES:
+            continue
+        while _POOL and sum(b.numel() * b.element_size() for b in _POOL.values()) + size > POOL_BYTES:
             _POOL.pop(next(iter(_POOL)))
         _POOL[(tuple(buf.shape), buf.dtype)] = buf
 

@@ -61,7 +61,7 @@ def _put(buf, t, value, n):
     return buf
 
 
-POOL_SIZE = 8
+POOL_BYTES = 64 * 2**20
 _POOL = {}
 
 
@@ -77,13 +77,18 @@ def _scratch(shape, like):
 def _release(bufs, escaping):
     """Return scratch buffers to the pool, unless a tensor handed back to the caller shares
     memory with one."""
-    if not POOL_SIZE or torch.is_grad_enabled():
+    if torch.is_grad_enabled():
         return
     taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
     for buf in bufs:
         if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
             continue
-        while len(_POOL) >= POOL_SIZE:
+        size = buf.numel() * buf.element_size()
+        if size > POOL_BYTES:
+            continue
+        while (
+            _POOL and sum(b.numel() * b.element_size() for b in _POOL.values()) + size > POOL_BYTES
+        ):
             _POOL.pop(next(iter(_POOL)))
         _POOL[(tuple(buf.shape), buf.dtype)] = buf
 
