@@ -11,6 +11,11 @@ that are ready, then all pointwise nodes that are ready (one CSE'd block). Affin
 an argument use one stacked GEMM; those whose argument is an input are hoisted out of the time
 loop. The backward recomputes nothing: the forward saves exactly the values that the CSE'd
 partial derivatives and the weight gradients read.
+
+The torch code adds what makes it fast on its own helpers (see the prelude): recurrent products
+of equal gate blocks as one batched GEMM with contiguous blocks (``_blocked``), packed MKL
+weights when nothing records gradients (``_linear``), saved values and outputs written straight
+into their buffers (``out=``), and a small pool for buffers that live within one call.
 """
 
 from __future__ import annotations
@@ -728,6 +733,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             parts.append(node.bias)
         code(f"{node.name} = {' + '.join(parts)}")
     flush()
+
     def put(name, value):
         target = f'_saved["{name}"]'
         step = "_t + 1, {}, _T + 1" if name in shifted else "_t, {}, _T"
