@@ -220,6 +220,9 @@ def _linear(W, rows, steps):
     return product
 ''',
     "torch": '''
+import sys
+import weakref
+
 import torch
 
 
@@ -259,13 +262,14 @@ def _put(buf, t, value, n):
     return buf
 
 
-# Buffers that live within one call only (the hoisted pre-activations, the stacked step
-# gradients) are kept for the next call of the same shape: the first writes to freshly mapped
-# memory cost as much as the arithmetic done on it. CPU only (the CUDA allocator caches), only
-# while no gradient is recorded (autograd may keep what it saw), and at most POOL_BYTES in all
-# (0 disables the pool).
+# Sequence buffers are kept for the next call of the same shape: the first writes to freshly
+# mapped memory cost as much as the arithmetic done on it. Buffers that live within one call
+# (hoisted pre-activations, stacked step gradients) return at its end; the buffers saved for
+# the backward return when the forward's record is freed and nothing else holds their memory.
+# CPU only (the CUDA allocator caches), only buffers made while no gradient is recorded
+# (autograd may keep what it saw), at most POOL_BYTES in all (0 disables the pool).
 POOL_BYTES = 64 * 2**20
-_POOL = {}
+_POOL = {}  # (shape, dtype) -> [buffers], oldest key first
 
 
 def _scratch(shape, like):
@@ -273,15 +277,15 @@ def _scratch(shape, like):
     are not differentiable)."""
     if torch.is_grad_enabled():
         return None
-    buf = _POOL.pop((tuple(shape), like.dtype), None) if like.device.type == "cpu" else None
-    return buf if buf is not None else torch.empty(shape, dtype=like.dtype, device=like.device)
+    free = _POOL.get((tuple(shape), like.dtype)) if like.device.type == "cpu" else None
+    if free:
+        return free.pop()
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
-def _release(bufs, escaping):
-    """Return scratch buffers to the pool, unless a tensor handed back to the caller shares
-    memory with one."""
-    if torch.is_grad_enabled():
-        return
+def _release(bufs, escaping=()):
+    """Return buffers to the pool, unless a tensor handed back to the caller shares memory
+    with one."""
     taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
     for buf in bufs:
         if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
@@ -289,9 +293,48 @@ def _release(bufs, escaping):
         size = buf.numel() * buf.element_size()
         if size > POOL_BYTES:
             continue
-        while _POOL and sum(b.numel() * b.element_size() for b in _POOL.values()) + size > POOL_BYTES:
-            _POOL.pop(next(iter(_POOL)))
-        _POOL[(tuple(buf.shape), buf.dtype)] = buf
+        total = sum(b.numel() * b.element_size() for free in _POOL.values() for b in free)
+        while _POOL and total + size > POOL_BYTES:
+            free = _POOL[next(iter(_POOL))]
+            if free:
+                total -= free[0].numel() * free[0].element_size()
+                free.pop(0)
+            else:
+                _POOL.pop(next(iter(_POOL)))
+        _POOL.setdefault((tuple(buf.shape), buf.dtype), []).append(buf)
+
+
+def _storage_users(t):
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+try:
+    _ALONE = _storage_users(torch.empty(1))  # a tensor whose memory nothing else shares
+except Exception:  # no such count in this torch: saved buffers are not recycled
+    _ALONE = None
+
+
+class _Cache(dict):
+    """What the forward keeps for the backward."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _recycle(cache, bufs):
+    """Pool bufs once cache is freed, those whose memory nothing else then shares."""
+    if POOL_BYTES and _ALONE is not None:
+        weakref.finalize(cache, _recycle_now, bufs)
+
+
+def _recycle_now(bufs):
+    free = []
+    while bufs:
+        b = bufs.pop()
+        # nobody else refers to this tensor (getrefcount: b and its own argument) or to its memory
+        if b is not None and sys.getrefcount(b) <= 2 and _storage_users(b) <= _ALONE:
+            free.append(b)
+        del b
+    _release(free)
 
 
 def _cat_put(buf, t, xs, n):
@@ -762,7 +805,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         code.lines[consts_at:consts_at] = [
             "    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable"
         ] + [
-            f"    _sv_{x} = _empty(({'_T + 1' if x in shifted else '_T'}, _B, {targets[x][1]}), _X_{first}) if save and _direct else None"
+            f"    _sv_{x} = _scratch(({'_T + 1' if x in shifted else '_T'}, _B, {targets[x][1]}), _X_{first}) if save and _direct else None"
             for x in saved if x in written
         ] + ([f"    _out = _empty((_T, _B, {targets[ir.new(ir.output)][1]}), _X_{first})"] if direct_out else [])  # fmt: skip
     if direct_out:  # the final state is the caller's own tensor, not a view of the outputs
@@ -780,16 +823,20 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             code(f"    {src} = {src}[1:]")
         else:
             code(f'    _saved["{s_}"] = _cat([state["{s_}"][None], {src}[:-1]], 0)')
-    code("    cache = {")
+    code("    cache = " + ("_Cache({" if printer.backend == "torch" else "{"))
     code('        "inputs": inputs,')
     code('        "state0": dict(state),')
     code('        "t0": t0,')
     code('        "saved": _saved,')
-    code("    }")
+    code("    }" + (")" if printer.backend == "torch" else ""))
+    if printer.backend == "torch" and written & set(saved):
+        code("    if _direct:  # the saved buffers go back to the pool when the record is freed")
+        code(f"        _recycle(cache, [{', '.join(f'_sv_{x}' for x in saved if x in written)}])")
     states = ", ".join(f'"{s}": {s}' for s, _ in ir.states)
     hoisted = [f"_G_{g.arg}" for g in p.groups.values() if g.hoisted]
     if printer.backend == "torch" and hoisted:
-        code(f"_release([{', '.join(hoisted)}], [_out, {', '.join(s for s, _ in ir.states)}]"
+        code("if not torch.is_grad_enabled():")
+        code(f"    _release([{', '.join(hoisted)}], [_out, {', '.join(s for s, _ in ir.states)}]"
              " + (list(_saved.values()) if save else []))")  # fmt: skip
     code(f"return _out, {{{states}}}, cache")
     return code.text()
@@ -997,7 +1044,8 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     if printer.backend == "torch":
         owned = [f"_GBs_{a}" for a in p.groups if a not in alias]
         carries = ", ".join(f"_carry_{s}" for s in states)
-        code(f"_release([{', '.join(owned)}], [*grads.values(), *d_inputs.values(), {carries}])")
+        code("if not torch.is_grad_enabled():")
+        code(f"    _release([{', '.join(owned)}], [*grads.values(), *d_inputs.values(), {carries}])")
     code(f"return grads, d_inputs, {{{states_map}}}")
     return code.text()
 

@@ -98,3 +98,22 @@ def test_results_of_one_call_survive_the_next(name):
     grads = list(again[0].values())
     assert all(torch.equal(a, b) for a, b in zip(grads, first[1 + len(cell.ir.states):]))
     assert later[0].shape == first[0].shape
+
+
+def test_saved_buffers_return_to_the_pool_only_when_nothing_holds_them():
+    cell, _, (params, xs, state, d_out) = _setup("lstm", torch.float32)
+    module = cell.torch().module
+    module._POOL.clear()
+    with torch.no_grad():
+        _, _, cache = module.forward(params, xs, state, 0, True)
+        kept = cache["saved"]["f"]  # a caller holding on to part of the record
+        copy = kept.clone()
+        del cache
+        pooled = sum(len(v) for v in module._POOL.values())
+        for k in range(3):
+            _run(module, params, {n: v * (k + 2) for n, v in xs.items()}, state, d_out)
+        assert torch.equal(kept, copy)
+        del kept
+        _, _, cache = module.forward(params, xs, state, 0, True)
+        del cache
+    assert sum(len(v) for v in module._POOL.values()) > pooled  # the record's buffers came back

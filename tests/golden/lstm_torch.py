@@ -30,6 +30,9 @@ Parameters (weights stored (out, in), as torch stores them):
 A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).
 """
 
+import sys
+import weakref
+
 import math
 
 import torch
@@ -72,7 +75,7 @@ def _put(buf, t, value, n):
 
 
 POOL_BYTES = 64 * 2**20
-_POOL = {}
+_POOL = {}  # (shape, dtype) -> [buffers], oldest key first
 
 
 def _scratch(shape, like):
@@ -80,15 +83,15 @@ def _scratch(shape, like):
     are not differentiable)."""
     if torch.is_grad_enabled():
         return None
-    buf = _POOL.pop((tuple(shape), like.dtype), None) if like.device.type == "cpu" else None
-    return buf if buf is not None else torch.empty(shape, dtype=like.dtype, device=like.device)
+    free = _POOL.get((tuple(shape), like.dtype)) if like.device.type == "cpu" else None
+    if free:
+        return free.pop()
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
 
 
-def _release(bufs, escaping):
-    """Return scratch buffers to the pool, unless a tensor handed back to the caller shares
-    memory with one."""
-    if torch.is_grad_enabled():
-        return
+def _release(bufs, escaping=()):
+    """Return buffers to the pool, unless a tensor handed back to the caller shares memory
+    with one."""
     taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
     for buf in bufs:
         if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
@@ -96,11 +99,48 @@ def _release(bufs, escaping):
         size = buf.numel() * buf.element_size()
         if size > POOL_BYTES:
             continue
-        while (
-            _POOL and sum(b.numel() * b.element_size() for b in _POOL.values()) + size > POOL_BYTES
-        ):
-            _POOL.pop(next(iter(_POOL)))
-        _POOL[(tuple(buf.shape), buf.dtype)] = buf
+        total = sum(b.numel() * b.element_size() for free in _POOL.values() for b in free)
+        while _POOL and total + size > POOL_BYTES:
+            free = _POOL[next(iter(_POOL))]
+            if free:
+                total -= free[0].numel() * free[0].element_size()
+                free.pop(0)
+            else:
+                _POOL.pop(next(iter(_POOL)))
+        _POOL.setdefault((tuple(buf.shape), buf.dtype), []).append(buf)
+
+
+def _storage_users(t):
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+try:
+    _ALONE = _storage_users(torch.empty(1))  # a tensor whose memory nothing else shares
+except Exception:  # no such count in this torch: saved buffers are not recycled
+    _ALONE = None
+
+
+class _Cache(dict):
+    """What the forward keeps for the backward."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _recycle(cache, bufs):
+    """Pool bufs once cache is freed, those whose memory nothing else then shares."""
+    if POOL_BYTES and _ALONE is not None:
+        weakref.finalize(cache, _recycle_now, bufs)
+
+
+def _recycle_now(bufs):
+    free = []
+    while bufs:
+        b = bufs.pop()
+        # nobody else refers to this tensor (getrefcount: b and its own argument) or to its memory
+        if b is not None and sys.getrefcount(b) <= 2 and _storage_users(b) <= _ALONE:
+            free.append(b)
+        del b
+    _release(free)
 
 
 def _cat_put(buf, t, xs, n):
@@ -219,11 +259,11 @@ def forward(params, inputs, state, t0=0, save=False):
     _out = None
     _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
-    _sv_c_ = _empty((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_f = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_g = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_i = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_o = _empty((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_c_ = _scratch((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_f = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_g = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_i = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_o = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
     _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
     for _t in range(_T):
         _z_h = _mm_h(h, _G_x[_t])
@@ -259,13 +299,18 @@ def forward(params, inputs, state, t0=0, save=False):
         _saved["c_"][0] = state["c"]
         _saved["c"] = _saved["c_"][:-1]
         _saved["c_"] = _saved["c_"][1:]
-        cache = {
-            "inputs": inputs,
-            "state0": dict(state),
-            "t0": t0,
-            "saved": _saved,
-        }
-    _release([_G_x], [_out, h, c] + (list(_saved.values()) if save else []))
+        cache = _Cache(
+            {
+                "inputs": inputs,
+                "state0": dict(state),
+                "t0": t0,
+                "saved": _saved,
+            }
+        )
+        if _direct:  # the saved buffers go back to the pool when the record is freed
+            _recycle(cache, [_sv_c_, _sv_f, _sv_g, _sv_i, _sv_o])
+    if not torch.is_grad_enabled():
+        _release([_G_x], [_out, h, c] + (list(_saved.values()) if save else []))
     return _out, {"h": h, "c": c}, cache
 
 
@@ -373,7 +418,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     grads["W_o_h"] = _GW[_off_h[3] : _off_h[4]]
     if "x" not in d_inputs:
         d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    _release([_GBs_h], [*grads.values(), *d_inputs.values(), _carry_h, _carry_c])
+    if not torch.is_grad_enabled():
+        _release([_GBs_h], [*grads.values(), *d_inputs.values(), _carry_h, _carry_c])
     return grads, d_inputs, {"h": _carry_h, "c": _carry_c}
 
 
