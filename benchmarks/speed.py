@@ -144,7 +144,8 @@ def _summary(groups: list, ref: str):
 
 
 def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, eager_peer=True):
-    """{implementation: (forward ms, forward+backward ms)} for one cell and shape."""
+    """{implementation: (forward ms, forward ratio, fwd+bwd ms, fwd+bwd ratio)} for one cell
+    and shape (None where an implementation has no forward-only timing)."""
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     cell = lv.load(name)

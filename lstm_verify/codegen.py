@@ -119,10 +119,9 @@ class TorchPrinter(_Printer):
         operation has no such form here."""
         if isinstance(expr, sympy.Function):
             f = _BY_SYMPY.get(expr.func)
-            name = f.torch[len("torch.") : -len("({0})")] if f else ""
-            if f and f.torch == f"torch.{name}({{0}})" and name in ("sigmoid", "tanh", "exp"):
-                return f"torch.{name}({self._print(expr.args[0])}, out={target})"
-            return None
+            if f is None or f.torch not in _TAKES_OUT:
+                return None
+            return f.torch.replace("{0}", f"{self._print(expr.args[0])}, out={target}")
         if isinstance(expr, sympy.Add):
             fused = self._addcmul(expr, f", out={target}")
             if fused:
@@ -159,6 +158,7 @@ for _f in FUNCTIONS.values():
 
 PRINTERS = {"numpy": NumpyPrinter, "torch": TorchPrinter}
 _BY_SYMPY = {f.sympy: f for f in FUNCTIONS.values()}
+_TAKES_OUT = {"torch.sigmoid({0})", "torch.tanh({0})", "torch.exp({0})"}  # printed forms with out=
 
 PRELUDE = {
     "numpy": '''
@@ -257,7 +257,7 @@ def _const(value, like):
 def _put(buf, t, value, n):
     """Write step t of a sequence buffer of n steps, allocated at the first write."""
     if buf is None:
-        buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
+        buf = _empty((n,) + tuple(value.shape), value)
     buf[t] = value
     return buf
 
@@ -278,9 +278,7 @@ def _scratch(shape, like):
     if torch.is_grad_enabled():
         return None
     free = _POOL.get((tuple(shape), like.dtype)) if like.device.type == "cpu" else None
-    if free:
-        return free.pop()
-    return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return free.pop() if free else _empty(shape, like)
 
 
 def _release(bufs, escaping=()):
@@ -342,7 +340,7 @@ def _cat_put(buf, t, xs, n):
     if buf is None:
         shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
         buf = _scratch(shape, xs[0])
-        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device) if buf is None else buf
+        buf = _empty(shape, xs[0]) if buf is None else buf
     torch.cat(xs, -1, out=buf[t])
     return buf
 
@@ -381,11 +379,11 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    if steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32 and not torch.is_grad_enabled():
-        if PACKED_GEMM is None:
-            PACKED_GEMM = _packed_gemm_works()
-    if (PACKED_GEMM and steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
-            and not torch.is_grad_enabled()):
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
+    if eligible and PACKED_GEMM is None:
+        PACKED_GEMM = _packed_gemm_works()
+    if eligible and PACKED_GEMM:
         Wc = W.contiguous()
         packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
 
@@ -713,9 +711,10 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     # saved values with a batch axis and a known width are computed straight into their buffers
     targets = {}
     if printer.backend == "torch":
+        batched = _batched(ir)
         for x in saved:
             width = _width(ir, x)
-            if width and x in _batched(ir):
+            if width and x in batched:
                 targets[x] = (f"None if _sv_{x} is None else _sv_{x}[_t + 1]" if x in shifted
                               else f"None if _sv_{x} is None else _sv_{x}[_t]", width)  # fmt: skip
         # and so are the outputs (the new values of the output state)

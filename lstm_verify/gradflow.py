@@ -13,7 +13,6 @@ vanishing cells reach 1e-40 and below.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import asdict, dataclass, field
 
 import numpy as np

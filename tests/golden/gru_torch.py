@@ -67,7 +67,7 @@ def _const(value, like):
 def _put(buf, t, value, n):
     """Write step t of a sequence buffer of n steps, allocated at the first write."""
     if buf is None:
-        buf = torch.empty((n,) + tuple(value.shape), dtype=value.dtype, device=value.device)
+        buf = _empty((n,) + tuple(value.shape), value)
     buf[t] = value
     return buf
 
@@ -82,9 +82,7 @@ def _scratch(shape, like):
     if torch.is_grad_enabled():
         return None
     free = _POOL.get((tuple(shape), like.dtype)) if like.device.type == "cpu" else None
-    if free:
-        return free.pop()
-    return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return free.pop() if free else _empty(shape, like)
 
 
 def _release(bufs, escaping=()):
@@ -146,7 +144,7 @@ def _cat_put(buf, t, xs, n):
     if buf is None:
         shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
         buf = _scratch(shape, xs[0])
-        buf = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device) if buf is None else buf
+        buf = _empty(shape, xs[0]) if buf is None else buf
     torch.cat(xs, -1, out=buf[t])
     return buf
 
@@ -184,21 +182,15 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    if (
+    eligible = (
         steps > 1
         and W.device.type == "cpu"
         and W.dtype == torch.float32
         and not torch.is_grad_enabled()
-    ):
-        if PACKED_GEMM is None:
-            PACKED_GEMM = _packed_gemm_works()
-    if (
-        PACKED_GEMM
-        and steps > 1
-        and W.device.type == "cpu"
-        and W.dtype == torch.float32
-        and not torch.is_grad_enabled()
-    ):
+    )
+    if eligible and PACKED_GEMM is None:
+        PACKED_GEMM = _packed_gemm_works()
+    if eligible and PACKED_GEMM:
         Wc = W.contiguous()
         packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
 
