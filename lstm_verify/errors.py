@@ -39,3 +39,13 @@ class ShapeError(LstmVerifyError, ValueError):
 
 class VerificationError(LstmVerifyError, AssertionError):
     """An implementation disagrees with an oracle beyond tolerance."""
+
+
+class DtypeError(LstmVerifyError, TypeError, ValueError):
+    """An argument is not an array of a floating dtype, or its dtype (or device) differs from
+    that of the parameters. Also a ValueError, which bad arrays raised before it existed."""
+
+
+class GenerationError(LstmVerifyError, RuntimeError):
+    """lstm-verify could not build a test case (or a reference value) itself: a fault of the
+    tool or of the spec, never of the implementation under test."""

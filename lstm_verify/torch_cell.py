@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .cell import Cell, normalize_inputs, validate
+from .cell import Cell, prepare
 
 
 class _Sequence(torch.autograd.Function):
@@ -14,7 +14,7 @@ class _Sequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, impl, layout, t0, *tensors):
         params, inputs, state = _unflatten(layout, tensors)
-        out, final, cache = impl.module.forward(params, inputs, state, t0, True)
+        out, final, cache = impl._forward(params, inputs, state, t0, True)
         ctx.impl, ctx.layout, ctx.params, ctx.cache = impl, layout, params, cache
         return (out, *final.values())
 
@@ -22,7 +22,7 @@ class _Sequence(torch.autograd.Function):
     def backward(ctx, d_out, *d_final):
         names = [s for s in ctx.layout[2]]
         d_state = dict(zip(names, d_final))
-        grads, d_inputs, d_state0 = ctx.impl.module.backward(ctx.params, ctx.cache, d_out, d_state)
+        grads, d_inputs, d_state0 = ctx.impl._backward(ctx.params, ctx.cache, d_out, d_state, None)
         pnames, inames, snames, trainable = ctx.layout
         flat = [grads[n] if n in trainable else None for n in pnames]
         flat += [d_inputs[n] for n in inames] + [d_state0[n] for n in snames]
@@ -43,12 +43,7 @@ def fused_forward(cell: Cell, params, inputs, state=None, t0=0, check=True):
     """Differentiable forward whose backward is the generated one: (outputs, final state)."""
     impl = cell.torch()
     ir = cell.ir
-    inputs = normalize_inputs(ir, inputs)
-    if state is None:
-        batch = next(iter(inputs.values())).shape[1]
-        state = cell.zero_state(batch, params)
-    if check:
-        validate(ir, params, inputs, state)
+    params, inputs, state = prepare(ir, "torch", params, inputs, state, check)
     pnames = tuple(ir.param_names) + tuple(b for b, _, _ in ir.buffers)
     inames = tuple(n for n, _ in ir.inputs)
     snames = tuple(s for s, _ in ir.states)
@@ -88,8 +83,9 @@ class CellModule(torch.nn.Module):
     def forward(self, inputs, state=None, t0=0):
         params = self.param_dict()
         tensors = list(params.values()) + list(inputs.values() if isinstance(inputs, dict) else [inputs])
-        tensors += list(state.values()) if state else []
-        if self.fused and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        tensors += list(state.values()) if isinstance(state, dict) else []
+        recorded = any(getattr(t, "requires_grad", False) for t in tensors)
+        if self.fused and torch.is_grad_enabled() and recorded:
             return fused_forward(self.cell, params, inputs, state, t0)
         # no gradient wanted (inference, evaluation): the forward alone, saving nothing
         run = self.cell.torch().forward(params, inputs, state, t0)

@@ -1,12 +1,10 @@
 """The public API: loading, parameters, validation of bad input, caching."""
 
-import time
-
 import numpy as np
 import pytest
 
 import lstm_verify as lv
-from lstm_verify.errors import ShapeError, SpecError
+from lstm_verify.errors import DtypeError, ShapeError, SpecError
 
 
 def test_minute_tour(tmp_path):
@@ -57,7 +55,6 @@ def test_sizes_are_checked():
         (lambda p, x, s: s.pop("c"), "state lacks 'c'"),
         (lambda p, x, s: x["x"].__setitem__((1, 0, 0), np.nan), "NaN"),
         (lambda p, x, s: p["b_o"].__setitem__(0, np.inf), "NaN or infinity"),
-        (lambda p, x, s: x.__setitem__("x", x["x"].astype(np.float32)), "dtype"),
         (lambda p, x, s: x.__setitem__("y", x["x"]), "takes inputs"),
     ],
 )
@@ -69,6 +66,16 @@ def test_bad_input_is_named(mutate, message):
     mutate(params, inputs, state)
     with pytest.raises(ShapeError, match=message):
         cell.numpy().forward(params, inputs, state)
+
+
+def test_dtype_mismatch_is_a_dtype_error_naming_both_dtypes():
+    cell = lv.load("lstm")
+    params = cell.init_params(3, 4)
+    xs = np.zeros((5, 2, 3), dtype=np.float32)
+    with pytest.raises(DtypeError, match=r"input 'x' has dtype float32, parameters have float64") as info:
+        cell.numpy().forward(params, xs)
+    assert not isinstance(info.value, ShapeError)
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
 
 
 def test_torch_input_is_validated_too():
@@ -83,33 +90,17 @@ def test_torch_input_is_validated_too():
 
 
 def test_generated_source_cache(tmp_path, monkeypatch):
+    # the cache's security and repair are tested in test_runtime.py; here only that an entry is
+    # written and served
     from lstm_verify import runtime
 
     monkeypatch.setenv("LSTM_VERIFY_CACHE", str(tmp_path))
     cell = lv.load("mgu")
-    start = time.perf_counter()
     cold = runtime.source(cell.ir, "numpy")
-    cold_t = time.perf_counter() - start
-    files = list(tmp_path.iterdir())
+    files = [f for f in tmp_path.iterdir() if f.suffix == ".py"]
     assert len(files) == 1 and cell.spec.sha256[:16] in files[0].name
-    assert files[0].read_text() == cold
-    start = time.perf_counter()
     assert runtime.source(cell.ir, "numpy") == cold
-    assert time.perf_counter() - start < cold_t
-    # a stale entry under the same key is what the cache serves; the key carries the spec hash
-    # and the generator hash, so a changed spec or generator never meets an old entry
-    files[0].write_text("# tampered\n")
-    assert runtime.source(cell.ir, "numpy") == "# tampered\n"
     assert runtime.source(cell.ir, "numpy", use_cache=False) == cold
-
-
-def test_unwritable_cache_is_not_fatal(tmp_path, monkeypatch):
-    from lstm_verify import runtime
-
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    monkeypatch.setenv("LSTM_VERIFY_CACHE", str(blocker / "sub"))
-    assert "def forward" in runtime.source(lv.load("rnn_tanh").ir, "torch")
 
 
 def test_write_atomic_leaves_nothing_on_failure(tmp_path):
