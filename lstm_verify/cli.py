@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 
 from .errors import LstmVerifyError
+
+MAX_EXAMPLES = 100_000  # --examples above this would run for days; more is a mistake
+DEFAULT_TIMEOUT = 60.0  # seconds per call of an implementation (as lstm_verify.limits)
+
+
+def _examples(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_EXAMPLES:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_EXAMPLES}, got {n}")
+    return n
+
+
+def _seconds(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(x) or x < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return x
 
 
 def main(argv=None) -> int:
@@ -32,22 +56,41 @@ def main(argv=None) -> int:
                        "or a lstm_verify Subject")  # fmt: skip
         p.add_argument("--layout", help="a layout name of the spec (e.g. torch), or a .toml/.json "
                        "file: {tensors = {name = [spec parameters]}, transpose = [...], state = [...]}")  # fmt: skip
-        p.add_argument("--state", help="state order of your calls, comma-separated (e.g. c,h)")
+        p.add_argument("--state", help="state order of your calls, comma-separated (e.g. c,h): exactly "
+                       "the cell's state names" + (" (only cells with these states are considered)"
+                                                   if p is ident else ""))  # fmt: skip
         p.add_argument("--backend", choices=["numpy", "torch"], help="what a function implementation takes")
-    check.add_argument("--examples", type=int, default=100, help="Hypothesis examples (default 100)")
+        p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                       help=f"limit on each call of your implementation (default {DEFAULT_TIMEOUT:g}; "
+                       "0: none); a call that does not return in time stops the run with exit status 1. "
+                       "Interrupts Python code; a call stuck inside one C function stops when it returns")  # fmt: skip
+        p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="count calls of your implementation on stderr (default: when stderr is a "
+                       "terminal)")  # fmt: skip
+    check.add_argument("--examples", type=_examples, default=100,
+                       help=f"Hypothesis examples of the main property, 1 to {MAX_EXAMPLES} (default 100)")  # fmt: skip
     check.add_argument("--seed", type=int, help="Hypothesis seed, for a reproducible run")
     report = sub.add_parser("report", help="gradient-flow report: HTML, Markdown, PNG plots and JSON")
     report.add_argument("cells", nargs="*", help="catalog cells (default: all)")
-    report.add_argument("-o", "--output", default="report", help="output folder (replaced atomically)")
+    report.add_argument("-o", "--output", default="report",
+                        help="output folder (default: report). It must not exist, be empty, or hold a "
+                        "previous report (recognised by its .lstm-verify-report marker), which is "
+                        "replaced atomically; anything else is refused, before computing")  # fmt: skip
+    report.add_argument("--force", action="store_true",
+                        help="write into an existing folder that is not a previous report: only the "
+                        "report's own files (report.html, report.md, data.json, its PNG plots and the "
+                        "marker) are replaced, one by one; no other file is touched")  # fmt: skip
     report.add_argument("--quick", action="store_true", help="short lags, one seed: about a minute")
-    report.add_argument("--no-progress", action="store_true", help="no progress bar")
+    report.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bar on stderr (default: on)")  # fmt: skip
     export = sub.add_parser("export", help="a standalone NumPy, torch or C module for a cell")
     export.add_argument("cell", help="catalog name or spec path")
     export.add_argument("--target", required=True, choices=["numpy", "torch", "c"])
     export.add_argument("-o", "--output", help="file or folder (default: CELL_TARGET.py / .c)")
-    export.add_argument("--force", action="store_true", help="replace an existing file")
-    args = parser.parse_args(argv)
+    export.add_argument("--force", action="store_true",
+                        help="replace an existing regular file (never a link, folder, FIFO or device)")  # fmt: skip
     try:
+        args = parser.parse_args(argv)
         return {"list": _list, "show": _show, "check": _check, "identify": _identify,
                 "report": _report, "export": _export}[args.command](args)  # fmt: skip
     except LstmVerifyError as exc:
@@ -56,6 +99,16 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into head and friends
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print("\nlstm-verify: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:
+        from .limits import CallTimeout
+
+        if not isinstance(exc, CallTimeout):
+            raise
+        print(f"lstm-verify: FAIL: {exc}", file=sys.stderr)
+        return 1
 
 
 def _list(args) -> int:
@@ -112,34 +165,140 @@ def _mask_str(mask):
     return f"{side(mask.left)} {mask.op} {side(mask.right)}"
 
 
+def _state_names(args):
+    if args.state is None:
+        return None
+    names = [s.strip() for s in args.state.split(",")]
+    if not all(names):
+        raise LstmVerifyError(f"--state {args.state!r}: expected state names separated by commas, e.g. c,h")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise LstmVerifyError(f"--state {args.state!r}: {', '.join(dup)} given twice")
+    return names
+
+
+def _check_states(names, cell, flag="--state"):
+    states = [s for s, _ in cell.ir.states]
+    unknown = [n for n in names if n not in states]
+    if unknown:
+        raise LstmVerifyError(f"{flag} {','.join(names)}: {', '.join(unknown)} "
+                              f"{'is not a state' if len(unknown) == 1 else 'are not states'} of "
+                              f"{cell.name}, whose states are {', '.join(states)}")  # fmt: skip
+    missing = [s for s in states if s not in names]
+    if missing:
+        raise LstmVerifyError(f"{flag} {','.join(names)}: must list every state of {cell.name} once "
+                              f"({', '.join(states)}); missing {', '.join(missing)}")  # fmt: skip
+
+
 def _subject(args):
-    from .conformance import subject
+    from .conformance import Subject, subject
     from .loading import load_object, read_layout
 
     impl = load_object(args.impl)
+    if not isinstance(impl, Subject) and not callable(impl):
+        raise LstmVerifyError(f"--impl {args.impl}: {type(impl).__name__} object {_short(impl)} is not "
+                              "callable; expected a factory (a torch.nn.Module class, or a function "
+                              "returning fn(params, x, state)) or a lstm_verify Subject")  # fmt: skip
     layout = read_layout(args.layout) if args.layout else None
-    state = [s.strip() for s in args.state.split(",")] if args.state else None
-    return subject(impl, layout=layout, state=state, backend=args.backend, label=args.impl)
+    return subject(impl, layout=layout, state=_state_names(args), backend=args.backend, label=args.impl)
+
+
+def _short(obj) -> str:
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Progress:
+    """Calls of the implementation counted on stderr (tqdm), if wanted."""
+
+    def __init__(self, args, desc):
+        from tqdm import tqdm
+
+        on = args.progress if args.progress is not None else sys.stderr.isatty()
+        self.bar = tqdm(desc=desc, unit=" calls", disable=not on, file=sys.stderr, mininterval=0.5,
+                        bar_format="{desc}: {n_fmt}{unit} of the implementation [{elapsed}, {rate_fmt}]")  # fmt: skip
+
+    def __call__(self, limiter):
+        self.bar.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+
+
+def _limited(args, subj, progress):
+    from .limits import limit_subject
+
+    limited, _ = limit_subject(subj, args.timeout or None, on_call=progress)
+    return limited
 
 
 def _check_impl(args) -> int:
+    from .cell import load
     from .conformance import check
 
     if len(args.cells) != 1:
         print("lstm-verify: error: check --impl takes exactly one cell, the one your code claims "
               "to compute (use identify to find it)", file=sys.stderr)  # fmt: skip
         return 2
-    report = check(args.cells[0], _subject(args), examples=args.examples, seed=args.seed)
+    cell = load(args.cells[0])
+    subj = _subject(args)
+    if subj.state is not None:
+        _check_states(list(subj.state), cell)
+    with _Progress(args, f"check {cell.name}") as progress:
+        report = check(cell, _limited(args, subj, progress), examples=args.examples, seed=args.seed)
     print(report.table())
     return 0 if report.passed else 1
 
 
 def _identify(args) -> int:
+    from .cell import catalog, load
     from .identify import identify
 
-    result = identify(_subject(args), cells=args.cells or None)
+    subj = _subject(args)
+    cells = [load(c) for c in (args.cells or catalog())]
+    if subj.state is not None:
+        names = list(subj.state)
+        if args.cells:
+            for cell in cells:
+                _check_states(names, cell)
+        else:
+            cells = [c for c in cells if sorted(s for s, _ in c.ir.states) == sorted(names)]
+            if not cells:
+                kinds = sorted({", ".join(s for s, _ in c.ir.states) for c in map(load, catalog())})
+                raise LstmVerifyError(f"--state {','.join(names)}: no catalog cell has exactly these "
+                                      f"states (the catalog's states: {'; '.join(kinds)})")  # fmt: skip
+    with _Progress(args, "identify") as progress:
+        result = identify(_limited(args, subj, progress), cells=cells)
     print(f"{args.impl}: {result.summary()}")
+    if not result.tried:
+        print(_why_none_tried(subj, cells))
     return 0 if result.matches else 1
+
+
+def _why_none_tried(subj, cells, shown=6) -> str:
+    """Why identify could run the implementation as none of ``cells``: each cell's reason (the
+    factory rejected the sizes, no layout maps the module's tensors, ...)."""
+    import numpy as np
+
+    from .conformance import Runner, _probe_sizes
+
+    reasons: dict = {}  # reason -> cells
+    for cell in cells:
+        try:
+            Runner(subj, cell, _probe_sizes(cell), np.float64)
+        except (LstmVerifyError, KeyError, TypeError, ValueError) as exc:
+            reason = str(exc).removeprefix(f"{subj.label}: ").replace(cell.name, "the cell")
+            reasons.setdefault(reason, []).append(cell.name)
+        else:  # pragma: no cover - identify would have tried it
+            reasons.setdefault("could be built now, but not during identify", []).append(cell.name)
+    lines = [f"  {', '.join(names)}: {reason}" for reason, names in reasons.items()]
+    more = f"\n  ... and {len(lines) - shown} more" if len(lines) > shown else ""
+    return ("why: no candidate cell could be given to the implementation (its factory must accept the "
+            "cell's sizes, and a module's parameters must match one of the cell's layouts, or "
+            "--layout):\n" + "\n".join(lines[:shown]) + more)  # fmt: skip
 
 
 def _export(args) -> int:
@@ -152,15 +311,18 @@ def _export(args) -> int:
 
 def _report(args) -> int:
     from .cell import catalog
-    from .report import Settings, build, write
+    from .report import Settings, build, prepare, write
 
     unknown = [c for c in args.cells if c not in catalog()]
     if unknown:
         raise LstmVerifyError(f"unknown cells {unknown}; known: {', '.join(catalog())}")
     command = "lstm-verify report" + "".join(f" {c}" for c in args.cells) + f" -o {args.output}" + (
         " --quick" if args.quick else "")  # fmt: skip
-    data = build(Settings.make(args.cells, args.quick), progress=not args.no_progress)
-    out = write(data, args.output, command)
+    target = prepare(args.output, args.force)  # before the computation, which takes minutes
+    for note in target.notes:
+        print(f"lstm-verify: note: {note}", file=sys.stderr)
+    data = build(Settings.make(args.cells, args.quick), progress=args.progress)
+    out = write(data, target, command)
     print(f"wrote {out}/report.html, report.md, data.json and {len(list(out.glob('*.png')))} plots "
           f"in {data['seconds']:.0f} s")  # fmt: skip
     return 0

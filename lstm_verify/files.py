@@ -211,4 +211,4 @@ def _link_new(tmp: Path, path: Path, label: str, data: bytes) -> None:
     os.close(fd)
 
 
-__all__ = ["OutputError", "write_file", "kind_of", "fsync_dir", "TEMP_MARK"]
+__all__ = ["TEMP_MARK", "OutputError", "fsync_dir", "kind_of", "write_file"]

@@ -167,4 +167,4 @@ def limit_subject(subj, seconds: float | None, on_call=None):
     return dataclasses.replace(subj, factory=limiter.factory(subj.factory)), limiter
 
 
-__all__ = ["CallTimeout", "DEFAULT_TIMEOUT", "Limiter", "available", "limit_subject", "time_limit"]
+__all__ = ["DEFAULT_TIMEOUT", "CallTimeout", "Limiter", "available", "limit_subject", "time_limit"]

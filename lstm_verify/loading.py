@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import stat
 import sys
 import tomllib
 from pathlib import Path
@@ -23,6 +25,9 @@ def load_object(ref: str):
         obj = importlib.import_module(module_name)
     except ImportError as exc:
         raise LstmVerifyError(f"--impl {ref!r}: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: one line
+        raise LstmVerifyError(f"--impl {ref!r}: importing {module_name!r} raised "
+                              f"{type(exc).__name__}: {exc}") from None  # fmt: skip
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -31,19 +36,36 @@ def load_object(ref: str):
     return obj
 
 
+LAYOUT_LIMIT = 1 << 20  # bytes; a layout is a few lines
+
+
 def read_layout(text: str):
-    """A layout name, or a .toml/.json file holding a layout table."""
+    """A layout name, or a .toml/.json file holding a layout table (a regular file of at most
+    LAYOUT_LIMIT bytes, UTF-8)."""
     path = Path(text)
     if path.suffix not in (".toml", ".json"):
         return text
     try:
-        raw = path.read_text(encoding="utf-8")
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise LstmVerifyError(f"--layout {text}: not a regular file")
+        with open(path, "rb") as f:
+            raw = f.read(LAYOUT_LIMIT + 1)
     except OSError as exc:
-        raise LstmVerifyError(f"--layout {text}: cannot read: {exc.strerror}") from None
+        raise LstmVerifyError(f"--layout {text}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > LAYOUT_LIMIT:
+        raise LstmVerifyError(f"--layout {text}: larger than {LAYOUT_LIMIT} bytes; a layout is a small table")
+    try:
+        raw = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LstmVerifyError(f"--layout {text}: not UTF-8 text (byte {exc.start}: "
+                              f"{raw[exc.start:exc.start + 1]!r})") from None  # fmt: skip
     try:
         data = tomllib.loads(raw) if path.suffix == ".toml" else json.loads(raw)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise LstmVerifyError(f"--layout {text}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    except RecursionError:
+        raise LstmVerifyError(f"--layout {text}: nested too deeply") from None
     if not isinstance(data, dict):
         raise LstmVerifyError(f"--layout {text}: must hold a table")
     return data

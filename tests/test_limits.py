@@ -31,10 +31,9 @@ def test_a_sleeping_call_is_interrupted_and_named():
 
 def test_a_busy_python_loop_is_interrupted():
     n = 0
-    with pytest.raises(CallTimeout):
-        with time_limit(0.2, "loop"):
-            while True:
-                n += 1
+    with pytest.raises(CallTimeout), time_limit(0.2, "loop"):
+        while True:
+            n += 1
     assert _quiet_timer()
 
 
@@ -44,16 +43,14 @@ def test_a_call_that_returns_leaves_no_timer():
     assert x == 45 and _quiet_timer()
     with time_limit(None, "unlimited"), time_limit(0, "unlimited too"):
         pass
-    with pytest.raises(ValueError, match="positive number"):
-        with time_limit(float("nan"), "bad"):
-            pass
+    with pytest.raises(ValueError, match="positive number"), time_limit(float("nan"), "bad"):
+        pass
 
 
 def test_limits_nest():
     with time_limit(3600, "outer"):
-        with pytest.raises(CallTimeout, match="inner"):
-            with time_limit(0.2, "inner"):
-                time.sleep(3600)
+        with pytest.raises(CallTimeout, match="inner"), time_limit(0.2, "inner"):
+            time.sleep(3600)
         remaining, _ = signal.getitimer(signal.ITIMER_REAL)
         assert 0 < remaining <= 3600  # the outer limit is armed again
         with pytest.raises(CallTimeout, match="outer"):  # an outer limit shorter than the inner
