@@ -764,13 +764,13 @@ def prepare(out, force: bool = False) -> Target:
     except OSError as exc:
         raise OutputError(f"-o {out}: cannot read the folder {p}: {exc.strerror or exc}") from None
     in_use = _in_use(p)
-    if not entries and not in_use:
-        return Target(p, "new", force, notes)
+    if not entries:  # an empty folder is replaced by the report; the current one is written into
+        return Target(p, "into" if in_use else "new", force, notes)
     owned = _owned(p, entries) if entries else None
     if owned is not None and not in_use:
         return Target(p, "replace", force, notes)
     if not force:
-        if owned is not None or not entries:
+        if owned is not None:
             raise OutputError(f"-o {out}: {p} is the current folder or contains it, so it cannot be "
                               "replaced; run from elsewhere, or pass --force to write the report's "
                               "files into it")  # fmt: skip
@@ -884,8 +884,8 @@ def _install(target: Target, files: dict, command: str) -> None:
             try:
                 _move_in(staged, p)
             except OSError as exc:
-                raise OutputError(f"cannot put the report at {p}: {exc.strerror or exc} (something "
-                                  "appeared there while computing; nothing was replaced)") from None  # fmt: skip
+                raise OutputError(f"cannot put the report at {p}: {exc.strerror or exc} (it was empty or "
+                                  "absent before computing; nothing was replaced)") from None  # fmt: skip
         else:
             try:
                 old_lock = _lock(p)

@@ -365,3 +365,16 @@ def test_unusable_output_path_is_refused_before_computing(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     assert main(["report", "rnn_tanh", "-o", ".", "--quick"]) == 2
     assert "not a previous lstm-verify report" in capsys.readouterr().err
+
+
+def test_empty_folder_takes_the_report(tmp_path, fake, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rp.write({"v": 1}, empty, "cmd")
+    assert _version(empty) == 1 and _siblings(empty) == []
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert rp.prepare(".").mode == "into"  # the current folder is written into, never renamed
+    rp.write({"v": 1}, ".", "cmd")
+    assert _version(here) == 1 and os.path.samefile(os.getcwd(), here)
