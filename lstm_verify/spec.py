@@ -13,15 +13,19 @@ import copy
 import hashlib
 import json
 import keyword
+import math
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mpmath
 import sympy
 
 from .errors import SpecError
-from .functions import SPEC_FUNCTIONS
+from .functions import BY_SYMPY, SPEC_FUNCTIONS
 
 MAX_FILE_BYTES = 128 * 1024
 MAX_EQUATION_CHARS = 1000
@@ -29,8 +33,11 @@ MAX_EQUATIONS = 200
 MAX_DEPTH = 48
 MAX_EXPONENT = 8
 MAX_CONSTANT = 1e6
+MAX_FOLDED = 1e38  # constant sub-expressions must stay within float32's range (3.4e38)
 NEW = "_"  # suffix of a state's new value: h' is spelled h_ inside
 RESERVED = {"lin", "numpy", "torch", "mpmath", "math", "params", "inputs", "state", "bias"}
+# buffer initialisers (lstm_verify.params.BUFFER_INITS) and their options: name -> (min, max)
+BUFFER_OPTIONS = {"clockwork_periods": {"modules": (1, 1024), "base": (2, 1024)}}
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _EQUATION = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*'?)\s*=(?!=)")
 _KEYS = {
@@ -123,18 +130,33 @@ class CellSpec:
 def read_spec(path) -> CellSpec:
     """Read and parse one spec file; every problem raises :class:`SpecError`."""
     path = Path(path)
+    raw = _read_limited(path)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise SpecError(f"cannot read spec file: {exc.strerror}", path=path) from None
-    if size > MAX_FILE_BYTES:
-        raise SpecError(f"file is {size} bytes; specs are limited to {MAX_FILE_BYTES}", path=path)
-    try:
-        raw = path.read_bytes()
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise SpecError(f"cannot read spec file as UTF-8 text: {exc}", path=path) from None
     return parse_spec(text, path=str(path))
+
+
+def _read_limited(path: Path) -> bytes:
+    """At most MAX_FILE_BYTES of a regular file. The file is opened without blocking (a FIFO
+    would wait for a writer) and checked on the open descriptor; at most one byte more than the
+    limit is read, so a device or a growing file cannot make the read unbounded."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file: {exc.strerror}", path=path) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpecError("not a regular file; a spec is a TOML text file", path=path)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise SpecError(f"cannot read spec file: {exc.strerror}", path=path) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(f"file is larger than {MAX_FILE_BYTES} bytes, the limit for specs", path=path)
+    return raw
 
 
 def parse_spec(text: str, path: str = "<spec>") -> CellSpec:
@@ -268,11 +290,29 @@ class _Parser:
             if not isinstance(entry, dict) or not isinstance(entry.get("init"), str):
                 self.fail(f"buffer {bname!r} needs a string 'init' naming its initialiser")
             opts = {k: v for k, v in entry.items() if k != "init"}
-            for k, v in opts.items():
-                if not isinstance(v, (int, float, str)) or isinstance(v, bool):
-                    self.fail(f"buffer {bname!r} option {k!r} must be a number or string")
+            self.buffer_options(bname, entry["init"], opts)
             out.append((bname, BufferSpec(entry["init"], tuple(sorted(opts.items())))))
         return tuple(out)
+
+    def buffer_options(self, bname, init, opts):
+        """Options are checked here, against the initialiser's table, so that a bad value is a
+        SpecError at load and never an error at init_params."""
+        schema = BUFFER_OPTIONS.get(init)
+        where = f"buffer {bname!r}"
+        if schema is None:
+            self.fail(f"{where}: unknown initialiser {init!r}; known: {sorted(BUFFER_OPTIONS)}")
+        unknown = set(opts) - set(schema)
+        if unknown:
+            self.fail(f"{where}: unknown options {sorted(unknown)} for {init}; allowed: {sorted(schema)}")
+        for k, v in opts.items():
+            lo, hi = schema[k]
+            if type(v) is not int or not lo <= v <= hi:
+                self.fail(f"{where}: option {k!r} must be an integer from {lo} to {hi}, got {v!r}")
+        if init == "clockwork_periods":
+            modules, base = opts.get("modules", 4), opts.get("base", 2)
+            if base ** (modules - 1) > 2**53:
+                self.fail(f"{where}: the slowest period base**(modules - 1) = {base}**{modules - 1} "
+                          "exceeds 2**53, beyond exact float step counts")
 
     def sizes(self):
         table = self.data.get("sizes", {})
@@ -351,6 +391,7 @@ class _Parser:
             self.fail(f"{len(texts)} equations; at most {MAX_EQUATIONS} are allowed")
         heads = []
         for text in texts:
+            self.check_text(text)
             if len(text) > MAX_EQUATION_CHARS:
                 self.fail(
                     f"equation is {len(text)} characters long; at most {MAX_EQUATION_CHARS}",
@@ -407,6 +448,25 @@ class _Parser:
             self.equation(text, lhs if not lhs.endswith("'") else lhs[:-1] + NEW, offset)
             for text, (lhs, offset) in zip(texts, heads)
         )
+
+    def check_text(self, text):
+        """One line of printable text; ASCII before a ``#`` comment (Python would read a
+        fullwidth letter as its ASCII twin), no quotes there (equations hold no strings, and
+        a prime only follows a name)."""
+        code_end = text.find("#") if "#" in text else len(text)
+        for pos, ch in enumerate(text):
+            col = pos + 1
+            if not ch.isprintable() and ch != "\t":
+                self.fail(f"character {ch!r} is not allowed: an equation is one line of text",
+                          equation=text, column=col)
+            if pos >= code_end:
+                continue
+            if not ch.isascii():
+                self.fail(f"character {ch!r} (U+{ord(ch):04X}) is not allowed: names and operators "
+                          "are ASCII (non-ASCII text may follow a '#')", equation=text, column=col)
+            if ch == '"' or (ch == "'" and (pos == 0 or not re.match(r"[A-Za-z0-9_]", text[pos - 1]))):
+                self.fail("quotes are not allowed: equations hold no strings, and a prime follows "
+                          "a state name (h')", equation=text, column=col)
 
     def equation(self, text, lhs, offset):
         rhs = text[offset:]
@@ -471,9 +531,23 @@ class _Walker:
             method = getattr(self, "_" + type(node).__name__, None)
             if method is None:
                 self.fail(f"{type(node).__name__} is not allowed in equations ({_EXPLAIN})", node)
-            return method(node, dim, in_lin)
+            return self.finite(method(node, dim, in_lin), node)
         finally:
             self.depth -= 1
+
+    def finite(self, expr, node):
+        """Reject what SymPy folds to a non-finite value (``0**-1`` is zoo) and constant parts
+        that no float32 can hold (``exp(100)``), at the sub-expression where they arise."""
+        if expr.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
+            self.fail(f"this evaluates to {expr.func.__name__ if expr.is_Atom else 'an expression'} "
+                      "that is not finite (a division by zero or an infinite constant)", node)
+        if not expr.free_symbols:
+            value = _constant_value(expr)
+            if not (mpmath.isfinite(value) and abs(value) <= MAX_FOLDED):
+                shown = mpmath.nstr(value, 3) if mpmath.isfinite(value) else str(value)
+                self.fail(f"constant part {str(expr)[:60]} is {shown}, beyond {MAX_FOLDED:g}: float32 code "
+                          "could not represent it", node)
+        return expr
 
     def _Constant(self, node, dim, in_lin):
         v = node.value
@@ -600,6 +674,27 @@ class _Walker:
         placeholder = sympy.Symbol(f"lin{len(self.lins)}@{self.lhs}", real=True)
         self.lins.append(Lin(placeholder, tuple(args), bias, self.offset + node.col_offset + 1))
         return placeholder
+
+
+def _constant_value(expr) -> mpmath.mpf:
+    """The value of a constant expression the walker built, at 30 digits. Its parts were checked
+    as they were built, so every argument here is finite and within MAX_FOLDED."""
+    with mpmath.workdps(30):
+        if expr.is_Rational:
+            return mpmath.mpf(expr.p) / expr.q
+        if expr.is_Number:
+            return mpmath.mpf(str(expr))
+        args = [_constant_value(a) for a in expr.args]
+        try:
+            if expr.is_Add:
+                return mpmath.fsum(args)
+            if expr.is_Mul:
+                return mpmath.fprod(args)
+            if expr.is_Pow:
+                return args[0] ** args[1]
+            return BY_SYMPY[expr.func].mpmath(*args)
+        except (ZeroDivisionError, ValueError, OverflowError):
+            return mpmath.nan
 
 
 _EXPLAIN = "equations use numbers, names, + - * / **, the functions " + ", ".join(
