@@ -26,6 +26,7 @@ from .codegen import generate
 from .errors import LstmVerifyError
 from .functions import BY_SYMPY
 from .ir import Affine
+from .hygiene import audit_python, c_comment, quoted_lines
 from .runtime import write_atomic
 
 TARGETS = ("numpy", "torch", "c")
@@ -59,7 +60,10 @@ def _torch_places(cell: Cell) -> dict:
     return {k: " + ".join(v) for k, v in out.items()}
 
 
-def _about(cell: Cell, target: str, prefix: str) -> list[str]:
+def _about(cell: Cell, target: str) -> list[str]:
+    """What the exported file says of itself. It holds spec text (title, sources, equations,
+    notes, file and layout names), so it reaches the output only through
+    :func:`hygiene.quoted_lines` (Python) or :func:`hygiene.c_comment` (C)."""
     ir = cell.ir
     spec = ir.spec
     places = _torch_places(cell)
@@ -88,7 +92,7 @@ def _about(cell: Cell, target: str, prefix: str) -> list[str]:
         lines.append("A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).")
     if spec.notes:
         lines += ["", *_wrap(f"Note: {spec.notes}", 95)]
-    return [(prefix + line).rstrip() for line in lines]
+    return [line.rstrip() for line in lines]
 
 
 def _wrap(text, width):
@@ -194,9 +198,8 @@ def _clockwork_periods(n, options):
 
 def _python(cell: Cell, target: str) -> str:
     ir = cell.ir
-    body = generate(ir, target)
-    body = "\n".join(line for line in body.splitlines() if not line.startswith("# ")) + "\n"
-    doc = "\n".join(_about(cell, target, ""))
+    body = generate(ir, target, header=False)
+    doc = quoted_lines(_about(cell, target), indent="    ")
     tables = [
         "",
         "",
@@ -206,7 +209,7 @@ def _python(cell: Cell, target: str) -> str:
         "INPUTS = [" + ", ".join(repr(n) for n, _ in ir.inputs) + "]",
         "STATES = {" + ", ".join(f"{s!r}: {d!r}" for s, d in ir.states) + "}",
     ]
-    text = f'"""{doc}\n"""\n\n' + body + "\n".join(tables) + "\n" + _STEP
+    text = "# fmt: off\n" + doc + "\n# fmt: on\n" + body + "\n".join(tables) + "\n" + _STEP
     if target == "torch":
         width_of = {s: _param_of_width(ir, d) for s, d in ir.states}
         inits = "".join(_BUFFER_INIT_CODE[bs.init] for _, _, bs in ir.buffers)
@@ -214,7 +217,9 @@ def _python(cell: Cell, target: str) -> str:
         text += "\n_BUFFER_INITS = {" + ", ".join(
             f"{bs.init!r}: _{bs.init}" for _, _, bs in ir.buffers) + "}\n" + _TORCH_LAYER  # fmt: skip
         text = text.replace("\nimport torch\n", "\nimport math\n\nimport torch\n", 1)
-    return _ruff_format(text)
+    text = _ruff_format(text)
+    audit_python(text, f"export of {ir.name} ({target})")
+    return text
 
 
 def _dims(ir, name):
@@ -311,11 +316,39 @@ def _used_functions(ir) -> list[str]:
     return [n for n in _C_HELPERS if n in names]
 
 
+# Spec names that are struct members (parameters, buffers, sizes) keep their names: they are the
+# C API. C keywords and the object-like macros of the included headers (C99/C11, POSIX and
+# glibc's defaults, and gcc's predefined `unix`, `linux`) cannot be members.
+_C_RESERVED = frozenset("""
+auto break case char const continue default do double else enum extern float for goto if inline
+int long register restrict return short signed sizeof static struct switch typedef union
+unsigned void volatile while alignas alignof bool constexpr false nullptr static_assert
+thread_local true typeof typeof_unqual asm
+NULL EXIT_FAILURE EXIT_SUCCESS RAND_MAX MB_CUR_MAX HUGE_VAL HUGE_VALF HUGE_VALL INFINITY NAN
+FP_INFINITE FP_NAN FP_NORMAL FP_SUBNORMAL FP_ZERO FP_FAST_FMA FP_FAST_FMAF FP_FAST_FMAL FP_ILOGB0
+FP_ILOGBNAN MATH_ERRNO MATH_ERREXCEPT math_errhandling errno M_E M_LOG2E M_LOG10E M_LN2 M_LN10
+M_PI M_PI_2 M_PI_4 M_1_PI M_2_PI M_2_SQRTPI M_SQRT2 M_SQRT1_2 MAXFLOAT HUGE WNOHANG WUNTRACED
+WSTOPPED WEXITED WCONTINUED WNOWAIT NFDBITS FD_SETSIZE BYTE_ORDER BIG_ENDIAN LITTLE_ENDIAN
+PDP_ENDIAN unix linux i386
+""".split())
+
+
+def _c_check_names(ir) -> None:
+    members = list(ir.param_names) + [b for b, _, _ in ir.buffers] + list(ir.size_names)
+    bad = sorted({m for m in members if m in _C_RESERVED})
+    if bad:
+        raise LstmVerifyError(
+            f"{ir.name}: cannot export to C: {', '.join(bad)} would be C struct members but "
+            "are C keywords or macros of the C library; rename them in the spec"
+        )
+
+
 def _c(cell: Cell) -> str:
     ir = cell.ir
+    _c_check_names(ir)
     name = ir.name
     sizes = list(ir.size_names)
-    out = ["/*", *_about(cell, "c", " * "), " *",
+    out = ["/*", *[(" * " + c_comment(line)).rstrip() for line in _about(cell, "c")], " *",
            " * API (row-major; batch rows of length <size>; p->W[j*in + k] is weight row j, column k):",
            f" *   {name}_step_f64(n, p, <inputs>, <states>, <new states>, batch, t)",
            f" *   {name}_sequence_f64(n, p, <input sequences (T, batch, n)>, <states, updated in place>,",
@@ -339,28 +372,30 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     lines = ["typedef struct {", *[f"    const {real} *{p};" for p in params], f"}} {ptype};", ""]
     inputs = [n for n, _ in ir.inputs]
     states = [s for s, _ in ir.states]
-    args = ", ".join([f"const {real} *{x}" for x in inputs] + [f"const {real} *{s}" for s in states]
-                     + [f"{real} *{s}_new" for s in states])  # fmt: skip
+    # spec names reach C identifiers only behind an upper-case role prefix (A_ argument, N_ new
+    # state, R_ batch row, V_ node, X_ next state); the generator's own locals are lower case
+    args = ", ".join([f"const {real} *A_{x}" for x in inputs] + [f"const {real} *A_{s}" for s in states]
+                     + [f"{real} *N_{s}" for s in states])  # fmt: skip
     lines.append("/* One step for a batch: new states from inputs and states, (batch, size) each. */")
     lines.append(f"void {name}_step{suffix}(const {name}_sizes *n, const {ptype} *p, {args}, int batch, long t)")
     lines.append("{")
     lines.append("    for (int b = 0; b < batch; ++b) {")
     ind = "        "
     for x, d in ir.inputs:
-        lines.append(f"{ind}const {real} *in_{x} = {x} + (size_t)b * n->{d};")
+        lines.append(f"{ind}const {real} *R_{x} = A_{x} + (size_t)b * n->{d};")
     for s, d in ir.states:
-        lines.append(f"{ind}const {real} *st_{s} = {s} + (size_t)b * n->{d};")
-    vec = {x: f"in_{x}" for x in inputs} | {s: f"st_{s}" for s in states}
+        lines.append(f"{ind}const {real} *R_{s} = A_{s} + (size_t)b * n->{d};")
+    vec = {x: f"R_{x}" for x in inputs} | {s: f"R_{s}" for s in states}
     for node in ir.nodes:
         d = node.dim
-        var = f"v_{node.name}"
+        var = f"V_{node.name}"
         lines.append(f"{ind}{real} {var}[n->{d}];")
         lines.append(f"{ind}for (int j = 0; j < n->{d}; ++j) {{")
         if isinstance(node, Affine):
             lines.append(f"{ind}    {real} acc = {f'p->{node.bias}[j]' if node.bias else '0'};")
             for w, a in node.terms:
                 weight = next(x for x in ir.weights if x.name == w)
-                src = vec.get(a, f"v_{a}")
+                src = vec.get(a, f"V_{a}")
                 lines.append(f"{ind}    for (int k = 0; k < n->{weight.in_dim}; ++k)")
                 cond = _c_mask(weight.mask)
                 term = f"p->{w}[(size_t)j * n->{weight.in_dim} + k] * {src}[k]"
@@ -375,16 +410,16 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
                 elif n_ in vec:
                     subs[sym] = sympy.Symbol(f"{vec[n_]}[j]")
                 elif n_ in ir.node_map:
-                    subs[sym] = sympy.Symbol(f"v_{n_}[j]")
+                    subs[sym] = sympy.Symbol(f"V_{n_}[j]")
                 else:  # diagonal parameter or buffer
                     subs[sym] = sympy.Symbol(f"p->{n_}[j]")
             lines.append(f"{ind}    {var}[j] = {printer.doprint(node.expr.xreplace(subs))};")
         lines.append(f"{ind}}}")
     for s, d in ir.states:
-        lines.append(f"{ind}memcpy({s}_new + (size_t)b * n->{d}, v_{ir.new(s)}, sizeof({real}) * (size_t)n->{d});")
+        lines.append(f"{ind}memcpy(N_{s} + (size_t)b * n->{d}, V_{ir.new(s)}, sizeof({real}) * (size_t)n->{d});")
     lines += ["    }", "}", ""]
     # sequence
-    seq_args = ", ".join([f"const {real} *{x}" for x in inputs] + [f"{real} *{s}" for s in states])
+    seq_args = ", ".join([f"const {real} *A_{x}" for x in inputs] + [f"{real} *A_{s}" for s in states])
     out_dim = dict(ir.states)[ir.output]
     lines.append(f"/* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, {out_dim})")
     lines.append("   receives the output state after every step (NULL: not kept). */")
@@ -392,19 +427,20 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
                  f"int T, int batch, long t0)")  # fmt: skip
     lines.append("{")
     for s, d in ir.states:
-        lines.append(f"    {real} *next_{s} = malloc(sizeof({real}) * (size_t)batch * (size_t)n->{d});")
-    lines.append("    if (" + " || ".join(f"!next_{s}" for s in states) + ") {")
-    lines += [f"        free(next_{s});" for s in states] + ["        return -1;", "    }"]
+        lines.append(f"    {real} *X_{s} = malloc(sizeof({real}) * (size_t)batch * (size_t)n->{d});")
+    lines.append("    if (" + " || ".join(f"!X_{s}" for s in states) + ") {")
+    lines += [f"        free(X_{s});" for s in states] + ["        return -1;", "    }"]
     lines.append("    for (int t = 0; t < T; ++t) {")
-    call = ", ".join([f"{x} + (size_t)t * batch * n->{d}" for x, d in ir.inputs] + states + [f"next_{s}" for s in states])
+    call = ", ".join([f"A_{x} + (size_t)t * batch * n->{d}" for x, d in ir.inputs] + [f"A_{s}" for s in states]
+                     + [f"X_{s}" for s in states])  # fmt: skip
     lines.append(f"        {name}_step{suffix}(n, p, {call}, batch, t0 + t);")
     for s, d in ir.states:
-        lines.append(f"        memcpy({s}, next_{s}, sizeof({real}) * (size_t)batch * (size_t)n->{d});")
+        lines.append(f"        memcpy(A_{s}, X_{s}, sizeof({real}) * (size_t)batch * (size_t)n->{d});")
     lines.append("        if (outputs)")
-    lines.append(f"            memcpy(outputs + (size_t)t * batch * n->{out_dim}, {ir.output}, "
+    lines.append(f"            memcpy(outputs + (size_t)t * batch * n->{out_dim}, A_{ir.output}, "
                  f"sizeof({real}) * (size_t)batch * (size_t)n->{out_dim});")  # fmt: skip
     lines.append("    }")
-    lines += [f"    free(next_{s});" for s in states] + ["    return 0;", "}", ""]
+    lines += [f"    free(X_{s});" for s in states] + ["    return 0;", "}", ""]
     return lines
 
 

@@ -18,7 +18,7 @@ import pytest
 import lstm_verify as lv
 from lstm_verify.cli import main
 from lstm_verify.compare import errors
-from lstm_verify.export import c_compiler, export
+from lstm_verify.export import SUFFIX, TARGETS, c_compiler, export
 
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_CELLS = ("lstm", "gru", "clockwork_rnn")
@@ -214,13 +214,26 @@ def test_exported_torch_layer_trains_with_gradients_equal_to_autograd(tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_export_is_deterministic_across_processes(tmp_path):
-    here = {t: export(lv.load("gru"), t) for t in ("numpy", "torch", "c")}
-    code = "import json, lstm_verify.export as e; print(json.dumps({t: e.export('gru', t) for t in ('numpy', 'torch', 'c')}))"
-    env = dict(os.environ, PYTHONHASHSEED="12345", LSTM_VERIFY_CACHE="0")
+@pytest.mark.parametrize("name", CELLS)
+def test_every_export_matches_its_golden(name):
+    """Every cell and target is pinned (refresh: python tests/golden/refresh.py)."""
+    for target in TARGETS:
+        golden = (GOLDEN / f"{name}_{target}{SUFFIX[target]}").read_text()
+        assert export(lv.load(name), target) == golden, f"{name} ({target}) changed; refresh the goldens"
+
+
+@pytest.mark.parametrize("seed", ["1", "4242"])
+def test_export_is_deterministic_across_processes(tmp_path, seed):
+    """Other hash seeds (set and dict order of strings) give byte-identical exports of every
+    cell and target."""
+    code = ("import json, lstm_verify as lv, lstm_verify.export as e; print(json.dumps("
+            "{f'{c}_{t}{e.SUFFIX[t]}': e.export(c, t) for c in lv.catalog() for t in e.TARGETS}))")
+    env = dict(os.environ, PYTHONHASHSEED=seed, LSTM_VERIFY_CACHE="0")
     there = json.loads(subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True,
                                       capture_output=True, text=True).stdout)  # fmt: skip
-    assert here == there
+    assert len(there) == len(CELLS) * len(TARGETS)
+    changed = [f for f, text in there.items() if (GOLDEN / f).read_text() != text]
+    assert not changed, f"PYTHONHASHSEED={seed} changes {changed}"
 
 
 @pytest.mark.parametrize("name", GOLDEN_CELLS)

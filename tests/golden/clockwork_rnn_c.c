@@ -44,44 +44,44 @@ typedef struct {
 } clockwork_rnn_params_f64;
 
 /* One step for a batch: new states from inputs and states, (batch, size) each. */
-void clockwork_rnn_step_f64(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f64 *p, const double *x, const double *h, double *h_new, int batch, long t)
+void clockwork_rnn_step_f64(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f64 *p, const double *A_x, const double *A_h, double *N_h, int batch, long t)
 {
     for (int b = 0; b < batch; ++b) {
-        const double *in_x = x + (size_t)b * n->input;
-        const double *st_h = h + (size_t)b * n->hidden;
-        double v_lin_h[n->hidden];
+        const double *R_x = A_x + (size_t)b * n->input;
+        const double *R_h = A_h + (size_t)b * n->hidden;
+        double V_lin_h[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_h[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_h_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_h_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                if (p->period[k] >= p->period[j]) acc += p->W_h_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_h[j] = acc;
+                if (p->period[k] >= p->period[j]) acc += p->W_h_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_h[j] = acc;
         }
-        double v_h_[n->hidden];
+        double V_h_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_h_[j] = st_h[j]*(1.0 - lv_tick_f64(((double)t), p->period[j])) + lv_tanh_f64(v_lin_h[j])*lv_tick_f64(((double)t), p->period[j]);
+            V_h_[j] = R_h[j]*(1.0 - lv_tick_f64(((double)t), p->period[j])) + lv_tanh_f64(V_lin_h[j])*lv_tick_f64(((double)t), p->period[j]);
         }
-        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(double) * (size_t)n->hidden);
+        memcpy(N_h + (size_t)b * n->hidden, V_h_, sizeof(double) * (size_t)n->hidden);
     }
 }
 
 /* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
    receives the output state after every step (NULL: not kept). */
-int clockwork_rnn_sequence_f64(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f64 *p, const double *x, double *h, double *outputs, int T, int batch, long t0)
+int clockwork_rnn_sequence_f64(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f64 *p, const double *A_x, double *A_h, double *outputs, int T, int batch, long t0)
 {
-    double *next_h = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
-    if (!next_h) {
-        free(next_h);
+    double *X_h = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
+    if (!X_h) {
+        free(X_h);
         return -1;
     }
     for (int t = 0; t < T; ++t) {
-        clockwork_rnn_step_f64(n, p, x + (size_t)t * batch * n->input, h, next_h, batch, t0 + t);
-        memcpy(h, next_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+        clockwork_rnn_step_f64(n, p, A_x + (size_t)t * batch * n->input, A_h, X_h, batch, t0 + t);
+        memcpy(A_h, X_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
         if (outputs)
-            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+            memcpy(outputs + (size_t)t * batch * n->hidden, A_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
     }
-    free(next_h);
+    free(X_h);
     return 0;
 }
 
@@ -96,43 +96,43 @@ typedef struct {
 } clockwork_rnn_params_f32;
 
 /* One step for a batch: new states from inputs and states, (batch, size) each. */
-void clockwork_rnn_step_f32(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f32 *p, const float *x, const float *h, float *h_new, int batch, long t)
+void clockwork_rnn_step_f32(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f32 *p, const float *A_x, const float *A_h, float *N_h, int batch, long t)
 {
     for (int b = 0; b < batch; ++b) {
-        const float *in_x = x + (size_t)b * n->input;
-        const float *st_h = h + (size_t)b * n->hidden;
-        float v_lin_h[n->hidden];
+        const float *R_x = A_x + (size_t)b * n->input;
+        const float *R_h = A_h + (size_t)b * n->hidden;
+        float V_lin_h[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_h[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_h_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_h_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                if (p->period[k] >= p->period[j]) acc += p->W_h_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_h[j] = acc;
+                if (p->period[k] >= p->period[j]) acc += p->W_h_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_h[j] = acc;
         }
-        float v_h_[n->hidden];
+        float V_h_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_h_[j] = st_h[j]*(1.0 - lv_tick_f32(((float)t), p->period[j])) + lv_tanh_f32(v_lin_h[j])*lv_tick_f32(((float)t), p->period[j]);
+            V_h_[j] = R_h[j]*(1.0 - lv_tick_f32(((float)t), p->period[j])) + lv_tanh_f32(V_lin_h[j])*lv_tick_f32(((float)t), p->period[j]);
         }
-        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(float) * (size_t)n->hidden);
+        memcpy(N_h + (size_t)b * n->hidden, V_h_, sizeof(float) * (size_t)n->hidden);
     }
 }
 
 /* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
    receives the output state after every step (NULL: not kept). */
-int clockwork_rnn_sequence_f32(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f32 *p, const float *x, float *h, float *outputs, int T, int batch, long t0)
+int clockwork_rnn_sequence_f32(const clockwork_rnn_sizes *n, const clockwork_rnn_params_f32 *p, const float *A_x, float *A_h, float *outputs, int T, int batch, long t0)
 {
-    float *next_h = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
-    if (!next_h) {
-        free(next_h);
+    float *X_h = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
+    if (!X_h) {
+        free(X_h);
         return -1;
     }
     for (int t = 0; t < T; ++t) {
-        clockwork_rnn_step_f32(n, p, x + (size_t)t * batch * n->input, h, next_h, batch, t0 + t);
-        memcpy(h, next_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+        clockwork_rnn_step_f32(n, p, A_x + (size_t)t * batch * n->input, A_h, X_h, batch, t0 + t);
+        memcpy(A_h, X_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
         if (outputs)
-            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+            memcpy(outputs + (size_t)t * batch * n->hidden, A_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
     }
-    free(next_h);
+    free(X_h);
     return 0;
 }

@@ -1,24 +1,27 @@
-"""clockwork_rnn: Clockwork RNN
-
-Exported by lstm-verify 0.1.0 (target numpy) from spec clockwork_rnn.toml,
-sha256 847f35468a6f8ddfd2f3d9bdc69531f654dc1473f5fdfadb22293fa07bfcf4a8.
-Regenerate: lstm-verify export clockwork_rnn --target numpy -o clockwork_rnn_numpy.py
-
-Sources: Koutnik, Greff, Gomez & Schmidhuber 2014, A Clockwork RNN, eq. 1-3
-Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
-    h' = tick(t, period)*tanh(lin(x, h)) + (1 - tick(t, period))*h
-
-Inputs: x (input). State: h (hidden). Output: h.
-Parameters (weights stored (out, in), as torch stores them):
-    W_h_x: (hidden, input)
-    W_h_h: (hidden, hidden), structural zeros where the mask fails
-    b_h: (hidden,)
-    period: (hidden,) fixed buffer, clockwork_periods(modules=4)
-
-Note: Hidden units form 'modules' equal blocks with periods 1, 2, 4, ...; a module updates at
-steps t (0-based, counted from t0) with t mod period = 0 and keeps its value otherwise.
-Recurrent weights from faster to slower modules are zero.
-"""
+# fmt: off
+(
+    'clockwork_rnn: Clockwork RNN\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target numpy) from spec clockwork_rnn.toml,\n'
+    'sha256 847f35468a6f8ddfd2f3d9bdc69531f654dc1473f5fdfadb22293fa07bfcf4a8.\n'
+    'Regenerate: lstm-verify export clockwork_rnn --target numpy -o clockwork_rnn_numpy.py\n'
+    '\n'
+    'Sources: Koutnik, Greff, Gomez & Schmidhuber 2014, A Clockwork RNN, eq. 1-3\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    "    h' = tick(t, period)*tanh(lin(x, h)) + (1 - tick(t, period))*h\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_h_x: (hidden, input)\n'
+    '    W_h_h: (hidden, hidden), structural zeros where the mask fails\n'
+    '    b_h: (hidden,)\n'
+    '    period: (hidden,) fixed buffer, clockwork_periods(modules=4)\n'
+    '\n'
+    "Note: Hidden units form 'modules' equal blocks with periods 1, 2, 4, ...; a module updates at\n"
+    'steps t (0-based, counted from t0) with t mod period = 0 and keeps its value otherwise.\n'
+    'Recurrent weights from faster to slower modules are zero.\n'
+)
+# fmt: on
 
 import numpy
 
@@ -87,32 +90,32 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    W_h_x = params["W_h_x"]
-    W_h_h = params["W_h_h"]
-    b_h = params["b_h"]
-    period = params["period"]
-    _mask_W_h_h = period[None, :] >= period[:, None]
-    W_h_h = W_h_h * _mask_W_h_h
-    _W_x = _cat([W_h_x], 0)
-    _W_h = _cat([W_h_h], 0)
+    v_W_h_x = params["W_h_x"]
+    v_W_h_h = params["W_h_h"]
+    v_b_h = params["b_h"]
+    v_period = params["period"]
+    _mask_W_h_h = v_period[None, :] >= v_period[:, None]
+    v_W_h_h = v_W_h_h * _mask_W_h_h
+    _W_x = _cat([v_W_h_x], 0)
+    _W_h = _cat([v_W_h_h], 0)
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    _b_x = _cat([b_h], 0)
+    _b_x = _cat([v_b_h], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
-    h = state["h"]
+    v_h = state["h"]
     _out = None
     _saved = {"lin_h": None} if save else None
     for _t in range(_T):
-        t = t0 + _t
-        _z_h = _mm_h(h, _G_x[_t])
-        lin_h = _z_h
-        _f0_0 = _tick(t, period)
-        h_ = _f0_0 * numpy.tanh(lin_h) + h * (1 - _f0_0)
+        v_t = t0 + _t
+        _z_h = _mm_h(v_h, _G_x[_t])
+        v_lin_h = _z_h
+        _f0_0 = _tick(v_t, v_period)
+        v_h_ = _f0_0 * numpy.tanh(v_lin_h) + v_h * (1 - _f0_0)
         if save:
-            _saved["lin_h"] = _put(_saved["lin_h"], _t, lin_h, _T)
-        h = h_
-        _out = _put(_out, _t, h, _T)
+            _saved["lin_h"] = _put(_saved["lin_h"], _t, v_lin_h, _T)
+        v_h = v_h_
+        _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
@@ -122,21 +125,21 @@ def forward(params, inputs, state, t0=0, save=False):
             "t0": t0,
             "saved": _saved,
         }
-    return _out, {"h": h}, cache
+    return _out, {"h": v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    W_h_x = params["W_h_x"]
-    W_h_h = params["W_h_h"]
-    b_h = params["b_h"]
-    period = params["period"]
-    _mask_W_h_h = period[None, :] >= period[:, None]
-    W_h_h = W_h_h * _mask_W_h_h
-    _W_x = _cat([W_h_x], 0)
-    _W_h = _cat([W_h_h], 0)
+    v_W_h_x = params["W_h_x"]
+    v_W_h_h = params["W_h_h"]
+    v_b_h = params["b_h"]
+    v_period = params["period"]
+    _mask_W_h_h = v_period[None, :] >= v_period[:, None]
+    v_W_h_h = v_W_h_h * _mask_W_h_h
+    _W_x = _cat([v_W_h_x], 0)
+    _W_h = _cat([v_W_h_h], 0)
     _X_x = cache["inputs"]["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
@@ -152,17 +155,17 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
-        t = t0 + _t
-        h = _S_h[_t]
-        lin_h = _S_lin_h[_t]
-        _q0 = _tick(t, period)
-        _p_h__h = 1 - _q0
-        _p_h__lin_h = _q0 * (1 - numpy.tanh(lin_h) ** 2)
+        v_t = t0 + _t
+        v_h = _S_h[_t]
+        v_lin_h = _S_lin_h[_t]
+        _q0 = _tick(v_t, v_period)
+        _p0_h__h = 1 - _q0
+        _p1_h__lin_h = _q0 * (1 - numpy.tanh(v_lin_h) ** 2)
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]
-        _d_h = _d_h_ * _p_h__h
-        _d_lin_h = _d_h_ * _p_h__lin_h
+        _d_h = _d_h_ * _p0_h__h
+        _d_lin_h = _d_h_ * _p1_h__lin_h
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_h], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)

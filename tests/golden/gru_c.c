@@ -62,79 +62,79 @@ typedef struct {
 } gru_params_f64;
 
 /* One step for a batch: new states from inputs and states, (batch, size) each. */
-void gru_step_f64(const gru_sizes *n, const gru_params_f64 *p, const double *x, const double *h, double *h_new, int batch, long t)
+void gru_step_f64(const gru_sizes *n, const gru_params_f64 *p, const double *A_x, const double *A_h, double *N_h, int batch, long t)
 {
     for (int b = 0; b < batch; ++b) {
-        const double *in_x = x + (size_t)b * n->input;
-        const double *st_h = h + (size_t)b * n->hidden;
-        double v_lin_r[n->hidden];
+        const double *R_x = A_x + (size_t)b * n->input;
+        const double *R_h = A_h + (size_t)b * n->hidden;
+        double V_lin_r[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_r[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_r_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_r_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_r_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_r[j] = acc;
+                acc += p->W_r_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_r[j] = acc;
         }
-        double v_r[n->hidden];
+        double V_r[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_r[j] = lv_sigmoid_f64(v_lin_r[j]);
+            V_r[j] = lv_sigmoid_f64(V_lin_r[j]);
         }
-        double v_lin_z[n->hidden];
+        double V_lin_z[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_z[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_z_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_z_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_z_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_z[j] = acc;
+                acc += p->W_z_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_z[j] = acc;
         }
-        double v_z[n->hidden];
+        double V_z[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_z[j] = lv_sigmoid_f64(v_lin_z[j]);
+            V_z[j] = lv_sigmoid_f64(V_lin_z[j]);
         }
-        double v_lin_n_x[n->hidden];
+        double V_lin_n_x[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_n_x[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_n_x[(size_t)j * n->input + k] * in_x[k];
-            v_lin_n_x[j] = acc;
+                acc += p->W_n_x[(size_t)j * n->input + k] * R_x[k];
+            V_lin_n_x[j] = acc;
         }
-        double v_lin_n_h[n->hidden];
+        double V_lin_n_h[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_n_h[j];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_n_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_n_h[j] = acc;
+                acc += p->W_n_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_n_h[j] = acc;
         }
-        double v_n[n->hidden];
+        double V_n[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_n[j] = lv_tanh_f64(v_lin_n_h[j]*v_r[j] + v_lin_n_x[j]);
+            V_n[j] = lv_tanh_f64(V_lin_n_h[j]*V_r[j] + V_lin_n_x[j]);
         }
-        double v_h_[n->hidden];
+        double V_h_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_h_[j] = st_h[j]*v_z[j] + v_n[j]*(1.0 - v_z[j]);
+            V_h_[j] = R_h[j]*V_z[j] + V_n[j]*(1.0 - V_z[j]);
         }
-        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(double) * (size_t)n->hidden);
+        memcpy(N_h + (size_t)b * n->hidden, V_h_, sizeof(double) * (size_t)n->hidden);
     }
 }
 
 /* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
    receives the output state after every step (NULL: not kept). */
-int gru_sequence_f64(const gru_sizes *n, const gru_params_f64 *p, const double *x, double *h, double *outputs, int T, int batch, long t0)
+int gru_sequence_f64(const gru_sizes *n, const gru_params_f64 *p, const double *A_x, double *A_h, double *outputs, int T, int batch, long t0)
 {
-    double *next_h = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
-    if (!next_h) {
-        free(next_h);
+    double *X_h = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
+    if (!X_h) {
+        free(X_h);
         return -1;
     }
     for (int t = 0; t < T; ++t) {
-        gru_step_f64(n, p, x + (size_t)t * batch * n->input, h, next_h, batch, t0 + t);
-        memcpy(h, next_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+        gru_step_f64(n, p, A_x + (size_t)t * batch * n->input, A_h, X_h, batch, t0 + t);
+        memcpy(A_h, X_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
         if (outputs)
-            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+            memcpy(outputs + (size_t)t * batch * n->hidden, A_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
     }
-    free(next_h);
+    free(X_h);
     return 0;
 }
 
@@ -159,78 +159,78 @@ typedef struct {
 } gru_params_f32;
 
 /* One step for a batch: new states from inputs and states, (batch, size) each. */
-void gru_step_f32(const gru_sizes *n, const gru_params_f32 *p, const float *x, const float *h, float *h_new, int batch, long t)
+void gru_step_f32(const gru_sizes *n, const gru_params_f32 *p, const float *A_x, const float *A_h, float *N_h, int batch, long t)
 {
     for (int b = 0; b < batch; ++b) {
-        const float *in_x = x + (size_t)b * n->input;
-        const float *st_h = h + (size_t)b * n->hidden;
-        float v_lin_r[n->hidden];
+        const float *R_x = A_x + (size_t)b * n->input;
+        const float *R_h = A_h + (size_t)b * n->hidden;
+        float V_lin_r[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_r[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_r_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_r_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_r_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_r[j] = acc;
+                acc += p->W_r_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_r[j] = acc;
         }
-        float v_r[n->hidden];
+        float V_r[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_r[j] = lv_sigmoid_f32(v_lin_r[j]);
+            V_r[j] = lv_sigmoid_f32(V_lin_r[j]);
         }
-        float v_lin_z[n->hidden];
+        float V_lin_z[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_z[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_z_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_z_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_z_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_z[j] = acc;
+                acc += p->W_z_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_z[j] = acc;
         }
-        float v_z[n->hidden];
+        float V_z[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_z[j] = lv_sigmoid_f32(v_lin_z[j]);
+            V_z[j] = lv_sigmoid_f32(V_lin_z[j]);
         }
-        float v_lin_n_x[n->hidden];
+        float V_lin_n_x[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_n_x[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_n_x[(size_t)j * n->input + k] * in_x[k];
-            v_lin_n_x[j] = acc;
+                acc += p->W_n_x[(size_t)j * n->input + k] * R_x[k];
+            V_lin_n_x[j] = acc;
         }
-        float v_lin_n_h[n->hidden];
+        float V_lin_n_h[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_n_h[j];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_n_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_n_h[j] = acc;
+                acc += p->W_n_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_n_h[j] = acc;
         }
-        float v_n[n->hidden];
+        float V_n[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_n[j] = lv_tanh_f32(v_lin_n_h[j]*v_r[j] + v_lin_n_x[j]);
+            V_n[j] = lv_tanh_f32(V_lin_n_h[j]*V_r[j] + V_lin_n_x[j]);
         }
-        float v_h_[n->hidden];
+        float V_h_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_h_[j] = st_h[j]*v_z[j] + v_n[j]*(1.0 - v_z[j]);
+            V_h_[j] = R_h[j]*V_z[j] + V_n[j]*(1.0 - V_z[j]);
         }
-        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(float) * (size_t)n->hidden);
+        memcpy(N_h + (size_t)b * n->hidden, V_h_, sizeof(float) * (size_t)n->hidden);
     }
 }
 
 /* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
    receives the output state after every step (NULL: not kept). */
-int gru_sequence_f32(const gru_sizes *n, const gru_params_f32 *p, const float *x, float *h, float *outputs, int T, int batch, long t0)
+int gru_sequence_f32(const gru_sizes *n, const gru_params_f32 *p, const float *A_x, float *A_h, float *outputs, int T, int batch, long t0)
 {
-    float *next_h = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
-    if (!next_h) {
-        free(next_h);
+    float *X_h = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
+    if (!X_h) {
+        free(X_h);
         return -1;
     }
     for (int t = 0; t < T; ++t) {
-        gru_step_f32(n, p, x + (size_t)t * batch * n->input, h, next_h, batch, t0 + t);
-        memcpy(h, next_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+        gru_step_f32(n, p, A_x + (size_t)t * batch * n->input, A_h, X_h, batch, t0 + t);
+        memcpy(A_h, X_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
         if (outputs)
-            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+            memcpy(outputs + (size_t)t * batch * n->hidden, A_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
     }
-    free(next_h);
+    free(X_h);
     return 0;
 }

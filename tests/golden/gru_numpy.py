@@ -1,32 +1,35 @@
-"""gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)
-
-Exported by lstm-verify 0.1.0 (target numpy) from spec gru.toml,
-sha256 383041bbbdbd2c87443e633d1b157a3ab88bd14d04659d253393bb5d56e25778.
-Regenerate: lstm-verify export gru --target numpy -o gru_numpy.py
-
-Sources: Cho et al. 2014 (gating); torch.nn.GRUCell; Keras GRU(reset_after=True)
-Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
-    r = sigmoid(lin(x, h))
-    z = sigmoid(lin(x, h))
-    n = tanh(lin(x) + r*lin(h))
-    h' = (1 - z)*n + z*h
-
-Inputs: x (input). State: h (hidden). Output: h.
-Parameters (weights stored (out, in), as torch stores them):
-    W_r_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 0
-    W_r_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 0
-    W_z_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 1
-    W_z_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 1
-    W_n_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 2
-    W_n_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 2
-    b_r: (hidden,)  = torch.nn.GRUCell.bias_ih block 0 + torch.nn.GRUCell.bias_hh block 0
-    b_z: (hidden,)  = torch.nn.GRUCell.bias_ih block 1 + torch.nn.GRUCell.bias_hh block 1
-    b_n_x: (hidden,)  = torch.nn.GRUCell.bias_ih block 2
-    b_n_h: (hidden,)  = torch.nn.GRUCell.bias_hh block 2
-A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).
-
-Note: The hidden bias of n sits inside r*(...), so it is a separate parameter b_n_h.
-"""
+# fmt: off
+(
+    'gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target numpy) from spec gru.toml,\n'
+    'sha256 383041bbbdbd2c87443e633d1b157a3ab88bd14d04659d253393bb5d56e25778.\n'
+    'Regenerate: lstm-verify export gru --target numpy -o gru_numpy.py\n'
+    '\n'
+    'Sources: Cho et al. 2014 (gating); torch.nn.GRUCell; Keras GRU(reset_after=True)\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    r = sigmoid(lin(x, h))\n'
+    '    z = sigmoid(lin(x, h))\n'
+    '    n = tanh(lin(x) + r*lin(h))\n'
+    "    h' = (1 - z)*n + z*h\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_r_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 0\n'
+    '    W_r_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 0\n'
+    '    W_z_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 1\n'
+    '    W_z_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 1\n'
+    '    W_n_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 2\n'
+    '    W_n_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 2\n'
+    '    b_r: (hidden,)  = torch.nn.GRUCell.bias_ih block 0 + torch.nn.GRUCell.bias_hh block 0\n'
+    '    b_z: (hidden,)  = torch.nn.GRUCell.bias_ih block 1 + torch.nn.GRUCell.bias_hh block 1\n'
+    '    b_n_x: (hidden,)  = torch.nn.GRUCell.bias_ih block 2\n'
+    '    b_n_h: (hidden,)  = torch.nn.GRUCell.bias_hh block 2\n'
+    "A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).\n"
+    '\n'
+    'Note: The hidden bias of n sits inside r*(...), so it is a separate parameter b_n_h.\n'
+)
+# fmt: on
 
 import numpy
 
@@ -95,46 +98,46 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    W_r_x = params["W_r_x"]
-    W_r_h = params["W_r_h"]
-    W_z_x = params["W_z_x"]
-    W_z_h = params["W_z_h"]
-    W_n_x = params["W_n_x"]
-    W_n_h = params["W_n_h"]
-    b_r = params["b_r"]
-    b_z = params["b_z"]
-    b_n_x = params["b_n_x"]
-    b_n_h = params["b_n_h"]
-    _W_x = _cat([W_r_x, W_z_x, W_n_x], 0)
-    _off_x = _offsets([W_r_x.shape[0], W_z_x.shape[0], W_n_x.shape[0]])
-    _W_h = _cat([W_r_h, W_z_h, W_n_h], 0)
-    _off_h = _offsets([W_r_h.shape[0], W_z_h.shape[0], W_n_h.shape[0]])
+    v_W_r_x = params["W_r_x"]
+    v_W_r_h = params["W_r_h"]
+    v_W_z_x = params["W_z_x"]
+    v_W_z_h = params["W_z_h"]
+    v_W_n_x = params["W_n_x"]
+    v_W_n_h = params["W_n_h"]
+    v_b_r = params["b_r"]
+    v_b_z = params["b_z"]
+    v_b_n_x = params["b_n_x"]
+    v_b_n_h = params["b_n_h"]
+    _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
+    _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
+    _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
+    _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    _b_x = _cat([b_r, b_z, b_n_x], 0)
+    _b_x = _cat([v_b_r, v_b_z, v_b_n_x], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
-    h = state["h"]
+    v_h = state["h"]
     _out = None
     _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
     for _t in range(_T):
         _g_x = _G_x[_t]
-        _g_h = _mm_h(h)
-        lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]]
-        lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]]
-        lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
-        lin_n_h = _g_h[..., _off_h[2] : _off_h[3]] + b_n_h
-        r = _sigmoid(lin_r)
-        z = _sigmoid(lin_z)
-        n = numpy.tanh(lin_n_h * r + lin_n_x)
-        h_ = h * z + n * (1 - z)
+        _g_h = _mm_h(v_h)
+        v_lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[..., _off_h[0] : _off_h[1]]
+        v_lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[..., _off_h[1] : _off_h[2]]
+        v_lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
+        v_lin_n_h = _g_h[..., _off_h[2] : _off_h[3]] + v_b_n_h
+        v_r = _sigmoid(v_lin_r)
+        v_z = _sigmoid(v_lin_z)
+        v_n = numpy.tanh(v_lin_n_h * v_r + v_lin_n_x)
+        v_h_ = v_h * v_z + v_n * (1 - v_z)
         if save:
-            _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, lin_n_h, _T)
-            _saved["n"] = _put(_saved["n"], _t, n, _T)
-            _saved["r"] = _put(_saved["r"], _t, r, _T)
-            _saved["z"] = _put(_saved["z"], _t, z, _T)
-        h = h_
-        _out = _put(_out, _t, h, _T)
+            _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, v_lin_n_h, _T)
+            _saved["n"] = _put(_saved["n"], _t, v_n, _T)
+            _saved["r"] = _put(_saved["r"], _t, v_r, _T)
+            _saved["z"] = _put(_saved["z"], _t, v_z, _T)
+        v_h = v_h_
+        _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
         _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
@@ -144,27 +147,27 @@ def forward(params, inputs, state, t0=0, save=False):
             "t0": t0,
             "saved": _saved,
         }
-    return _out, {"h": h}, cache
+    return _out, {"h": v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    W_r_x = params["W_r_x"]
-    W_r_h = params["W_r_h"]
-    W_z_x = params["W_z_x"]
-    W_z_h = params["W_z_h"]
-    W_n_x = params["W_n_x"]
-    W_n_h = params["W_n_h"]
-    b_r = params["b_r"]
-    b_z = params["b_z"]
-    b_n_x = params["b_n_x"]
-    b_n_h = params["b_n_h"]
-    _W_x = _cat([W_r_x, W_z_x, W_n_x], 0)
-    _off_x = _offsets([W_r_x.shape[0], W_z_x.shape[0], W_n_x.shape[0]])
-    _W_h = _cat([W_r_h, W_z_h, W_n_h], 0)
-    _off_h = _offsets([W_r_h.shape[0], W_z_h.shape[0], W_n_h.shape[0]])
+    v_W_r_x = params["W_r_x"]
+    v_W_r_h = params["W_r_h"]
+    v_W_z_x = params["W_z_x"]
+    v_W_z_h = params["W_z_h"]
+    v_W_n_x = params["W_n_x"]
+    v_W_n_h = params["W_n_h"]
+    v_b_r = params["b_r"]
+    v_b_z = params["b_z"]
+    v_b_n_x = params["b_n_x"]
+    v_b_n_h = params["b_n_h"]
+    _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
+    _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
+    _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
+    _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
     _X_x = cache["inputs"]["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
@@ -183,31 +186,31 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
-        h = _S_h[_t]
-        lin_n_h = _S_lin_n_h[_t]
-        n = _S_n[_t]
-        r = _S_r[_t]
-        z = _S_z[_t]
-        _q0 = 1 - z
-        _q1 = 1 - n**2
-        _p_r_lin_r = r * (1 - r)
-        _p_z_lin_z = _q0 * z
-        _p_n_lin_n_h = _q1 * r
-        _p_n_lin_n_x = _q1
-        _p_n_r = _q1 * lin_n_h
-        _p_h__n = _q0
-        _p_h__z = h - n
+        v_h = _S_h[_t]
+        v_lin_n_h = _S_lin_n_h[_t]
+        v_n = _S_n[_t]
+        v_r = _S_r[_t]
+        v_z = _S_z[_t]
+        _q0 = 1 - v_z
+        _q1 = 1 - v_n**2
+        _p0_r_lin_r = v_r * (1 - v_r)
+        _p1_z_lin_z = _q0 * v_z
+        _p2_n_lin_n_h = _q1 * v_r
+        _p3_n_lin_n_x = _q1
+        _p4_n_r = _q1 * v_lin_n_h
+        _p5_h__n = _q0
+        _p6_h__z = v_h - v_n
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]
-        _d_h = _d_h_ * z
-        _d_n = _d_h_ * _p_h__n
-        _d_z = _d_h_ * _p_h__z
-        _d_lin_n_h = _d_n * _p_n_lin_n_h
-        _d_lin_n_x = _d_n * _p_n_lin_n_x
-        _d_r = _d_n * _p_n_r
-        _d_lin_z = _d_z * _p_z_lin_z
-        _d_lin_r = _d_r * _p_r_lin_r
+        _d_h = _d_h_ * v_z
+        _d_n = _d_h_ * _p5_h__n
+        _d_z = _d_h_ * _p6_h__z
+        _d_lin_n_h = _d_n * _p2_n_lin_n_h
+        _d_lin_n_x = _d_n * _p3_n_lin_n_x
+        _d_r = _d_n * _p4_n_r
+        _d_lin_z = _d_z * _p1_z_lin_z
+        _d_lin_r = _d_r * _p0_r_lin_r
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_r, _d_lin_z, _d_lin_n_h], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)

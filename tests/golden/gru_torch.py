@@ -1,32 +1,35 @@
-"""gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)
-
-Exported by lstm-verify 0.1.0 (target torch) from spec gru.toml,
-sha256 383041bbbdbd2c87443e633d1b157a3ab88bd14d04659d253393bb5d56e25778.
-Regenerate: lstm-verify export gru --target torch -o gru_torch.py
-
-Sources: Cho et al. 2014 (gating); torch.nn.GRUCell; Keras GRU(reset_after=True)
-Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
-    r = sigmoid(lin(x, h))
-    z = sigmoid(lin(x, h))
-    n = tanh(lin(x) + r*lin(h))
-    h' = (1 - z)*n + z*h
-
-Inputs: x (input). State: h (hidden). Output: h.
-Parameters (weights stored (out, in), as torch stores them):
-    W_r_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 0
-    W_r_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 0
-    W_z_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 1
-    W_z_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 1
-    W_n_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 2
-    W_n_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 2
-    b_r: (hidden,)  = torch.nn.GRUCell.bias_ih block 0 + torch.nn.GRUCell.bias_hh block 0
-    b_z: (hidden,)  = torch.nn.GRUCell.bias_ih block 1 + torch.nn.GRUCell.bias_hh block 1
-    b_n_x: (hidden,)  = torch.nn.GRUCell.bias_ih block 2
-    b_n_h: (hidden,)  = torch.nn.GRUCell.bias_hh block 2
-A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).
-
-Note: The hidden bias of n sits inside r*(...), so it is a separate parameter b_n_h.
-"""
+# fmt: off
+(
+    'gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target torch) from spec gru.toml,\n'
+    'sha256 383041bbbdbd2c87443e633d1b157a3ab88bd14d04659d253393bb5d56e25778.\n'
+    'Regenerate: lstm-verify export gru --target torch -o gru_torch.py\n'
+    '\n'
+    'Sources: Cho et al. 2014 (gating); torch.nn.GRUCell; Keras GRU(reset_after=True)\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    r = sigmoid(lin(x, h))\n'
+    '    z = sigmoid(lin(x, h))\n'
+    '    n = tanh(lin(x) + r*lin(h))\n'
+    "    h' = (1 - z)*n + z*h\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_r_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 0\n'
+    '    W_r_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 0\n'
+    '    W_z_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 1\n'
+    '    W_z_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 1\n'
+    '    W_n_x: (hidden, input)  = torch.nn.GRUCell.weight_ih block 2\n'
+    '    W_n_h: (hidden, hidden)  = torch.nn.GRUCell.weight_hh block 2\n'
+    '    b_r: (hidden,)  = torch.nn.GRUCell.bias_ih block 0 + torch.nn.GRUCell.bias_hh block 0\n'
+    '    b_z: (hidden,)  = torch.nn.GRUCell.bias_ih block 1 + torch.nn.GRUCell.bias_hh block 1\n'
+    '    b_n_x: (hidden,)  = torch.nn.GRUCell.bias_ih block 2\n'
+    '    b_n_h: (hidden,)  = torch.nn.GRUCell.bias_hh block 2\n'
+    "A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).\n"
+    '\n'
+    'Note: The hidden bias of n sits inside r*(...), so it is a separate parameter b_n_h.\n'
+)
+# fmt: on
 
 import sys
 import weakref
@@ -72,6 +75,12 @@ def _put(buf, t, value, n):
     return buf
 
 
+# Sequence buffers are kept for the next call of the same shape: the first writes to freshly
+# mapped memory cost as much as the arithmetic done on it. Buffers that live within one call
+# (hoisted pre-activations, stacked step gradients) return at its end; the buffers saved for
+# the backward return when the forward's record is freed and nothing else holds their memory.
+# CPU only (the CUDA allocator caches), only buffers made while no gradient is recorded
+# (autograd may keep what it saw), at most POOL_BYTES in all (0 disables the pool).
 POOL_BYTES = 64 * 2**20
 _POOL = {}  # (shape, dtype) -> [buffers], oldest key first
 
@@ -161,6 +170,7 @@ def _packed_gemm_works():
         return False
 
 
+# None: probed at the first use; set to False to use addmm everywhere
 PACKED_GEMM = None
 
 
@@ -216,23 +226,23 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    W_r_x = params["W_r_x"]
-    W_r_h = params["W_r_h"]
-    W_z_x = params["W_z_x"]
-    W_z_h = params["W_z_h"]
-    W_n_x = params["W_n_x"]
-    W_n_h = params["W_n_h"]
-    b_r = params["b_r"]
-    b_z = params["b_z"]
-    b_n_x = params["b_n_x"]
-    b_n_h = params["b_n_h"]
-    _W_x = _cat([W_r_x, W_z_x, W_n_x], 0)
-    _off_x = _offsets([W_r_x.shape[0], W_z_x.shape[0], W_n_x.shape[0]])
-    _W_h = _cat([W_r_h, W_z_h, W_n_h], 0)
-    _off_h = _offsets([W_r_h.shape[0], W_z_h.shape[0], W_n_h.shape[0]])
+    v_W_r_x = params["W_r_x"]
+    v_W_r_h = params["W_r_h"]
+    v_W_z_x = params["W_z_x"]
+    v_W_z_h = params["W_z_h"]
+    v_W_n_x = params["W_n_x"]
+    v_W_n_h = params["W_n_h"]
+    v_b_r = params["b_r"]
+    v_b_z = params["b_z"]
+    v_b_n_x = params["b_n_x"]
+    v_b_n_h = params["b_n_h"]
+    _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
+    _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
+    _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
+    _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    _b_x = _cat([b_r, b_z, b_n_x], 0)
+    _b_x = _cat([v_b_r, v_b_z, v_b_n_x], 0)
     _G_x = (
         torch.addmm(
             _b_x,
@@ -242,7 +252,7 @@ def forward(params, inputs, state, t0=0, save=False):
         )
     ).reshape(_T, _B, -1)
     _mm_h = _blocked(_W_h, 3)
-    h = state["h"]
+    v_h = state["h"]
     _out = None
     _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
     _k0 = _const(1, _X_x)
@@ -253,25 +263,27 @@ def forward(params, inputs, state, t0=0, save=False):
     _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
     for _t in range(_T):
         _g_x = _G_x[_t]
-        _g_h = _mm_h(h)
-        lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[0]
-        lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[1]
-        lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
-        lin_n_h = _g_h[2] + b_n_h
-        r = torch.sigmoid(lin_r, out=None if _sv_r is None else _sv_r[_t])
-        z = torch.sigmoid(lin_z, out=None if _sv_z is None else _sv_z[_t])
-        n = torch.tanh(torch.addcmul(lin_n_x, lin_n_h, r), out=None if _sv_n is None else _sv_n[_t])
-        h_ = torch.addcmul(h * z, n, (_k0 - z), out=_out[_t] if _direct else None)
+        _g_h = _mm_h(v_h)
+        v_lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[0]
+        v_lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[1]
+        v_lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
+        v_lin_n_h = _g_h[2] + v_b_n_h
+        v_r = torch.sigmoid(v_lin_r, out=None if _sv_r is None else _sv_r[_t])
+        v_z = torch.sigmoid(v_lin_z, out=None if _sv_z is None else _sv_z[_t])
+        v_n = torch.tanh(
+            torch.addcmul(v_lin_n_x, v_lin_n_h, v_r), out=None if _sv_n is None else _sv_n[_t]
+        )
+        v_h_ = torch.addcmul(v_h * v_z, v_n, (_k0 - v_z), out=_out[_t] if _direct else None)
         if save:
-            _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, lin_n_h, _T)
+            _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, v_lin_n_h, _T)
         if save and not _direct:
-            _saved["n"] = _put(_saved["n"], _t, n, _T)
-            _saved["r"] = _put(_saved["r"], _t, r, _T)
-            _saved["z"] = _put(_saved["z"], _t, z, _T)
-        h = h_
+            _saved["n"] = _put(_saved["n"], _t, v_n, _T)
+            _saved["r"] = _put(_saved["r"], _t, v_r, _T)
+            _saved["z"] = _put(_saved["z"], _t, v_z, _T)
+        v_h = v_h_
         if not _direct:
-            _out[_t] = h
-    h = h.clone()
+            _out[_t] = v_h
+    v_h = v_h.clone()
     cache = None
     if save:
         _saved["n"] = _sv_n if _direct else _saved["n"]
@@ -289,28 +301,28 @@ def forward(params, inputs, state, t0=0, save=False):
         if _direct:  # the saved buffers go back to the pool when the record is freed
             _recycle(cache, [_sv_n, _sv_r, _sv_z])
     if not torch.is_grad_enabled():
-        _release([_G_x], [_out, h] + (list(_saved.values()) if save else []))
-    return _out, {"h": h}, cache
+        _release([_G_x], [_out, v_h] + (list(_saved.values()) if save else []))
+    return _out, {"h": v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    W_r_x = params["W_r_x"]
-    W_r_h = params["W_r_h"]
-    W_z_x = params["W_z_x"]
-    W_z_h = params["W_z_h"]
-    W_n_x = params["W_n_x"]
-    W_n_h = params["W_n_h"]
-    b_r = params["b_r"]
-    b_z = params["b_z"]
-    b_n_x = params["b_n_x"]
-    b_n_h = params["b_n_h"]
-    _W_x = _cat([W_r_x, W_z_x, W_n_x], 0)
-    _off_x = _offsets([W_r_x.shape[0], W_z_x.shape[0], W_n_x.shape[0]])
-    _W_h = _cat([W_r_h, W_z_h, W_n_h], 0)
-    _off_h = _offsets([W_r_h.shape[0], W_z_h.shape[0], W_n_h.shape[0]])
+    v_W_r_x = params["W_r_x"]
+    v_W_r_h = params["W_r_h"]
+    v_W_z_x = params["W_z_x"]
+    v_W_z_h = params["W_z_h"]
+    v_W_n_x = params["W_n_x"]
+    v_W_n_h = params["W_n_h"]
+    v_b_r = params["b_r"]
+    v_b_z = params["b_z"]
+    v_b_n_x = params["b_n_x"]
+    v_b_n_h = params["b_n_h"]
+    _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
+    _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
+    _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
+    _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
     _X_x = cache["inputs"]["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
@@ -330,31 +342,31 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _mmT_h = _linear(_W_h.T, _B, _T)
     _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
-        h = _S_h[_t]
-        lin_n_h = _S_lin_n_h[_t]
-        n = _S_n[_t]
-        r = _S_r[_t]
-        z = _S_z[_t]
-        _q0 = _k0 - z
-        _q1 = _k0 - n * n
-        _p_r_lin_r = r * (_k0 - r)
-        _p_z_lin_z = _q0 * z
-        _p_n_lin_n_h = _q1 * r
-        _p_n_lin_n_x = _q1
-        _p_n_r = _q1 * lin_n_h
-        _p_h__n = _q0
-        _p_h__z = h - n
+        v_h = _S_h[_t]
+        v_lin_n_h = _S_lin_n_h[_t]
+        v_n = _S_n[_t]
+        v_r = _S_r[_t]
+        v_z = _S_z[_t]
+        _q0 = _k0 - v_z
+        _q1 = _k0 - v_n * v_n
+        _p0_r_lin_r = v_r * (_k0 - v_r)
+        _p1_z_lin_z = _q0 * v_z
+        _p2_n_lin_n_h = _q1 * v_r
+        _p3_n_lin_n_x = _q1
+        _p4_n_r = _q1 * v_lin_n_h
+        _p5_h__n = _q0
+        _p6_h__z = v_h - v_n
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]
-        _d_h = _d_h_ * z
-        _d_n = _d_h_ * _p_h__n
-        _d_z = _d_h_ * _p_h__z
-        _d_lin_n_h = _d_n * _p_n_lin_n_h
-        _d_lin_n_x = _d_n * _p_n_lin_n_x
-        _d_r = _d_n * _p_n_r
-        _d_lin_z = _d_z * _p_z_lin_z
-        _d_lin_r = _d_r * _p_r_lin_r
+        _d_h = _d_h_ * v_z
+        _d_n = _d_h_ * _p5_h__n
+        _d_z = _d_h_ * _p6_h__z
+        _d_lin_n_h = _d_n * _p2_n_lin_n_h
+        _d_lin_n_x = _d_n * _p3_n_lin_n_x
+        _d_r = _d_n * _p4_n_r
+        _d_lin_z = _d_z * _p1_z_lin_z
+        _d_lin_r = _d_r * _p0_r_lin_r
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_r, _d_lin_z, _d_lin_n_h], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)

@@ -66,97 +66,97 @@ typedef struct {
 } lstm_params_f64;
 
 /* One step for a batch: new states from inputs and states, (batch, size) each. */
-void lstm_step_f64(const lstm_sizes *n, const lstm_params_f64 *p, const double *x, const double *h, const double *c, double *h_new, double *c_new, int batch, long t)
+void lstm_step_f64(const lstm_sizes *n, const lstm_params_f64 *p, const double *A_x, const double *A_h, const double *A_c, double *N_h, double *N_c, int batch, long t)
 {
     for (int b = 0; b < batch; ++b) {
-        const double *in_x = x + (size_t)b * n->input;
-        const double *st_h = h + (size_t)b * n->hidden;
-        const double *st_c = c + (size_t)b * n->hidden;
-        double v_lin_i[n->hidden];
+        const double *R_x = A_x + (size_t)b * n->input;
+        const double *R_h = A_h + (size_t)b * n->hidden;
+        const double *R_c = A_c + (size_t)b * n->hidden;
+        double V_lin_i[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_i[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_i_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_i_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_i_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_i[j] = acc;
+                acc += p->W_i_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_i[j] = acc;
         }
-        double v_i[n->hidden];
+        double V_i[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_i[j] = lv_sigmoid_f64(v_lin_i[j]);
+            V_i[j] = lv_sigmoid_f64(V_lin_i[j]);
         }
-        double v_lin_f[n->hidden];
+        double V_lin_f[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_f[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_f_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_f_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_f_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_f[j] = acc;
+                acc += p->W_f_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_f[j] = acc;
         }
-        double v_f[n->hidden];
+        double V_f[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_f[j] = lv_sigmoid_f64(v_lin_f[j]);
+            V_f[j] = lv_sigmoid_f64(V_lin_f[j]);
         }
-        double v_lin_g[n->hidden];
+        double V_lin_g[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_g[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_g_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_g_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_g_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_g[j] = acc;
+                acc += p->W_g_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_g[j] = acc;
         }
-        double v_g[n->hidden];
+        double V_g[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_g[j] = lv_tanh_f64(v_lin_g[j]);
+            V_g[j] = lv_tanh_f64(V_lin_g[j]);
         }
-        double v_lin_o[n->hidden];
+        double V_lin_o[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             double acc = p->b_o[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_o_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_o_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_o_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_o[j] = acc;
+                acc += p->W_o_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_o[j] = acc;
         }
-        double v_o[n->hidden];
+        double V_o[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_o[j] = lv_sigmoid_f64(v_lin_o[j]);
+            V_o[j] = lv_sigmoid_f64(V_lin_o[j]);
         }
-        double v_c_[n->hidden];
+        double V_c_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_c_[j] = st_c[j]*v_f[j] + v_g[j]*v_i[j];
+            V_c_[j] = R_c[j]*V_f[j] + V_g[j]*V_i[j];
         }
-        double v_h_[n->hidden];
+        double V_h_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_h_[j] = v_o[j]*lv_tanh_f64(v_c_[j]);
+            V_h_[j] = V_o[j]*lv_tanh_f64(V_c_[j]);
         }
-        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(double) * (size_t)n->hidden);
-        memcpy(c_new + (size_t)b * n->hidden, v_c_, sizeof(double) * (size_t)n->hidden);
+        memcpy(N_h + (size_t)b * n->hidden, V_h_, sizeof(double) * (size_t)n->hidden);
+        memcpy(N_c + (size_t)b * n->hidden, V_c_, sizeof(double) * (size_t)n->hidden);
     }
 }
 
 /* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
    receives the output state after every step (NULL: not kept). */
-int lstm_sequence_f64(const lstm_sizes *n, const lstm_params_f64 *p, const double *x, double *h, double *c, double *outputs, int T, int batch, long t0)
+int lstm_sequence_f64(const lstm_sizes *n, const lstm_params_f64 *p, const double *A_x, double *A_h, double *A_c, double *outputs, int T, int batch, long t0)
 {
-    double *next_h = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
-    double *next_c = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
-    if (!next_h || !next_c) {
-        free(next_h);
-        free(next_c);
+    double *X_h = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
+    double *X_c = malloc(sizeof(double) * (size_t)batch * (size_t)n->hidden);
+    if (!X_h || !X_c) {
+        free(X_h);
+        free(X_c);
         return -1;
     }
     for (int t = 0; t < T; ++t) {
-        lstm_step_f64(n, p, x + (size_t)t * batch * n->input, h, c, next_h, next_c, batch, t0 + t);
-        memcpy(h, next_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
-        memcpy(c, next_c, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+        lstm_step_f64(n, p, A_x + (size_t)t * batch * n->input, A_h, A_c, X_h, X_c, batch, t0 + t);
+        memcpy(A_h, X_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+        memcpy(A_c, X_c, sizeof(double) * (size_t)batch * (size_t)n->hidden);
         if (outputs)
-            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
+            memcpy(outputs + (size_t)t * batch * n->hidden, A_h, sizeof(double) * (size_t)batch * (size_t)n->hidden);
     }
-    free(next_h);
-    free(next_c);
+    free(X_h);
+    free(X_c);
     return 0;
 }
 
@@ -183,96 +183,96 @@ typedef struct {
 } lstm_params_f32;
 
 /* One step for a batch: new states from inputs and states, (batch, size) each. */
-void lstm_step_f32(const lstm_sizes *n, const lstm_params_f32 *p, const float *x, const float *h, const float *c, float *h_new, float *c_new, int batch, long t)
+void lstm_step_f32(const lstm_sizes *n, const lstm_params_f32 *p, const float *A_x, const float *A_h, const float *A_c, float *N_h, float *N_c, int batch, long t)
 {
     for (int b = 0; b < batch; ++b) {
-        const float *in_x = x + (size_t)b * n->input;
-        const float *st_h = h + (size_t)b * n->hidden;
-        const float *st_c = c + (size_t)b * n->hidden;
-        float v_lin_i[n->hidden];
+        const float *R_x = A_x + (size_t)b * n->input;
+        const float *R_h = A_h + (size_t)b * n->hidden;
+        const float *R_c = A_c + (size_t)b * n->hidden;
+        float V_lin_i[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_i[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_i_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_i_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_i_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_i[j] = acc;
+                acc += p->W_i_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_i[j] = acc;
         }
-        float v_i[n->hidden];
+        float V_i[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_i[j] = lv_sigmoid_f32(v_lin_i[j]);
+            V_i[j] = lv_sigmoid_f32(V_lin_i[j]);
         }
-        float v_lin_f[n->hidden];
+        float V_lin_f[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_f[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_f_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_f_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_f_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_f[j] = acc;
+                acc += p->W_f_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_f[j] = acc;
         }
-        float v_f[n->hidden];
+        float V_f[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_f[j] = lv_sigmoid_f32(v_lin_f[j]);
+            V_f[j] = lv_sigmoid_f32(V_lin_f[j]);
         }
-        float v_lin_g[n->hidden];
+        float V_lin_g[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_g[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_g_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_g_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_g_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_g[j] = acc;
+                acc += p->W_g_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_g[j] = acc;
         }
-        float v_g[n->hidden];
+        float V_g[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_g[j] = lv_tanh_f32(v_lin_g[j]);
+            V_g[j] = lv_tanh_f32(V_lin_g[j]);
         }
-        float v_lin_o[n->hidden];
+        float V_lin_o[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
             float acc = p->b_o[j];
             for (int k = 0; k < n->input; ++k)
-                acc += p->W_o_x[(size_t)j * n->input + k] * in_x[k];
+                acc += p->W_o_x[(size_t)j * n->input + k] * R_x[k];
             for (int k = 0; k < n->hidden; ++k)
-                acc += p->W_o_h[(size_t)j * n->hidden + k] * st_h[k];
-            v_lin_o[j] = acc;
+                acc += p->W_o_h[(size_t)j * n->hidden + k] * R_h[k];
+            V_lin_o[j] = acc;
         }
-        float v_o[n->hidden];
+        float V_o[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_o[j] = lv_sigmoid_f32(v_lin_o[j]);
+            V_o[j] = lv_sigmoid_f32(V_lin_o[j]);
         }
-        float v_c_[n->hidden];
+        float V_c_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_c_[j] = st_c[j]*v_f[j] + v_g[j]*v_i[j];
+            V_c_[j] = R_c[j]*V_f[j] + V_g[j]*V_i[j];
         }
-        float v_h_[n->hidden];
+        float V_h_[n->hidden];
         for (int j = 0; j < n->hidden; ++j) {
-            v_h_[j] = v_o[j]*lv_tanh_f32(v_c_[j]);
+            V_h_[j] = V_o[j]*lv_tanh_f32(V_c_[j]);
         }
-        memcpy(h_new + (size_t)b * n->hidden, v_h_, sizeof(float) * (size_t)n->hidden);
-        memcpy(c_new + (size_t)b * n->hidden, v_c_, sizeof(float) * (size_t)n->hidden);
+        memcpy(N_h + (size_t)b * n->hidden, V_h_, sizeof(float) * (size_t)n->hidden);
+        memcpy(N_c + (size_t)b * n->hidden, V_c_, sizeof(float) * (size_t)n->hidden);
     }
 }
 
 /* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, hidden)
    receives the output state after every step (NULL: not kept). */
-int lstm_sequence_f32(const lstm_sizes *n, const lstm_params_f32 *p, const float *x, float *h, float *c, float *outputs, int T, int batch, long t0)
+int lstm_sequence_f32(const lstm_sizes *n, const lstm_params_f32 *p, const float *A_x, float *A_h, float *A_c, float *outputs, int T, int batch, long t0)
 {
-    float *next_h = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
-    float *next_c = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
-    if (!next_h || !next_c) {
-        free(next_h);
-        free(next_c);
+    float *X_h = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
+    float *X_c = malloc(sizeof(float) * (size_t)batch * (size_t)n->hidden);
+    if (!X_h || !X_c) {
+        free(X_h);
+        free(X_c);
         return -1;
     }
     for (int t = 0; t < T; ++t) {
-        lstm_step_f32(n, p, x + (size_t)t * batch * n->input, h, c, next_h, next_c, batch, t0 + t);
-        memcpy(h, next_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
-        memcpy(c, next_c, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+        lstm_step_f32(n, p, A_x + (size_t)t * batch * n->input, A_h, A_c, X_h, X_c, batch, t0 + t);
+        memcpy(A_h, X_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+        memcpy(A_c, X_c, sizeof(float) * (size_t)batch * (size_t)n->hidden);
         if (outputs)
-            memcpy(outputs + (size_t)t * batch * n->hidden, h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
+            memcpy(outputs + (size_t)t * batch * n->hidden, A_h, sizeof(float) * (size_t)batch * (size_t)n->hidden);
     }
-    free(next_h);
-    free(next_c);
+    free(X_h);
+    free(X_c);
     return 0;
 }

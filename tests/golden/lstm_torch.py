@@ -1,34 +1,37 @@
-"""lstm: LSTM with forget gate
-
-Exported by lstm-verify 0.1.0 (target torch) from spec lstm.toml,
-sha256 e68be0ea2d1669c62a23cd34356d0a5999190e7e94f833ae3b66914acc2ca7a2.
-Regenerate: lstm-verify export lstm --target torch -o lstm_torch.py
-
-Sources: Gers, Schmidhuber & Cummins 2000, Learning to Forget; torch.nn.LSTMCell
-Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):
-    i = sigmoid(lin(x, h))
-    f = sigmoid(lin(x, h))
-    g = tanh(lin(x, h))
-    o = sigmoid(lin(x, h))
-    c' = f*c + i*g
-    h' = o*tanh(c')
-
-Inputs: x (input). State: h (hidden), c (hidden). Output: h.
-Parameters (weights stored (out, in), as torch stores them):
-    W_i_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 0
-    W_i_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 0
-    W_f_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 1
-    W_f_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 1
-    W_g_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 2
-    W_g_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 2
-    W_o_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 3
-    W_o_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 3
-    b_i: (hidden,)  = torch.nn.LSTMCell.bias_ih block 0 + torch.nn.LSTMCell.bias_hh block 0
-    b_f: (hidden,)  = torch.nn.LSTMCell.bias_ih block 1 + torch.nn.LSTMCell.bias_hh block 1
-    b_g: (hidden,)  = torch.nn.LSTMCell.bias_ih block 2 + torch.nn.LSTMCell.bias_hh block 2
-    b_o: (hidden,)  = torch.nn.LSTMCell.bias_ih block 3 + torch.nn.LSTMCell.bias_hh block 3
-A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).
-"""
+# fmt: off
+(
+    'lstm: LSTM with forget gate\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target torch) from spec lstm.toml,\n'
+    'sha256 e68be0ea2d1669c62a23cd34356d0a5999190e7e94f833ae3b66914acc2ca7a2.\n'
+    'Regenerate: lstm-verify export lstm --target torch -o lstm_torch.py\n'
+    '\n'
+    'Sources: Gers, Schmidhuber & Cummins 2000, Learning to Forget; torch.nn.LSTMCell\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    i = sigmoid(lin(x, h))\n'
+    '    f = sigmoid(lin(x, h))\n'
+    '    g = tanh(lin(x, h))\n'
+    '    o = sigmoid(lin(x, h))\n'
+    "    c' = f*c + i*g\n"
+    "    h' = o*tanh(c')\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden), c (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_i_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 0\n'
+    '    W_i_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 0\n'
+    '    W_f_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 1\n'
+    '    W_f_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 1\n'
+    '    W_g_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 2\n'
+    '    W_g_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 2\n'
+    '    W_o_x: (hidden, input)  = torch.nn.LSTMCell.weight_ih block 3\n'
+    '    W_o_h: (hidden, hidden)  = torch.nn.LSTMCell.weight_hh block 3\n'
+    '    b_i: (hidden,)  = torch.nn.LSTMCell.bias_ih block 0 + torch.nn.LSTMCell.bias_hh block 0\n'
+    '    b_f: (hidden,)  = torch.nn.LSTMCell.bias_ih block 1 + torch.nn.LSTMCell.bias_hh block 1\n'
+    '    b_g: (hidden,)  = torch.nn.LSTMCell.bias_ih block 2 + torch.nn.LSTMCell.bias_hh block 2\n'
+    '    b_o: (hidden,)  = torch.nn.LSTMCell.bias_ih block 3 + torch.nn.LSTMCell.bias_hh block 3\n'
+    "A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).\n"
+)
+# fmt: on
 
 import sys
 import weakref
@@ -74,6 +77,12 @@ def _put(buf, t, value, n):
     return buf
 
 
+# Sequence buffers are kept for the next call of the same shape: the first writes to freshly
+# mapped memory cost as much as the arithmetic done on it. Buffers that live within one call
+# (hoisted pre-activations, stacked step gradients) return at its end; the buffers saved for
+# the backward return when the forward's record is freed and nothing else holds their memory.
+# CPU only (the CUDA allocator caches), only buffers made while no gradient is recorded
+# (autograd may keep what it saw), at most POOL_BYTES in all (0 disables the pool).
 POOL_BYTES = 64 * 2**20
 _POOL = {}  # (shape, dtype) -> [buffers], oldest key first
 
@@ -163,6 +172,7 @@ def _packed_gemm_works():
         return False
 
 
+# None: probed at the first use; set to False to use addmm everywhere
 PACKED_GEMM = None
 
 
@@ -218,25 +228,25 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    W_i_x = params["W_i_x"]
-    W_i_h = params["W_i_h"]
-    W_f_x = params["W_f_x"]
-    W_f_h = params["W_f_h"]
-    W_g_x = params["W_g_x"]
-    W_g_h = params["W_g_h"]
-    W_o_x = params["W_o_x"]
-    W_o_h = params["W_o_h"]
-    b_i = params["b_i"]
-    b_f = params["b_f"]
-    b_g = params["b_g"]
-    b_o = params["b_o"]
-    _W_x = _cat([W_i_x, W_f_x, W_g_x, W_o_x], 0)
-    _off_x = _offsets([W_i_x.shape[0], W_f_x.shape[0], W_g_x.shape[0], W_o_x.shape[0]])
-    _W_h = _cat([W_i_h, W_f_h, W_g_h, W_o_h], 0)
-    _off_h = _offsets([W_i_h.shape[0], W_f_h.shape[0], W_g_h.shape[0], W_o_h.shape[0]])
+    v_W_i_x = params["W_i_x"]
+    v_W_i_h = params["W_i_h"]
+    v_W_f_x = params["W_f_x"]
+    v_W_f_h = params["W_f_h"]
+    v_W_g_x = params["W_g_x"]
+    v_W_g_h = params["W_g_h"]
+    v_W_o_x = params["W_o_x"]
+    v_W_o_h = params["W_o_h"]
+    v_b_i = params["b_i"]
+    v_b_f = params["b_f"]
+    v_b_g = params["b_g"]
+    v_b_o = params["b_o"]
+    _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
+    _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
+    _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
+    _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _X_x = inputs["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    _b_x = _cat([b_i, b_f, b_g, b_o], 0)
+    _b_x = _cat([v_b_i, v_b_f, v_b_g, v_b_o], 0)
     _G_x = (
         torch.addmm(
             _b_x,
@@ -246,8 +256,8 @@ def forward(params, inputs, state, t0=0, save=False):
         )
     ).reshape(_T, _B, -1)
     _mm_h = _blocked(_W_h, 4)
-    h = state["h"]
-    c = state["c"]
+    v_h = state["h"]
+    v_c = state["c"]
     _out = None
     _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
@@ -258,28 +268,28 @@ def forward(params, inputs, state, t0=0, save=False):
     _sv_o = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
     _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
     for _t in range(_T):
-        _z_h = _mm_h(h, _G_x[_t])
-        lin_i = _z_h[0]
-        lin_f = _z_h[1]
-        lin_g = _z_h[2]
-        lin_o = _z_h[3]
-        i = torch.sigmoid(lin_i, out=None if _sv_i is None else _sv_i[_t])
-        f = torch.sigmoid(lin_f, out=None if _sv_f is None else _sv_f[_t])
-        g = torch.tanh(lin_g, out=None if _sv_g is None else _sv_g[_t])
-        o = torch.sigmoid(lin_o, out=None if _sv_o is None else _sv_o[_t])
-        c_ = torch.addcmul(c * f, g, i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
-        h_ = torch.mul(o, torch.tanh(c_), out=_out[_t] if _direct else None)
+        _z_h = _mm_h(v_h, _G_x[_t])
+        v_lin_i = _z_h[0]
+        v_lin_f = _z_h[1]
+        v_lin_g = _z_h[2]
+        v_lin_o = _z_h[3]
+        v_i = torch.sigmoid(v_lin_i, out=None if _sv_i is None else _sv_i[_t])
+        v_f = torch.sigmoid(v_lin_f, out=None if _sv_f is None else _sv_f[_t])
+        v_g = torch.tanh(v_lin_g, out=None if _sv_g is None else _sv_g[_t])
+        v_o = torch.sigmoid(v_lin_o, out=None if _sv_o is None else _sv_o[_t])
+        v_c_ = torch.addcmul(v_c * v_f, v_g, v_i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
+        v_h_ = torch.mul(v_o, torch.tanh(v_c_), out=_out[_t] if _direct else None)
         if save and not _direct:
-            _saved["c_"] = _put(_saved["c_"], _t + 1, c_, _T + 1)
-            _saved["f"] = _put(_saved["f"], _t, f, _T)
-            _saved["g"] = _put(_saved["g"], _t, g, _T)
-            _saved["i"] = _put(_saved["i"], _t, i, _T)
-            _saved["o"] = _put(_saved["o"], _t, o, _T)
-        h = h_
-        c = c_
+            _saved["c_"] = _put(_saved["c_"], _t + 1, v_c_, _T + 1)
+            _saved["f"] = _put(_saved["f"], _t, v_f, _T)
+            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
+            _saved["i"] = _put(_saved["i"], _t, v_i, _T)
+            _saved["o"] = _put(_saved["o"], _t, v_o, _T)
+        v_h = v_h_
+        v_c = v_c_
         if not _direct:
-            _out[_t] = h
-    h = h.clone()
+            _out[_t] = v_h
+    v_h = v_h.clone()
     cache = None
     if save:
         _saved["c_"] = _sv_c_ if _direct else _saved["c_"]
@@ -302,30 +312,30 @@ def forward(params, inputs, state, t0=0, save=False):
         if _direct:  # the saved buffers go back to the pool when the record is freed
             _recycle(cache, [_sv_c_, _sv_f, _sv_g, _sv_i, _sv_o])
     if not torch.is_grad_enabled():
-        _release([_G_x], [_out, h, c] + (list(_saved.values()) if save else []))
-    return _out, {"h": h, "c": c}, cache
+        _release([_G_x], [_out, v_h, v_c] + (list(_saved.values()) if save else []))
+    return _out, {"h": v_h, "c": v_c}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    W_i_x = params["W_i_x"]
-    W_i_h = params["W_i_h"]
-    W_f_x = params["W_f_x"]
-    W_f_h = params["W_f_h"]
-    W_g_x = params["W_g_x"]
-    W_g_h = params["W_g_h"]
-    W_o_x = params["W_o_x"]
-    W_o_h = params["W_o_h"]
-    b_i = params["b_i"]
-    b_f = params["b_f"]
-    b_g = params["b_g"]
-    b_o = params["b_o"]
-    _W_x = _cat([W_i_x, W_f_x, W_g_x, W_o_x], 0)
-    _off_x = _offsets([W_i_x.shape[0], W_f_x.shape[0], W_g_x.shape[0], W_o_x.shape[0]])
-    _W_h = _cat([W_i_h, W_f_h, W_g_h, W_o_h], 0)
-    _off_h = _offsets([W_i_h.shape[0], W_f_h.shape[0], W_g_h.shape[0], W_o_h.shape[0]])
+    v_W_i_x = params["W_i_x"]
+    v_W_i_h = params["W_i_h"]
+    v_W_f_x = params["W_f_x"]
+    v_W_f_h = params["W_f_h"]
+    v_W_g_x = params["W_g_x"]
+    v_W_g_h = params["W_g_h"]
+    v_W_o_x = params["W_o_x"]
+    v_W_o_h = params["W_o_h"]
+    v_b_i = params["b_i"]
+    v_b_f = params["b_f"]
+    v_b_g = params["b_g"]
+    v_b_o = params["b_o"]
+    _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
+    _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
+    _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
+    _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _X_x = cache["inputs"]["x"]
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
@@ -350,34 +360,34 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _mmT_h = _linear(_W_h.T, _B, _T)
     _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
-        c = _S_c[_t]
-        c_ = _S_c_[_t]
-        f = _S_f[_t]
-        g = _S_g[_t]
-        h = _S_h[_t]
-        i = _S_i[_t]
-        o = _S_o[_t]
-        _q0 = torch.tanh(c_)
-        _p_i_lin_i = i * (_k0 - i)
-        _p_f_lin_f = f * (_k0 - f)
-        _p_g_lin_g = _k0 - g * g
-        _p_o_lin_o = o * (_k0 - o)
-        _p_h__c_ = o * (_k0 - _q0 * _q0)
-        _p_h__o = _q0
+        v_c = _S_c[_t]
+        v_c_ = _S_c_[_t]
+        v_f = _S_f[_t]
+        v_g = _S_g[_t]
+        v_h = _S_h[_t]
+        v_i = _S_i[_t]
+        v_o = _S_o[_t]
+        _q0 = torch.tanh(v_c_)
+        _p0_i_lin_i = v_i * (_k0 - v_i)
+        _p1_f_lin_f = v_f * (_k0 - v_f)
+        _p2_g_lin_g = _k0 - v_g * v_g
+        _p3_o_lin_o = v_o * (_k0 - v_o)
+        _p4_h__c_ = v_o * (_k0 - _q0 * _q0)
+        _p5_h__o = _q0
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]
         _d_c_ = _carry_c
-        _d_c_ = torch.addcmul(_d_c_, _d_h_, _p_h__c_)
-        _d_o = _d_h_ * _p_h__o
-        _d_c = _d_c_ * f
-        _d_f = _d_c_ * c
-        _d_g = _d_c_ * i
-        _d_i = _d_c_ * g
-        _d_lin_o = _d_o * _p_o_lin_o
-        _d_lin_g = _d_g * _p_g_lin_g
-        _d_lin_f = _d_f * _p_f_lin_f
-        _d_lin_i = _d_i * _p_i_lin_i
+        _d_c_ = torch.addcmul(_d_c_, _d_h_, _p4_h__c_)
+        _d_o = _d_h_ * _p5_h__o
+        _d_c = _d_c_ * v_f
+        _d_f = _d_c_ * v_c
+        _d_g = _d_c_ * v_i
+        _d_i = _d_c_ * v_g
+        _d_lin_o = _d_o * _p3_o_lin_o
+        _d_lin_g = _d_g * _p2_g_lin_g
+        _d_lin_f = _d_f * _p1_f_lin_f
+        _d_lin_i = _d_i * _p0_i_lin_i
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)

@@ -1,20 +1,25 @@
-"""Rewrite the golden exports after an intended change to the generator:
+"""Rewrite the golden exports (every catalog cell, every target) after an intended change to
+the generator, then review the diff (git diff tests/golden) before committing it."""
 
-    python tests/golden/refresh.py
-
-then review the diff (git diff tests/golden) before committing it.
-"""
-
+import argparse
 from pathlib import Path
 
-from lstm_verify.export import export
+import lstm_verify as lv
+from lstm_verify.export import SUFFIX, TARGETS, export
 
 HERE = Path(__file__).parent
-CELLS = ("lstm", "gru", "clockwork_rnn")
 
-if __name__ == "__main__":
-    for name in CELLS:
-        for target, suffix in (("numpy", ".py"), ("torch", ".py"), ("c", ".c")):
-            path = HERE / f"{name}_{target}{suffix}"
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("cells", nargs="*", help="catalog cells to refresh (default: all)")
+    args = parser.parse_args(argv)
+    for name in args.cells or lv.catalog():
+        for target in TARGETS:
+            path = HERE / f"{name}_{target}{SUFFIX[target]}"
             path.write_text(export(name, target))
             print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

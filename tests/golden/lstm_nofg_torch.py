@@ -1,0 +1,514 @@
+# fmt: off
+(
+    'lstm_nofg: LSTM without forget gate (1997)\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target torch) from spec lstm_nofg.toml,\n'
+    'sha256 626fc431e86a6d4855bf25b8ef814a0973f04155b8842fc8b0cd0748088bee99.\n'
+    'Regenerate: lstm-verify export lstm_nofg --target torch -o lstm_nofg_torch.py\n'
+    '\n'
+    'Sources: Hochreiter & Schmidhuber 1997, Long Short-Term Memory; Greff et al. 2015 NFG without peepholes\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    i = sigmoid(lin(x, h))\n'
+    '    g = tanh(lin(x, h))\n'
+    '    o = sigmoid(lin(x, h))\n'
+    "    c' = c + i*g\n"
+    "    h' = o*tanh(c')\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden), c (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_i_x: (hidden, input)\n'
+    '    W_i_h: (hidden, hidden)\n'
+    '    W_g_x: (hidden, input)\n'
+    '    W_g_h: (hidden, hidden)\n'
+    '    W_o_x: (hidden, input)\n'
+    '    W_o_h: (hidden, hidden)\n'
+    '    b_i: (hidden,)\n'
+    '    b_g: (hidden,)\n'
+    '    b_o: (hidden,)\n'
+    '\n'
+    "Note: The constant error carousel: the cell's self-connection has weight exactly 1.\n"
+)
+# fmt: on
+
+import sys
+import weakref
+
+import math
+
+import torch
+
+
+def _step(x):
+    return (x > 0).to(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).to(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (torch.remainder(t, period) == 0).to(period.dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
+
+
+def _zeros(shape, like):
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _empty(shape, like):
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _const(value, like):
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = _empty((n,) + tuple(value.shape), value)
+    buf[t] = value
+    return buf
+
+
+# Sequence buffers are kept for the next call of the same shape: the first writes to freshly
+# mapped memory cost as much as the arithmetic done on it. Buffers that live within one call
+# (hoisted pre-activations, stacked step gradients) return at its end; the buffers saved for
+# the backward return when the forward's record is freed and nothing else holds their memory.
+# CPU only (the CUDA allocator caches), only buffers made while no gradient is recorded
+# (autograd may keep what it saw), at most POOL_BYTES in all (0 disables the pool).
+POOL_BYTES = 64 * 2**20
+_POOL = {}  # (shape, dtype) -> [buffers], oldest key first
+
+
+def _scratch(shape, like):
+    """A buffer from the pool or a new one; None while a gradient is recorded (out= writes
+    are not differentiable)."""
+    if torch.is_grad_enabled():
+        return None
+    free = _POOL.get((tuple(shape), like.dtype)) if like.device.type == "cpu" else None
+    return free.pop() if free else _empty(shape, like)
+
+
+def _release(bufs, escaping=()):
+    """Return buffers to the pool, unless a tensor handed back to the caller shares memory
+    with one."""
+    taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
+    for buf in bufs:
+        if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
+            continue
+        size = buf.numel() * buf.element_size()
+        if size > POOL_BYTES:
+            continue
+        total = sum(b.numel() * b.element_size() for free in _POOL.values() for b in free)
+        while _POOL and total + size > POOL_BYTES:
+            free = _POOL[next(iter(_POOL))]
+            if free:
+                total -= free[0].numel() * free[0].element_size()
+                free.pop(0)
+            else:
+                _POOL.pop(next(iter(_POOL)))
+        _POOL.setdefault((tuple(buf.shape), buf.dtype), []).append(buf)
+
+
+def _storage_users(t):
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+try:
+    _ALONE = _storage_users(torch.empty(1))  # a tensor whose memory nothing else shares
+except Exception:  # no such count in this torch: saved buffers are not recycled
+    _ALONE = None
+
+
+class _Cache(dict):
+    """What the forward keeps for the backward."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _recycle(cache, bufs):
+    """Pool bufs once cache is freed, those whose memory nothing else then shares."""
+    if POOL_BYTES and _ALONE is not None:
+        weakref.finalize(cache, _recycle_now, bufs)
+
+
+def _recycle_now(bufs):
+    free = []
+    while bufs:
+        b = bufs.pop()
+        # nobody else refers to this tensor (getrefcount: b and its own argument) or to its memory
+        if b is not None and sys.getrefcount(b) <= 2 and _storage_users(b) <= _ALONE:
+            free.append(b)
+        del b
+    _release(free)
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
+        buf = _scratch(shape, xs[0])
+        buf = _empty(shape, xs[0]) if buf is None else buf
+    torch.cat(xs, -1, out=buf[t])
+    return buf
+
+
+def _packed_gemm_works():
+    """Whether this build of torch has MKL's packed single-precision GEMM (the kernel behind
+    torch's prepacked CPU linear layers) and it computes the product."""
+    try:
+        w = torch.arange(6.0).reshape(3, 2)
+        a = torch.arange(8.0).reshape(4, 2)
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, 4)
+        return bool(torch.equal(torch.ops.mkl._mkl_linear(a, packed, w, None, 4), a @ w.T))
+    except Exception:
+        return False
+
+
+# None: probed at the first use; set to False to use addmm everywhere
+PACKED_GEMM = None
+
+
+def _blocked(W, k):
+    """The product a -> a @ W.T (+ add) for a W of k equal row blocks, as a (k, rows, n)
+    tensor: block j, a @ W_j.T, is contiguous (a (rows, k*n) result has strided blocks, and
+    the pointwise work that follows reads each block). All k products in one batched GEMM."""
+    Wk = W.reshape(k, W.shape[0] // k, W.shape[1]).transpose(1, 2).contiguous()
+
+    def product(a, add=None):
+        z = torch.bmm(a.expand(k, *a.shape), Wk)
+        return z if add is None else z.add_(add.reshape(add.shape[0], k, -1).transpose(0, 1))
+
+    return product
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
+    On the CPU in single precision, with no gradient being recorded, W is packed once into
+    MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
+    global PACKED_GEMM
+    eligible = (
+        steps > 1
+        and W.device.type == "cpu"
+        and W.dtype == torch.float32
+        and not torch.is_grad_enabled()
+    )
+    if eligible and PACKED_GEMM is None:
+        PACKED_GEMM = _packed_gemm_works()
+    if eligible and PACKED_GEMM:
+        Wc = W.contiguous()
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
+
+        def packed_product(a, add=None):
+            out = torch.ops.mkl._mkl_linear(a, packed, Wc, None, rows)
+            return out if add is None else out.add_(add)
+
+        return packed_product
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else torch.addmm(add, a, Wt)
+
+    return product
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    v_W_i_x = params["W_i_x"]
+    v_W_i_h = params["W_i_h"]
+    v_W_g_x = params["W_g_x"]
+    v_W_g_h = params["W_g_h"]
+    v_W_o_x = params["W_o_x"]
+    v_W_o_h = params["W_o_h"]
+    v_b_i = params["b_i"]
+    v_b_g = params["b_g"]
+    v_b_o = params["b_o"]
+    _W_x = _cat([v_W_i_x, v_W_g_x, v_W_o_x], 0)
+    _off_x = _offsets([v_W_i_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
+    _W_h = _cat([v_W_i_h, v_W_g_h, v_W_o_h], 0)
+    _off_h = _offsets([v_W_i_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
+    _X_x = inputs["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _b_x = _cat([v_b_i, v_b_g, v_b_o], 0)
+    _G_x = (
+        torch.addmm(
+            _b_x,
+            _X_x.reshape(_T * _B, _X_x.shape[2]),
+            _W_x.T,
+            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
+        )
+    ).reshape(_T, _B, -1)
+    _mm_h = _blocked(_W_h, 3)
+    v_h = state["h"]
+    v_c = state["c"]
+    _out = None
+    _saved = {"c_": None, "g": None, "i": None, "o": None} if save else None
+    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
+    _sv_c_ = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_g = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_i = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_o = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
+    for _t in range(_T):
+        _z_h = _mm_h(v_h, _G_x[_t])
+        v_lin_i = _z_h[0]
+        v_lin_g = _z_h[1]
+        v_lin_o = _z_h[2]
+        v_i = torch.sigmoid(v_lin_i, out=None if _sv_i is None else _sv_i[_t])
+        v_g = torch.tanh(v_lin_g, out=None if _sv_g is None else _sv_g[_t])
+        v_o = torch.sigmoid(v_lin_o, out=None if _sv_o is None else _sv_o[_t])
+        v_c_ = torch.addcmul(v_c, v_g, v_i, out=None if _sv_c_ is None else _sv_c_[_t])
+        v_h_ = torch.mul(v_o, torch.tanh(v_c_), out=_out[_t] if _direct else None)
+        if save and not _direct:
+            _saved["c_"] = _put(_saved["c_"], _t, v_c_, _T)
+            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
+            _saved["i"] = _put(_saved["i"], _t, v_i, _T)
+            _saved["o"] = _put(_saved["o"], _t, v_o, _T)
+        v_h = v_h_
+        v_c = v_c_
+        if not _direct:
+            _out[_t] = v_h
+    v_h = v_h.clone()
+    cache = None
+    if save:
+        _saved["c_"] = _sv_c_ if _direct else _saved["c_"]
+        _saved["g"] = _sv_g if _direct else _saved["g"]
+        _saved["i"] = _sv_i if _direct else _saved["i"]
+        _saved["o"] = _sv_o if _direct else _saved["o"]
+        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
+        cache = _Cache(
+            {
+                "inputs": inputs,
+                "state0": dict(state),
+                "t0": t0,
+                "saved": _saved,
+            }
+        )
+        if _direct:  # the saved buffers go back to the pool when the record is freed
+            _recycle(cache, [_sv_c_, _sv_g, _sv_i, _sv_o])
+    if not torch.is_grad_enabled():
+        _release([_G_x], [_out, v_h, v_c] + (list(_saved.values()) if save else []))
+    return _out, {"h": v_h, "c": v_c}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    v_W_i_x = params["W_i_x"]
+    v_W_i_h = params["W_i_h"]
+    v_W_g_x = params["W_g_x"]
+    v_W_g_h = params["W_g_h"]
+    v_W_o_x = params["W_o_x"]
+    v_W_o_h = params["W_o_h"]
+    v_b_i = params["b_i"]
+    v_b_g = params["b_g"]
+    v_b_o = params["b_o"]
+    _W_x = _cat([v_W_i_x, v_W_g_x, v_W_o_x], 0)
+    _off_x = _offsets([v_W_i_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
+    _W_h = _cat([v_W_i_h, v_W_g_h, v_W_o_h], 0)
+    _off_h = _offsets([v_W_i_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
+    _X_x = cache["inputs"]["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_c_ = cache["saved"]["c_"]
+    _S_g = cache["saved"]["g"]
+    _S_h = cache["saved"]["h"]
+    _S_i = cache["saved"]["i"]
+    _S_o = cache["saved"]["o"]
+    if d_state is None:
+        d_state = {}
+    _carry_h = (
+        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
+    )
+    _carry_c = (
+        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
+    )
+    _GBs_x = None
+    _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    _k0 = _const(1, _X_x)
+    for _t in range(_T - 1, -1, -1):
+        v_c_ = _S_c_[_t]
+        v_g = _S_g[_t]
+        v_h = _S_h[_t]
+        v_i = _S_i[_t]
+        v_o = _S_o[_t]
+        _q0 = torch.tanh(v_c_)
+        _p0_i_lin_i = v_i * (_k0 - v_i)
+        _p1_g_lin_g = _k0 - v_g * v_g
+        _p2_o_lin_o = v_o * (_k0 - v_o)
+        _p3_h__c_ = v_o * (_k0 - _q0 * _q0)
+        _p4_h__o = _q0
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_c_ = _carry_c
+        _d_c_ = torch.addcmul(_d_c_, _d_h_, _p3_h__c_)
+        _d_o = _d_h_ * _p4_h__o
+        _d_c = _d_c_
+        _d_g = _d_c_ * v_i
+        _d_i = _d_c_ * v_g
+        _d_lin_o = _d_o * _p2_o_lin_o
+        _d_lin_g = _d_g * _p1_g_lin_g
+        _d_lin_i = _d_i * _p0_i_lin_i
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_i, _d_lin_g, _d_lin_o], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _mmT_h(_gb_h)
+        _gb_x = _gb_h
+        _carry_h = _d_h
+        _carry_c = _d_c
+        if trace is not None:
+            trace.append({"h": _carry_h, "c": _carry_c})
+    grads = {}
+    d_inputs = {}
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
+    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
+    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
+    grads["W_g_x"] = _GW[_off_x[1] : _off_x[2]]
+    grads["b_g"] = _Gb[..., _off_x[1] : _off_x[2]]
+    grads["W_o_x"] = _GW[_off_x[2] : _off_x[3]]
+    grads["b_o"] = _Gb[..., _off_x[2] : _off_x[3]]
+    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
+    grads["W_g_h"] = _GW[_off_h[1] : _off_h[2]]
+    grads["W_o_h"] = _GW[_off_h[2] : _off_h[3]]
+    if "x" not in d_inputs:
+        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    if not torch.is_grad_enabled():
+        _release([_GBs_h], [*grads.values(), *d_inputs.values(), _carry_h, _carry_c])
+    return grads, d_inputs, {"h": _carry_h, "c": _carry_c}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {
+    "W_i_x": ("hidden", "input"),
+    "W_i_h": ("hidden", "hidden"),
+    "W_g_x": ("hidden", "input"),
+    "W_g_h": ("hidden", "hidden"),
+    "W_o_x": ("hidden", "input"),
+    "W_o_h": ("hidden", "hidden"),
+    "b_i": ("hidden",),
+    "b_g": ("hidden",),
+    "b_o": ("hidden",),
+}
+BUFFERS = {}
+INPUTS = ["x"]
+STATES = {"h": "hidden", "c": "hidden"}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
+
+
+_WIDTH_OF = {"h": "W_i_x", "c": "W_i_x"}
+
+_BUFFER_INITS = {}
+
+
+class SequenceFunction(torch.autograd.Function):
+    """The generated forward and backward as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, t0, names, *tensors):
+        k, m = len(names[0]), len(names[1])
+        params = dict(zip(names[0], tensors[:k]))
+        inputs = dict(zip(names[1], tensors[k : k + m]))
+        state = dict(zip(names[2], tensors[k + m :]))
+        out, final, cache = forward(params, inputs, state, t0, True)
+        ctx.params, ctx.cache, ctx.names = params, cache, names
+        return (out, *[final[s] for s in names[2]])
+
+    @staticmethod
+    def backward(ctx, d_out, *d_final):
+        grads, d_inputs, d_state0 = backward(
+            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
+        )
+        flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
+        flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
+        return (None, None, *flat)
+
+
+def init_params(sizes, seed=0, dtype=torch.float32, device=None):
+    """torch.nn's default initialisation, U(-1/sqrt(hidden), 1/sqrt(hidden)), and the buffers."""
+    g = torch.Generator().manual_seed(seed)
+    k = 1 / math.sqrt(sizes.get("hidden", 1))
+    out = {}
+    for name, dims in PARAM_SHAPES.items():
+        shape = tuple(sizes[d] for d in dims)
+        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
+            dtype=dtype, device=device
+        )
+    for name, (dim, init, options) in BUFFERS.items():
+        out[name] = torch.tensor(
+            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
+        )
+    return out
+
+
+class Layer(torch.nn.Module):
+    """A trainable recurrent layer whose backward is the generated one.
+
+    forward(inputs, state=None, t0=0): inputs (T, B, n) (a dict for several inputs);
+    returns (outputs (T, B, n), final state dict)."""
+
+    def __init__(self, sizes, seed=0, dtype=torch.float32, device=None, params=None):
+        super().__init__()
+        params = params if params is not None else init_params(sizes, seed, dtype, device)
+        for name, value in params.items():
+            if name in BUFFERS:
+                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+            else:
+                self.register_parameter(
+                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
+                )
+
+    def forward(self, inputs, state=None, t0=0):
+        if not isinstance(inputs, dict):
+            inputs = {INPUTS[0]: inputs}
+        params = dict(self.named_parameters()) | dict(self.named_buffers())
+        first = next(iter(inputs.values()))
+        if state is None:
+            state = {
+                s: torch.zeros(
+                    first.shape[1],
+                    params[_WIDTH_OF[s]].shape[0],
+                    dtype=first.dtype,
+                    device=first.device,
+                )
+                for s in STATES
+            }
+        pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
+        leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
+            out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
+            return out, final
+        names = (pnames, tuple(INPUTS), tuple(STATES))
+        tensors = (
+            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
+        )
+        out, *final = SequenceFunction.apply(t0, names, *tensors)
+        return out, dict(zip(STATES, final))

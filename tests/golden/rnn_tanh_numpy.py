@@ -1,0 +1,193 @@
+# fmt: off
+(
+    'rnn_tanh: Vanilla (Elman) RNN with tanh\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target numpy) from spec rnn_tanh.toml,\n'
+    'sha256 c1bf781ecf6144002139745f7bd5cbaa15aacd87b5f0cc10c51c565bc25d5739.\n'
+    'Regenerate: lstm-verify export rnn_tanh --target numpy -o rnn_tanh_numpy.py\n'
+    '\n'
+    "Sources: Elman 1990, Finding Structure in Time; torch.nn.RNNCell(nonlinearity='tanh')\n"
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    "    h' = tanh(lin(x, h))\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_h_x: (hidden, input)  = torch.nn.RNNCell.weight_ih block 0\n'
+    '    W_h_h: (hidden, hidden)  = torch.nn.RNNCell.weight_hh block 0\n'
+    '    b_h: (hidden,)  = torch.nn.RNNCell.bias_ih block 0 + torch.nn.RNNCell.bias_hh block 0\n'
+    "A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).\n"
+)
+# fmt: on
+
+import numpy
+
+
+def _sigmoid(x):
+    # exp(-x) overflows to inf for very negative x and 1/(1 + inf) = 0 is the right limit; the
+    # result is within 2 eps (relative) of the exact value wherever it is a normal float. The
+    # backward never differentiates this formula (it uses s*(1 - s)), so no NaN can arise.
+    with numpy.errstate(over="ignore"):
+        return 1 / (1 + numpy.exp(-x))
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
+
+
+def _zeros(shape, like):
+    return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
+    buf[t] = value
+    return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    v_W_h_x = params["W_h_x"]
+    v_W_h_h = params["W_h_h"]
+    v_b_h = params["b_h"]
+    _W_x = _cat([v_W_h_x], 0)
+    _W_h = _cat([v_W_h_h], 0)
+    _X_x = inputs["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _b_x = _cat([v_b_h], 0)
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
+    v_h = state["h"]
+    _out = None
+    _saved = {"h_": None} if save else None
+    for _t in range(_T):
+        _z_h = _mm_h(v_h, _G_x[_t])
+        v_lin_h = _z_h
+        v_h_ = numpy.tanh(v_lin_h)
+        if save:
+            _saved["h_"] = _put(_saved["h_"], _t + 1, v_h_, _T + 1)
+        v_h = v_h_
+        _out = _put(_out, _t, v_h, _T)
+    cache = None
+    if save:
+        _saved["h_"][0] = state["h"]
+        _saved["h"] = _saved["h_"][:-1]
+        _saved["h_"] = _saved["h_"][1:]
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        }
+    return _out, {"h": v_h}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    v_W_h_x = params["W_h_x"]
+    v_W_h_h = params["W_h_h"]
+    v_b_h = params["b_h"]
+    _W_x = _cat([v_W_h_x], 0)
+    _W_h = _cat([v_W_h_h], 0)
+    _X_x = cache["inputs"]["x"]
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_h = cache["saved"]["h"]
+    _S_h_ = cache["saved"]["h_"]
+    if d_state is None:
+        d_state = {}
+    _carry_h = (
+        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
+    )
+    _GBs_x = None
+    _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    for _t in range(_T - 1, -1, -1):
+        v_h = _S_h[_t]
+        v_h_ = _S_h_[_t]
+        _p0_h__lin_h = 1 - v_h_**2
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_lin_h = _d_h_ * _p0_h__lin_h
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_h], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _mmT_h(_gb_h)
+        _gb_x = _gb_h
+        _carry_h = _d_h
+        if trace is not None:
+            trace.append({"h": _carry_h})
+    grads = {}
+    d_inputs = {}
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
+    grads["W_h_x"] = _GW
+    grads["b_h"] = _Gb
+    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    grads["W_h_h"] = _GW
+    if "x" not in d_inputs:
+        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {"h": _carry_h}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {"W_h_x": ("hidden", "input"), "W_h_h": ("hidden", "hidden"), "b_h": ("hidden",)}
+BUFFERS = {}
+INPUTS = ["x"]
+STATES = {"h": "hidden"}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
