@@ -378,3 +378,15 @@ def test_empty_folder_takes_the_report(tmp_path, fake, monkeypatch):
     assert rp.prepare(".").mode == "into"  # the current folder is written into, never renamed
     rp.write({"v": 1}, ".", "cmd")
     assert _version(here) == 1 and os.path.samefile(os.getcwd(), here)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_parent_is_refused_before_computing(tmp_path, fake):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chmod(locked, 0o500)
+    try:
+        with pytest.raises(rp.OutputError, match="cannot write into"):
+            rp.prepare(locked / "r")
+    finally:
+        os.chmod(locked, 0o700)
