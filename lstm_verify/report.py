@@ -747,15 +747,20 @@ def prepare(out, force: bool = False) -> Target:
         raise OutputError(f"-o {out}: cannot create the folder {parent}: {exc.strerror or exc}") from None
     if not parent.is_dir():
         raise OutputError(f"-o {out}: {parent} is not a folder")
-    try:  # the real test of writability: make (and remove) a folder beside the report
-        probe = _mkdir_unique(parent, f".{p.name}.lstm-verify-probe-")
-        os.rmdir(probe)
-    except OSError as exc:
-        raise OutputError(f"-o {out}: cannot write into {parent}: {exc.strerror or exc}") from None
     notes = recover(p)
+    target = Target(p, _mode(out, p, force), force, notes)
+    where = p if target.mode == "into" else parent
+    try:  # the real test of writability: make (and remove) a folder where the files will go
+        os.rmdir(_mkdir_unique(where, ".lstm-verify-probe-"))
+    except OSError as exc:
+        raise OutputError(f"-o {out}: cannot write into {where}: {exc.strerror or exc}") from None
+    return target
+
+
+def _mode(out, p: Path, force: bool) -> str:
     kind = kind_of(p)
     if kind is None:
-        return Target(p, "new", force, notes)
+        return "new"
     if kind != "a directory":
         raise OutputError(f"-o {out}: {p} exists and is {kind}; the report is a folder, give a folder "
                           "path (nothing is replaced but a previous report)")  # fmt: skip
@@ -765,10 +770,10 @@ def prepare(out, force: bool = False) -> Target:
         raise OutputError(f"-o {out}: cannot read the folder {p}: {exc.strerror or exc}") from None
     in_use = _in_use(p)
     if not entries:  # an empty folder is replaced by the report; the current one is written into
-        return Target(p, "into" if in_use else "new", force, notes)
-    owned = _owned(p, entries) if entries else None
+        return "into" if in_use else "new"
+    owned = _owned(p, entries)
     if owned is not None and not in_use:
-        return Target(p, "replace", force, notes)
+        return "replace"
     if not force:
         if owned is not None:
             raise OutputError(f"-o {out}: {p} is the current folder or contains it, so it cannot be "
@@ -783,7 +788,7 @@ def prepare(out, force: bool = False) -> Target:
         k = kind_of(p / name)
         if k not in (None, "a regular file"):
             raise OutputError(f"-o {out} --force: {p / name} is {k}; only regular files are replaced")
-    return Target(p, "into", force, notes)
+    return "into"
 
 
 def _marked(folder: Path) -> set:
