@@ -171,9 +171,8 @@ def saturation(cell: Cell, params, inputs, state, low=0.05, high=0.95) -> dict:
 def node_values(cell: Cell, params, inputs, state) -> dict:
     """Every node's value at every step, (T, B, n), from a float64 walk of the IR (SymPy's NumPy
     printer; the generated code saves only what its backward needs)."""
-    import sympy
-
     from .functions import FUNCTIONS
+    from .hygiene import lambdify
     from .ir import Affine
 
     ir = cell.ir
@@ -181,8 +180,7 @@ def node_values(cell: Cell, params, inputs, state) -> dict:
     compiled = {}
     for node in ir.nodes:
         if not isinstance(node, Affine):
-            args = sorted(node.expr.free_symbols, key=lambda s: s.name)
-            compiled[node.name] = ([a.name for a in args], sympy.lambdify(args, node.expr, [table, "numpy"]))
+            compiled[node.name] = lambdify(node.expr, [table, "numpy"])
     masked = {}
     for w in ir.weights:
         m = np.asarray(params[w.name], dtype=float)

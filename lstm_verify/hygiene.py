@@ -60,6 +60,19 @@ def c_comment(text: str) -> str:
     return safe
 
 
+def lambdify(expr, modules):
+    """``sympy.lambdify`` of an expression in its free symbols, returning (the symbols' names in
+    argument order, the function). The symbols are renamed first: lambdify puts symbol names
+    into the namespace it evaluates in, so a spec name such as ``mpf`` or ``pi`` would shadow
+    what the printed expression calls."""
+    import sympy
+
+    args = sorted(expr.free_symbols, key=lambda s: s.name)
+    safe = [sympy.Symbol(f"_lv_arg{k}", real=True) for k in range(len(args))]
+    renamed = expr.xreplace(dict(zip(args, safe)))
+    return [a.name for a in args], sympy.lambdify(safe, renamed, modules=modules)
+
+
 # ----------------------------------------------------------------------------- the audit
 
 # modules a generated module may import (the preambles of both backends, and what export adds)

@@ -15,6 +15,7 @@ import numpy as np
 import sympy
 
 from .functions import FUNCTIONS
+from .hygiene import lambdify
 from .ir import Affine, CellIR
 
 DPS = 60
@@ -22,9 +23,8 @@ DPS = 60
 
 @lru_cache(maxsize=512)
 def _compiled(expr: sympy.Expr):
-    args = sorted(expr.free_symbols, key=lambda s: s.name)
     table = {f.sympy.__name__: f.mpmath for f in FUNCTIONS.values()}
-    return [a.name for a in args], sympy.lambdify(args, expr, modules=[table, "mpmath"])
+    return lambdify(expr, [table, "mpmath"])
 
 
 def _mp(a):

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import lstm_verify as lv
-from lstm_verify import runtime
+from lstm_verify import gradflow, runtime
 from lstm_verify.cell import Cell
 from lstm_verify.check import backward_vs_finite_differences, forward_vs_mpmath
 from lstm_verify.codegen import generate
@@ -49,7 +49,7 @@ def spec_text(title="t", cite=("c",), notes="", eq_comment="", x="x", h="h", nod
               name="hostile"):
     """A small cell with one pointwise node and one diagonal parameter, every name chosen."""
     comment = f"  # {eq_comment}" if eq_comment else ""
-    equations = [f"{node} = tanh(lin({x}, {h})) + {p}*{h}{comment}", f"{h}' = {node}*sigmoid({h})"]
+    equations = [f"{node} = tanh(lin({x}, {h})) + {p}*{h}/3{comment}", f"{h}' = {node}*sigmoid(0.5*{h})"]
     return "\n".join([
         f"name = {toml_string(name)}",
         f"title = {toml_string(title)}",
@@ -185,6 +185,8 @@ GENERATED_NAMES = [
     "backward", "product", "out", "v_h", "v_x", "POOL_BYTES", "PACKED_GEMM", "step", "init_params",
     "Layer", "INPUTS", "STATES", "n", "p", "b", "j", "k", "t", "T", "batch", "acc", "outputs",
     "float", "double", "linux", "print", "isinstance", "zip",
+    # names of the mpmath and NumPy namespaces the reference oracles evaluate in
+    "mpf", "mpc", "pi", "e", "E", "I", "oo", "nan", "inf", "sqrt", "sin", "log", "builtins", "Dummy",
 ]  # fmt: skip
 
 
@@ -200,6 +202,12 @@ def test_a_node_may_have_any_name(tmp_path, name):
     assert errors.normwise < 1e-13
     fd, ok = backward_vs_finite_differences(cell, T=4)
     assert ok and fd < 1e-6
+    # the float64 IR walk of the gradient-flow analysis evaluates in NumPy's namespace
+    params = cell.init_params(sizes={"input": 3, "hidden": 4}, seed=0)
+    xs = {"xin": np.random.default_rng(0).standard_normal((3, 2, 3))}
+    state = {"hid": np.zeros((2, 4))}
+    walked = gradflow.node_values(cell, params, xs, state)["hid_"]
+    assert np.max(np.abs(walked - cell.numpy().forward(params, xs, state).outputs)) < 1e-14
 
 
 def test_step_counter_beside_a_node_named_t0():

@@ -160,7 +160,10 @@ def _cat_put(buf, t, xs, n):
         shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
         buf = _scratch(shape, xs[0])
         buf = _empty(shape, xs[0]) if buf is None else buf
-    torch.cat(xs, -1, out=buf[t])
+    if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+        buf[t] = torch.cat(xs, -1)  # out= is not differentiable
+    else:
+        torch.cat(xs, -1, out=buf[t])
     return buf
 
 
