@@ -9,6 +9,7 @@ for a buffer ``B`` or number literals.
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from dataclasses import dataclass
 
@@ -56,6 +57,9 @@ def parse_mask(text: str, buffers, path=None, weight=None) -> Mask:
 
     if len(text) > 200:
         fail("mask text longer than 200 characters")
+    for pos, ch in enumerate(text):  # ASCII: Python would read a fullwidth letter as its twin
+        if not (ch.isascii() and ch.isprintable()):
+            fail(f"character {ch!r} is not allowed: masks are one line of ASCII", pos + 1)
     try:
         tree = ast.parse(text.strip(), mode="eval").body
     except SyntaxError as exc:
@@ -65,6 +69,8 @@ def parse_mask(text: str, buffers, path=None, weight=None) -> Mask:
 
     def operand(node):
         if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            if not math.isfinite(float(node.value)):
+                fail(f"number {node.value!r} is not finite", node.col_offset + 1)
             return Operand(None, None, float(node.value))
         if isinstance(node, ast.Name):
             base, _, side = node.id.rpartition("_")

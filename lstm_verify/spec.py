@@ -33,6 +33,7 @@ MAX_EQUATIONS = 200
 MAX_DEPTH = 48
 MAX_EXPONENT = 8
 MAX_CONSTANT = 1e6
+MAX_NAME = 64  # characters of a name: names become file, C and Python identifiers
 MAX_FOLDED = 1e38  # constant sub-expressions must stay within float32's range (3.4e38)
 NEW = "_"  # suffix of a state's new value: h' is spelled h_ inside
 RESERVED = {"lin", "numpy", "torch", "mpmath", "math", "params", "inputs", "state", "bias"}
@@ -206,6 +207,8 @@ class _Parser:
         return tuple(value)
 
     def check_name(self, name, where):
+        if len(name) > MAX_NAME:
+            self.fail(f"{where}: a name of {len(name)} characters; at most {MAX_NAME}")
         if not _NAME.match(name) or name.endswith(NEW) or keyword.iskeyword(name):
             self.fail(
                 f"{where}: {name!r} is not a valid name (letters, digits and '_', starting with a "
@@ -222,8 +225,9 @@ class _Parser:
             if key not in self.data:
                 self.fail(f"missing required key '{key}'")
         name = self.string("name")
-        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-            self.fail(f"'name' must be lower-case letters, digits and '_', got {name!r}")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or len(name) > MAX_NAME:
+            self.fail(f"'name' must be lower-case letters, digits and '_' (at most {MAX_NAME}), "
+                      f"got {name[:80]!r}")
         cite = self.data["cite"]
         if isinstance(cite, str):
             cite = [cite]

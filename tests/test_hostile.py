@@ -275,6 +275,25 @@ def test_invalid_buffer_options_are_refused_at_load(options, message):
         parse_spec(text)
 
 
+@pytest.mark.parametrize("mask, message", [
+    ("\uff50eriod_in >= period_out", "ASCII"),
+    ("period_in >= 1e999", "not finite"),
+    ("period_in >= period_out\n", "ASCII"),
+])  # fmt: skip
+def test_invalid_masks_are_refused_at_load(mask, message):
+    text = (Path(lv.cell.SPEC_DIR) / "clockwork_rnn.toml").read_text()
+    with pytest.raises(SpecError, match=message):
+        parse_spec(text.replace('"period_in >= period_out"', toml_string(mask)))
+
+
+def test_names_are_bounded():
+    with pytest.raises(SpecError, match="at most 64"):
+        cell_of(spec_text(node="a" * 65))
+    with pytest.raises(SpecError, match="at most 64"):
+        cell_of(spec_text(name="a" * 65))
+    cell_of(spec_text(node="a" * 64))
+
+
 def test_unknown_buffer_initialiser_is_refused():
     text = (Path(lv.cell.SPEC_DIR) / "clockwork_rnn.toml").read_text()
     with pytest.raises(SpecError, match="unknown initialiser"):

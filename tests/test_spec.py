@@ -152,10 +152,10 @@ def test_longest_allowed_chain_builds():
 HOSTILE_RHS = [
     # calls outside the vocabulary
     "tanh(lin(x, h)) + §open(1)",
-    '§open("x", "w")',
+    'open(§"x", "w")',
     "open('x')",  # ' after a letter reads as a prime, so this is a syntax error
-    '§eval("1")',
-    '§exec("h")',
+    'eval(§"1")',
+    'exec(§"h")',
     "§print(1)",
     "§globals()",
     "tanh(c') * §getattr(h, 1)",
@@ -164,8 +164,8 @@ HOSTILE_RHS = [
     "§x.real",
     "tanh(c') + §h.__class__.__mro__",
     # imports
-    '§__import__("os")',
-    '§__import__("os").system("true")',
+    '__import__(§"os")',
+    '__import__(§"os").system("true")',
     # lambdas and comprehensions
     "§lambda: h",
     "§(lambda: h)()",
@@ -202,9 +202,9 @@ HOSTILE_RHS = [
     '§"abc"',
     '§"x"*h',
     "h + 'x'",
-    '§f"{h}"',
+    'f§"{h}"',
     "f'{h}'",
-    '§b"x"*h',
+    'b§"x"*h',
     "b'x'",
     "§1j*h",
     "h + §2j",
