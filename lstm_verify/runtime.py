@@ -7,8 +7,8 @@ Where: ``LSTM_VERIFY_CACHE`` if set (``0`` disables the cache), else
 ``$XDG_CACHE_HOME/lstm_verify`` (when ``XDG_CACHE_HOME`` is an absolute path, as the XDG
 specification requires), else ``~/.cache/lstm_verify``.
 
-Key: a sha256 of the cache format, the spec's sha256, the generator hash (the source of the
-modules that generate code), the backend, the cell name, and the versions of Python, SymPy,
+Key: a sha256 of the cache format, the spec's sha256, the generator hash (of the source of
+every module of the package), the backend, the cell name, and the versions of Python, SymPy,
 NumPy and torch (torch's from ``importlib.metadata`` when it is not imported; ``absent`` when
 it is not installed; it is never imported here). The entry's file name carries the cell name,
 backend, spec hash prefix and key prefix.
@@ -64,8 +64,6 @@ from pathlib import Path
 from .codegen import generate
 from .ir import CellIR
 
-_GENERATOR_FILES = ("codegen.py", "derive.py", "functions.py", "ir.py", "spec.py", "masks.py")
-
 FORMAT = 1
 _MAGIC = b"# lstm-verify cache entry v1 hmac-sha256="
 _SECRET_NAME = ".hmac-key"
@@ -90,13 +88,25 @@ class _Unusable(Exception):
     """The cache folder or its key failed a check; the message is the reason."""
 
 
+def _package_sources() -> list[Path]:
+    """Every module of the package, in a fixed order."""
+    here = Path(__file__).parent
+    return sorted(p for p in here.rglob("*.py") if "__pycache__" not in p.parts)
+
+
 @lru_cache(maxsize=1)
 def generator_hash() -> str:
-    """Hash of the code that generates source: a change to it invalidates the cache."""
+    """Hash of the package's source: a change to any module invalidates the cache.
+
+    All modules, not a list of the generator's: the generated text depends on whatever the
+    generator imports (``hygiene`` for names and quoting, ``functions``, ``derive``...), and a
+    module left off a list would let a stale entry verify after that module changed.
+    """
     h = hashlib.sha256()
     here = Path(__file__).parent
-    for name in _GENERATOR_FILES:
-        h.update((here / name).read_bytes())
+    for path in _package_sources():
+        h.update(path.relative_to(here).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()[:16]
 
 

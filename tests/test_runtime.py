@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -418,3 +419,31 @@ def test_entries_and_write_atomic_fsync_before_rename(cache, ir, tmp_path, monke
     runtime.write_atomic(tmp_path / "out.txt", "text")
     assert events == ["fsync", "replace", "fsync"]
     assert (tmp_path / "out.txt").read_text() == "text"
+
+
+def test_generator_hash_covers_every_module_the_generator_imports():
+    import lstm_verify.codegen  # noqa: F401
+
+    hashed = {p.resolve() for p in runtime._package_sources()}
+    package = {
+        Path(m.__file__).resolve()
+        for name, m in list(sys.modules.items())
+        if name.startswith("lstm_verify.") and getattr(m, "__file__", None)
+    }
+    assert package and package <= hashed
+    assert {"codegen.py", "hygiene.py", "derive.py", "runtime.py"} <= {p.name for p in hashed}
+
+
+def test_generator_hash_follows_module_content(monkeypatch, tmp_path):
+    fake = tmp_path / "lstm_verify"
+    fake.mkdir()
+    (fake / "codegen.py").write_text("A = 1\n")
+    (fake / "hygiene.py").write_text("B = 1\n")
+    monkeypatch.setattr(runtime, "__file__", str(fake / "runtime.py"))
+    hashes = []
+    for text in ("B = 1\n", "B = 2\n"):
+        (fake / "hygiene.py").write_text(text)
+        runtime.generator_hash.cache_clear()
+        hashes.append(runtime.generator_hash())
+    runtime.generator_hash.cache_clear()
+    assert hashes[0] != hashes[1]
