@@ -62,6 +62,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .codegen import generate
+from .hygiene import audit_python
 from .ir import CellIR
 
 FORMAT = 1
@@ -468,6 +469,7 @@ def load(text: str, label: str) -> types.ModuleType:
     filename = f"<lstm-verify generated {label} #{next(_counter)}>"
     module = types.ModuleType(f"lstm_verify_generated_{label}")
     module.__file__ = filename
+    audit_python(text, label)  # defence in depth: never executed unless it passes
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     code = compile(text, filename, "exec")
     exec(code, module.__dict__)  # noqa: S102 - our generated code, never spec text

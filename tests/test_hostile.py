@@ -107,6 +107,7 @@ def exercise(cell: Cell, tmp: Path, c=True):
     ref, _ = cell.reference(params, xs, state)
     ref = np.asarray(ref, dtype=float)
     results["numpy"] = np.asarray(cell.numpy().forward(params, xs, state).outputs)
+    results["torch"] = cell.torch().forward(params, xs, state).outputs.numpy()
     for target in ("numpy", "torch"):
         path = tmp / f"exported_{target}_{abs(hash(cell.spec.sha256)) % 10**8}.py"
         path.write_text(export(cell, target))
@@ -141,7 +142,7 @@ def test_free_text_never_runs(tmp_path, field):
             continue
         value = (payload,) if field == "cite" else payload
         cell = cell_of(spec_text(**{field: value}))
-        exercise(cell, tmp_path, c=k in (0, 3, 7, 8, 9, 10, 11))
+        exercise(cell, tmp_path, c=k in (0, 7, 8, 9))
         held = [cell.spec.title, *cell.spec.cite, cell.spec.notes, cell.spec.equations[0].text]
         assert any(payload in text for text in held)  # kept as data, verbatim
 
@@ -350,13 +351,12 @@ def test_c_comment_is_inert():
 # ----------------------------------------------------------------------------- the audit
 
 
-def test_audit_passes_every_catalog_cell_and_target():
+def test_audit_passes_every_catalog_cell_and_backend():
+    """(Every export is audited as it is made: test_export exports every cell and target.)"""
     for name in lv.catalog():
         cell = lv.load(name)
         for backend in ("numpy", "torch"):
             audit_python(generate(cell.ir, backend), name)
-        for target in ("numpy", "torch"):
-            audit_python(export(cell, target), name)  # export audits too; this says so
 
 
 @pytest.mark.parametrize("evil", [
@@ -390,6 +390,9 @@ def test_a_module_failing_the_audit_is_never_executed(tmp_path):
 
 # ----------------------------------------------------------------------------- properties
 
+# examples per property: 25 by default (about 40 s for the three); LSTM_VERIFY_HOSTILE_EXAMPLES
+# raises it for a deep run
+EXAMPLES = int(os.environ.get("LSTM_VERIFY_HOSTILE_EXAMPLES", "25"))
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 TRICKY = st.sampled_from(["\n", '"""', "'''", "\\", "*/", "/*", "??/", "\r", "\x00", "\u2028",
                           "#", "'", '"', "\t", "\x7f", "${x}", "{}", "%s"])  # fmt: skip
@@ -410,7 +413,7 @@ def _check_or_refused(text: str, tmp: Path, c: bool):
     return True
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])  # fmt: skip
 @given(title=HOSTILE_TEXT, cite=st.lists(HOSTILE_TEXT, min_size=1, max_size=3), notes=HOSTILE_TEXT,
        comment=HOSTILE_TEXT)  # fmt: skip
@@ -421,7 +424,7 @@ def test_any_free_text_is_data(tmp_path_factory, title, cite, notes, comment):
     _check_or_refused(spec_text(eq_comment=comment), tmp, c=False)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])  # fmt: skip
 @given(names=st.lists(IDENTIFIERS, min_size=4, max_size=4, unique=True))
 def test_any_identifiers_are_refused_or_exact(tmp_path_factory, names):
@@ -434,7 +437,7 @@ def test_any_identifiers_are_refused_or_exact(tmp_path_factory, names):
     event("accepted" if accepted else "refused")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                    HealthCheck.too_slow])  # fmt: skip
 @given(name=NAMES, role=st.sampled_from(["x", "h", "node", "p", "name"]))
 def test_any_text_as_a_name_is_refused_or_exact(tmp_path_factory, name, role):
