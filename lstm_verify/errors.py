@@ -49,3 +49,8 @@ class DtypeError(LstmVerifyError, TypeError, ValueError):
 class GenerationError(LstmVerifyError, RuntimeError):
     """lstm-verify could not build a test case (or a reference value) itself: a fault of the
     tool or of the spec, never of the implementation under test."""
+
+
+class SaturationError(GenerationError, ValueError):
+    """No finite bias saturates every gate of a cell on the drawn inputs (an unbounded function
+    such as exp or relu feeds back into a gate): a case the saturated regimes cannot build."""

@@ -6,6 +6,16 @@ first such biased map in the argument. :func:`saturate` sets each driver's bias 
 ``±(level + B)``, where ``B`` bounds everything else in the argument at every step, so that
 ``|argument| >= level`` holds exactly, not just usually. Bounds are propagated through the IR
 step by step with interval arithmetic (each function's ``interval`` in the function table).
+
+The biases change the bounds they are computed from (a larger forget-gate bias keeps a cell
+growing for longer), so :func:`saturate` first iterates to a fixed point, which gives the
+tightest biases. The iteration can need more rounds than any fixed number (a peephole LSTM
+whose cell grows by one a step needs about T/17 rounds at level 20), so when it has not settled
+it falls back to bounds that hold for *every* value of the driver biases: each driver is left
+unbounded, so each saturating application ranges over its function's whole image (sigmoid in
+[0, 1], tanh in [-1, 1]). Those bounds do not depend on the biases, so one pass gives biases
+that saturate by construction. Only a cell where an unbounded driver reaches a bound without
+limit (exp or relu of a gate feeding back) has no such biases: :class:`SaturationError`.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from .errors import SaturationError
 from .functions import BY_SYMPY
 from .ir import Affine, CellIR
 
@@ -97,15 +108,21 @@ def _bound(expr, B):
     return np.maximum(np.abs(lo), np.abs(hi))
 
 
-def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t):
-    """Intervals of every vector at one step, from those of the inputs and the previous state."""
+def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozenset()):
+    """Intervals of every vector at one step, from those of the inputs and the previous state.
+    Affine nodes named in ``free`` are unbounded (their bias may be anything)."""
     B = {k: (np.asarray(v, dtype=float), np.asarray(v, dtype=float)) for k, v in params.items()}
     B |= {k: (-v, v) for k, v in x_bounds.items()} | dict(s_bounds)
     if ir.step:
         B[ir.step] = (float(t), float(t))
     for node in ir.nodes:
-        if isinstance(node, Affine):
-            acc = sum(np.abs(B[w][0]) @ np.maximum(np.abs(B[a][0]), np.abs(B[a][1])) for w, a in node.terms)
+        if node.name in free:
+            n = (sizes[node.dim],)
+            B[node.name] = (np.full(n, -np.inf), np.full(n, np.inf))
+        elif isinstance(node, Affine):
+            with np.errstate(invalid="ignore"):  # 0 * inf: the term is unbounded
+                acc = sum(np.abs(B[w][0]) @ np.maximum(np.abs(B[a][0]), np.abs(B[a][1])) for w, a in node.terms)
+            acc = np.where(np.isnan(acc), np.inf, acc)
             b = B[node.bias][0] if node.bias else 0.0
             B[node.name] = (b - acc, b + acc)
         else:
@@ -119,8 +136,10 @@ def saturate(ir: CellIR, params: dict, inputs: dict, state: dict, level: float, 
              extra=None, t0: int = 0, max_rounds: int = 8) -> dict:  # fmt: skip
     """Parameters whose driver biases make |argument| >= level for every saturating application
     at every step of this input sequence. ``signs`` (±1) and ``extra`` (>= 0), per bias, choose
-    the side and the margin beyond the minimum. Raises ValueError if no finite bias works
-    (exp or relu feeding back into a gate without bound)."""
+    the side and the margin beyond the minimum. Iterates to the tightest biases for up to
+    ``max_rounds`` rounds, then falls back to biases from bounds that hold whatever the biases
+    are (module docstring). Raises :class:`SaturationError` (a ValueError) if no finite bias
+    works (exp or relu feeding back into a gate without bound)."""
     from .cell import infer_sizes
 
     apps = applications(ir)
@@ -129,34 +148,53 @@ def saturate(ir: CellIR, params: dict, inputs: dict, state: dict, level: float, 
     signs = signs or {}
     extra = extra or {}
     T = next(iter(inputs.values())).shape[0]
-    x_bounds = [{n: np.abs(np.asarray(v, dtype=float)[t]).max(axis=0) for n, v in inputs.items()}
+    x_bounds = [{n: np.abs(np.asarray(v, dtype=float)[t]).max(axis=0, initial=0.0) for n, v in inputs.items()}
                 for t in range(T)]  # fmt: skip
     s0 = {s: (np.asarray(v, dtype=float).min(axis=0), np.asarray(v, dtype=float).max(axis=0))
           for s, v in state.items()}  # fmt: skip
-    for _ in range(max_rounds):
+    if not apps:
+        return params
+
+    def needs(free):
         need = {a.bias: 0.0 for a in apps}
         s_bounds = s0
         for t in range(T):
-            B = _step_bounds(ir, params, sizes, x_bounds[t], s_bounds, t0 + t)
+            B = _step_bounds(ir, params, sizes, x_bounds[t], s_bounds, t0 + t, free)
             for a in apps:
                 node = ir.node_map[a.driver]
-                others = sum(np.abs(params[w]) @ np.maximum(np.abs(B[arg][0]), np.abs(B[arg][1]))
-                             for w, arg in node.terms)  # fmt: skip
-                need[a.bias] = np.maximum(need[a.bias], level + others + _bound(a.rest, B))
+                with np.errstate(invalid="ignore"):  # 0 * inf: unbounded, made inf below
+                    others = sum(np.abs(params[w]) @ np.maximum(np.abs(B[arg][0]), np.abs(B[arg][1]))
+                                 for w, arg in node.terms)  # fmt: skip
+                    n = level + others + _bound(a.rest, B)
+                need[a.bias] = np.maximum(need[a.bias], np.where(np.isnan(n), np.inf, n))
             s_bounds = {s: B[ir.new(s)] for s, _ in ir.states}
-        done = True
+        return need
+
+    def apply(need):
+        """Set every bias short of its need; whether any was."""
+        short = False
         for a in apps:
             n = need[a.bias]
-            if not np.all(np.isfinite(n)):
-                raise ValueError(f"{ir.name}: no finite bias saturates {a.function} in {a.node!r}")
             if np.any(np.abs(params[a.bias]) < n):
-                done = False
+                short = True
                 sign = np.asarray(signs.get(a.bias, np.sign(params[a.bias]) + (params[a.bias] == 0)))
                 # a relative margin of 1e-12 absorbs the rounding of the bound's own sums
                 params[a.bias] = sign * (n * (1 + 1e-12) + np.asarray(extra.get(a.bias, 0.0)))
-        if done:
+        return short
+
+    for _ in range(max_rounds):
+        need = needs(frozenset())
+        if not all(np.all(np.isfinite(n)) for n in need.values()):
+            break
+        if not apply(need):
             return params
-    raise ValueError(f"{ir.name}: saturating biases did not settle in {max_rounds} rounds")
+    # bounds that hold for any driver bias: one pass, and the biases it sets keep them valid
+    need = needs(frozenset(a.driver for a in apps))
+    for a in apps:
+        if not np.all(np.isfinite(need[a.bias])):
+            raise SaturationError(f"{ir.name}: no finite bias saturates {a.function} in {a.node!r}")
+    apply(need)
+    return params
 
 
 def preactivations(ir: CellIR, params: dict, trace, t0: int = 0) -> dict[str, np.ndarray]:
