@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .compare import sensitivity, tolerance
-from .errors import LstmVerifyError, ShapeError, VerificationError
+from .errors import GenerationError, LstmVerifyError, ShapeError, VerificationError
 from .layout import stack_gradients
 from .spec import Layout, display
 
@@ -278,16 +278,33 @@ def _first_divergence(got: list, ref: list, tol: list, names: list) -> Divergenc
 # --------------------------------------------------------------------------- properties
 
 
+def _theirs(cell, case, fn, *args):
+    """Run the implementation's side of a property: an exception it raises is the
+    implementation's failure (a VerificationError naming it), never the tool's."""
+    try:
+        return fn(*args)
+    except VerificationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the user's code raises is its failure
+        raise VerificationError(f"{cell.name}: the implementation raised {type(exc).__name__}: {exc}\n"
+                                f"on {case.describe()}") from exc  # fmt: skip
+
+
 def _forward_problem(cell, runner, case, rename=None, t_shift=0):
     """(got, ref, tol, names) for every state at every step of a case."""
-    runner.load_params(case.params)
-    theirs, _, _ = runner.run(case.inputs, case.state, case.t0)
+    order = [s for s, _ in cell.ir.states]
+
+    def run():
+        runner.load_params(case.params)
+        theirs, _, _ = runner.run(case.inputs, case.state, case.t0)
+        return [{s: _np64(g[s]) for s in order} for g in theirs]
+
+    theirs = _theirs(cell, case, run)
     train = [k for k in cell.ir.param_names]
     fixed = {k: v for k, v in case.params.items() if k not in train}
     ops = {f"p:{k}": np.asarray(case.params[k], np.float64) for k in train}
     ops |= {f"x:{k}": np.asarray(v, np.float64) for k, v in case.inputs.items()}
     ops |= {f"s:{k}": np.asarray(v, np.float64) for k, v in case.state.items()}
-    order = [s for s, _ in cell.ir.states]
 
     def flat(o):
         p = {k[2:]: v for k, v in o.items() if k.startswith("p:")} | fixed
@@ -303,7 +320,7 @@ def _forward_problem(cell, runner, case, rename=None, t_shift=0):
     for t, (g, r) in enumerate(zip(theirs, ref)):
         for s in order:
             n = r[s].size
-            got.append(_np64(g[s]))
+            got.append(g[s])
             refs.append(r[s])
             tols.append(tolerance(case.dtype, r[s], sens[pos:pos + n].reshape(r[s].shape)))
             names.append((t, display(cell.ir.new(s))))
@@ -311,16 +328,23 @@ def _forward_problem(cell, runner, case, rename=None, t_shift=0):
     return got, refs, tols, names
 
 
+def _runner(cell, runner_for, case):
+    """The subject built for the case's sizes and dtype. The library's own errors (a layout
+    or factory that does not fit) are the caller's to fix: they stop the check at once (see
+    :func:`run_property`); anything else the factory raises is the implementation's failure."""
+    try:
+        return runner_for(case.sizes, case.dtype)
+    except LstmVerifyError as exc:
+        raise _Stop(exc) from exc
+    except Exception as exc:  # noqa: BLE001 - the user's factory
+        raise VerificationError(f"{cell.name}: building the implementation raised {type(exc).__name__}: "
+                                f"{exc}\non {case.describe()}") from exc  # fmt: skip
+
+
 def check_forward(cell, runner_for, case):
     """Raise VerificationError if the subject's states differ from the spec at any step."""
-    runner = runner_for(case.sizes, case.dtype)
-    try:
-        got, ref, tol, names = _forward_problem(cell, runner, case)
-    except (LstmVerifyError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-        if isinstance(exc, ShapeError) and "factory" in str(exc):
-            raise
-        raise VerificationError(f"{cell.name}: the implementation raised {type(exc).__name__}: {exc}\n"
-                                f"on {case.describe()}") from exc  # fmt: skip
+    runner = _runner(cell, runner_for, case)
+    got, ref, tol, names = _forward_problem(cell, runner, case)
     d = _first_divergence(got, ref, tol, names)
     if d is not None:
         err = VerificationError(f"{cell.name}: {d}\non {case.describe()}")
@@ -332,7 +356,7 @@ def check_gradients(cell, runner_for, case, seed=0):
     """Gradients of a random linear loss over every output and the final state, with respect to
     the parameters (or the module's tensors), the inputs and the initial state: the subject's
     autograd against the generated backward."""
-    runner = runner_for(case.sizes, case.dtype)
+    runner = _runner(cell, runner_for, case)
     if runner.backend != "torch":
         return
     import torch
@@ -342,17 +366,22 @@ def check_gradients(cell, runner_for, case, seed=0):
     T, B = case.steps, case.batch
     w_out = rng.standard_normal((T, B, case.sizes[dict(ir.states)[ir.output]]))
     w_state = {s: rng.standard_normal((B, case.sizes[d])) for s, d in ir.states}
-    leaves = runner.load_params(case.params, grad=True)
-    theirs, xs, s0 = runner.run(case.inputs, case.state, case.t0, grad=True)
-    tdt = getattr(torch, str(case.dtype))
-    loss = sum((st[ir.output] * torch.tensor(w_out[t], dtype=tdt)).sum() for t, st in enumerate(theirs))
-    loss = loss + sum((theirs[-1][s] * torch.tensor(w, dtype=tdt)).sum() for s, w in w_state.items())
-    leaf_list = list(leaves.values()) + list(xs.values()) + list(s0.values())
-    grads = torch.autograd.grad(loss, leaf_list, allow_unused=True)
-    got = {}
-    for key, g, leaf in zip([("p", k) for k in leaves] + [("x", k) for k in xs] + [("s", k) for k in s0],
-                            grads, leaf_list):  # fmt: skip
-        got[key] = np.zeros(tuple(leaf.shape)) if g is None else _np64(g)
+
+    def run():
+        leaves = runner.load_params(case.params, grad=True)
+        theirs, xs, s0 = runner.run(case.inputs, case.state, case.t0, grad=True)
+        tdt = getattr(torch, str(case.dtype))
+        loss = sum((st[ir.output] * torch.tensor(w_out[t], dtype=tdt)).sum() for t, st in enumerate(theirs))
+        loss = loss + sum((theirs[-1][s] * torch.tensor(w, dtype=tdt)).sum() for s, w in w_state.items())
+        leaf_list = list(leaves.values()) + list(xs.values()) + list(s0.values())
+        grads = torch.autograd.grad(loss, leaf_list, allow_unused=True)
+        got = {}
+        for key, g, leaf in zip([("p", k) for k in leaves] + [("x", k) for k in xs] + [("s", k) for k in s0],
+                                grads, leaf_list):  # fmt: skip
+            got[key] = np.zeros(tuple(leaf.shape)) if g is None else _np64(g)
+        return got
+
+    got = _theirs(cell, case, run)
 
     p64 = {k: np.asarray(v, np.float64) for k, v in case.params.items()}
     x64 = {k: np.asarray(v, np.float64) for k, v in case.inputs.items()}
@@ -475,17 +504,46 @@ def _strategy(cell, opts, max_size):
     return cases(cell, max_size=max_size, **opts)
 
 
+class _Stop(BaseException):
+    """Carries an error that is not the implementation's out of Hypothesis at once: a
+    BaseException, so Hypothesis neither counts it as a failing example nor shrinks it."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(error)
+        self.error = error
+
+
+def _fault(message: str, cause: BaseException) -> _Stop:
+    err = GenerationError(f"{message}\n(a fault of lstm-verify, not of the implementation)")
+    err.__cause__ = cause
+    return _Stop(err)
+
+
 def run_property(cell, check, strategy, settings_, seed=None):
     """Run one property under Hypothesis; returns (examples run, first failing example or None,
-    the shrunk failure or None)."""
-    from hypothesis import given
+    the shrunk failure or None, whether no case could be drawn at all).
+
+    Only a VerificationError (the implementation disagrees, or raised) is a failing example,
+    shrunk before it is returned. Anything else stops the run at once, unshrunk: the library's
+    own errors about the subject (a layout that does not fit) are re-raised as they are, and
+    any other error, in drawing a case or in computing the reference, is lstm-verify's own
+    fault and raised as a :class:`GenerationError`. A cell for which every draw is rejected
+    (no finite bias saturates it) gives ``(0, None, None, True)``."""
+    from hypothesis import given, strategies as st
+    from hypothesis.errors import HypothesisException, Unsatisfiable
     from hypothesis.reporting import with_reporter
 
     count = {"n": 0, "first": None}
 
     @settings_
-    @given(strategy)
-    def prop(case):
+    @given(st.data())
+    def prop(data):
+        try:
+            case = data.draw(strategy, label="case")
+        except HypothesisException:  # reject(), assume(): Hypothesis draws another case
+            raise
+        except Exception as exc:  # noqa: BLE001 - the tool's own data generation
+            raise _fault(f"{cell.name}: drawing a case failed: {type(exc).__name__}: {exc}", exc) from None
         count["n"] += 1
         try:
             check(case)
@@ -493,6 +551,11 @@ def run_property(cell, check, strategy, settings_, seed=None):
             if count["first"] is None:
                 count["first"] = count["n"]
             raise
+        except _Stop:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the implementation's side raises VerificationError
+            raise _fault(f"{cell.name}: computing the reference failed: {type(exc).__name__}: {exc}\n"
+                         f"on {case.describe()}", exc) from None  # fmt: skip
 
     if seed is not None:
         from hypothesis import seed as _seed
@@ -502,8 +565,12 @@ def run_property(cell, check, strategy, settings_, seed=None):
         with with_reporter(lambda *a: None):
             prop()
     except VerificationError as exc:
-        return count["n"], count["first"], exc
-    return count["n"], None, None
+        return count["n"], count["first"], exc, False
+    except _Stop as stop:
+        raise stop.error from stop.error.__cause__
+    except Unsatisfiable:
+        return count["n"], None, None, True
+    return count["n"], None, None, False
 
 
 def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100, seed: int | None = None,
@@ -543,9 +610,11 @@ def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100
         else:
             fn = (lambda c: check_forward(cell, runner_for, c)) if kind == "forward" else \
                 (lambda c: check_gradients(cell, runner_for, c))  # fmt: skip
-            n, first_fail, exc = run_property(cell, fn, _strategy(cell, opts, max_size),
+            n, first_fail, exc, unsatisfiable = run_property(cell, fn, _strategy(cell, opts, max_size),
                                               _settings(int(examples * share), seed, ci, shrink), seed)  # fmt: skip
             row.examples, row.first_failure = n, first_fail
+            if unsatisfiable:
+                row.skipped = "skipped: no case of this kind can be built for this cell"
             if exc is not None:
                 row.passed, row.message = False, str(exc)
         row.seconds = time.perf_counter() - t

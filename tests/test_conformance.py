@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import strategies as st
 
 import lstm_verify as lv
 from lstm_verify.cli import main
 from lstm_verify.compare import sensitivity, tolerance
-from lstm_verify.conformance import check, subject
-from lstm_verify.errors import ShapeError
+from lstm_verify.conformance import _settings, _strategy, check, run_property, subject
+from lstm_verify.errors import GenerationError, ShapeError
 from lstm_verify.identify import identify
 
 from mutants import CORRECT, MUTANTS, HandLSTM, HandRNN, as_subject
@@ -149,3 +150,76 @@ def test_cli_layout_file_and_bad_input(tmp_path, capsys, monkeypatch):
     assert "not valid TOML" in capsys.readouterr().err
     assert main(["check", "lstm", "gru", "--impl", "user_cells:Cell"]) == 2
     assert "exactly one cell" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- whose fault
+
+
+def test_tool_fault_while_drawing_stops_at_once_unshrunk():
+    """An error in the tool's own data generation is a GenerationError raised at once: never
+    a failing example, never shrunk, never blamed on the implementation."""
+    calls = []
+
+    def boom(n):
+        calls.append(n)
+        raise ZeroDivisionError("inside the tool")
+
+    with pytest.raises(GenerationError, match="drawing a case failed: ZeroDivisionError: inside the tool") as info:
+        run_property(lv.load("lstm"), lambda case: None, st.integers(0, 10**6).map(boom), _settings(50, None, True))
+    assert len(calls) == 1
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+    assert "not of the implementation" in str(info.value)
+
+
+def test_tool_fault_in_the_reference_stops_at_once_unshrunk():
+    cell = lv.load("gru")
+    calls = []
+
+    def check_(case):
+        calls.append(case)
+        raise KeyError("a reference value")
+
+    with pytest.raises(GenerationError, match="computing the reference failed: KeyError"):
+        run_property(cell, check_, _strategy(cell, {"regime": "ordinary"}, 2), _settings(50, None, True))
+    assert len(calls) == 1
+
+
+def test_any_exception_of_the_implementation_is_its_failure():
+    def factory(**sizes):
+        return lambda p, x, h: (h / 0 if isinstance(h, int) else 1 // 0,)
+
+    report = check("gru", factory, backend="numpy", examples=5, seed=0, identify=False, shrink=False)
+    assert not report.passed
+    message = next(r.message for r in report.rows if not r.passed)
+    assert "the implementation raised ZeroDivisionError" in message
+
+
+def test_factory_that_cannot_be_built_stops_the_check_unshrunk():
+    """A factory that refuses some sizes is a configuration error named as such, raised at
+    once rather than shrunk as if the cell computed wrong values."""
+    refused = []
+
+    def factory(input_size, hidden_size):
+        if hidden_size != 4:
+            refused.append(hidden_size)
+            raise TypeError(f"only hidden_size=4, got {hidden_size}")
+        return torch.nn.GRUCell(input_size, hidden_size)
+
+    with pytest.raises(ShapeError, match="calling the factory"):
+        check("gru", factory, examples=20, seed=0, identify=False)
+    assert len(refused) == 1
+
+
+def test_long_saturated_peephole_cases_never_fail_on_their_own():
+    """The regime that gave up on lstm_peephole ("did not settle in 8 rounds"): every draw
+    now builds a case."""
+    cell = lv.load("lstm_peephole")
+    strategy = _strategy(cell, {"regime": "long_saturated"}, 4)
+    n, first, exc, unsatisfiable = run_property(cell, lambda case: None, strategy, _settings(8, None, True))
+    assert (first, exc, unsatisfiable) == (None, None, False) and n == 8
+
+
+def test_property_with_no_drawable_case_is_reported_not_raised():
+    result = run_property(lv.load("gru"), lambda case: None, st.integers().filter(lambda _: False),
+                          _settings(5, None, True))  # fmt: skip
+    assert result == (0, None, None, True)

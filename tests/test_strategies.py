@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import Phase, find, given, settings, strategies as st
 from hypothesis.errors import InvalidArgument, NoSuchExample
+from hypothesis.extra import numpy as hnp
 
 import lstm_verify as lv
 from lstm_verify import strategies as lst
@@ -376,3 +377,116 @@ def _shortfall(cell, case):
     reference_forward(ir, case.params, case.inputs, case.state, case.t0, dps=30, trace=trace)
     pre = preactivations(ir, case.params, trace, case.t0)
     return 20.0 - min(float(np.abs(z).min()) for z in pre.values())
+
+
+# ----------------------------------------------------------------------------- long saturation
+
+
+def _trace_margin(ir, params, inputs, state, t0, level):
+    """min over applications, steps and units of |z| - level, z from a 20-digit mpmath trace."""
+    trace = []
+    reference_forward(ir, params, inputs, state, t0, dps=20, trace=trace)
+    pre = preactivations(ir, params, trace, t0)
+    return min((float(np.abs(z).min()) - level for z in pre.values()), default=np.inf)
+
+
+@pytest.mark.parametrize("signs", [(1, 1, -1, 1), (1, 1, -1, -1), (1, 1, 1, 1), (-1, -1, -1, -1)])
+def test_peephole_long_saturation_settles(signs):
+    """The reproduced case: p_f = 1, everything else zero, 77 steps. With i and f open and g
+    shut the cell falls by one a step and each larger forget bias lets it fall further, so the
+    fixed-point iteration needs about T/17 rounds; the construction must still succeed, with
+    |z| >= 20 at every step of an independent trace."""
+    ir = CELL["lstm_peephole"].ir
+    p = {k: np.zeros_like(v) for k, v in CELL["lstm_peephole"].init_params(1, 1).items()}
+    p["p_f"][:] = 1.0
+    x, s = {"x": np.zeros((77, 1, 1))}, {"h": np.zeros((1, 1)), "c": np.zeros((1, 1))}
+    biases = [a.bias for a in applications(ir)]
+    sat = saturate(ir, p, x, s, 20.0, signs={b: np.array([float(g)]) for b, g in zip(biases, signs)})
+    assert _trace_margin(ir, sat, x, s, 0, 20.0) >= -1e-9
+    for b, g in zip(biases, signs):
+        assert np.sign(sat[b][0]) == g
+
+
+@st.composite
+def arbitrary_problems(draw, cell):
+    """Any parameters in [-4, 4] (not only an initialisation's range), 1 to 120 steps, any
+    gate pattern and margin: what the saturation construction must handle."""
+    ir = cell.ir
+    sz = draw(lst.sizes(cell, max_size=2))
+    T = draw(st.integers(1, 120))
+    elems = st.floats(-4, 4, allow_nan=False)
+    params = {n: draw(hnp.arrays(np.float64, ir.param_shape(n, sz), elements=elems)) for n in ir.param_names}
+    params |= {k: v for k, v in cell.init_params(sizes=sz).items() if k not in ir.param_names}
+    inputs = {n: draw(hnp.arrays(np.float64, (T, 1, sz[d]), elements=st.floats(-2, 2))) for n, d in ir.inputs}
+    state = {s: draw(hnp.arrays(np.float64, (1, sz[d]), elements=st.floats(-1, 1))) for s, d in ir.states}
+    signs = {a.bias: draw(hnp.arrays(np.float64, sz[ir.dims[a.bias]], elements=st.sampled_from([-1.0, 1.0])))
+             for a in applications(ir)}  # fmt: skip
+    extra = {a.bias: draw(hnp.arrays(np.float64, sz[ir.dims[a.bias]], elements=st.floats(0, 20)))
+             for a in applications(ir)}  # fmt: skip
+    t0 = draw(st.integers(0, 16)) if ir.step else 0
+    return params, inputs, state, signs, extra, t0
+
+
+@pytest.mark.parametrize("name", CELLS)
+@settings(max_examples=4, database=None)
+@given(data=st.data())
+def test_saturation_construction_succeeds_for_any_parameters(name, data):
+    """saturate never gives up on a catalog cell, whatever the parameters, and what it
+    returns keeps its promise in an independent trace."""
+    ir = CELL[name].ir
+    params, inputs, state, signs, extra, t0 = data.draw(arbitrary_problems(CELL[name]), label="problem")
+    sat = saturate(ir, params, inputs, state, 20.0, signs, extra, t0)
+    assert all(np.all(np.isfinite(v)) for v in sat.values())
+    assert _trace_margin(ir, sat, inputs, state, t0, 20.0) >= -1e-9
+
+
+EXP_GATE = """\
+name = "exp_gate"
+title = "A gate feeding an exponential recurrence"
+cite = ["lstm-verify test suite"]
+input = "x"
+state = ["h"]
+equations = [
+  "g = sigmoid(lin(x, h))",
+  "h' = exp(h)*g + exp(h)",
+]
+"""
+
+
+def test_unsaturable_draws_are_rejected_not_raised(tmp_path, monkeypatch):
+    """A cell no finite bias saturates over 6 steps or more (h grows as a tower of
+    exponentials): saturate raises SaturationError (a ValueError), and the strategy rejects
+    such draws, so Hypothesis draws other cases instead of failing on the tool's own error."""
+    from hypothesis import HealthCheck
+
+    from lstm_verify import regimes
+    from lstm_verify.errors import GenerationError, SaturationError
+
+    path = tmp_path / "exp_gate.toml"
+    path.write_text(EXP_GATE)
+    cell = lv.load(path)
+    p = cell.init_params(2, 2)
+    with pytest.raises(SaturationError, match="no finite bias saturates sigmoid in 'g'") as info:
+        saturate(cell.ir, p, {"x": np.zeros((6, 1, 2))}, {"h": np.zeros((1, 2))}, 20.0)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, GenerationError)
+
+    refused = []
+
+    def counting(*args, **kwargs):
+        try:
+            return saturate(*args, **kwargs)
+        except SaturationError:
+            refused.append(args[2]["x"].shape[0])
+            raise
+
+    monkeypatch.setattr(regimes, "saturate", counting)
+    seen = []
+
+    @settings(max_examples=20, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(lst.cases(cell, regime="saturated", dtype="float64", max_size=1, batch=1))
+    def draw(case):
+        seen.append(case.steps)
+
+    draw()
+    assert refused and min(refused) >= 5, refused  # rejected, never raised
+    assert seen, seen  # the cases Hypothesis ran instead
