@@ -285,7 +285,7 @@ def _theirs(cell, case, fn, *args):
         return fn(*args)
     except VerificationError:
         raise
-    except Exception as exc:  # noqa: BLE001 - whatever the user's code raises is its failure
+    except Exception as exc:  # whatever the user's code raises is its failure
         raise VerificationError(f"{cell.name}: the implementation raised {type(exc).__name__}: {exc}\n"
                                 f"on {case.describe()}") from exc  # fmt: skip
 
@@ -336,7 +336,7 @@ def _runner(cell, runner_for, case):
         return runner_for(case.sizes, case.dtype)
     except LstmVerifyError as exc:
         raise _Stop(exc) from exc
-    except Exception as exc:  # noqa: BLE001 - the user's factory
+    except Exception as exc:  # the user's factory
         raise VerificationError(f"{cell.name}: building the implementation raised {type(exc).__name__}: "
                                 f"{exc}\non {case.describe()}") from exc  # fmt: skip
 

@@ -87,7 +87,7 @@ def test_empty_batch_gives_empty_outputs_and_zero_gradients(name, backend):
     assert len(trace) == 5
     assert all(not np.asarray(g.params[k]).any() for k in cell.ir.param_names)
     assert all(tuple(g.state[s].shape) == (0, sizes[d]) for s, d in cell.ir.states)
-    out, state = impl.step(params, {n: array(backend, np.zeros((0, sizes[d]))) for n, d in cell.ir.inputs})
+    out, _ = impl.step(params, {n: array(backend, np.zeros((0, sizes[d]))) for n, d in cell.ir.inputs})
     assert tuple(out.shape) == (0, out_size(cell, sizes))
 
 
@@ -114,7 +114,7 @@ def test_empty_sequence_reference():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nested_list_input_is_converted(backend):
-    cell, impl, params, sizes = setup("lstm", backend)
+    _, impl, params, _ = setup("lstm", backend)
     xs = np.random.default_rng(0).standard_normal((4, 2, 3))
     want = impl.forward(params, array(backend, xs)).outputs
     got = impl.forward(params, xs.tolist()).outputs
@@ -171,25 +171,25 @@ def test_torch_tensors_run_on_numpy():
     ids=["str", "None", "set", "bool", "ragged", "strings", "scalar", "tuple"],
 )
 def test_unconvertible_input_is_named(backend, value, error, message):
-    cell, impl, params, _ = setup("lstm", backend)
+    _, impl, params, _ = setup("lstm", backend)
     with pytest.raises(error, match=message):
         impl.forward(params, value)
 
 
 def test_integer_input_array_is_a_dtype_error():
-    cell, impl, params, _ = setup("lstm", "numpy")
+    _, impl, params, _ = setup("lstm", "numpy")
     with pytest.raises(DtypeError, match=r"input 'x' has dtype int64; a floating-point dtype"):
         impl.forward(params, np.zeros((2, 1, 3), dtype=np.int64))
 
 
 def test_string_array_to_torch_is_a_dtype_error():
-    cell, impl, params, _ = setup("lstm", "torch")
+    _, impl, params, _ = setup("lstm", "torch")
     with pytest.raises(DtypeError, match=r"input 'x' has dtype <U1; a floating-point array"):
         impl.forward(params, np.full((2, 1, 3), "a"))
 
 
 def test_params_not_a_dict_is_named():
-    cell, impl, params, _ = setup("lstm", "numpy")
+    _, impl, params, _ = setup("lstm", "numpy")
     with pytest.raises(ShapeError, match="params must be a dict .* got list"):
         impl.forward(list(params.values()), np.zeros((2, 1, 3)))
     with pytest.raises(ShapeError, match="state must be a dict .* got tuple"):
@@ -201,14 +201,14 @@ def test_params_not_a_dict_is_named():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_unknown_parameter_is_an_error_listing_the_names(backend):
-    cell, impl, params, _ = setup("lstm", backend)
+    _, impl, params, _ = setup("lstm", backend)
     params = dict(params, W_i_y=params["W_i_x"], bogus=params["b_i"])
     with pytest.raises(ShapeError, match=r"unknown parameters \['W_i_y', 'bogus'\]; the parameters are \['W_i_x'"):
         impl.forward(params, array(backend, np.zeros((2, 1, 3))))
 
 
 def test_missing_and_unknown_parameters_together():
-    cell, impl, params, _ = setup("lstm", "numpy")
+    _, impl, params, _ = setup("lstm", "numpy")
     params["b_x"] = params.pop("b_i")
     with pytest.raises(ShapeError, match=r"missing parameters \['b_i'\]; unknown parameters \['b_x'\]"):
         impl.forward(params, np.zeros((2, 1, 3)))
@@ -223,7 +223,7 @@ def test_missing_buffer_is_named():
 
 
 def test_unknown_state_name_is_named():
-    cell, impl, params, _ = setup("lstm", "numpy")
+    _, impl, params, _ = setup("lstm", "numpy")
     state = {"h": np.zeros((1, 4)), "c": np.zeros((1, 4)), "m": np.zeros((1, 4))}
     with pytest.raises(ShapeError, match=r"state has unknown names \['m'\]"):
         impl.forward(params, np.zeros((2, 1, 3)), state)
@@ -234,7 +234,7 @@ def test_unknown_state_name_is_named():
     ["parameter", "input", "state"],
 )
 def test_torch_dtype_mismatch_names_both_dtypes(where):
-    cell, impl, params, _ = setup("lstm", "torch")
+    _, impl, params, _ = setup("lstm", "torch")
     xs = torch.zeros(2, 1, 3, dtype=torch.float64)
     state = {"h": torch.zeros(1, 4, dtype=torch.float64), "c": torch.zeros(1, 4, dtype=torch.float64)}
     if where == "parameter":
@@ -251,7 +251,7 @@ def test_torch_dtype_mismatch_names_both_dtypes(where):
 
 
 def test_nan_in_torch_state_is_named():
-    cell, impl, params, _ = setup("lstm", "torch")
+    _, impl, params, _ = setup("lstm", "torch")
     state = {"h": torch.zeros(1, 4, dtype=torch.float64), "c": torch.full((1, 4), float("inf"), dtype=torch.float64)}
     with pytest.raises(ShapeError, match="state 'c' contains NaN or infinity"):
         impl.forward(params, torch.zeros(2, 1, 3, dtype=torch.float64), state)
@@ -280,7 +280,7 @@ def test_errors_are_the_library_s_own():
     ids=["no-cache", "not-a-cache", "d_outputs-shape", "d_state-name", "d_state-shape", "unknown-param", "d_outputs-dtype"],
 )  # fmt: skip
 def test_bad_backward_arguments_are_named(call, message):
-    cell, impl, params, _ = setup("lstm", "numpy")
+    _, impl, params, _ = setup("lstm", "numpy")
     run = impl.forward(params, np.zeros((4, 2, 3)), save=True)
     with pytest.raises(LstmVerifyError, match=message):
         call(impl, params, run)
