@@ -80,7 +80,7 @@ IMPORTS = {"numpy", "torch", "sys", "weakref", "math"}
 # builtins the generated code calls
 BUILTINS = {
     "range", "len", "dict", "list", "tuple", "sum", "next", "iter", "isinstance", "float", "int",
-    "bool", "zip", "super", "staticmethod", "print", "min", "max", "any", "all", "sorted", "repr",
+    "bool", "zip", "super", "staticmethod", "any",
 }  # fmt: skip
 # names of the generated forward and backward that do not start with "_": their parameters and
 # the tables they return; inside them every other name is "_..." or a spec name "v_..."
@@ -94,10 +94,10 @@ HELPER_NAMES = LOCALS | {
     "shape", "like", "value", "buf", "bufs", "escaping", "taken", "size", "total", "free", "b",
     "axis", "rows", "steps", "sizes", "s", "w", "eligible", "packed", "Wc", "Wt", "Wk", "z",
     "POOL_BYTES", "PACKED_GEMM", "step", "INPUTS", "STATES", "PARAM_SHAPES", "BUFFERS",
-    "SPEC", "SequenceFunction", "init_params", "Layer", "ctx", "names", "tensors", "m", "new",
+    "SequenceFunction", "init_params", "Layer", "ctx", "names", "tensors", "m", "new",
     "d_out", "d_final", "flat", "final", "d_state0", "seed", "dtype", "device", "g", "dims",
     "name", "init", "options", "self", "first", "pnames", "leaves", "modules", "base",
-    "Exception", "None", "True", "False", "v", "data", "np", "dim", "d", "module",
+    "Exception", "v", "dim", "d",
 }  # fmt: skip
 # attributes that may be read or called: backend functions and tensor/array methods
 ATTRIBUTES = {
@@ -111,22 +111,21 @@ ATTRIBUTES = {
     "hardsigmoid", "float32", "float64", "Tensor", "requires_grad", "autograd", "Function",
     "Module", "Generator", "manual_seed", "rand", "sqrt", "Parameter", "as_tensor",
     "register_buffer", "register_parameter", "named_parameters", "named_buffers", "apply",
-    "params", "cache", "names", "__init__", "__slots__", "__weakref__", "update", "copy",
-    "float", "detach", "clamp", "where",
+    "params", "cache", "names", "__init__",
 }  # fmt: skip
 _GENERATED_NAME = re.compile(r"_[A-Za-z0-9_]*\Z")
 _SPEC_NAME = re.compile(re.escape(PREFIX) + r"[A-Za-z][A-Za-z0-9_]*\Z")
-_ALLOWED_DUNDER = {"__init__", "__slots__", "__weakref__"}
+_ALLOWED_DUNDER = {"__init__", "__slots__"}
 _STATEMENTS = (
     ast.Module, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For,
     ast.While, ast.If, ast.Return, ast.Expr, ast.Import, ast.Try, ast.ExceptHandler, ast.Global,
-    ast.With, ast.withitem, ast.Pass, ast.Break, ast.Continue, ast.Raise, ast.Delete, ast.alias,
+    ast.With, ast.withitem, ast.Continue, ast.Delete, ast.alias,
 )  # fmt: skip
 _EXPRESSIONS = (
     ast.Name, ast.Attribute, ast.Call, ast.Constant, ast.Subscript, ast.Slice, ast.Tuple,
-    ast.List, ast.Dict, ast.Set, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp,
+    ast.List, ast.Dict, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp,
     ast.Starred, ast.keyword, ast.arguments, ast.arg, ast.ListComp, ast.DictComp,
-    ast.GeneratorExp, ast.SetComp, ast.comprehension, ast.Lambda, ast.expr_context, ast.operator,
+    ast.GeneratorExp, ast.SetComp, ast.comprehension, ast.expr_context, ast.operator,
     ast.unaryop, ast.boolop, ast.cmpop,
 )  # fmt: skip
 

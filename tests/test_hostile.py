@@ -359,6 +359,16 @@ def test_audit_passes_every_catalog_cell_and_backend():
             audit_python(generate(cell.ir, backend), name)
 
 
+def test_every_spec_function_passes_the_audit(tmp_path):
+    """Each function of the spec vocabulary, printed by every backend, is on the allowlist."""
+    text = "\n".join([
+        'name = "vocabulary"', 'cite = ["test"]', 'input = "x"', 'state = ["h", "c"]',
+        'equations = ["a = sigmoid(lin(x, h))", "g = tanh(lin(x))", "b = relu(lin(x, h)) + hard_sigmoid(c)",',
+        '  "c\' = exp(-b*b)*c + a*g", "h\' = tanh(c\')"]',
+    ])  # fmt: skip
+    exercise(cell_of(text), tmp_path)
+
+
 @pytest.mark.parametrize("evil", [
     "import os",
     "from os import system",
