@@ -164,6 +164,7 @@ def test_identify_with_no_layout_for_the_module_says_why(impl_module, capsys):
                                      ["export", "lstm", "--target", "numpy", "-o", "EXPORT"]])  # fmt: skip
 def test_ctrl_c_is_one_line_and_exit_130(command, tmp_path, monkeypatch, capsys):
     import lstm_verify.cell
+    import lstm_verify.export
     import lstm_verify.identify
     import lstm_verify.report
 
@@ -174,6 +175,7 @@ def test_ctrl_c_is_one_line_and_exit_130(command, tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(lstm_verify.cell, "catalog", interrupted)
     monkeypatch.setattr(lstm_verify.identify, "identify", interrupted)
     monkeypatch.setattr(lstm_verify.report, "build", interrupted)
+    monkeypatch.setattr(lstm_verify.export, "write", interrupted)  # binds load at its import
     argv = [str(tmp_path / a) if a in ("REPORT", "EXPORT") else a for a in command]
     assert main(argv) == 130
     captured = capsys.readouterr()
