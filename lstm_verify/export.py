@@ -13,6 +13,7 @@ the same spec gives byte-identical files on any machine.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -20,14 +21,13 @@ from pathlib import Path
 import sympy
 from sympy.printing.c import C99CodePrinter
 
-from . import __version__
+from . import __version__, files
 from .cell import Cell, load
 from .codegen import generate
 from .errors import LstmVerifyError
 from .functions import BY_SYMPY
 from .ir import Affine
 from .hygiene import audit_python, c_comment, quoted_lines
-from .runtime import write_atomic
 
 TARGETS = ("numpy", "torch", "c")
 SUFFIX = {"numpy": ".py", "torch": ".py", "c": ".c"}
@@ -468,21 +468,18 @@ def export(cell, target: str) -> str:
 
 
 def write(cell, target: str, path=None, force: bool = False) -> Path:
-    """Write the export atomically; an existing file is kept unless ``force``."""
+    """Write the export atomically; an existing file is kept unless ``force``, and only a regular
+    file is ever replaced."""
     cell = cell if isinstance(cell, Cell) else load(cell)
     path = Path(path or default_path(cell, target))
     if path.is_dir():
         path = path / default_path(cell, target)
-    if path.exists() and not force:
+    if os.path.lexists(path) and not force:
         raise LstmVerifyError(f"{path} exists; pass --force to replace it")
     text = export(cell, target)
-    if not path.parent.is_dir():
-        raise LstmVerifyError(f"cannot write {path}: folder {path.parent} does not exist")
-    try:
-        write_atomic(path, text)
-    except OSError as exc:
-        raise LstmVerifyError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    # a file that appears meanwhile is never overwritten; with force only a regular file is
+    # replaced (never a link, folder, FIFO or device)
+    return files.write_file(path, text, force)
 
 
 def c_compiler() -> str | None:

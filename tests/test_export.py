@@ -272,3 +272,34 @@ def test_cli_export_bad_input_leaves_nothing(tmp_path, capsys):
     assert "cannot write /proc/lstm_c.c" in capsys.readouterr().err
     assert not Path("/proc/lstm_c.c").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm_numpy.py"]
+
+
+def test_cli_export_force_replaces_only_regular_files(tmp_path, capsys):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    link = tmp_path / "lstm_numpy.py"
+    link.symlink_to(victim)
+    assert main(["export", "lstm", "--target", "numpy", "-o", str(link), "--force"]) == 2
+    assert "link" in capsys.readouterr().err
+    assert victim.read_text() == "keep" and link.is_symlink()
+    fifo = tmp_path / "lstm_c.c"
+    os.mkfifo(fifo)
+    assert main(["export", "lstm", "--target", "c", "-o", str(fifo), "--force"]) == 2
+    assert "fifo" in capsys.readouterr().err.lower()
+
+
+def test_export_never_overwrites_a_file_that_appears_meanwhile(tmp_path, monkeypatch):
+    import lstm_verify.export as export_module
+
+    target = tmp_path / "lstm_numpy.py"
+    real = export_module.export
+
+    def slow_export(cell, t):
+        text = real(cell, t)
+        target.write_text("written by someone else meanwhile")
+        return text
+
+    monkeypatch.setattr(export_module, "export", slow_export)
+    with pytest.raises(lv.errors.LstmVerifyError, match="exists"):
+        export_module.write("lstm", "numpy", target)
+    assert target.read_text() == "written by someone else meanwhile"
