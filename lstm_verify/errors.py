@@ -54,3 +54,8 @@ class GenerationError(LstmVerifyError, RuntimeError):
 class SaturationError(GenerationError, ValueError):
     """No finite bias saturates every gate of a cell on the drawn inputs (an unbounded function
     such as exp or relu feeds back into a gate): a case the saturated regimes cannot build."""
+
+
+class MissingExtraError(LstmVerifyError, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the
+    extra that brings it (``pip install 'lstm-verify[torch]'``)."""

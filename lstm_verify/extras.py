@@ -1,0 +1,53 @@
+"""Optional dependencies: every import of torch or matplotlib goes through :func:`require`.
+
+The core (specs, exact derivatives, generated NumPy code, the mpmath reference, strategies,
+conformance of NumPy subjects, export to NumPy and C) needs only NumPy, SymPy, mpmath and
+Hypothesis. The rest comes with an extra; a feature that needs a missing one raises
+:class:`~lstm_verify.errors.MissingExtraError` naming it.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import MissingExtraError
+
+# top-level module -> (distribution, the extra that brings it)
+EXTRAS = {
+    "torch": ("torch", "torch"),
+    "matplotlib": ("matplotlib", "report"),
+}
+
+
+def install_hint(module: str) -> str:
+    """``pip install 'lstm-verify[EXTRA]'`` for a top-level optional module."""
+    return f"pip install 'lstm-verify[{EXTRAS[module.partition('.')[0]][1]}]'"
+
+
+def missing_text(module: str, what: str) -> str:
+    """One line: what needs which distribution, and the command that installs it."""
+    dist = EXTRAS[module.partition(".")[0]][0]
+    return f"{what} needs {dist}: {install_hint(module)}"
+
+
+def require(module: str, what: str):
+    """Import ``module`` (``"torch"``, ``"matplotlib.pyplot"``) or raise
+    :class:`MissingExtraError` saying that ``what`` needs it and which extra brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.partition(".")[0]
+        if exc.name is not None and exc.name.partition(".")[0] != top:
+            raise  # the package is there but one of its own dependencies is broken
+        raise MissingExtraError(missing_text(module, what)) from None
+
+
+def available(module: str) -> bool:
+    """Whether ``module`` imports (imports it if so)."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name is not None and exc.name.partition(".")[0] != module.partition(".")[0]:
+            raise
+        return False
+    return True
