@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from .cell import Cell
 from .compare import Errors, errors
+from .extras import available, install_hint
 
 # a row passes when every measured error is within these bounds
 LIMITS = {
@@ -41,20 +43,37 @@ class Row:
     cell: str
     results: dict = field(default_factory=dict)  # column -> (value, passed, text)
     seconds: float = 0.0
+    # what could not run -> the optional module it needs ("torch"); a column that did not run
+    # at all has the value None and the text "not run (torch)"
+    not_run: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
+        """No measured error beyond its limit (columns that did not run are in ``not_run``)."""
         return all(ok for _, ok, _ in self.results.values())
 
 
-def forward_vs_mpmath(cell: Cell, dtype, saturated=False, T=4, batch=2, seed=0):
-    """Max errors of the generated NumPy and torch forwards against the mpmath reference.
+def not_run_note(rows) -> str | None:
+    """One line per missing optional module: which checks did not run and how to get them."""
+    by_module: dict = {}
+    for row in rows:
+        for part, module in row.not_run.items():
+            by_module.setdefault(module, {})[part] = None
+    lines = []
+    for module, parts in by_module.items():
+        lines.append(f"Not run, needs {module} ({install_hint(module)}):")
+        lines += textwrap.wrap(", ".join(parts), 98, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(lines) or None
+
+
+def forward_vs_mpmath(cell: Cell, dtype, saturated=False, T=4, batch=2, seed=0,
+                      backends=("numpy", "torch")):  # fmt: skip
+    """Max errors of the generated forwards (NumPy and torch, or ``backends``) against the
+    mpmath reference.
 
     Ordinary: torch-default weights, unit-normal inputs and state. Saturated: uniform weights
     scaled so that pre-activations reach |z| of about 50. Returns (Errors, max |z| seen).
     """
-    import torch
-
     sizes = sizes_for(cell)
     rng = np.random.default_rng(seed)
     if saturated:
@@ -76,7 +95,12 @@ def forward_vs_mpmath(cell: Cell, dtype, saturated=False, T=4, batch=2, seed=0):
         if saturated and attempt == 0:  # rescale so the first step's largest |z| is 50
             params = {k: (v * (50 / z[0]) if k in trainable else v).astype(dtype) for k, v in params.items()}
     worst = None
-    for impl, conv in ((cell.numpy(), np.asarray), (cell.torch(), torch.as_tensor)):
+    impls = []
+    if "numpy" in backends:
+        impls.append((cell.numpy(), np.asarray))
+    if "torch" in backends:
+        impls.append((cell.torch(), _torch().as_tensor))
+    for impl, conv in impls:
         run = impl.forward({k: conv(v) for k, v in params.items()}, {k: conv(v) for k, v in inputs.items()},
                            {k: conv(v) for k, v in state.items()})  # fmt: skip
         got = np.concatenate([_np(run.outputs).ravel()] + [_np(run.state[s]).ravel() for s, _ in cell.ir.states])
@@ -105,7 +129,7 @@ def _problem(cell, T, batch, seed):
 def backward_vs_autograd(cell: Cell, T=50, batch=2, seed=0) -> float:
     """Normwise relative difference: generated backward (NumPy and torch) vs torch autograd
     through the generated torch forward, float64, a loss over every output and the final state."""
-    import torch
+    torch = _torch()
 
     params, inputs, state, w_out, w_state, rng = _problem(cell, T, batch, seed)
     train = set(cell.ir.param_names)
@@ -130,14 +154,11 @@ def backward_vs_autograd(cell: Cell, T=50, batch=2, seed=0) -> float:
     return worst
 
 
-def backward_vs_finite_differences(cell: Cell, T=50, batch=2, seed=0, directions=3):
+def backward_vs_finite_differences(cell: Cell, T=50, batch=2, seed=0, directions=3, gradcheck=True):
     """Central differences of the loss along random directions in (params, inputs, state),
-    float64, against the generated backward; plus torch.autograd.gradcheck (fast mode) on the
-    fused module over the same sequence. Returns (max relative error, gradcheck passed)."""
-    import torch
-
-    from .torch_cell import fused_forward
-
+    float64, against the generated NumPy backward; plus (``gradcheck=True``, needs torch)
+    torch.autograd.gradcheck (fast mode) on the fused module over the same sequence. Returns
+    (max relative error, gradcheck passed), the latter None when gradcheck did not run."""
     params, inputs, state, w_out, w_state, rng = _problem(cell, T, batch, seed)
     impl = cell.numpy()
     train = list(cell.ir.param_names)
@@ -165,6 +186,10 @@ def backward_vs_finite_differences(cell: Cell, T=50, batch=2, seed=0, directions
         exact += sum(float((g.inputs[k] * vx[k]).sum()) for k in inputs)
         exact += sum(float((g.state[k] * vs[k]).sum()) for k in state)
         worst = max(worst, abs(fd - exact) / max(abs(exact), 1e-8))
+    if not gradcheck:
+        return worst, None
+    torch = _torch()
+    from .torch_cell import fused_forward
 
     names = train + [n for n, _ in cell.ir.inputs] + [s for s, _ in cell.ir.states]
     buffers = {b: torch.tensor(v) for b, v in params.items() if b not in train}
@@ -184,23 +209,41 @@ def backward_vs_finite_differences(cell: Cell, T=50, batch=2, seed=0, directions
     return worst, bool(ok)
 
 
-def check_cell(cell: Cell) -> Row:
+def check_cell(cell: Cell, use_torch=None) -> Row:
+    """Every oracle on one cell. Without torch (``use_torch=False``, the default when torch
+    is not installed) the NumPy paths run and what needs torch is listed in ``Row.not_run``:
+    the torch forward, the autograd comparison, gradcheck and the torch.nn cells."""
     from .thirdparty import compare_with_target
 
+    if use_torch is None:
+        use_torch = available("torch")
     row = Row(cell.name)
     start = time.perf_counter()
+    backends = ("numpy", "torch") if use_torch else ("numpy",)
+    if not use_torch:
+        row.not_run["the generated torch forward (fwd and sat: NumPy only)"] = "torch"
     for label, dtype, sat in (("fwd64", np.float64, False), ("fwd32", np.float32, False),
                               ("sat64", np.float64, True), ("sat32", np.float32, True)):  # fmt: skip
-        e, zmax = forward_vs_mpmath(cell, dtype, saturated=sat)
+        e, zmax = forward_vs_mpmath(cell, dtype, saturated=sat, backends=backends)
         limit = LIMITS["fwd64" if dtype == np.float64 else "fwd32"]
         text = f"{e.normwise:.0e} {e.max_ulp:.0f}ulp" + (f" |z|<={zmax:.0f}" if sat else "")
         row.results[label] = (e, e.normwise <= limit, text)
-    rel = backward_vs_autograd(cell)
-    row.results["bwd/autograd"] = (rel, rel <= LIMITS["bwd_autograd"], f"{rel:.1e}")
-    fd, ok = backward_vs_finite_differences(cell)
-    row.results["bwd/fd"] = (fd, fd <= LIMITS["bwd_fd"] and ok,
-                             f"{fd:.1e}" + ("" if ok else " gradcheck FAILED"))  # fmt: skip
+    if use_torch:
+        rel = backward_vs_autograd(cell)
+        row.results["bwd/autograd"] = (rel, rel <= LIMITS["bwd_autograd"], f"{rel:.1e}")
+    else:
+        row.results["bwd/autograd"] = (None, True, "not run (torch)")
+        row.not_run["bwd/autograd"] = "torch"
+    fd, ok = backward_vs_finite_differences(cell, gradcheck=use_torch)
+    if ok is None:
+        row.not_run["gradcheck (bwd/fd: finite differences only)"] = "torch"
+    note = {True: "", False: " gradcheck FAILED", None: " no gradcheck"}[ok]
+    row.results["bwd/fd"] = (fd, fd <= LIMITS["bwd_fd"] and ok is not False, f"{fd:.1e}{note}")
     for layout in cell.spec.layouts:
+        if not use_torch:  # every third-party target is a torch.nn cell
+            row.results[layout.target] = (None, True, "not run (torch)")
+            row.not_run[layout.target] = "torch"
+            continue
         diffs = []
         for dtype in ("float64", "float32"):
             c = compare_with_target(cell, layout.name, dtype=dtype)
@@ -212,6 +255,12 @@ def check_cell(cell: Cell) -> Row:
         row.results[layout.target] = (diffs[0], ok, f"{verdict} {diffs[0]:.0e}/{diffs[1]:.0e}{expect}")
     row.seconds = time.perf_counter() - start
     return row
+
+
+def _torch():
+    from .extras import require
+
+    return require("torch", "this check")
 
 
 def _np(a):

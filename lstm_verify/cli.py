@@ -330,7 +330,7 @@ def _report(args) -> int:
 
 def _check(args) -> int:
     from .cell import catalog, load
-    from .check import LIMITS, check_cell
+    from .check import LIMITS, check_cell, not_run_note
 
     if args.impl:
         return _check_impl(args)
@@ -357,6 +357,9 @@ def _check(args) -> int:
               f"{'ok' if row.passed else 'FAIL'}", flush=True)  # fmt: skip
     failed = [r.cell for r in rows if not r.passed]
     total = time.perf_counter() - start
+    note = not_run_note(rows)
+    if note:
+        print(f"\n{note}")
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed in {total:.1f}s"
           + (f": {', '.join(failed)}" if failed else ""))  # fmt: skip
     return 1 if failed else 0
