@@ -6,7 +6,8 @@ the same spec gives byte-identical files on any machine.
 
 * ``numpy`` / ``torch``: the generated sequence forward and exact backward, plus ``step``,
   shape tables and, for torch, an autograd Function and a ``Layer`` module trained with the
-  generated backward. Python output is formatted with ``ruff format``.
+  generated backward. Python output is the generator's own text, written to read well
+  within 100 columns; no formatter runs, so nothing outside this package can change it.
 * ``c``: forward inference, one step and a sequence, float64 (``_f64``) and float32 (``_f32``),
   row-major arrays, C99 (``gcc -O2 -Wall -Werror`` clean).
 """
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import sympy
@@ -131,7 +131,8 @@ class SequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, *d_final):
-        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final)))
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
         flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
         flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
         return (None, None, *flat)
@@ -144,9 +145,11 @@ def init_params(sizes, seed=0, dtype=torch.float32, device=None):
     out = {}
     for name, dims in PARAM_SHAPES.items():
         shape = tuple(sizes[d] for d in dims)
-        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(dtype=dtype, device=device)
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
     for name, (dim, init, options) in BUFFERS.items():
-        out[name] = torch.tensor(_BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device)
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
     return out
 
 
@@ -160,10 +163,11 @@ class Layer(torch.nn.Module):
         super().__init__()
         params = params if params is not None else init_params(sizes, seed, dtype, device)
         for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
             if name in BUFFERS:
-                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+                self.register_buffer(name, value)
             else:
-                self.register_parameter(name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device)))
+                self.register_parameter(name, torch.nn.Parameter(value))
 
     def forward(self, inputs, state=None, t0=0):
         if not isinstance(inputs, dict):
@@ -171,17 +175,18 @@ class Layer(torch.nn.Module):
         params = dict(self.named_parameters()) | dict(self.named_buffers())
         first = next(iter(inputs.values()))
         if state is None:
-            state = {
-                s: torch.zeros(first.shape[1], params[_WIDTH_OF[s]].shape[0], dtype=first.dtype, device=first.device)
-                for s in STATES
-            }
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
         leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
             return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
-        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
         out, *final = SequenceFunction.apply(t0, names, *tensors)
         return out, dict(zip(STATES, final))
 '''
@@ -204,20 +209,21 @@ def _python(cell: Cell, target: str) -> str:
         "",
         "",
         "# shapes by size name, as the spec writes them",
-        "PARAM_SHAPES = {" + ", ".join(f"{n!r}: {_dims(ir, n)!r}" for n in ir.param_names) + "}",
-        "BUFFERS = {" + ", ".join(f"{b!r}: ({d!r}, {bs.init!r}, {dict(bs.options)!r})" for b, d, bs in ir.buffers) + "}",
-        "INPUTS = [" + ", ".join(repr(n) for n, _ in ir.inputs) + "]",
-        "STATES = {" + ", ".join(f"{s!r}: {d!r}" for s, d in ir.states) + "}",
+        _table("PARAM_SHAPES", "{}", [f"{n!r}: {_dims(ir, n)!r}" for n in ir.param_names]),
+        _table("BUFFERS", "{}", [f"{b!r}: ({d!r}, {bs.init!r}, {dict(bs.options)!r})"
+                                 for b, d, bs in ir.buffers]),
+        _table("INPUTS", "[]", [repr(n) for n, _ in ir.inputs]),
+        _table("STATES", "{}", [f"{s!r}: {d!r}" for s, d in ir.states]),
     ]
-    text = "# fmt: off\n" + doc + "\n# fmt: on\n" + body + "\n".join(tables) + "\n" + _STEP
+    text = doc + "\n" + body + "\n".join(tables) + "\n" + _STEP
     if target == "torch":
-        width_of = {s: _param_of_width(ir, d) for s, d in ir.states}
         inits = "".join(_BUFFER_INIT_CODE[bs.init] for _, _, bs in ir.buffers)
-        text += "\n_WIDTH_OF = " + repr(width_of) + "\n" + inits
-        text += "\n_BUFFER_INITS = {" + ", ".join(
-            f"{bs.init!r}: _{bs.init}" for _, _, bs in ir.buffers) + "}\n" + _TORCH_LAYER  # fmt: skip
+        width_of = [f"{s!r}: {_param_of_width(ir, d)!r}" for s, d in ir.states]
+        buffer_inits = [f"{bs.init!r}: _{bs.init}" for _, _, bs in ir.buffers]
+        text += "\n" + _table("_WIDTH_OF", "{}", width_of) + "\n" + inits
+        text += "\n" + _table("_BUFFER_INITS", "{}", buffer_inits)
+        text += "\n" + _TORCH_LAYER
         text = text.replace("\nimport torch\n", "\nimport math\n\nimport torch\n", 1)
-    text = _ruff_format(text)
     audit_python(text, f"export of {ir.name} ({target})")
     return text
 
@@ -237,16 +243,12 @@ def _param_of_width(ir, dim):
     raise LstmVerifyError(f"{ir.name}: no parameter has size {dim!r} on its first axis")
 
 
-def _ruff_format(text: str) -> str:
-    try:
-        from ruff.__main__ import find_ruff_bin
-    except ImportError:  # pragma: no cover - ruff is a dependency
-        raise LstmVerifyError("exporting Python needs ruff (pip install ruff) to format it") from None
-    proc = subprocess.run([find_ruff_bin(), "format", "--isolated", "--line-length", "100", "-"],
-                          input=text, capture_output=True, text=True)  # fmt: skip
-    if proc.returncode != 0:
-        raise LstmVerifyError(f"ruff could not format the exported module: {proc.stderr.strip()}")
-    return proc.stdout
+def _table(name: str, brackets: str, items: list[str]) -> str:
+    """``NAME = {a, b}`` on one line if it fits in 100 columns, else one item per line."""
+    line = f"{name} = {brackets[0]}{', '.join(items)}{brackets[1]}"
+    if len(line) <= 100:
+        return line
+    return f"{name} = {brackets[0]}\n" + "".join(f"    {item},\n" for item in items) + brackets[1]
 
 
 # --------------------------------------------------------------------------- C target

@@ -1,4 +1,3 @@
-# fmt: off
 (
     'clockwork_rnn: Clockwork RNN\n'
     '\n'
@@ -21,7 +20,6 @@
     'steps t (0-based, counted from t0) with t mod period = 0 and keeps its value otherwise.\n'
     'Recurrent weights from faster to slower modules are zero.\n'
 )
-# fmt: on
 
 import sys
 import weakref
@@ -187,12 +185,8 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    eligible = (
-        steps > 1
-        and W.device.type == "cpu"
-        and W.dtype == torch.float32
-        and not torch.is_grad_enabled()
-    )
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
     if eligible and PACKED_GEMM is None:
         PACKED_GEMM = _packed_gemm_works()
     if eligible and PACKED_GEMM:
@@ -221,85 +215,72 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_h_x = params["W_h_x"]
-    v_W_h_h = params["W_h_h"]
-    v_b_h = params["b_h"]
-    v_period = params["period"]
-    _mask_W_h_h = v_period[None, :] >= v_period[:, None]
+    v_W_h_x = params['W_h_x']
+    v_W_h_h = params['W_h_h']
+    v_b_h = params['b_h']
+    v_period = params['period']
+    _mask_W_h_h = (v_period[None, :] >= v_period[:, None])
     v_W_h_h = v_W_h_h * _mask_W_h_h
     _W_x = _cat([v_W_h_x], 0)
     _W_h = _cat([v_W_h_h], 0)
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_h], 0)
-    _G_x = (
-        torch.addmm(
-            _b_x,
-            _X_x.reshape(_T * _B, _X_x.shape[2]),
-            _W_x.T,
-            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
-        )
-    ).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
-    v_h = state["h"]
+    v_h = state['h']
     _out = None
-    _saved = {"lin_h": None} if save else None
+    _saved = {'lin_h': None} if save else None
     _k0 = _const(1, _X_x)
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
-    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
+    _out = _empty((_T, _B, state['h'].shape[-1]), _X_x)
     for _t in range(_T):
         v_t = t0 + _t
         _z_h = _mm_h(v_h, _G_x[_t])
         v_lin_h = _z_h
         _f0_0 = _tick(v_t, v_period)
-        v_h_ = torch.addcmul(
-            _f0_0 * torch.tanh(v_lin_h), v_h, (_k0 - _f0_0), out=_out[_t] if _direct else None
-        )
+        v_h_ = torch.addcmul(_f0_0*torch.tanh(v_lin_h), v_h, (_k0 - _f0_0), out=_out[_t] if _direct else None)
         if save:
-            _saved["lin_h"] = _put(_saved["lin_h"], _t, v_lin_h, _T)
+            _saved['lin_h'] = _put(_saved['lin_h'], _t, v_lin_h, _T)
         v_h = v_h_
         if not _direct:
             _out[_t] = v_h
     v_h = v_h.clone()
     cache = None
     if save:
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        cache = _Cache(
-            {
-                "inputs": inputs,
-                "state0": dict(state),
-                "t0": t0,
-                "saved": _saved,
-            }
-        )
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        cache = _Cache({
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        })
     if not torch.is_grad_enabled():
         _release([_G_x], [_out, v_h] + (list(_saved.values()) if save else []))
-    return _out, {"h": v_h}, cache
+    return _out, {'h': v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_h_x = params["W_h_x"]
-    v_W_h_h = params["W_h_h"]
-    v_b_h = params["b_h"]
-    v_period = params["period"]
-    _mask_W_h_h = v_period[None, :] >= v_period[:, None]
+    v_W_h_x = params['W_h_x']
+    v_W_h_h = params['W_h_h']
+    v_b_h = params['b_h']
+    v_period = params['period']
+    _mask_W_h_h = (v_period[None, :] >= v_period[:, None])
     v_W_h_h = v_W_h_h * _mask_W_h_h
     _W_x = _cat([v_W_h_x], 0)
     _W_h = _cat([v_W_h_h], 0)
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_h = cache["saved"]["h"]
-    _S_lin_h = cache["saved"]["lin_h"]
+    _S_h = cache["saved"]['h']
+    _S_lin_h = cache["saved"]['lin_h']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
@@ -310,7 +291,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_lin_h = _S_lin_h[_t]
         _q0 = _tick(v_t, v_period)
         _p0_h__h = _k0 - _q0
-        _p1_h__lin_h = _q0 * (_k0 - (torch.tanh(v_lin_h)) ** 2)
+        _p1_h__lin_h = _q0*(_k0 - (torch.tanh(v_lin_h))**2)
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]
@@ -322,32 +303,32 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_x = _gb_h
         _carry_h = _d_h
         if trace is not None:
-            trace.append({"h": _carry_h})
+            trace.append({'h': _carry_h})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_h_x"] = _GW
-    grads["b_h"] = _Gb
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_h_x'] = _GW
+    grads['b_h'] = _Gb
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_h_h"] = _GW * _mask_W_h_h
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    grads['W_h_h'] = _GW * _mask_W_h_h
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
     if not torch.is_grad_enabled():
         _release([_GBs_h], [*grads.values(), *d_inputs.values(), _carry_h])
-    return grads, d_inputs, {"h": _carry_h}
+    return grads, d_inputs, {'h': _carry_h}
 
 
 # shapes by size name, as the spec writes them
-PARAM_SHAPES = {"W_h_x": ("hidden", "input"), "W_h_h": ("hidden", "hidden"), "b_h": ("hidden",)}
-BUFFERS = {"period": ("hidden", "clockwork_periods", {"modules": 4})}
-INPUTS = ["x"]
-STATES = {"h": "hidden"}
+PARAM_SHAPES = {'W_h_x': ('hidden', 'input'), 'W_h_h': ('hidden', 'hidden'), 'b_h': ('hidden',)}
+BUFFERS = {'period': ('hidden', 'clockwork_periods', {'modules': 4})}
+INPUTS = ['x']
+STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
@@ -358,17 +339,14 @@ def step(params, x, state, t=0):
     _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
     return new
 
-
-_WIDTH_OF = {"h": "W_h_x"}
-
+_WIDTH_OF = {'h': 'W_h_x'}
 
 def _clockwork_periods(n, options):
     modules = int(options.get("modules", 4))
     base = int(options.get("base", 2))
     return [float(base ** (k * modules // n)) for k in range(n)]
 
-
-_BUFFER_INITS = {"clockwork_periods": _clockwork_periods}
+_BUFFER_INITS = {'clockwork_periods': _clockwork_periods}
 
 
 class SequenceFunction(torch.autograd.Function):
@@ -386,9 +364,8 @@ class SequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, *d_final):
-        grads, d_inputs, d_state0 = backward(
-            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
-        )
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
         flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
         flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
         return (None, None, *flat)
@@ -401,13 +378,11 @@ def init_params(sizes, seed=0, dtype=torch.float32, device=None):
     out = {}
     for name, dims in PARAM_SHAPES.items():
         shape = tuple(sizes[d] for d in dims)
-        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
-            dtype=dtype, device=device
-        )
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
     for name, (dim, init, options) in BUFFERS.items():
-        out[name] = torch.tensor(
-            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
-        )
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
     return out
 
 
@@ -421,12 +396,11 @@ class Layer(torch.nn.Module):
         super().__init__()
         params = params if params is not None else init_params(sizes, seed, dtype, device)
         for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
             if name in BUFFERS:
-                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+                self.register_buffer(name, value)
             else:
-                self.register_parameter(
-                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
-                )
+                self.register_parameter(name, torch.nn.Parameter(value))
 
     def forward(self, inputs, state=None, t0=0):
         if not isinstance(inputs, dict):
@@ -434,23 +408,17 @@ class Layer(torch.nn.Module):
         params = dict(self.named_parameters()) | dict(self.named_buffers())
         first = next(iter(inputs.values()))
         if state is None:
-            state = {
-                s: torch.zeros(
-                    first.shape[1],
-                    params[_WIDTH_OF[s]].shape[0],
-                    dtype=first.dtype,
-                    device=first.device,
-                )
-                for s in STATES
-            }
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
         leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
             return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
-        tensors = (
-            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
-        )
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
         out, *final = SequenceFunction.apply(t0, names, *tensors)
         return out, dict(zip(STATES, final))

@@ -1,4 +1,3 @@
-# fmt: off
 (
     'greff_fgr: Greff FGR: full gate recurrence\n'
     '\n'
@@ -45,7 +44,6 @@
     "Note: Each gate also sees the previous step's gate values through full matrices; the gates\n"
     'therefore become state (zero at the start).\n'
 )
-# fmt: on
 
 import numpy
 
@@ -114,30 +112,30 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_i_i = params["W_i_i"]
-    v_W_i_f = params["W_i_f"]
-    v_W_i_o = params["W_i_o"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_f_i = params["W_f_i"]
-    v_W_f_f = params["W_f_f"]
-    v_W_f_o = params["W_f_o"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_W_o_i = params["W_o_i"]
-    v_W_o_f = params["W_o_f"]
-    v_W_o_o = params["W_o_o"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_i_i = params['W_i_i']
+    v_W_i_f = params['W_i_f']
+    v_W_i_o = params['W_i_o']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_f_i = params['W_f_i']
+    v_W_f_f = params['W_f_f']
+    v_W_f_o = params['W_f_o']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_o_i = params['W_o_i']
+    v_W_o_f = params['W_o_f']
+    v_W_o_o = params['W_o_o']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
@@ -148,7 +146,7 @@ def forward(params, inputs, state, t0=0, save=False):
     _off_f = _offsets([v_W_i_f.shape[0], v_W_f_f.shape[0], v_W_o_f.shape[0]])
     _W_o = _cat([v_W_i_o, v_W_f_o, v_W_o_o], 0)
     _off_o = _offsets([v_W_i_o.shape[0], v_W_f_o.shape[0], v_W_o_o.shape[0]])
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_f, v_b_g, v_b_o], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
@@ -156,53 +154,35 @@ def forward(params, inputs, state, t0=0, save=False):
     _mm_i = _linear(_W_i, _B, _T)
     _mm_f = _linear(_W_f, _B, _T)
     _mm_o = _linear(_W_o, _B, _T)
-    v_h = state["h"]
-    v_c = state["c"]
-    v_i = state["i"]
-    v_f = state["f"]
-    v_o = state["o"]
+    v_h = state['h']
+    v_c = state['c']
+    v_i = state['i']
+    v_f = state['f']
+    v_o = state['o']
     _out = None
-    _saved = {"c_": None, "f_": None, "g": None, "i_": None, "o_": None} if save else None
+    _saved = {'c_': None, 'f_': None, 'g': None, 'i_': None, 'o_': None} if save else None
     for _t in range(_T):
         _g_x = _G_x[_t]
         _g_h = _mm_h(v_h)
         _g_i = _mm_i(v_i)
         _g_f = _mm_f(v_f)
         _g_o = _mm_o(v_o)
-        v_lin_i = (
-            _g_x[..., _off_x[0] : _off_x[1]]
-            + _g_h[..., _off_h[0] : _off_h[1]]
-            + _g_i[..., _off_i[0] : _off_i[1]]
-            + _g_f[..., _off_f[0] : _off_f[1]]
-            + _g_o[..., _off_o[0] : _off_o[1]]
-        )
-        v_lin_f = (
-            _g_x[..., _off_x[1] : _off_x[2]]
-            + _g_h[..., _off_h[1] : _off_h[2]]
-            + _g_i[..., _off_i[1] : _off_i[2]]
-            + _g_f[..., _off_f[1] : _off_f[2]]
-            + _g_o[..., _off_o[1] : _off_o[2]]
-        )
-        v_lin_g = _g_x[..., _off_x[2] : _off_x[3]] + _g_h[..., _off_h[2] : _off_h[3]]
-        v_lin_o = (
-            _g_x[..., _off_x[3] : _off_x[4]]
-            + _g_h[..., _off_h[3] : _off_h[4]]
-            + _g_i[..., _off_i[2] : _off_i[3]]
-            + _g_f[..., _off_f[2] : _off_f[3]]
-            + _g_o[..., _off_o[2] : _off_o[3]]
-        )
-        v_i_ = _sigmoid(v_c * v_p_i + v_lin_i)
-        v_f_ = _sigmoid(v_c * v_p_f + v_lin_f)
+        v_lin_i = _g_x[..., _off_x[0]:_off_x[1]] + _g_h[..., _off_h[0]:_off_h[1]] + _g_i[..., _off_i[0]:_off_i[1]] + _g_f[..., _off_f[0]:_off_f[1]] + _g_o[..., _off_o[0]:_off_o[1]]
+        v_lin_f = _g_x[..., _off_x[1]:_off_x[2]] + _g_h[..., _off_h[1]:_off_h[2]] + _g_i[..., _off_i[1]:_off_i[2]] + _g_f[..., _off_f[1]:_off_f[2]] + _g_o[..., _off_o[1]:_off_o[2]]
+        v_lin_g = _g_x[..., _off_x[2]:_off_x[3]] + _g_h[..., _off_h[2]:_off_h[3]]
+        v_lin_o = _g_x[..., _off_x[3]:_off_x[4]] + _g_h[..., _off_h[3]:_off_h[4]] + _g_i[..., _off_i[2]:_off_i[3]] + _g_f[..., _off_f[2]:_off_f[3]] + _g_o[..., _off_o[2]:_off_o[3]]
+        v_i_ = _sigmoid(v_c*v_p_i + v_lin_i)
+        v_f_ = _sigmoid(v_c*v_p_f + v_lin_f)
         v_g = numpy.tanh(v_lin_g)
-        v_c_ = v_c * v_f_ + v_g * v_i_
-        v_o_ = _sigmoid(v_c_ * v_p_o + v_lin_o)
-        v_h_ = v_o_ * numpy.tanh(v_c_)
+        v_c_ = v_c*v_f_ + v_g*v_i_
+        v_o_ = _sigmoid(v_c_*v_p_o + v_lin_o)
+        v_h_ = v_o_*numpy.tanh(v_c_)
         if save:
-            _saved["c_"] = _put(_saved["c_"], _t + 1, v_c_, _T + 1)
-            _saved["f_"] = _put(_saved["f_"], _t + 1, v_f_, _T + 1)
-            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
-            _saved["i_"] = _put(_saved["i_"], _t + 1, v_i_, _T + 1)
-            _saved["o_"] = _put(_saved["o_"], _t + 1, v_o_, _T + 1)
+            _saved['c_'] = _put(_saved['c_'], _t + 1, v_c_, _T + 1)
+            _saved['f_'] = _put(_saved['f_'], _t + 1, v_f_, _T + 1)
+            _saved['g'] = _put(_saved['g'], _t, v_g, _T)
+            _saved['i_'] = _put(_saved['i_'], _t + 1, v_i_, _T + 1)
+            _saved['o_'] = _put(_saved['o_'], _t + 1, v_o_, _T + 1)
         v_h = v_h_
         v_c = v_c_
         v_i = v_i_
@@ -211,56 +191,56 @@ def forward(params, inputs, state, t0=0, save=False):
         _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        _saved["c_"][0] = state["c"]
-        _saved["c"] = _saved["c_"][:-1]
-        _saved["c_"] = _saved["c_"][1:]
-        _saved["i_"][0] = state["i"]
-        _saved["i"] = _saved["i_"][:-1]
-        _saved["i_"] = _saved["i_"][1:]
-        _saved["f_"][0] = state["f"]
-        _saved["f"] = _saved["f_"][:-1]
-        _saved["f_"] = _saved["f_"][1:]
-        _saved["o_"][0] = state["o"]
-        _saved["o"] = _saved["o_"][:-1]
-        _saved["o_"] = _saved["o_"][1:]
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        _saved['c_'][0] = state['c']
+        _saved['c'] = _saved['c_'][:-1]
+        _saved['c_'] = _saved['c_'][1:]
+        _saved['i_'][0] = state['i']
+        _saved['i'] = _saved['i_'][:-1]
+        _saved['i_'] = _saved['i_'][1:]
+        _saved['f_'][0] = state['f']
+        _saved['f'] = _saved['f_'][:-1]
+        _saved['f_'] = _saved['f_'][1:]
+        _saved['o_'][0] = state['o']
+        _saved['o'] = _saved['o_'][:-1]
+        _saved['o_'] = _saved['o_'][1:]
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
             "saved": _saved,
         }
-    return _out, {"h": v_h, "c": v_c, "i": v_i, "f": v_f, "o": v_o}, cache
+    return _out, {'h': v_h, 'c': v_c, 'i': v_i, 'f': v_f, 'o': v_o}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_i_i = params["W_i_i"]
-    v_W_i_f = params["W_i_f"]
-    v_W_i_o = params["W_i_o"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_f_i = params["W_f_i"]
-    v_W_f_f = params["W_f_f"]
-    v_W_f_o = params["W_f_o"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_W_o_i = params["W_o_i"]
-    v_W_o_f = params["W_o_f"]
-    v_W_o_o = params["W_o_o"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_i_i = params['W_i_i']
+    v_W_i_f = params['W_i_f']
+    v_W_i_o = params['W_i_o']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_f_i = params['W_f_i']
+    v_W_f_f = params['W_f_f']
+    v_W_f_o = params['W_f_o']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_o_i = params['W_o_i']
+    v_W_o_f = params['W_o_f']
+    v_W_o_o = params['W_o_o']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
@@ -271,37 +251,27 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_f = _offsets([v_W_i_f.shape[0], v_W_f_f.shape[0], v_W_o_f.shape[0]])
     _W_o = _cat([v_W_i_o, v_W_f_o, v_W_o_o], 0)
     _off_o = _offsets([v_W_i_o.shape[0], v_W_f_o.shape[0], v_W_o_o.shape[0]])
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_c = cache["saved"]["c"]
-    _S_c_ = cache["saved"]["c_"]
-    _S_f = cache["saved"]["f"]
-    _S_f_ = cache["saved"]["f_"]
-    _S_g = cache["saved"]["g"]
-    _S_h = cache["saved"]["h"]
-    _S_i = cache["saved"]["i"]
-    _S_i_ = cache["saved"]["i_"]
-    _S_o = cache["saved"]["o"]
-    _S_o_ = cache["saved"]["o_"]
+    _S_c = cache["saved"]['c']
+    _S_c_ = cache["saved"]['c_']
+    _S_f = cache["saved"]['f']
+    _S_f_ = cache["saved"]['f_']
+    _S_g = cache["saved"]['g']
+    _S_h = cache["saved"]['h']
+    _S_i = cache["saved"]['i']
+    _S_i_ = cache["saved"]['i_']
+    _S_o = cache["saved"]['o']
+    _S_o_ = cache["saved"]['o_']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
-    _carry_c = (
-        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
-    )
-    _carry_i = (
-        d_state["i"] if d_state.get("i") is not None else _zeros(_state0["i"].shape, _state0["i"])
-    )
-    _carry_f = (
-        d_state["f"] if d_state.get("f") is not None else _zeros(_state0["f"].shape, _state0["f"])
-    )
-    _carry_o = (
-        d_state["o"] if d_state.get("o") is not None else _zeros(_state0["o"].shape, _state0["o"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
+    _carry_i = d_state['i'] if d_state.get('i') is not None else _zeros(_state0['i'].shape, _state0['i'])
+    _carry_f = d_state['f'] if d_state.get('f') is not None else _zeros(_state0['f'].shape, _state0['f'])
+    _carry_o = d_state['o'] if d_state.get('o') is not None else _zeros(_state0['o'].shape, _state0['o'])
     _grad_p_i = _zeros(v_p_i.shape, v_p_i)
     _grad_p_f = _zeros(v_p_f.shape, v_p_f)
     _grad_p_o = _zeros(v_p_o.shape, v_p_o)
@@ -325,18 +295,18 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_i_ = _S_i_[_t]
         v_o = _S_o[_t]
         v_o_ = _S_o_[_t]
-        _q0 = v_i_ * (1 - v_i_)
-        _q1 = v_f_ * (1 - v_f_)
-        _q2 = v_o_ * (1 - v_o_)
+        _q0 = v_i_*(1 - v_i_)
+        _q1 = v_f_*(1 - v_f_)
+        _q2 = v_o_*(1 - v_o_)
         _q3 = numpy.tanh(v_c_)
-        _p0_i__c = _q0 * v_p_i
+        _p0_i__c = _q0*v_p_i
         _p1_i__lin_i = _q0
-        _p2_f__c = _q1 * v_p_f
+        _p2_f__c = _q1*v_p_f
         _p3_f__lin_f = _q1
         _p4_g_lin_g = 1 - v_g**2
-        _p5_o__c_ = _q2 * v_p_o
+        _p5_o__c_ = _q2*v_p_o
         _p6_o__lin_o = _q2
-        _p7_h__c_ = v_o_ * (1 - _q3**2)
+        _p7_h__c_ = v_o_*(1 - _q3**2)
         _p8_h__o_ = _q3
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -375,94 +345,88 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _carry_f = _d_f
         _carry_o = _d_o
         if trace is not None:
-            trace.append(
-                {"h": _carry_h, "c": _carry_c, "i": _carry_i, "f": _carry_f, "o": _carry_o}
-            )
+            trace.append({'h': _carry_h, 'c': _carry_c, 'i': _carry_i, 'f': _carry_f, 'o': _carry_o})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
-    grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
-    grads["b_o"] = _Gb[..., _off_x[3] : _off_x[4]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_i_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_i'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_f_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_f'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_g_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_g'] = _Gb[..., _off_x[2]:_off_x[3]]
+    grads['W_o_x'] = _GW[_off_x[3]:_off_x[4]]
+    grads['b_o'] = _Gb[..., _off_x[3]:_off_x[4]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
-    grads["W_f_h"] = _GW[_off_h[1] : _off_h[2]]
-    grads["W_g_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["W_o_h"] = _GW[_off_h[3] : _off_h[4]]
+    grads['W_i_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['W_f_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['W_g_h'] = _GW[_off_h[2]:_off_h[3]]
+    grads['W_o_h'] = _GW[_off_h[3]:_off_h[4]]
     _GBs = _GBs_i
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_i.reshape(_T * _B, _S_i.shape[2])
-    grads["W_i_i"] = _GW[_off_i[0] : _off_i[1]]
-    grads["W_f_i"] = _GW[_off_i[1] : _off_i[2]]
-    grads["W_o_i"] = _GW[_off_i[2] : _off_i[3]]
+    grads['W_i_i'] = _GW[_off_i[0]:_off_i[1]]
+    grads['W_f_i'] = _GW[_off_i[1]:_off_i[2]]
+    grads['W_o_i'] = _GW[_off_i[2]:_off_i[3]]
     _GBs = _GBs_i
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_f.reshape(_T * _B, _S_f.shape[2])
-    grads["W_i_f"] = _GW[_off_f[0] : _off_f[1]]
-    grads["W_f_f"] = _GW[_off_f[1] : _off_f[2]]
-    grads["W_o_f"] = _GW[_off_f[2] : _off_f[3]]
+    grads['W_i_f'] = _GW[_off_f[0]:_off_f[1]]
+    grads['W_f_f'] = _GW[_off_f[1]:_off_f[2]]
+    grads['W_o_f'] = _GW[_off_f[2]:_off_f[3]]
     _GBs = _GBs_i
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_o.reshape(_T * _B, _S_o.shape[2])
-    grads["W_i_o"] = _GW[_off_o[0] : _off_o[1]]
-    grads["W_f_o"] = _GW[_off_o[1] : _off_o[2]]
-    grads["W_o_o"] = _GW[_off_o[2] : _off_o[3]]
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0] : _off_x[1]] * _S_c).sum((0, 1))
-    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1] : _off_x[2]] * _S_c).sum((0, 1))
-    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3] : _off_x[4]] * _S_c_).sum((0, 1))
-    grads["p_i"] = _grad_p_i
-    grads["p_f"] = _grad_p_f
-    grads["p_o"] = _grad_p_o
-    return (
-        grads,
-        d_inputs,
-        {"h": _carry_h, "c": _carry_c, "i": _carry_i, "f": _carry_f, "o": _carry_o},
-    )
+    grads['W_i_o'] = _GW[_off_o[0]:_off_o[1]]
+    grads['W_f_o'] = _GW[_off_o[1]:_off_o[2]]
+    grads['W_o_o'] = _GW[_off_o[2]:_off_o[3]]
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0]:_off_x[1]] * _S_c).sum((0, 1))
+    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1]:_off_x[2]] * _S_c).sum((0, 1))
+    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3]:_off_x[4]] * _S_c_).sum((0, 1))
+    grads['p_i'] = _grad_p_i
+    grads['p_f'] = _grad_p_f
+    grads['p_o'] = _grad_p_o
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c, 'i': _carry_i, 'f': _carry_f, 'o': _carry_o}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_i_x": ("hidden", "input"),
-    "W_i_h": ("hidden", "hidden"),
-    "W_i_i": ("hidden", "hidden"),
-    "W_i_f": ("hidden", "hidden"),
-    "W_i_o": ("hidden", "hidden"),
-    "W_f_x": ("hidden", "input"),
-    "W_f_h": ("hidden", "hidden"),
-    "W_f_i": ("hidden", "hidden"),
-    "W_f_f": ("hidden", "hidden"),
-    "W_f_o": ("hidden", "hidden"),
-    "W_g_x": ("hidden", "input"),
-    "W_g_h": ("hidden", "hidden"),
-    "W_o_x": ("hidden", "input"),
-    "W_o_h": ("hidden", "hidden"),
-    "W_o_i": ("hidden", "hidden"),
-    "W_o_f": ("hidden", "hidden"),
-    "W_o_o": ("hidden", "hidden"),
-    "b_i": ("hidden",),
-    "b_f": ("hidden",),
-    "b_g": ("hidden",),
-    "b_o": ("hidden",),
-    "p_i": ("hidden",),
-    "p_f": ("hidden",),
-    "p_o": ("hidden",),
+    'W_i_x': ('hidden', 'input'),
+    'W_i_h': ('hidden', 'hidden'),
+    'W_i_i': ('hidden', 'hidden'),
+    'W_i_f': ('hidden', 'hidden'),
+    'W_i_o': ('hidden', 'hidden'),
+    'W_f_x': ('hidden', 'input'),
+    'W_f_h': ('hidden', 'hidden'),
+    'W_f_i': ('hidden', 'hidden'),
+    'W_f_f': ('hidden', 'hidden'),
+    'W_f_o': ('hidden', 'hidden'),
+    'W_g_x': ('hidden', 'input'),
+    'W_g_h': ('hidden', 'hidden'),
+    'W_o_x': ('hidden', 'input'),
+    'W_o_h': ('hidden', 'hidden'),
+    'W_o_i': ('hidden', 'hidden'),
+    'W_o_f': ('hidden', 'hidden'),
+    'W_o_o': ('hidden', 'hidden'),
+    'b_i': ('hidden',),
+    'b_f': ('hidden',),
+    'b_g': ('hidden',),
+    'b_o': ('hidden',),
+    'p_i': ('hidden',),
+    'p_f': ('hidden',),
+    'p_o': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden", "c": "hidden", "i": "hidden", "f": "hidden", "o": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden', 'c': 'hidden', 'i': 'hidden', 'f': 'hidden', 'o': 'hidden'}
 
 
 def step(params, x, state, t=0):

@@ -1,4 +1,3 @@
-# fmt: off
 (
     'greff_fgr: Greff FGR: full gate recurrence\n'
     '\n'
@@ -45,7 +44,6 @@
     "Note: Each gate also sees the previous step's gate values through full matrices; the gates\n"
     'therefore become state (zero at the start).\n'
 )
-# fmt: on
 
 import sys
 import weakref
@@ -211,12 +209,8 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    eligible = (
-        steps > 1
-        and W.device.type == "cpu"
-        and W.dtype == torch.float32
-        and not torch.is_grad_enabled()
-    )
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
     if eligible and PACKED_GEMM is None:
         PACKED_GEMM = _packed_gemm_works()
     if eligible and PACKED_GEMM:
@@ -245,30 +239,30 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_i_i = params["W_i_i"]
-    v_W_i_f = params["W_i_f"]
-    v_W_i_o = params["W_i_o"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_f_i = params["W_f_i"]
-    v_W_f_f = params["W_f_f"]
-    v_W_f_o = params["W_f_o"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_W_o_i = params["W_o_i"]
-    v_W_o_f = params["W_o_f"]
-    v_W_o_o = params["W_o_o"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_i_i = params['W_i_i']
+    v_W_i_f = params['W_i_f']
+    v_W_i_o = params['W_i_o']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_f_i = params['W_f_i']
+    v_W_f_f = params['W_f_f']
+    v_W_f_o = params['W_f_o']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_o_i = params['W_o_i']
+    v_W_o_f = params['W_o_f']
+    v_W_o_o = params['W_o_o']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
@@ -279,63 +273,50 @@ def forward(params, inputs, state, t0=0, save=False):
     _off_f = _offsets([v_W_i_f.shape[0], v_W_f_f.shape[0], v_W_o_f.shape[0]])
     _W_o = _cat([v_W_i_o, v_W_f_o, v_W_o_o], 0)
     _off_o = _offsets([v_W_i_o.shape[0], v_W_f_o.shape[0], v_W_o_o.shape[0]])
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_f, v_b_g, v_b_o], 0)
-    _G_x = (
-        torch.addmm(
-            _b_x,
-            _X_x.reshape(_T * _B, _X_x.shape[2]),
-            _W_x.T,
-            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
-        )
-    ).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
     _mm_h = _blocked(_W_h, 4)
     _mm_i = _blocked(_W_i, 3)
     _mm_f = _blocked(_W_f, 3)
     _mm_o = _blocked(_W_o, 3)
-    v_h = state["h"]
-    v_c = state["c"]
-    v_i = state["i"]
-    v_f = state["f"]
-    v_o = state["o"]
+    v_h = state['h']
+    v_c = state['c']
+    v_i = state['i']
+    v_f = state['f']
+    v_o = state['o']
     _out = None
-    _saved = {"c_": None, "f_": None, "g": None, "i_": None, "o_": None} if save else None
+    _saved = {'c_': None, 'f_': None, 'g': None, 'i_': None, 'o_': None} if save else None
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
-    _sv_c_ = _scratch((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_f_ = _scratch((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_g = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_i_ = _scratch((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_o_ = _scratch((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
+    _sv_c_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_f_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_g = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_i_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_o_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _out = _empty((_T, _B, state['h'].shape[-1]), _X_x)
     for _t in range(_T):
         _g_x = _G_x[_t]
         _g_h = _mm_h(v_h)
         _g_i = _mm_i(v_i)
         _g_f = _mm_f(v_f)
         _g_o = _mm_o(v_o)
-        v_lin_i = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[0] + _g_i[0] + _g_f[0] + _g_o[0]
-        v_lin_f = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[1] + _g_i[1] + _g_f[1] + _g_o[1]
-        v_lin_g = _g_x[..., _off_x[2] : _off_x[3]] + _g_h[2]
-        v_lin_o = _g_x[..., _off_x[3] : _off_x[4]] + _g_h[3] + _g_i[2] + _g_f[2] + _g_o[2]
-        v_i_ = torch.sigmoid(
-            torch.addcmul(v_lin_i, v_c, v_p_i), out=None if _sv_i_ is None else _sv_i_[_t + 1]
-        )
-        v_f_ = torch.sigmoid(
-            torch.addcmul(v_lin_f, v_c, v_p_f), out=None if _sv_f_ is None else _sv_f_[_t + 1]
-        )
+        v_lin_i = _g_x[..., _off_x[0]:_off_x[1]] + _g_h[0] + _g_i[0] + _g_f[0] + _g_o[0]
+        v_lin_f = _g_x[..., _off_x[1]:_off_x[2]] + _g_h[1] + _g_i[1] + _g_f[1] + _g_o[1]
+        v_lin_g = _g_x[..., _off_x[2]:_off_x[3]] + _g_h[2]
+        v_lin_o = _g_x[..., _off_x[3]:_off_x[4]] + _g_h[3] + _g_i[2] + _g_f[2] + _g_o[2]
+        v_i_ = torch.sigmoid(torch.addcmul(v_lin_i, v_c, v_p_i), out=None if _sv_i_ is None else _sv_i_[_t + 1])
+        v_f_ = torch.sigmoid(torch.addcmul(v_lin_f, v_c, v_p_f), out=None if _sv_f_ is None else _sv_f_[_t + 1])
         v_g = torch.tanh(v_lin_g, out=None if _sv_g is None else _sv_g[_t])
-        v_c_ = torch.addcmul(v_c * v_f_, v_g, v_i_, out=None if _sv_c_ is None else _sv_c_[_t + 1])
-        v_o_ = torch.sigmoid(
-            torch.addcmul(v_lin_o, v_c_, v_p_o), out=None if _sv_o_ is None else _sv_o_[_t + 1]
-        )
+        v_c_ = torch.addcmul(v_c*v_f_, v_g, v_i_, out=None if _sv_c_ is None else _sv_c_[_t + 1])
+        v_o_ = torch.sigmoid(torch.addcmul(v_lin_o, v_c_, v_p_o), out=None if _sv_o_ is None else _sv_o_[_t + 1])
         v_h_ = torch.mul(v_o_, torch.tanh(v_c_), out=_out[_t] if _direct else None)
         if save and not _direct:
-            _saved["c_"] = _put(_saved["c_"], _t + 1, v_c_, _T + 1)
-            _saved["f_"] = _put(_saved["f_"], _t + 1, v_f_, _T + 1)
-            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
-            _saved["i_"] = _put(_saved["i_"], _t + 1, v_i_, _T + 1)
-            _saved["o_"] = _put(_saved["o_"], _t + 1, v_o_, _T + 1)
+            _saved['c_'] = _put(_saved['c_'], _t + 1, v_c_, _T + 1)
+            _saved['f_'] = _put(_saved['f_'], _t + 1, v_f_, _T + 1)
+            _saved['g'] = _put(_saved['g'], _t, v_g, _T)
+            _saved['i_'] = _put(_saved['i_'], _t + 1, v_i_, _T + 1)
+            _saved['o_'] = _put(_saved['o_'], _t + 1, v_o_, _T + 1)
         v_h = v_h_
         v_c = v_c_
         v_i = v_i_
@@ -346,67 +327,65 @@ def forward(params, inputs, state, t0=0, save=False):
     v_h = v_h.clone()
     cache = None
     if save:
-        _saved["c_"] = _sv_c_ if _direct else _saved["c_"]
-        _saved["f_"] = _sv_f_ if _direct else _saved["f_"]
-        _saved["g"] = _sv_g if _direct else _saved["g"]
-        _saved["i_"] = _sv_i_ if _direct else _saved["i_"]
-        _saved["o_"] = _sv_o_ if _direct else _saved["o_"]
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        _saved["c_"][0] = state["c"]
-        _saved["c"] = _saved["c_"][:-1]
-        _saved["c_"] = _saved["c_"][1:]
-        _saved["i_"][0] = state["i"]
-        _saved["i"] = _saved["i_"][:-1]
-        _saved["i_"] = _saved["i_"][1:]
-        _saved["f_"][0] = state["f"]
-        _saved["f"] = _saved["f_"][:-1]
-        _saved["f_"] = _saved["f_"][1:]
-        _saved["o_"][0] = state["o"]
-        _saved["o"] = _saved["o_"][:-1]
-        _saved["o_"] = _saved["o_"][1:]
-        cache = _Cache(
-            {
-                "inputs": inputs,
-                "state0": dict(state),
-                "t0": t0,
-                "saved": _saved,
-            }
-        )
+        _saved['c_'] = _sv_c_ if _direct else _saved['c_']
+        _saved['f_'] = _sv_f_ if _direct else _saved['f_']
+        _saved['g'] = _sv_g if _direct else _saved['g']
+        _saved['i_'] = _sv_i_ if _direct else _saved['i_']
+        _saved['o_'] = _sv_o_ if _direct else _saved['o_']
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        _saved['c_'][0] = state['c']
+        _saved['c'] = _saved['c_'][:-1]
+        _saved['c_'] = _saved['c_'][1:]
+        _saved['i_'][0] = state['i']
+        _saved['i'] = _saved['i_'][:-1]
+        _saved['i_'] = _saved['i_'][1:]
+        _saved['f_'][0] = state['f']
+        _saved['f'] = _saved['f_'][:-1]
+        _saved['f_'] = _saved['f_'][1:]
+        _saved['o_'][0] = state['o']
+        _saved['o'] = _saved['o_'][:-1]
+        _saved['o_'] = _saved['o_'][1:]
+        cache = _Cache({
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        })
         if _direct:  # the saved buffers go back to the pool when the record is freed
             _recycle(cache, [_sv_c_, _sv_f_, _sv_g, _sv_i_, _sv_o_])
     if not torch.is_grad_enabled():
         _release([_G_x], [_out, v_h, v_c, v_i, v_f, v_o] + (list(_saved.values()) if save else []))
-    return _out, {"h": v_h, "c": v_c, "i": v_i, "f": v_f, "o": v_o}, cache
+    return _out, {'h': v_h, 'c': v_c, 'i': v_i, 'f': v_f, 'o': v_o}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_i_i = params["W_i_i"]
-    v_W_i_f = params["W_i_f"]
-    v_W_i_o = params["W_i_o"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_f_i = params["W_f_i"]
-    v_W_f_f = params["W_f_f"]
-    v_W_f_o = params["W_f_o"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_W_o_i = params["W_o_i"]
-    v_W_o_f = params["W_o_f"]
-    v_W_o_o = params["W_o_o"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_i_i = params['W_i_i']
+    v_W_i_f = params['W_i_f']
+    v_W_i_o = params['W_i_o']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_f_i = params['W_f_i']
+    v_W_f_f = params['W_f_f']
+    v_W_f_o = params['W_f_o']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_o_i = params['W_o_i']
+    v_W_o_f = params['W_o_f']
+    v_W_o_o = params['W_o_o']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
@@ -417,37 +396,27 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_f = _offsets([v_W_i_f.shape[0], v_W_f_f.shape[0], v_W_o_f.shape[0]])
     _W_o = _cat([v_W_i_o, v_W_f_o, v_W_o_o], 0)
     _off_o = _offsets([v_W_i_o.shape[0], v_W_f_o.shape[0], v_W_o_o.shape[0]])
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_c = cache["saved"]["c"]
-    _S_c_ = cache["saved"]["c_"]
-    _S_f = cache["saved"]["f"]
-    _S_f_ = cache["saved"]["f_"]
-    _S_g = cache["saved"]["g"]
-    _S_h = cache["saved"]["h"]
-    _S_i = cache["saved"]["i"]
-    _S_i_ = cache["saved"]["i_"]
-    _S_o = cache["saved"]["o"]
-    _S_o_ = cache["saved"]["o_"]
+    _S_c = cache["saved"]['c']
+    _S_c_ = cache["saved"]['c_']
+    _S_f = cache["saved"]['f']
+    _S_f_ = cache["saved"]['f_']
+    _S_g = cache["saved"]['g']
+    _S_h = cache["saved"]['h']
+    _S_i = cache["saved"]['i']
+    _S_i_ = cache["saved"]['i_']
+    _S_o = cache["saved"]['o']
+    _S_o_ = cache["saved"]['o_']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
-    _carry_c = (
-        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
-    )
-    _carry_i = (
-        d_state["i"] if d_state.get("i") is not None else _zeros(_state0["i"].shape, _state0["i"])
-    )
-    _carry_f = (
-        d_state["f"] if d_state.get("f") is not None else _zeros(_state0["f"].shape, _state0["f"])
-    )
-    _carry_o = (
-        d_state["o"] if d_state.get("o") is not None else _zeros(_state0["o"].shape, _state0["o"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
+    _carry_i = d_state['i'] if d_state.get('i') is not None else _zeros(_state0['i'].shape, _state0['i'])
+    _carry_f = d_state['f'] if d_state.get('f') is not None else _zeros(_state0['f'].shape, _state0['f'])
+    _carry_o = d_state['o'] if d_state.get('o') is not None else _zeros(_state0['o'].shape, _state0['o'])
     _grad_p_i = _zeros(v_p_i.shape, v_p_i)
     _grad_p_f = _zeros(v_p_f.shape, v_p_f)
     _grad_p_o = _zeros(v_p_o.shape, v_p_o)
@@ -472,18 +441,18 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_i_ = _S_i_[_t]
         v_o = _S_o[_t]
         v_o_ = _S_o_[_t]
-        _q0 = v_i_ * (_k0 - v_i_)
-        _q1 = v_f_ * (_k0 - v_f_)
-        _q2 = v_o_ * (_k0 - v_o_)
+        _q0 = v_i_*(_k0 - v_i_)
+        _q1 = v_f_*(_k0 - v_f_)
+        _q2 = v_o_*(_k0 - v_o_)
         _q3 = torch.tanh(v_c_)
-        _p0_i__c = _q0 * v_p_i
+        _p0_i__c = _q0*v_p_i
         _p1_i__lin_i = _q0
-        _p2_f__c = _q1 * v_p_f
+        _p2_f__c = _q1*v_p_f
         _p3_f__lin_f = _q1
-        _p4_g_lin_g = _k0 - v_g * v_g
-        _p5_o__c_ = _q2 * v_p_o
+        _p4_g_lin_g = _k0 - v_g*v_g
+        _p5_o__c_ = _q2*v_p_o
         _p6_o__lin_o = _q2
-        _p7_h__c_ = v_o_ * (_k0 - _q3 * _q3)
+        _p7_h__c_ = v_o_*(_k0 - _q3*_q3)
         _p8_h__o_ = _q3
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -522,99 +491,90 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _carry_f = _d_f
         _carry_o = _d_o
         if trace is not None:
-            trace.append(
-                {"h": _carry_h, "c": _carry_c, "i": _carry_i, "f": _carry_f, "o": _carry_o}
-            )
+            trace.append({'h': _carry_h, 'c': _carry_c, 'i': _carry_i, 'f': _carry_f, 'o': _carry_o})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
-    grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
-    grads["b_o"] = _Gb[..., _off_x[3] : _off_x[4]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_i_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_i'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_f_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_f'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_g_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_g'] = _Gb[..., _off_x[2]:_off_x[3]]
+    grads['W_o_x'] = _GW[_off_x[3]:_off_x[4]]
+    grads['b_o'] = _Gb[..., _off_x[3]:_off_x[4]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
-    grads["W_f_h"] = _GW[_off_h[1] : _off_h[2]]
-    grads["W_g_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["W_o_h"] = _GW[_off_h[3] : _off_h[4]]
+    grads['W_i_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['W_f_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['W_g_h'] = _GW[_off_h[2]:_off_h[3]]
+    grads['W_o_h'] = _GW[_off_h[3]:_off_h[4]]
     _GBs = _GBs_i
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_i.reshape(_T * _B, _S_i.shape[2])
-    grads["W_i_i"] = _GW[_off_i[0] : _off_i[1]]
-    grads["W_f_i"] = _GW[_off_i[1] : _off_i[2]]
-    grads["W_o_i"] = _GW[_off_i[2] : _off_i[3]]
+    grads['W_i_i'] = _GW[_off_i[0]:_off_i[1]]
+    grads['W_f_i'] = _GW[_off_i[1]:_off_i[2]]
+    grads['W_o_i'] = _GW[_off_i[2]:_off_i[3]]
     _GBs = _GBs_i
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_f.reshape(_T * _B, _S_f.shape[2])
-    grads["W_i_f"] = _GW[_off_f[0] : _off_f[1]]
-    grads["W_f_f"] = _GW[_off_f[1] : _off_f[2]]
-    grads["W_o_f"] = _GW[_off_f[2] : _off_f[3]]
+    grads['W_i_f'] = _GW[_off_f[0]:_off_f[1]]
+    grads['W_f_f'] = _GW[_off_f[1]:_off_f[2]]
+    grads['W_o_f'] = _GW[_off_f[2]:_off_f[3]]
     _GBs = _GBs_i
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_o.reshape(_T * _B, _S_o.shape[2])
-    grads["W_i_o"] = _GW[_off_o[0] : _off_o[1]]
-    grads["W_f_o"] = _GW[_off_o[1] : _off_o[2]]
-    grads["W_o_o"] = _GW[_off_o[2] : _off_o[3]]
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0] : _off_x[1]] * _S_c).sum((0, 1))
-    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1] : _off_x[2]] * _S_c).sum((0, 1))
-    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3] : _off_x[4]] * _S_c_).sum((0, 1))
-    grads["p_i"] = _grad_p_i
-    grads["p_f"] = _grad_p_f
-    grads["p_o"] = _grad_p_o
+    grads['W_i_o'] = _GW[_off_o[0]:_off_o[1]]
+    grads['W_f_o'] = _GW[_off_o[1]:_off_o[2]]
+    grads['W_o_o'] = _GW[_off_o[2]:_off_o[3]]
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0]:_off_x[1]] * _S_c).sum((0, 1))
+    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1]:_off_x[2]] * _S_c).sum((0, 1))
+    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3]:_off_x[4]] * _S_c_).sum((0, 1))
+    grads['p_i'] = _grad_p_i
+    grads['p_f'] = _grad_p_f
+    grads['p_o'] = _grad_p_o
     if not torch.is_grad_enabled():
-        _release(
-            [_GBs_h, _GBs_i],
-            [*grads.values(), *d_inputs.values(), _carry_h, _carry_c, _carry_i, _carry_f, _carry_o],
-        )
-    return (
-        grads,
-        d_inputs,
-        {"h": _carry_h, "c": _carry_c, "i": _carry_i, "f": _carry_f, "o": _carry_o},
-    )
+        _release([_GBs_h, _GBs_i], [*grads.values(), *d_inputs.values(), _carry_h, _carry_c, _carry_i, _carry_f, _carry_o])
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c, 'i': _carry_i, 'f': _carry_f, 'o': _carry_o}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_i_x": ("hidden", "input"),
-    "W_i_h": ("hidden", "hidden"),
-    "W_i_i": ("hidden", "hidden"),
-    "W_i_f": ("hidden", "hidden"),
-    "W_i_o": ("hidden", "hidden"),
-    "W_f_x": ("hidden", "input"),
-    "W_f_h": ("hidden", "hidden"),
-    "W_f_i": ("hidden", "hidden"),
-    "W_f_f": ("hidden", "hidden"),
-    "W_f_o": ("hidden", "hidden"),
-    "W_g_x": ("hidden", "input"),
-    "W_g_h": ("hidden", "hidden"),
-    "W_o_x": ("hidden", "input"),
-    "W_o_h": ("hidden", "hidden"),
-    "W_o_i": ("hidden", "hidden"),
-    "W_o_f": ("hidden", "hidden"),
-    "W_o_o": ("hidden", "hidden"),
-    "b_i": ("hidden",),
-    "b_f": ("hidden",),
-    "b_g": ("hidden",),
-    "b_o": ("hidden",),
-    "p_i": ("hidden",),
-    "p_f": ("hidden",),
-    "p_o": ("hidden",),
+    'W_i_x': ('hidden', 'input'),
+    'W_i_h': ('hidden', 'hidden'),
+    'W_i_i': ('hidden', 'hidden'),
+    'W_i_f': ('hidden', 'hidden'),
+    'W_i_o': ('hidden', 'hidden'),
+    'W_f_x': ('hidden', 'input'),
+    'W_f_h': ('hidden', 'hidden'),
+    'W_f_i': ('hidden', 'hidden'),
+    'W_f_f': ('hidden', 'hidden'),
+    'W_f_o': ('hidden', 'hidden'),
+    'W_g_x': ('hidden', 'input'),
+    'W_g_h': ('hidden', 'hidden'),
+    'W_o_x': ('hidden', 'input'),
+    'W_o_h': ('hidden', 'hidden'),
+    'W_o_i': ('hidden', 'hidden'),
+    'W_o_f': ('hidden', 'hidden'),
+    'W_o_o': ('hidden', 'hidden'),
+    'b_i': ('hidden',),
+    'b_f': ('hidden',),
+    'b_g': ('hidden',),
+    'b_o': ('hidden',),
+    'p_i': ('hidden',),
+    'p_f': ('hidden',),
+    'p_o': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden", "c": "hidden", "i": "hidden", "f": "hidden", "o": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden', 'c': 'hidden', 'i': 'hidden', 'f': 'hidden', 'o': 'hidden'}
 
 
 def step(params, x, state, t=0):
@@ -625,8 +585,7 @@ def step(params, x, state, t=0):
     _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
     return new
 
-
-_WIDTH_OF = {"h": "W_i_x", "c": "W_i_x", "i": "W_i_x", "f": "W_i_x", "o": "W_i_x"}
+_WIDTH_OF = {'h': 'W_i_x', 'c': 'W_i_x', 'i': 'W_i_x', 'f': 'W_i_x', 'o': 'W_i_x'}
 
 _BUFFER_INITS = {}
 
@@ -646,9 +605,8 @@ class SequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, *d_final):
-        grads, d_inputs, d_state0 = backward(
-            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
-        )
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
         flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
         flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
         return (None, None, *flat)
@@ -661,13 +619,11 @@ def init_params(sizes, seed=0, dtype=torch.float32, device=None):
     out = {}
     for name, dims in PARAM_SHAPES.items():
         shape = tuple(sizes[d] for d in dims)
-        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
-            dtype=dtype, device=device
-        )
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
     for name, (dim, init, options) in BUFFERS.items():
-        out[name] = torch.tensor(
-            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
-        )
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
     return out
 
 
@@ -681,12 +637,11 @@ class Layer(torch.nn.Module):
         super().__init__()
         params = params if params is not None else init_params(sizes, seed, dtype, device)
         for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
             if name in BUFFERS:
-                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+                self.register_buffer(name, value)
             else:
-                self.register_parameter(
-                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
-                )
+                self.register_parameter(name, torch.nn.Parameter(value))
 
     def forward(self, inputs, state=None, t0=0):
         if not isinstance(inputs, dict):
@@ -694,23 +649,17 @@ class Layer(torch.nn.Module):
         params = dict(self.named_parameters()) | dict(self.named_buffers())
         first = next(iter(inputs.values()))
         if state is None:
-            state = {
-                s: torch.zeros(
-                    first.shape[1],
-                    params[_WIDTH_OF[s]].shape[0],
-                    dtype=first.dtype,
-                    device=first.device,
-                )
-                for s in STATES
-            }
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
         leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
             return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
-        tensors = (
-            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
-        )
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
         out, *final = SequenceFunction.apply(t0, names, *tensors)
         return out, dict(zip(STATES, final))

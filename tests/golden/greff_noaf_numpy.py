@@ -1,4 +1,3 @@
-# fmt: off
 (
     'greff_noaf: Greff NOAF: no output activation\n'
     '\n'
@@ -35,7 +34,6 @@
     '\n'
     "Note: Peephole LSTM with h' = o*c'.\n"
 )
-# fmt: on
 
 import numpy
 
@@ -104,112 +102,108 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_f, v_b_g, v_b_o], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
-    v_h = state["h"]
-    v_c = state["c"]
+    v_h = state['h']
+    v_c = state['c']
     _out = None
-    _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
+    _saved = {'c_': None, 'f': None, 'g': None, 'i': None, 'o': None} if save else None
     for _t in range(_T):
         _z_h = _mm_h(v_h, _G_x[_t])
-        v_lin_i = _z_h[..., _off_h[0] : _off_h[1]]
-        v_lin_f = _z_h[..., _off_h[1] : _off_h[2]]
-        v_lin_g = _z_h[..., _off_h[2] : _off_h[3]]
-        v_lin_o = _z_h[..., _off_h[3] : _off_h[4]]
-        v_i = _sigmoid(v_c * v_p_i + v_lin_i)
-        v_f = _sigmoid(v_c * v_p_f + v_lin_f)
+        v_lin_i = _z_h[..., _off_h[0]:_off_h[1]]
+        v_lin_f = _z_h[..., _off_h[1]:_off_h[2]]
+        v_lin_g = _z_h[..., _off_h[2]:_off_h[3]]
+        v_lin_o = _z_h[..., _off_h[3]:_off_h[4]]
+        v_i = _sigmoid(v_c*v_p_i + v_lin_i)
+        v_f = _sigmoid(v_c*v_p_f + v_lin_f)
         v_g = numpy.tanh(v_lin_g)
-        v_c_ = v_c * v_f + v_g * v_i
-        v_o = _sigmoid(v_c_ * v_p_o + v_lin_o)
-        v_h_ = v_c_ * v_o
+        v_c_ = v_c*v_f + v_g*v_i
+        v_o = _sigmoid(v_c_*v_p_o + v_lin_o)
+        v_h_ = v_c_*v_o
         if save:
-            _saved["c_"] = _put(_saved["c_"], _t + 1, v_c_, _T + 1)
-            _saved["f"] = _put(_saved["f"], _t, v_f, _T)
-            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
-            _saved["i"] = _put(_saved["i"], _t, v_i, _T)
-            _saved["o"] = _put(_saved["o"], _t, v_o, _T)
+            _saved['c_'] = _put(_saved['c_'], _t + 1, v_c_, _T + 1)
+            _saved['f'] = _put(_saved['f'], _t, v_f, _T)
+            _saved['g'] = _put(_saved['g'], _t, v_g, _T)
+            _saved['i'] = _put(_saved['i'], _t, v_i, _T)
+            _saved['o'] = _put(_saved['o'], _t, v_o, _T)
         v_h = v_h_
         v_c = v_c_
         _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        _saved["c_"][0] = state["c"]
-        _saved["c"] = _saved["c_"][:-1]
-        _saved["c_"] = _saved["c_"][1:]
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        _saved['c_'][0] = state['c']
+        _saved['c'] = _saved['c_'][:-1]
+        _saved['c_'] = _saved['c_'][1:]
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
             "saved": _saved,
         }
-    return _out, {"h": v_h, "c": v_c}, cache
+    return _out, {'h': v_h, 'c': v_c}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_c = cache["saved"]["c"]
-    _S_c_ = cache["saved"]["c_"]
-    _S_f = cache["saved"]["f"]
-    _S_g = cache["saved"]["g"]
-    _S_h = cache["saved"]["h"]
-    _S_i = cache["saved"]["i"]
-    _S_o = cache["saved"]["o"]
+    _S_c = cache["saved"]['c']
+    _S_c_ = cache["saved"]['c_']
+    _S_f = cache["saved"]['f']
+    _S_g = cache["saved"]['g']
+    _S_h = cache["saved"]['h']
+    _S_i = cache["saved"]['i']
+    _S_o = cache["saved"]['o']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
-    _carry_c = (
-        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
     _grad_p_i = _zeros(v_p_i.shape, v_p_i)
     _grad_p_f = _zeros(v_p_f.shape, v_p_f)
     _grad_p_o = _zeros(v_p_o.shape, v_p_o)
@@ -224,15 +218,15 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_o = _S_o[_t]
-        _q0 = v_i * (1 - v_i)
-        _q1 = v_f * (1 - v_f)
-        _q2 = v_o * (1 - v_o)
-        _p0_i_c = _q0 * v_p_i
+        _q0 = v_i*(1 - v_i)
+        _q1 = v_f*(1 - v_f)
+        _q2 = v_o*(1 - v_o)
+        _p0_i_c = _q0*v_p_i
         _p1_i_lin_i = _q0
-        _p2_f_c = _q1 * v_p_f
+        _p2_f_c = _q1*v_p_f
         _p3_f_lin_f = _q1
         _p4_g_lin_g = 1 - v_g**2
-        _p5_o_c_ = _q2 * v_p_o
+        _p5_o_c_ = _q2*v_p_o
         _p6_o_lin_o = _q2
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -258,61 +252,61 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:
-            trace.append({"h": _carry_h, "c": _carry_c})
+            trace.append({'h': _carry_h, 'c': _carry_c})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
-    grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
-    grads["b_o"] = _Gb[..., _off_x[3] : _off_x[4]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_i_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_i'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_f_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_f'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_g_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_g'] = _Gb[..., _off_x[2]:_off_x[3]]
+    grads['W_o_x'] = _GW[_off_x[3]:_off_x[4]]
+    grads['b_o'] = _Gb[..., _off_x[3]:_off_x[4]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
-    grads["W_f_h"] = _GW[_off_h[1] : _off_h[2]]
-    grads["W_g_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["W_o_h"] = _GW[_off_h[3] : _off_h[4]]
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0] : _off_x[1]] * _S_c).sum((0, 1))
-    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1] : _off_x[2]] * _S_c).sum((0, 1))
-    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3] : _off_x[4]] * _S_c_).sum((0, 1))
-    grads["p_i"] = _grad_p_i
-    grads["p_f"] = _grad_p_f
-    grads["p_o"] = _grad_p_o
-    return grads, d_inputs, {"h": _carry_h, "c": _carry_c}
+    grads['W_i_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['W_f_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['W_g_h'] = _GW[_off_h[2]:_off_h[3]]
+    grads['W_o_h'] = _GW[_off_h[3]:_off_h[4]]
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0]:_off_x[1]] * _S_c).sum((0, 1))
+    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1]:_off_x[2]] * _S_c).sum((0, 1))
+    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3]:_off_x[4]] * _S_c_).sum((0, 1))
+    grads['p_i'] = _grad_p_i
+    grads['p_f'] = _grad_p_f
+    grads['p_o'] = _grad_p_o
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_i_x": ("hidden", "input"),
-    "W_i_h": ("hidden", "hidden"),
-    "W_f_x": ("hidden", "input"),
-    "W_f_h": ("hidden", "hidden"),
-    "W_g_x": ("hidden", "input"),
-    "W_g_h": ("hidden", "hidden"),
-    "W_o_x": ("hidden", "input"),
-    "W_o_h": ("hidden", "hidden"),
-    "b_i": ("hidden",),
-    "b_f": ("hidden",),
-    "b_g": ("hidden",),
-    "b_o": ("hidden",),
-    "p_i": ("hidden",),
-    "p_f": ("hidden",),
-    "p_o": ("hidden",),
+    'W_i_x': ('hidden', 'input'),
+    'W_i_h': ('hidden', 'hidden'),
+    'W_f_x': ('hidden', 'input'),
+    'W_f_h': ('hidden', 'hidden'),
+    'W_g_x': ('hidden', 'input'),
+    'W_g_h': ('hidden', 'hidden'),
+    'W_o_x': ('hidden', 'input'),
+    'W_o_h': ('hidden', 'hidden'),
+    'b_i': ('hidden',),
+    'b_f': ('hidden',),
+    'b_g': ('hidden',),
+    'b_o': ('hidden',),
+    'p_i': ('hidden',),
+    'p_f': ('hidden',),
+    'p_o': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden", "c": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):

@@ -1,4 +1,3 @@
-# fmt: off
 (
     'greff_nog: Greff NOG: no output gate\n'
     '\n'
@@ -30,7 +29,6 @@
     '\n'
     'Note: Peephole LSTM with o = 1.\n'
 )
-# fmt: on
 
 import sys
 import weakref
@@ -196,12 +194,8 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    eligible = (
-        steps > 1
-        and W.device.type == "cpu"
-        and W.dtype == torch.float32
-        and not torch.is_grad_enabled()
-    )
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
     if eligible and PACKED_GEMM is None:
         PACKED_GEMM = _packed_gemm_works()
     if eligible and PACKED_GEMM:
@@ -230,127 +224,110 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0]])
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_f, v_b_g], 0)
-    _G_x = (
-        torch.addmm(
-            _b_x,
-            _X_x.reshape(_T * _B, _X_x.shape[2]),
-            _W_x.T,
-            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
-        )
-    ).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
     _mm_h = _blocked(_W_h, 3)
-    v_h = state["h"]
-    v_c = state["c"]
+    v_h = state['h']
+    v_c = state['c']
     _out = None
-    _saved = {"c": None, "f": None, "g": None, "h_": None, "i": None} if save else None
+    _saved = {'c': None, 'f': None, 'g': None, 'h_': None, 'i': None} if save else None
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
-    _sv_f = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_g = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_h_ = _scratch((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_i = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
+    _sv_f = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_g = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_h_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_i = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
     for _t in range(_T):
         _z_h = _mm_h(v_h, _G_x[_t])
         v_lin_i = _z_h[0]
         v_lin_f = _z_h[1]
         v_lin_g = _z_h[2]
-        v_i = torch.sigmoid(
-            torch.addcmul(v_lin_i, v_c, v_p_i), out=None if _sv_i is None else _sv_i[_t]
-        )
-        v_f = torch.sigmoid(
-            torch.addcmul(v_lin_f, v_c, v_p_f), out=None if _sv_f is None else _sv_f[_t]
-        )
+        v_i = torch.sigmoid(torch.addcmul(v_lin_i, v_c, v_p_i), out=None if _sv_i is None else _sv_i[_t])
+        v_f = torch.sigmoid(torch.addcmul(v_lin_f, v_c, v_p_f), out=None if _sv_f is None else _sv_f[_t])
         v_g = torch.tanh(v_lin_g, out=None if _sv_g is None else _sv_g[_t])
-        v_c_ = torch.addcmul(v_c * v_f, v_g, v_i)
+        v_c_ = torch.addcmul(v_c*v_f, v_g, v_i)
         v_h_ = torch.tanh(v_c_, out=None if _sv_h_ is None else _sv_h_[_t + 1])
         if save:
-            _saved["c"] = _put(_saved["c"], _t, v_c, _T)
+            _saved['c'] = _put(_saved['c'], _t, v_c, _T)
         if save and not _direct:
-            _saved["f"] = _put(_saved["f"], _t, v_f, _T)
-            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
-            _saved["h_"] = _put(_saved["h_"], _t + 1, v_h_, _T + 1)
-            _saved["i"] = _put(_saved["i"], _t, v_i, _T)
+            _saved['f'] = _put(_saved['f'], _t, v_f, _T)
+            _saved['g'] = _put(_saved['g'], _t, v_g, _T)
+            _saved['h_'] = _put(_saved['h_'], _t + 1, v_h_, _T + 1)
+            _saved['i'] = _put(_saved['i'], _t, v_i, _T)
         v_h = v_h_
         v_c = v_c_
         _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
-        _saved["f"] = _sv_f if _direct else _saved["f"]
-        _saved["g"] = _sv_g if _direct else _saved["g"]
-        _saved["h_"] = _sv_h_ if _direct else _saved["h_"]
-        _saved["i"] = _sv_i if _direct else _saved["i"]
-        _saved["h_"][0] = state["h"]
-        _saved["h"] = _saved["h_"][:-1]
-        _saved["h_"] = _saved["h_"][1:]
-        cache = _Cache(
-            {
-                "inputs": inputs,
-                "state0": dict(state),
-                "t0": t0,
-                "saved": _saved,
-            }
-        )
+        _saved['f'] = _sv_f if _direct else _saved['f']
+        _saved['g'] = _sv_g if _direct else _saved['g']
+        _saved['h_'] = _sv_h_ if _direct else _saved['h_']
+        _saved['i'] = _sv_i if _direct else _saved['i']
+        _saved['h_'][0] = state['h']
+        _saved['h'] = _saved['h_'][:-1]
+        _saved['h_'] = _saved['h_'][1:]
+        cache = _Cache({
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        })
         if _direct:  # the saved buffers go back to the pool when the record is freed
             _recycle(cache, [_sv_f, _sv_g, _sv_h_, _sv_i])
     if not torch.is_grad_enabled():
         _release([_G_x], [_out, v_h, v_c] + (list(_saved.values()) if save else []))
-    return _out, {"h": v_h, "c": v_c}, cache
+    return _out, {'h': v_h, 'c': v_c}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0]])
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_c = cache["saved"]["c"]
-    _S_f = cache["saved"]["f"]
-    _S_g = cache["saved"]["g"]
-    _S_h = cache["saved"]["h"]
-    _S_h_ = cache["saved"]["h_"]
-    _S_i = cache["saved"]["i"]
+    _S_c = cache["saved"]['c']
+    _S_f = cache["saved"]['f']
+    _S_g = cache["saved"]['g']
+    _S_h = cache["saved"]['h']
+    _S_h_ = cache["saved"]['h_']
+    _S_i = cache["saved"]['i']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
-    _carry_c = (
-        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
     _grad_p_i = _zeros(v_p_i.shape, v_p_i)
     _grad_p_f = _zeros(v_p_f.shape, v_p_f)
     _GBs_x = None
@@ -364,14 +341,14 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_h = _S_h[_t]
         v_h_ = _S_h_[_t]
         v_i = _S_i[_t]
-        _q0 = v_i * (_k0 - v_i)
-        _q1 = v_f * (_k0 - v_f)
-        _p0_i_c = _q0 * v_p_i
+        _q0 = v_i*(_k0 - v_i)
+        _q1 = v_f*(_k0 - v_f)
+        _p0_i_c = _q0*v_p_i
         _p1_i_lin_i = _q0
-        _p2_f_c = _q1 * v_p_f
+        _p2_f_c = _q1*v_p_f
         _p3_f_lin_f = _q1
-        _p4_g_lin_g = _k0 - v_g * v_g
-        _p5_h__c_ = _k0 - v_h_ * v_h_
+        _p4_g_lin_g = _k0 - v_g*v_g
+        _p5_h__c_ = _k0 - v_h_*v_h_
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]
@@ -393,54 +370,54 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:
-            trace.append({"h": _carry_h, "c": _carry_c})
+            trace.append({'h': _carry_h, 'c': _carry_c})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_i_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_i'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_f_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_f'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_g_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_g'] = _Gb[..., _off_x[2]:_off_x[3]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
-    grads["W_f_h"] = _GW[_off_h[1] : _off_h[2]]
-    grads["W_g_h"] = _GW[_off_h[2] : _off_h[3]]
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0] : _off_x[1]] * _S_c).sum((0, 1))
-    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1] : _off_x[2]] * _S_c).sum((0, 1))
-    grads["p_i"] = _grad_p_i
-    grads["p_f"] = _grad_p_f
+    grads['W_i_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['W_f_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['W_g_h'] = _GW[_off_h[2]:_off_h[3]]
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0]:_off_x[1]] * _S_c).sum((0, 1))
+    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1]:_off_x[2]] * _S_c).sum((0, 1))
+    grads['p_i'] = _grad_p_i
+    grads['p_f'] = _grad_p_f
     if not torch.is_grad_enabled():
         _release([_GBs_h], [*grads.values(), *d_inputs.values(), _carry_h, _carry_c])
-    return grads, d_inputs, {"h": _carry_h, "c": _carry_c}
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_i_x": ("hidden", "input"),
-    "W_i_h": ("hidden", "hidden"),
-    "W_f_x": ("hidden", "input"),
-    "W_f_h": ("hidden", "hidden"),
-    "W_g_x": ("hidden", "input"),
-    "W_g_h": ("hidden", "hidden"),
-    "b_i": ("hidden",),
-    "b_f": ("hidden",),
-    "b_g": ("hidden",),
-    "p_i": ("hidden",),
-    "p_f": ("hidden",),
+    'W_i_x': ('hidden', 'input'),
+    'W_i_h': ('hidden', 'hidden'),
+    'W_f_x': ('hidden', 'input'),
+    'W_f_h': ('hidden', 'hidden'),
+    'W_g_x': ('hidden', 'input'),
+    'W_g_h': ('hidden', 'hidden'),
+    'b_i': ('hidden',),
+    'b_f': ('hidden',),
+    'b_g': ('hidden',),
+    'p_i': ('hidden',),
+    'p_f': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden", "c": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
@@ -451,8 +428,7 @@ def step(params, x, state, t=0):
     _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
     return new
 
-
-_WIDTH_OF = {"h": "W_i_x", "c": "W_i_x"}
+_WIDTH_OF = {'h': 'W_i_x', 'c': 'W_i_x'}
 
 _BUFFER_INITS = {}
 
@@ -472,9 +448,8 @@ class SequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, *d_final):
-        grads, d_inputs, d_state0 = backward(
-            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
-        )
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
         flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
         flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
         return (None, None, *flat)
@@ -487,13 +462,11 @@ def init_params(sizes, seed=0, dtype=torch.float32, device=None):
     out = {}
     for name, dims in PARAM_SHAPES.items():
         shape = tuple(sizes[d] for d in dims)
-        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
-            dtype=dtype, device=device
-        )
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
     for name, (dim, init, options) in BUFFERS.items():
-        out[name] = torch.tensor(
-            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
-        )
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
     return out
 
 
@@ -507,12 +480,11 @@ class Layer(torch.nn.Module):
         super().__init__()
         params = params if params is not None else init_params(sizes, seed, dtype, device)
         for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
             if name in BUFFERS:
-                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+                self.register_buffer(name, value)
             else:
-                self.register_parameter(
-                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
-                )
+                self.register_parameter(name, torch.nn.Parameter(value))
 
     def forward(self, inputs, state=None, t0=0):
         if not isinstance(inputs, dict):
@@ -520,23 +492,17 @@ class Layer(torch.nn.Module):
         params = dict(self.named_parameters()) | dict(self.named_buffers())
         first = next(iter(inputs.values()))
         if state is None:
-            state = {
-                s: torch.zeros(
-                    first.shape[1],
-                    params[_WIDTH_OF[s]].shape[0],
-                    dtype=first.dtype,
-                    device=first.device,
-                )
-                for s in STATES
-            }
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
         leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
             return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
-        tensors = (
-            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
-        )
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
         out, *final = SequenceFunction.apply(t0, names, *tensors)
         return out, dict(zip(STATES, final))

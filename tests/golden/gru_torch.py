@@ -1,4 +1,3 @@
-# fmt: off
 (
     'gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)\n'
     '\n'
@@ -29,7 +28,6 @@
     '\n'
     'Note: The hidden bias of n sits inside r*(...), so it is a separate parameter b_n_h.\n'
 )
-# fmt: on
 
 import sys
 import weakref
@@ -195,12 +193,8 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    eligible = (
-        steps > 1
-        and W.device.type == "cpu"
-        and W.dtype == torch.float32
-        and not torch.is_grad_enabled()
-    )
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
     if eligible and PACKED_GEMM is None:
         PACKED_GEMM = _packed_gemm_works()
     if eligible and PACKED_GEMM:
@@ -229,117 +223,104 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_r_x = params["W_r_x"]
-    v_W_r_h = params["W_r_h"]
-    v_W_z_x = params["W_z_x"]
-    v_W_z_h = params["W_z_h"]
-    v_W_n_x = params["W_n_x"]
-    v_W_n_h = params["W_n_h"]
-    v_b_r = params["b_r"]
-    v_b_z = params["b_z"]
-    v_b_n_x = params["b_n_x"]
-    v_b_n_h = params["b_n_h"]
+    v_W_r_x = params['W_r_x']
+    v_W_r_h = params['W_r_h']
+    v_W_z_x = params['W_z_x']
+    v_W_z_h = params['W_z_h']
+    v_W_n_x = params['W_n_x']
+    v_W_n_h = params['W_n_h']
+    v_b_r = params['b_r']
+    v_b_z = params['b_z']
+    v_b_n_x = params['b_n_x']
+    v_b_n_h = params['b_n_h']
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
     _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
     _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_r, v_b_z, v_b_n_x], 0)
-    _G_x = (
-        torch.addmm(
-            _b_x,
-            _X_x.reshape(_T * _B, _X_x.shape[2]),
-            _W_x.T,
-            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
-        )
-    ).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
     _mm_h = _blocked(_W_h, 3)
-    v_h = state["h"]
+    v_h = state['h']
     _out = None
-    _saved = {"lin_n_h": None, "n": None, "r": None, "z": None} if save else None
+    _saved = {'lin_n_h': None, 'n': None, 'r': None, 'z': None} if save else None
     _k0 = _const(1, _X_x)
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
-    _sv_n = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_r = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_z = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
+    _sv_n = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_r = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_z = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _out = _empty((_T, _B, state['h'].shape[-1]), _X_x)
     for _t in range(_T):
         _g_x = _G_x[_t]
         _g_h = _mm_h(v_h)
-        v_lin_r = _g_x[..., _off_x[0] : _off_x[1]] + _g_h[0]
-        v_lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_h[1]
-        v_lin_n_x = _g_x[..., _off_x[2] : _off_x[3]]
+        v_lin_r = _g_x[..., _off_x[0]:_off_x[1]] + _g_h[0]
+        v_lin_z = _g_x[..., _off_x[1]:_off_x[2]] + _g_h[1]
+        v_lin_n_x = _g_x[..., _off_x[2]:_off_x[3]]
         v_lin_n_h = _g_h[2] + v_b_n_h
         v_r = torch.sigmoid(v_lin_r, out=None if _sv_r is None else _sv_r[_t])
         v_z = torch.sigmoid(v_lin_z, out=None if _sv_z is None else _sv_z[_t])
-        v_n = torch.tanh(
-            torch.addcmul(v_lin_n_x, v_lin_n_h, v_r), out=None if _sv_n is None else _sv_n[_t]
-        )
-        v_h_ = torch.addcmul(v_h * v_z, v_n, (_k0 - v_z), out=_out[_t] if _direct else None)
+        v_n = torch.tanh(torch.addcmul(v_lin_n_x, v_lin_n_h, v_r), out=None if _sv_n is None else _sv_n[_t])
+        v_h_ = torch.addcmul(v_h*v_z, v_n, (_k0 - v_z), out=_out[_t] if _direct else None)
         if save:
-            _saved["lin_n_h"] = _put(_saved["lin_n_h"], _t, v_lin_n_h, _T)
+            _saved['lin_n_h'] = _put(_saved['lin_n_h'], _t, v_lin_n_h, _T)
         if save and not _direct:
-            _saved["n"] = _put(_saved["n"], _t, v_n, _T)
-            _saved["r"] = _put(_saved["r"], _t, v_r, _T)
-            _saved["z"] = _put(_saved["z"], _t, v_z, _T)
+            _saved['n'] = _put(_saved['n'], _t, v_n, _T)
+            _saved['r'] = _put(_saved['r'], _t, v_r, _T)
+            _saved['z'] = _put(_saved['z'], _t, v_z, _T)
         v_h = v_h_
         if not _direct:
             _out[_t] = v_h
     v_h = v_h.clone()
     cache = None
     if save:
-        _saved["n"] = _sv_n if _direct else _saved["n"]
-        _saved["r"] = _sv_r if _direct else _saved["r"]
-        _saved["z"] = _sv_z if _direct else _saved["z"]
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        cache = _Cache(
-            {
-                "inputs": inputs,
-                "state0": dict(state),
-                "t0": t0,
-                "saved": _saved,
-            }
-        )
+        _saved['n'] = _sv_n if _direct else _saved['n']
+        _saved['r'] = _sv_r if _direct else _saved['r']
+        _saved['z'] = _sv_z if _direct else _saved['z']
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        cache = _Cache({
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        })
         if _direct:  # the saved buffers go back to the pool when the record is freed
             _recycle(cache, [_sv_n, _sv_r, _sv_z])
     if not torch.is_grad_enabled():
         _release([_G_x], [_out, v_h] + (list(_saved.values()) if save else []))
-    return _out, {"h": v_h}, cache
+    return _out, {'h': v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_r_x = params["W_r_x"]
-    v_W_r_h = params["W_r_h"]
-    v_W_z_x = params["W_z_x"]
-    v_W_z_h = params["W_z_h"]
-    v_W_n_x = params["W_n_x"]
-    v_W_n_h = params["W_n_h"]
-    v_b_r = params["b_r"]
-    v_b_z = params["b_z"]
-    v_b_n_x = params["b_n_x"]
-    v_b_n_h = params["b_n_h"]
+    v_W_r_x = params['W_r_x']
+    v_W_r_h = params['W_r_h']
+    v_W_z_x = params['W_z_x']
+    v_W_z_h = params['W_z_h']
+    v_W_n_x = params['W_n_x']
+    v_W_n_h = params['W_n_h']
+    v_b_r = params['b_r']
+    v_b_z = params['b_z']
+    v_b_n_x = params['b_n_x']
+    v_b_n_h = params['b_n_h']
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
     _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
     _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_h = cache["saved"]["h"]
-    _S_lin_n_h = cache["saved"]["lin_n_h"]
-    _S_n = cache["saved"]["n"]
-    _S_r = cache["saved"]["r"]
-    _S_z = cache["saved"]["z"]
+    _S_h = cache["saved"]['h']
+    _S_lin_n_h = cache["saved"]['lin_n_h']
+    _S_n = cache["saved"]['n']
+    _S_r = cache["saved"]['r']
+    _S_z = cache["saved"]['z']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
@@ -351,12 +332,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_r = _S_r[_t]
         v_z = _S_z[_t]
         _q0 = _k0 - v_z
-        _q1 = _k0 - v_n * v_n
-        _p0_r_lin_r = v_r * (_k0 - v_r)
-        _p1_z_lin_z = _q0 * v_z
-        _p2_n_lin_n_h = _q1 * v_r
+        _q1 = _k0 - v_n*v_n
+        _p0_r_lin_r = v_r*(_k0 - v_r)
+        _p1_z_lin_z = _q0*v_z
+        _p2_n_lin_n_h = _q1*v_r
         _p3_n_lin_n_x = _q1
-        _p4_n_r = _q1 * v_lin_n_h
+        _p4_n_r = _q1*v_lin_n_h
         _p5_h__n = _q0
         _p6_h__z = v_h - v_n
         _d_h_ = _carry_h
@@ -377,51 +358,51 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
-            trace.append({"h": _carry_h})
+            trace.append({'h': _carry_h})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_x
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_r_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_r"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_z_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_z"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_n_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_n_x"] = _Gb[..., _off_x[2] : _off_x[3]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_r_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_r'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_z_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_z'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_n_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_n_x'] = _Gb[..., _off_x[2]:_off_x[3]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_r_h"] = _GW[_off_h[0] : _off_h[1]]
-    grads["W_z_h"] = _GW[_off_h[1] : _off_h[2]]
-    grads["W_n_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["b_n_h"] = _Gb[..., _off_h[2] : _off_h[3]]
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    grads['W_r_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['W_z_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['W_n_h'] = _GW[_off_h[2]:_off_h[3]]
+    grads['b_n_h'] = _Gb[..., _off_h[2]:_off_h[3]]
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
     if not torch.is_grad_enabled():
         _release([_GBs_x, _GBs_h], [*grads.values(), *d_inputs.values(), _carry_h])
-    return grads, d_inputs, {"h": _carry_h}
+    return grads, d_inputs, {'h': _carry_h}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_r_x": ("hidden", "input"),
-    "W_r_h": ("hidden", "hidden"),
-    "W_z_x": ("hidden", "input"),
-    "W_z_h": ("hidden", "hidden"),
-    "W_n_x": ("hidden", "input"),
-    "W_n_h": ("hidden", "hidden"),
-    "b_r": ("hidden",),
-    "b_z": ("hidden",),
-    "b_n_x": ("hidden",),
-    "b_n_h": ("hidden",),
+    'W_r_x': ('hidden', 'input'),
+    'W_r_h': ('hidden', 'hidden'),
+    'W_z_x': ('hidden', 'input'),
+    'W_z_h': ('hidden', 'hidden'),
+    'W_n_x': ('hidden', 'input'),
+    'W_n_h': ('hidden', 'hidden'),
+    'b_r': ('hidden',),
+    'b_z': ('hidden',),
+    'b_n_x': ('hidden',),
+    'b_n_h': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
@@ -432,8 +413,7 @@ def step(params, x, state, t=0):
     _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
     return new
 
-
-_WIDTH_OF = {"h": "W_r_x"}
+_WIDTH_OF = {'h': 'W_r_x'}
 
 _BUFFER_INITS = {}
 
@@ -453,9 +433,8 @@ class SequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, *d_final):
-        grads, d_inputs, d_state0 = backward(
-            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
-        )
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
         flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
         flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
         return (None, None, *flat)
@@ -468,13 +447,11 @@ def init_params(sizes, seed=0, dtype=torch.float32, device=None):
     out = {}
     for name, dims in PARAM_SHAPES.items():
         shape = tuple(sizes[d] for d in dims)
-        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
-            dtype=dtype, device=device
-        )
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
     for name, (dim, init, options) in BUFFERS.items():
-        out[name] = torch.tensor(
-            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
-        )
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
     return out
 
 
@@ -488,12 +465,11 @@ class Layer(torch.nn.Module):
         super().__init__()
         params = params if params is not None else init_params(sizes, seed, dtype, device)
         for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
             if name in BUFFERS:
-                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+                self.register_buffer(name, value)
             else:
-                self.register_parameter(
-                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
-                )
+                self.register_parameter(name, torch.nn.Parameter(value))
 
     def forward(self, inputs, state=None, t0=0):
         if not isinstance(inputs, dict):
@@ -501,23 +477,17 @@ class Layer(torch.nn.Module):
         params = dict(self.named_parameters()) | dict(self.named_buffers())
         first = next(iter(inputs.values()))
         if state is None:
-            state = {
-                s: torch.zeros(
-                    first.shape[1],
-                    params[_WIDTH_OF[s]].shape[0],
-                    dtype=first.dtype,
-                    device=first.device,
-                )
-                for s in STATES
-            }
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
         leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
             return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
-        tensors = (
-            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
-        )
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
         out, *final = SequenceFunction.apply(t0, names, *tensors)
         return out, dict(zip(STATES, final))

@@ -1,4 +1,3 @@
-# fmt: off
 (
     'lstm_depth_gated: Depth-gated LSTM\n'
     '\n'
@@ -38,7 +37,6 @@
     'Note: A second input l is the new cell of the layer below; the depth gate d admits it into this\n'
     "layer's cell.\n"
 )
-# fmt: on
 
 import numpy
 
@@ -107,126 +105,118 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_W_d_x = params["W_d_x"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_b_d = params["b_d"]
-    v_w_c = params["w_c"]
-    v_w_l = params["w_l"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_d_x = params['W_d_x']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_b_d = params['b_d']
+    v_w_c = params['w_c']
+    v_w_l = params['w_l']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x, v_W_d_x], 0)
-    _off_x = _offsets(
-        [v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0], v_W_d_x.shape[0]]
-    )
+    _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0], v_W_d_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
-    _X_x = inputs["x"]
-    _X_l = inputs["l"]
+    _X_x = inputs['x']
+    _X_l = inputs['l']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_f, v_b_g, v_b_o, v_b_d], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
-    v_h = state["h"]
-    v_c = state["c"]
+    v_h = state['h']
+    v_c = state['c']
     _out = None
-    _saved = {"c_": None, "d": None, "f": None, "g": None, "i": None, "o": None} if save else None
+    _saved = {'c_': None, 'd': None, 'f': None, 'g': None, 'i': None, 'o': None} if save else None
     for _t in range(_T):
         v_l = _X_l[_t]
-        _z_h = _mm_h(v_h, _G_x[_t][..., _off_x[0] : _off_x[4]])
-        v_lin_i = _z_h[..., _off_h[0] : _off_h[1]]
-        v_lin_f = _z_h[..., _off_h[1] : _off_h[2]]
-        v_lin_g = _z_h[..., _off_h[2] : _off_h[3]]
-        v_lin_o = _z_h[..., _off_h[3] : _off_h[4]]
+        _z_h = _mm_h(v_h, _G_x[_t][..., _off_x[0]:_off_x[4]])
+        v_lin_i = _z_h[..., _off_h[0]:_off_h[1]]
+        v_lin_f = _z_h[..., _off_h[1]:_off_h[2]]
+        v_lin_g = _z_h[..., _off_h[2]:_off_h[3]]
+        v_lin_o = _z_h[..., _off_h[3]:_off_h[4]]
         _g_x = _G_x[_t]
-        v_lin_d = _g_x[..., _off_x[4] : _off_x[5]]
+        v_lin_d = _g_x[..., _off_x[4]:_off_x[5]]
         v_i = _sigmoid(v_lin_i)
         v_f = _sigmoid(v_lin_f)
         v_g = numpy.tanh(v_lin_g)
         v_o = _sigmoid(v_lin_o)
-        v_d = _sigmoid(v_c * v_w_c + v_l * v_w_l + v_lin_d)
-        v_c_ = v_c * v_f + v_d * v_l + v_g * v_i
-        v_h_ = v_o * numpy.tanh(v_c_)
+        v_d = _sigmoid(v_c*v_w_c + v_l*v_w_l + v_lin_d)
+        v_c_ = v_c*v_f + v_d*v_l + v_g*v_i
+        v_h_ = v_o*numpy.tanh(v_c_)
         if save:
-            _saved["c_"] = _put(_saved["c_"], _t + 1, v_c_, _T + 1)
-            _saved["d"] = _put(_saved["d"], _t, v_d, _T)
-            _saved["f"] = _put(_saved["f"], _t, v_f, _T)
-            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
-            _saved["i"] = _put(_saved["i"], _t, v_i, _T)
-            _saved["o"] = _put(_saved["o"], _t, v_o, _T)
+            _saved['c_'] = _put(_saved['c_'], _t + 1, v_c_, _T + 1)
+            _saved['d'] = _put(_saved['d'], _t, v_d, _T)
+            _saved['f'] = _put(_saved['f'], _t, v_f, _T)
+            _saved['g'] = _put(_saved['g'], _t, v_g, _T)
+            _saved['i'] = _put(_saved['i'], _t, v_i, _T)
+            _saved['o'] = _put(_saved['o'], _t, v_o, _T)
         v_h = v_h_
         v_c = v_c_
         _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        _saved["c_"][0] = state["c"]
-        _saved["c"] = _saved["c_"][:-1]
-        _saved["c_"] = _saved["c_"][1:]
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        _saved['c_'][0] = state['c']
+        _saved['c'] = _saved['c_'][:-1]
+        _saved['c_'] = _saved['c_'][1:]
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
             "saved": _saved,
         }
-    return _out, {"h": v_h, "c": v_c}, cache
+    return _out, {'h': v_h, 'c': v_c}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_W_d_x = params["W_d_x"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_b_d = params["b_d"]
-    v_w_c = params["w_c"]
-    v_w_l = params["w_l"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_d_x = params['W_d_x']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_b_d = params['b_d']
+    v_w_c = params['w_c']
+    v_w_l = params['w_l']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x, v_W_d_x], 0)
-    _off_x = _offsets(
-        [v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0], v_W_d_x.shape[0]]
-    )
+    _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0], v_W_d_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
-    _X_x = cache["inputs"]["x"]
-    _X_l = cache["inputs"]["l"]
+    _X_x = cache["inputs"]['x']
+    _X_l = cache["inputs"]['l']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_c = cache["saved"]["c"]
-    _S_c_ = cache["saved"]["c_"]
-    _S_d = cache["saved"]["d"]
-    _S_f = cache["saved"]["f"]
-    _S_g = cache["saved"]["g"]
-    _S_h = cache["saved"]["h"]
-    _S_i = cache["saved"]["i"]
-    _S_o = cache["saved"]["o"]
+    _S_c = cache["saved"]['c']
+    _S_c_ = cache["saved"]['c_']
+    _S_d = cache["saved"]['d']
+    _S_f = cache["saved"]['f']
+    _S_g = cache["saved"]['g']
+    _S_h = cache["saved"]['h']
+    _S_i = cache["saved"]['i']
+    _S_o = cache["saved"]['o']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
-    _carry_c = (
-        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
     _grad_w_c = _zeros(v_w_c.shape, v_w_c)
     _grad_w_l = _zeros(v_w_l.shape, v_w_l)
     _GBs_x = None
@@ -243,16 +233,16 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_o = _S_o[_t]
-        _q0 = v_d * (1 - v_d)
+        _q0 = v_d*(1 - v_d)
         _q1 = numpy.tanh(v_c_)
-        _p0_i_lin_i = v_i * (1 - v_i)
-        _p1_f_lin_f = v_f * (1 - v_f)
+        _p0_i_lin_i = v_i*(1 - v_i)
+        _p1_f_lin_f = v_f*(1 - v_f)
         _p2_g_lin_g = 1 - v_g**2
-        _p3_o_lin_o = v_o * (1 - v_o)
-        _p4_d_c = _q0 * v_w_c
-        _p5_d_l = _q0 * v_w_l
+        _p3_o_lin_o = v_o*(1 - v_o)
+        _p4_d_c = _q0*v_w_c
+        _p5_d_l = _q0*v_w_l
         _p6_d_lin_d = _q0
-        _p7_h__c_ = v_o * (1 - _q1**2)
+        _p7_h__c_ = v_o*(1 - _q1**2)
         _p8_h__o = _q1
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -275,12 +265,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_i = _d_i * _p0_i_lin_i
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o, _d_lin_d], _T)
         _gb_x = _GBs_x[_t]
-        _gb_h = _gb_x[..., _off_x[0] : _off_x[4]]
+        _gb_h = _gb_x[..., _off_x[0]:_off_x[4]]
         _d_h = _mmT_h(_gb_h)
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:
-            trace.append({"h": _carry_h, "c": _carry_c})
+            trace.append({'h': _carry_h, 'c': _carry_c})
         _DX_l = _put(_DX_l, _t, _d_l, _T)
     grads = {}
     d_inputs = {}
@@ -288,59 +278,59 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
-    grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
-    grads["b_o"] = _Gb[..., _off_x[3] : _off_x[4]]
-    grads["W_d_x"] = _GW[_off_x[4] : _off_x[5]]
-    grads["b_d"] = _Gb[..., _off_x[4] : _off_x[5]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
-    _GBs = _GBs_x[..., _off_x[0] : _off_x[4]]
+    grads['W_i_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_i'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_f_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_f'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_g_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_g'] = _Gb[..., _off_x[2]:_off_x[3]]
+    grads['W_o_x'] = _GW[_off_x[3]:_off_x[4]]
+    grads['b_o'] = _Gb[..., _off_x[3]:_off_x[4]]
+    grads['W_d_x'] = _GW[_off_x[4]:_off_x[5]]
+    grads['b_d'] = _Gb[..., _off_x[4]:_off_x[5]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _GBs_x[..., _off_x[0]:_off_x[4]]
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
-    grads["W_f_h"] = _GW[_off_h[1] : _off_h[2]]
-    grads["W_g_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["W_o_h"] = _GW[_off_h[3] : _off_h[4]]
+    grads['W_i_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['W_f_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['W_g_h'] = _GW[_off_h[2]:_off_h[3]]
+    grads['W_o_h'] = _GW[_off_h[3]:_off_h[4]]
     _dx = _DX_l
-    d_inputs["l"] = d_inputs["l"] + _dx if "l" in d_inputs else _dx
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    if "l" not in d_inputs:
-        d_inputs["l"] = _zeros(_X_l.shape, _X_l)
-    _grad_w_c = _grad_w_c + ((_GBs_x)[..., _off_x[4] : _off_x[5]] * _S_c).sum((0, 1))
-    _grad_w_l = _grad_w_l + ((_GBs_x)[..., _off_x[4] : _off_x[5]] * _X_l).sum((0, 1))
-    grads["w_c"] = _grad_w_c
-    grads["w_l"] = _grad_w_l
-    return grads, d_inputs, {"h": _carry_h, "c": _carry_c}
+    d_inputs['l'] = d_inputs['l'] + _dx if 'l' in d_inputs else _dx
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    if 'l' not in d_inputs:
+        d_inputs['l'] = _zeros(_X_l.shape, _X_l)
+    _grad_w_c = _grad_w_c + ((_GBs_x)[..., _off_x[4]:_off_x[5]] * _S_c).sum((0, 1))
+    _grad_w_l = _grad_w_l + ((_GBs_x)[..., _off_x[4]:_off_x[5]] * _X_l).sum((0, 1))
+    grads['w_c'] = _grad_w_c
+    grads['w_l'] = _grad_w_l
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_i_x": ("hidden", "input"),
-    "W_i_h": ("hidden", "hidden"),
-    "W_f_x": ("hidden", "input"),
-    "W_f_h": ("hidden", "hidden"),
-    "W_g_x": ("hidden", "input"),
-    "W_g_h": ("hidden", "hidden"),
-    "W_o_x": ("hidden", "input"),
-    "W_o_h": ("hidden", "hidden"),
-    "W_d_x": ("hidden", "input"),
-    "b_i": ("hidden",),
-    "b_f": ("hidden",),
-    "b_g": ("hidden",),
-    "b_o": ("hidden",),
-    "b_d": ("hidden",),
-    "w_c": ("hidden",),
-    "w_l": ("hidden",),
+    'W_i_x': ('hidden', 'input'),
+    'W_i_h': ('hidden', 'hidden'),
+    'W_f_x': ('hidden', 'input'),
+    'W_f_h': ('hidden', 'hidden'),
+    'W_g_x': ('hidden', 'input'),
+    'W_g_h': ('hidden', 'hidden'),
+    'W_o_x': ('hidden', 'input'),
+    'W_o_h': ('hidden', 'hidden'),
+    'W_d_x': ('hidden', 'input'),
+    'b_i': ('hidden',),
+    'b_f': ('hidden',),
+    'b_g': ('hidden',),
+    'b_o': ('hidden',),
+    'b_d': ('hidden',),
+    'w_c': ('hidden',),
+    'w_l': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x", "l"]
-STATES = {"h": "hidden", "c": "hidden"}
+INPUTS = ['x', 'l']
+STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):

@@ -1,4 +1,3 @@
-# fmt: off
 (
     'lstm_peephole: LSTM with peephole connections (Greff et al. vanilla)\n'
     '\n'
@@ -35,7 +34,6 @@
     '\n'
     'Note: Input and forget gates see the previous cell; the output gate sees the new cell.\n'
 )
-# fmt: on
 
 import sys
 import weakref
@@ -201,12 +199,8 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    eligible = (
-        steps > 1
-        and W.device.type == "cpu"
-        and W.dtype == torch.float32
-        and not torch.is_grad_enabled()
-    )
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
     if eligible and PACKED_GEMM is None:
         PACKED_GEMM = _packed_gemm_works()
     if eligible and PACKED_GEMM:
@@ -235,72 +229,59 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_f, v_b_g, v_b_o], 0)
-    _G_x = (
-        torch.addmm(
-            _b_x,
-            _X_x.reshape(_T * _B, _X_x.shape[2]),
-            _W_x.T,
-            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
-        )
-    ).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
     _mm_h = _blocked(_W_h, 4)
-    v_h = state["h"]
-    v_c = state["c"]
+    v_h = state['h']
+    v_c = state['c']
     _out = None
-    _saved = {"c_": None, "f": None, "g": None, "i": None, "o": None} if save else None
+    _saved = {'c_': None, 'f': None, 'g': None, 'i': None, 'o': None} if save else None
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
-    _sv_c_ = _scratch((_T + 1, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_f = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_g = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_i = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_o = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
+    _sv_c_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_f = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_g = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_i = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_o = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _out = _empty((_T, _B, state['h'].shape[-1]), _X_x)
     for _t in range(_T):
         _z_h = _mm_h(v_h, _G_x[_t])
         v_lin_i = _z_h[0]
         v_lin_f = _z_h[1]
         v_lin_g = _z_h[2]
         v_lin_o = _z_h[3]
-        v_i = torch.sigmoid(
-            torch.addcmul(v_lin_i, v_c, v_p_i), out=None if _sv_i is None else _sv_i[_t]
-        )
-        v_f = torch.sigmoid(
-            torch.addcmul(v_lin_f, v_c, v_p_f), out=None if _sv_f is None else _sv_f[_t]
-        )
+        v_i = torch.sigmoid(torch.addcmul(v_lin_i, v_c, v_p_i), out=None if _sv_i is None else _sv_i[_t])
+        v_f = torch.sigmoid(torch.addcmul(v_lin_f, v_c, v_p_f), out=None if _sv_f is None else _sv_f[_t])
         v_g = torch.tanh(v_lin_g, out=None if _sv_g is None else _sv_g[_t])
-        v_c_ = torch.addcmul(v_c * v_f, v_g, v_i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
-        v_o = torch.sigmoid(
-            torch.addcmul(v_lin_o, v_c_, v_p_o), out=None if _sv_o is None else _sv_o[_t]
-        )
+        v_c_ = torch.addcmul(v_c*v_f, v_g, v_i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
+        v_o = torch.sigmoid(torch.addcmul(v_lin_o, v_c_, v_p_o), out=None if _sv_o is None else _sv_o[_t])
         v_h_ = torch.mul(v_o, torch.tanh(v_c_), out=_out[_t] if _direct else None)
         if save and not _direct:
-            _saved["c_"] = _put(_saved["c_"], _t + 1, v_c_, _T + 1)
-            _saved["f"] = _put(_saved["f"], _t, v_f, _T)
-            _saved["g"] = _put(_saved["g"], _t, v_g, _T)
-            _saved["i"] = _put(_saved["i"], _t, v_i, _T)
-            _saved["o"] = _put(_saved["o"], _t, v_o, _T)
+            _saved['c_'] = _put(_saved['c_'], _t + 1, v_c_, _T + 1)
+            _saved['f'] = _put(_saved['f'], _t, v_f, _T)
+            _saved['g'] = _put(_saved['g'], _t, v_g, _T)
+            _saved['i'] = _put(_saved['i'], _t, v_i, _T)
+            _saved['o'] = _put(_saved['o'], _t, v_o, _T)
         v_h = v_h_
         v_c = v_c_
         if not _direct:
@@ -308,72 +289,66 @@ def forward(params, inputs, state, t0=0, save=False):
     v_h = v_h.clone()
     cache = None
     if save:
-        _saved["c_"] = _sv_c_ if _direct else _saved["c_"]
-        _saved["f"] = _sv_f if _direct else _saved["f"]
-        _saved["g"] = _sv_g if _direct else _saved["g"]
-        _saved["i"] = _sv_i if _direct else _saved["i"]
-        _saved["o"] = _sv_o if _direct else _saved["o"]
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        _saved["c_"][0] = state["c"]
-        _saved["c"] = _saved["c_"][:-1]
-        _saved["c_"] = _saved["c_"][1:]
-        cache = _Cache(
-            {
-                "inputs": inputs,
-                "state0": dict(state),
-                "t0": t0,
-                "saved": _saved,
-            }
-        )
+        _saved['c_'] = _sv_c_ if _direct else _saved['c_']
+        _saved['f'] = _sv_f if _direct else _saved['f']
+        _saved['g'] = _sv_g if _direct else _saved['g']
+        _saved['i'] = _sv_i if _direct else _saved['i']
+        _saved['o'] = _sv_o if _direct else _saved['o']
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        _saved['c_'][0] = state['c']
+        _saved['c'] = _saved['c_'][:-1]
+        _saved['c_'] = _saved['c_'][1:]
+        cache = _Cache({
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        })
         if _direct:  # the saved buffers go back to the pool when the record is freed
             _recycle(cache, [_sv_c_, _sv_f, _sv_g, _sv_i, _sv_o])
     if not torch.is_grad_enabled():
         _release([_G_x], [_out, v_h, v_c] + (list(_saved.values()) if save else []))
-    return _out, {"h": v_h, "c": v_c}, cache
+    return _out, {'h': v_h, 'c': v_c}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_i_x = params["W_i_x"]
-    v_W_i_h = params["W_i_h"]
-    v_W_f_x = params["W_f_x"]
-    v_W_f_h = params["W_f_h"]
-    v_W_g_x = params["W_g_x"]
-    v_W_g_h = params["W_g_h"]
-    v_W_o_x = params["W_o_x"]
-    v_W_o_h = params["W_o_h"]
-    v_b_i = params["b_i"]
-    v_b_f = params["b_f"]
-    v_b_g = params["b_g"]
-    v_b_o = params["b_o"]
-    v_p_i = params["p_i"]
-    v_p_f = params["p_f"]
-    v_p_o = params["p_o"]
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_c = cache["saved"]["c"]
-    _S_c_ = cache["saved"]["c_"]
-    _S_f = cache["saved"]["f"]
-    _S_g = cache["saved"]["g"]
-    _S_h = cache["saved"]["h"]
-    _S_i = cache["saved"]["i"]
-    _S_o = cache["saved"]["o"]
+    _S_c = cache["saved"]['c']
+    _S_c_ = cache["saved"]['c_']
+    _S_f = cache["saved"]['f']
+    _S_g = cache["saved"]['g']
+    _S_h = cache["saved"]['h']
+    _S_i = cache["saved"]['i']
+    _S_o = cache["saved"]['o']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
-    _carry_c = (
-        d_state["c"] if d_state.get("c") is not None else _zeros(_state0["c"].shape, _state0["c"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
     _grad_p_i = _zeros(v_p_i.shape, v_p_i)
     _grad_p_f = _zeros(v_p_f.shape, v_p_f)
     _grad_p_o = _zeros(v_p_o.shape, v_p_o)
@@ -389,18 +364,18 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_o = _S_o[_t]
-        _q0 = v_i * (_k0 - v_i)
-        _q1 = v_f * (_k0 - v_f)
-        _q2 = v_o * (_k0 - v_o)
+        _q0 = v_i*(_k0 - v_i)
+        _q1 = v_f*(_k0 - v_f)
+        _q2 = v_o*(_k0 - v_o)
         _q3 = torch.tanh(v_c_)
-        _p0_i_c = _q0 * v_p_i
+        _p0_i_c = _q0*v_p_i
         _p1_i_lin_i = _q0
-        _p2_f_c = _q1 * v_p_f
+        _p2_f_c = _q1*v_p_f
         _p3_f_lin_f = _q1
-        _p4_g_lin_g = _k0 - v_g * v_g
-        _p5_o_c_ = _q2 * v_p_o
+        _p4_g_lin_g = _k0 - v_g*v_g
+        _p5_o_c_ = _q2*v_p_o
         _p6_o_lin_o = _q2
-        _p7_h__c_ = v_o * (_k0 - _q3 * _q3)
+        _p7_h__c_ = v_o*(_k0 - _q3*_q3)
         _p8_h__o = _q3
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -426,63 +401,63 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:
-            trace.append({"h": _carry_h, "c": _carry_c})
+            trace.append({'h': _carry_h, 'c': _carry_c})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_i_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_i"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_f_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_f"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_g_x"] = _GW[_off_x[2] : _off_x[3]]
-    grads["b_g"] = _Gb[..., _off_x[2] : _off_x[3]]
-    grads["W_o_x"] = _GW[_off_x[3] : _off_x[4]]
-    grads["b_o"] = _Gb[..., _off_x[3] : _off_x[4]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_i_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_i'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_f_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_f'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_g_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_g'] = _Gb[..., _off_x[2]:_off_x[3]]
+    grads['W_o_x'] = _GW[_off_x[3]:_off_x[4]]
+    grads['b_o'] = _Gb[..., _off_x[3]:_off_x[4]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_i_h"] = _GW[_off_h[0] : _off_h[1]]
-    grads["W_f_h"] = _GW[_off_h[1] : _off_h[2]]
-    grads["W_g_h"] = _GW[_off_h[2] : _off_h[3]]
-    grads["W_o_h"] = _GW[_off_h[3] : _off_h[4]]
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0] : _off_x[1]] * _S_c).sum((0, 1))
-    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1] : _off_x[2]] * _S_c).sum((0, 1))
-    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3] : _off_x[4]] * _S_c_).sum((0, 1))
-    grads["p_i"] = _grad_p_i
-    grads["p_f"] = _grad_p_f
-    grads["p_o"] = _grad_p_o
+    grads['W_i_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['W_f_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['W_g_h'] = _GW[_off_h[2]:_off_h[3]]
+    grads['W_o_h'] = _GW[_off_h[3]:_off_h[4]]
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    _grad_p_i = _grad_p_i + ((_GBs_h)[..., _off_x[0]:_off_x[1]] * _S_c).sum((0, 1))
+    _grad_p_f = _grad_p_f + ((_GBs_h)[..., _off_x[1]:_off_x[2]] * _S_c).sum((0, 1))
+    _grad_p_o = _grad_p_o + ((_GBs_h)[..., _off_x[3]:_off_x[4]] * _S_c_).sum((0, 1))
+    grads['p_i'] = _grad_p_i
+    grads['p_f'] = _grad_p_f
+    grads['p_o'] = _grad_p_o
     if not torch.is_grad_enabled():
         _release([_GBs_h], [*grads.values(), *d_inputs.values(), _carry_h, _carry_c])
-    return grads, d_inputs, {"h": _carry_h, "c": _carry_c}
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_i_x": ("hidden", "input"),
-    "W_i_h": ("hidden", "hidden"),
-    "W_f_x": ("hidden", "input"),
-    "W_f_h": ("hidden", "hidden"),
-    "W_g_x": ("hidden", "input"),
-    "W_g_h": ("hidden", "hidden"),
-    "W_o_x": ("hidden", "input"),
-    "W_o_h": ("hidden", "hidden"),
-    "b_i": ("hidden",),
-    "b_f": ("hidden",),
-    "b_g": ("hidden",),
-    "b_o": ("hidden",),
-    "p_i": ("hidden",),
-    "p_f": ("hidden",),
-    "p_o": ("hidden",),
+    'W_i_x': ('hidden', 'input'),
+    'W_i_h': ('hidden', 'hidden'),
+    'W_f_x': ('hidden', 'input'),
+    'W_f_h': ('hidden', 'hidden'),
+    'W_g_x': ('hidden', 'input'),
+    'W_g_h': ('hidden', 'hidden'),
+    'W_o_x': ('hidden', 'input'),
+    'W_o_h': ('hidden', 'hidden'),
+    'b_i': ('hidden',),
+    'b_f': ('hidden',),
+    'b_g': ('hidden',),
+    'b_o': ('hidden',),
+    'p_i': ('hidden',),
+    'p_f': ('hidden',),
+    'p_o': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden", "c": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
@@ -493,8 +468,7 @@ def step(params, x, state, t=0):
     _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
     return new
 
-
-_WIDTH_OF = {"h": "W_i_x", "c": "W_i_x"}
+_WIDTH_OF = {'h': 'W_i_x', 'c': 'W_i_x'}
 
 _BUFFER_INITS = {}
 
@@ -514,9 +488,8 @@ class SequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, *d_final):
-        grads, d_inputs, d_state0 = backward(
-            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
-        )
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
         flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
         flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
         return (None, None, *flat)
@@ -529,13 +502,11 @@ def init_params(sizes, seed=0, dtype=torch.float32, device=None):
     out = {}
     for name, dims in PARAM_SHAPES.items():
         shape = tuple(sizes[d] for d in dims)
-        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
-            dtype=dtype, device=device
-        )
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
     for name, (dim, init, options) in BUFFERS.items():
-        out[name] = torch.tensor(
-            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
-        )
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
     return out
 
 
@@ -549,12 +520,11 @@ class Layer(torch.nn.Module):
         super().__init__()
         params = params if params is not None else init_params(sizes, seed, dtype, device)
         for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
             if name in BUFFERS:
-                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+                self.register_buffer(name, value)
             else:
-                self.register_parameter(
-                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
-                )
+                self.register_parameter(name, torch.nn.Parameter(value))
 
     def forward(self, inputs, state=None, t0=0):
         if not isinstance(inputs, dict):
@@ -562,23 +532,17 @@ class Layer(torch.nn.Module):
         params = dict(self.named_parameters()) | dict(self.named_buffers())
         first = next(iter(inputs.values()))
         if state is None:
-            state = {
-                s: torch.zeros(
-                    first.shape[1],
-                    params[_WIDTH_OF[s]].shape[0],
-                    dtype=first.dtype,
-                    device=first.device,
-                )
-                for s in STATES
-            }
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
         leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
             return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
-        tensors = (
-            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
-        )
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
         out, *final = SequenceFunction.apply(t0, names, *tensors)
         return out, dict(zip(STATES, final))

@@ -1,4 +1,3 @@
-# fmt: off
 (
     'mut1: MUT1 (architecture search)\n'
     '\n'
@@ -25,7 +24,6 @@
     "Note: z weights h, 1 - z the candidate: the opposite of their GRU's convention. Adds tanh(x),\n"
     'so input_size = hidden_size.\n'
 )
-# fmt: on
 
 import numpy
 
@@ -94,86 +92,84 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_z_x = params["W_z_x"]
-    v_W_r_x = params["W_r_x"]
-    v_W_r_h = params["W_r_h"]
-    v_W_h_h = params["W_h_h"]
-    v_b_z = params["b_z"]
-    v_b_r = params["b_r"]
-    v_b_h = params["b_h"]
+    v_W_z_x = params['W_z_x']
+    v_W_r_x = params['W_r_x']
+    v_W_r_h = params['W_r_h']
+    v_W_h_h = params['W_h_h']
+    v_b_z = params['b_z']
+    v_b_r = params['b_r']
+    v_b_h = params['b_h']
     _W_x = _cat([v_W_z_x, v_W_r_x], 0)
     _off_x = _offsets([v_W_z_x.shape[0], v_W_r_x.shape[0]])
     _W_h = _cat([v_W_r_h], 0)
     _W_h_h_in = _cat([v_W_h_h], 0)
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_z, v_b_r], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
     _mm_h_h_in = _linear(_W_h_h_in, _B, _T)
-    v_h = state["h"]
+    v_h = state['h']
     _out = None
-    _saved = {"h_h_in": None, "lin_h": None, "r": None, "z": None} if save else None
+    _saved = {'h_h_in': None, 'lin_h': None, 'r': None, 'z': None} if save else None
     for _t in range(_T):
         v_x = _X_x[_t]
         _g_x = _G_x[_t]
-        v_lin_z = _g_x[..., _off_x[0] : _off_x[1]]
-        _z_h = _mm_h(v_h, _G_x[_t][..., _off_x[1] : _off_x[2]])
+        v_lin_z = _g_x[..., _off_x[0]:_off_x[1]]
+        _z_h = _mm_h(v_h, _G_x[_t][..., _off_x[1]:_off_x[2]])
         v_lin_r = _z_h
         v_z = _sigmoid(v_lin_z)
         v_r = _sigmoid(v_lin_r)
-        v_h_h_in = v_h * v_r
+        v_h_h_in = v_h*v_r
         _g_h_h_in = _mm_h_h_in(v_h_h_in)
         v_lin_h = _g_h_h_in + v_b_h
-        v_h_ = v_h * (1 - v_z) + v_z * numpy.tanh(v_lin_h + numpy.tanh(v_x))
+        v_h_ = v_h*(1 - v_z) + v_z*numpy.tanh(v_lin_h + numpy.tanh(v_x))
         if save:
-            _saved["h_h_in"] = _put(_saved["h_h_in"], _t, v_h_h_in, _T)
-            _saved["lin_h"] = _put(_saved["lin_h"], _t, v_lin_h, _T)
-            _saved["r"] = _put(_saved["r"], _t, v_r, _T)
-            _saved["z"] = _put(_saved["z"], _t, v_z, _T)
+            _saved['h_h_in'] = _put(_saved['h_h_in'], _t, v_h_h_in, _T)
+            _saved['lin_h'] = _put(_saved['lin_h'], _t, v_lin_h, _T)
+            _saved['r'] = _put(_saved['r'], _t, v_r, _T)
+            _saved['z'] = _put(_saved['z'], _t, v_z, _T)
         v_h = v_h_
         _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
             "saved": _saved,
         }
-    return _out, {"h": v_h}, cache
+    return _out, {'h': v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_z_x = params["W_z_x"]
-    v_W_r_x = params["W_r_x"]
-    v_W_r_h = params["W_r_h"]
-    v_W_h_h = params["W_h_h"]
-    v_b_z = params["b_z"]
-    v_b_r = params["b_r"]
-    v_b_h = params["b_h"]
+    v_W_z_x = params['W_z_x']
+    v_W_r_x = params['W_r_x']
+    v_W_r_h = params['W_r_h']
+    v_W_h_h = params['W_h_h']
+    v_b_z = params['b_z']
+    v_b_r = params['b_r']
+    v_b_h = params['b_h']
     _W_x = _cat([v_W_z_x, v_W_r_x], 0)
     _off_x = _offsets([v_W_z_x.shape[0], v_W_r_x.shape[0]])
     _W_h = _cat([v_W_r_h], 0)
     _W_h_h_in = _cat([v_W_h_h], 0)
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_h = cache["saved"]["h"]
-    _S_h_h_in = cache["saved"]["h_h_in"]
-    _S_lin_h = cache["saved"]["lin_h"]
-    _S_r = cache["saved"]["r"]
-    _S_z = cache["saved"]["z"]
+    _S_h = cache["saved"]['h']
+    _S_h_h_in = cache["saved"]['h_h_in']
+    _S_lin_h = cache["saved"]['lin_h']
+    _S_r = cache["saved"]['r']
+    _S_z = cache["saved"]['z']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
@@ -190,12 +186,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _q0 = 1 - v_z
         _q1 = numpy.tanh(v_x)
         _q2 = numpy.tanh(_q1 + v_lin_h)
-        _q3 = v_z * (1 - _q2**2)
-        _p0_z_lin_z = _q0 * v_z
-        _p1_r_lin_r = v_r * (1 - v_r)
+        _q3 = v_z*(1 - _q2**2)
+        _p0_z_lin_z = _q0*v_z
+        _p1_r_lin_r = v_r*(1 - v_r)
         _p2_h__h = _q0
         _p3_h__lin_h = _q3
-        _p4_h__x = _q3 * (1 - _q1**2)
+        _p4_h__x = _q3*(1 - _q1**2)
         _p5_h__z = _q2 - v_h
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -213,11 +209,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_z = _d_z * _p0_z_lin_z
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_z, _d_lin_r], _T)
         _gb_x = _GBs_x[_t]
-        _gb_h = _gb_x[..., _off_x[1] : _off_x[2]]
+        _gb_h = _gb_x[..., _off_x[1]:_off_x[2]]
         _d_h = _d_h + _mmT_h(_gb_h)
         _carry_h = _d_h
         if trace is not None:
-            trace.append({"h": _carry_h})
+            trace.append({'h': _carry_h})
         _DX_x = _put(_DX_x, _t, _d_x, _T)
     grads = {}
     d_inputs = {}
@@ -225,41 +221,41 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_z_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_z"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_r_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_r"] = _Gb[..., _off_x[1] : _off_x[2]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
-    _GBs = _GBs_x[..., _off_x[1] : _off_x[2]]
+    grads['W_z_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_z'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_r_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_r'] = _Gb[..., _off_x[1]:_off_x[2]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _GBs_x[..., _off_x[1]:_off_x[2]]
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_r_h"] = _GW
+    grads['W_r_h'] = _GW
     _GBs = _GBs_h_h_in
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h_h_in.reshape(_T * _B, _S_h_h_in.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_h_h"] = _GW
-    grads["b_h"] = _Gb
+    grads['W_h_h'] = _GW
+    grads['b_h'] = _Gb
     _dx = _DX_x
-    d_inputs["x"] = d_inputs["x"] + _dx if "x" in d_inputs else _dx
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    return grads, d_inputs, {"h": _carry_h}
+    d_inputs['x'] = d_inputs['x'] + _dx if 'x' in d_inputs else _dx
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {'h': _carry_h}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_z_x": ("hidden", "hidden"),
-    "W_r_x": ("hidden", "hidden"),
-    "W_r_h": ("hidden", "hidden"),
-    "W_h_h": ("hidden", "hidden"),
-    "b_z": ("hidden",),
-    "b_r": ("hidden",),
-    "b_h": ("hidden",),
+    'W_z_x': ('hidden', 'hidden'),
+    'W_r_x': ('hidden', 'hidden'),
+    'W_r_h': ('hidden', 'hidden'),
+    'W_h_h': ('hidden', 'hidden'),
+    'b_z': ('hidden',),
+    'b_r': ('hidden',),
+    'b_h': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):

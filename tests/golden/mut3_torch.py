@@ -1,4 +1,3 @@
-# fmt: off
 (
     'mut3: MUT3 (architecture search)\n'
     '\n'
@@ -24,7 +23,6 @@
     '    b_r: (hidden,)\n'
     '    b_h: (hidden,)\n'
 )
-# fmt: on
 
 import sys
 import weakref
@@ -190,12 +188,8 @@ def _linear(W, rows, steps):
     On the CPU in single precision, with no gradient being recorded, W is packed once into
     MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
     global PACKED_GEMM
-    eligible = (
-        steps > 1
-        and W.device.type == "cpu"
-        and W.dtype == torch.float32
-        and not torch.is_grad_enabled()
-    )
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
     if eligible and PACKED_GEMM is None:
         PACKED_GEMM = _packed_gemm_works()
     if eligible and PACKED_GEMM:
@@ -224,125 +218,112 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_z_x = params["W_z_x"]
-    v_W_z_h = params["W_z_h"]
-    v_W_r_x = params["W_r_x"]
-    v_W_r_h = params["W_r_h"]
-    v_W_h_h = params["W_h_h"]
-    v_W_h_x = params["W_h_x"]
-    v_b_z = params["b_z"]
-    v_b_r = params["b_r"]
-    v_b_h = params["b_h"]
+    v_W_z_x = params['W_z_x']
+    v_W_z_h = params['W_z_h']
+    v_W_r_x = params['W_r_x']
+    v_W_r_h = params['W_r_h']
+    v_W_h_h = params['W_h_h']
+    v_W_h_x = params['W_h_x']
+    v_b_z = params['b_z']
+    v_b_r = params['b_r']
+    v_b_h = params['b_h']
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_h_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_h_x.shape[0]])
     _W_h = _cat([v_W_r_h], 0)
     _W_z_h_in = _cat([v_W_z_h], 0)
     _W_h_h_in = _cat([v_W_h_h], 0)
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_r, v_b_z, v_b_h], 0)
-    _G_x = (
-        torch.addmm(
-            _b_x,
-            _X_x.reshape(_T * _B, _X_x.shape[2]),
-            _W_x.T,
-            out=_scratch((_T * _B, _W_x.shape[0]), _X_x),
-        )
-    ).reshape(_T, _B, -1)
+    _G_x = (torch.addmm(_b_x, _X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
     _mm_z_h_in = _linear(_W_z_h_in, _B, _T)
     _mm_h_h_in = _linear(_W_h_h_in, _B, _T)
-    v_h = state["h"]
+    v_h = state['h']
     _out = None
-    _saved = {"h_h_in": None, "lin_h": None, "r": None, "z": None, "z_h_in": None} if save else None
+    _saved = {'h_h_in': None, 'lin_h': None, 'r': None, 'z': None, 'z_h_in': None} if save else None
     _k0 = _const(1, _X_x)
     _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
-    _sv_h_h_in = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_r = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_z = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _sv_z_h_in = _scratch((_T, _B, state["h"].shape[-1]), _X_x) if save and _direct else None
-    _out = _empty((_T, _B, state["h"].shape[-1]), _X_x)
+    _sv_h_h_in = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_r = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_z = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_z_h_in = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _out = _empty((_T, _B, state['h'].shape[-1]), _X_x)
     for _t in range(_T):
-        _z_h = _mm_h(v_h, _G_x[_t][..., _off_x[0] : _off_x[1]])
+        _z_h = _mm_h(v_h, _G_x[_t][..., _off_x[0]:_off_x[1]])
         v_lin_r = _z_h
         v_z_h_in = torch.tanh(v_h, out=None if _sv_z_h_in is None else _sv_z_h_in[_t])
         v_r = torch.sigmoid(v_lin_r, out=None if _sv_r is None else _sv_r[_t])
         v_h_h_in = torch.mul(v_h, v_r, out=None if _sv_h_h_in is None else _sv_h_h_in[_t])
         _g_x = _G_x[_t]
         _g_z_h_in = _mm_z_h_in(v_z_h_in)
-        v_lin_z = _g_x[..., _off_x[1] : _off_x[2]] + _g_z_h_in
+        v_lin_z = _g_x[..., _off_x[1]:_off_x[2]] + _g_z_h_in
         _g_h_h_in = _mm_h_h_in(v_h_h_in)
-        v_lin_h = _g_h_h_in + _g_x[..., _off_x[2] : _off_x[3]]
+        v_lin_h = _g_h_h_in + _g_x[..., _off_x[2]:_off_x[3]]
         v_z = torch.sigmoid(v_lin_z, out=None if _sv_z is None else _sv_z[_t])
-        v_h_ = torch.addcmul(
-            v_h * (_k0 - v_z), v_z, torch.tanh(v_lin_h), out=_out[_t] if _direct else None
-        )
+        v_h_ = torch.addcmul(v_h*(_k0 - v_z), v_z, torch.tanh(v_lin_h), out=_out[_t] if _direct else None)
         if save:
-            _saved["lin_h"] = _put(_saved["lin_h"], _t, v_lin_h, _T)
+            _saved['lin_h'] = _put(_saved['lin_h'], _t, v_lin_h, _T)
         if save and not _direct:
-            _saved["h_h_in"] = _put(_saved["h_h_in"], _t, v_h_h_in, _T)
-            _saved["r"] = _put(_saved["r"], _t, v_r, _T)
-            _saved["z"] = _put(_saved["z"], _t, v_z, _T)
-            _saved["z_h_in"] = _put(_saved["z_h_in"], _t, v_z_h_in, _T)
+            _saved['h_h_in'] = _put(_saved['h_h_in'], _t, v_h_h_in, _T)
+            _saved['r'] = _put(_saved['r'], _t, v_r, _T)
+            _saved['z'] = _put(_saved['z'], _t, v_z, _T)
+            _saved['z_h_in'] = _put(_saved['z_h_in'], _t, v_z_h_in, _T)
         v_h = v_h_
         if not _direct:
             _out[_t] = v_h
     v_h = v_h.clone()
     cache = None
     if save:
-        _saved["h_h_in"] = _sv_h_h_in if _direct else _saved["h_h_in"]
-        _saved["r"] = _sv_r if _direct else _saved["r"]
-        _saved["z"] = _sv_z if _direct else _saved["z"]
-        _saved["z_h_in"] = _sv_z_h_in if _direct else _saved["z_h_in"]
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
-        cache = _Cache(
-            {
-                "inputs": inputs,
-                "state0": dict(state),
-                "t0": t0,
-                "saved": _saved,
-            }
-        )
+        _saved['h_h_in'] = _sv_h_h_in if _direct else _saved['h_h_in']
+        _saved['r'] = _sv_r if _direct else _saved['r']
+        _saved['z'] = _sv_z if _direct else _saved['z']
+        _saved['z_h_in'] = _sv_z_h_in if _direct else _saved['z_h_in']
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        cache = _Cache({
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        })
         if _direct:  # the saved buffers go back to the pool when the record is freed
             _recycle(cache, [_sv_h_h_in, _sv_r, _sv_z, _sv_z_h_in])
     if not torch.is_grad_enabled():
         _release([_G_x], [_out, v_h] + (list(_saved.values()) if save else []))
-    return _out, {"h": v_h}, cache
+    return _out, {'h': v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_z_x = params["W_z_x"]
-    v_W_z_h = params["W_z_h"]
-    v_W_r_x = params["W_r_x"]
-    v_W_r_h = params["W_r_h"]
-    v_W_h_h = params["W_h_h"]
-    v_W_h_x = params["W_h_x"]
-    v_b_z = params["b_z"]
-    v_b_r = params["b_r"]
-    v_b_h = params["b_h"]
+    v_W_z_x = params['W_z_x']
+    v_W_z_h = params['W_z_h']
+    v_W_r_x = params['W_r_x']
+    v_W_r_h = params['W_r_h']
+    v_W_h_h = params['W_h_h']
+    v_W_h_x = params['W_h_x']
+    v_b_z = params['b_z']
+    v_b_r = params['b_r']
+    v_b_h = params['b_h']
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_h_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_h_x.shape[0]])
     _W_h = _cat([v_W_r_h], 0)
     _W_z_h_in = _cat([v_W_z_h], 0)
     _W_h_h_in = _cat([v_W_h_h], 0)
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_h = cache["saved"]["h"]
-    _S_h_h_in = cache["saved"]["h_h_in"]
-    _S_lin_h = cache["saved"]["lin_h"]
-    _S_r = cache["saved"]["r"]
-    _S_z = cache["saved"]["z"]
-    _S_z_h_in = cache["saved"]["z_h_in"]
+    _S_h = cache["saved"]['h']
+    _S_h_h_in = cache["saved"]['h_h_in']
+    _S_lin_h = cache["saved"]['lin_h']
+    _S_r = cache["saved"]['r']
+    _S_z = cache["saved"]['z']
+    _S_z_h_in = cache["saved"]['z_h_in']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
@@ -360,11 +341,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_z_h_in = _S_z_h_in[_t]
         _q0 = _k0 - v_z
         _q1 = torch.tanh(v_lin_h)
-        _p0_z_h_in_h = _k0 - v_z_h_in * v_z_h_in
-        _p1_z_lin_z = _q0 * v_z
-        _p2_r_lin_r = v_r * (_k0 - v_r)
+        _p0_z_h_in_h = _k0 - v_z_h_in*v_z_h_in
+        _p1_z_lin_z = _q0*v_z
+        _p2_r_lin_r = v_r*(_k0 - v_r)
         _p3_h__h = _q0
-        _p4_h__lin_h = v_z * (_k0 - _q1 * _q1)
+        _p4_h__lin_h = v_z*(_k0 - _q1*_q1)
         _p5_h__z = _q1 - v_h
         _d_h_ = _carry_h
         if d_outputs is not None:
@@ -385,61 +366,59 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_h = torch.addcmul(_d_h, _d_z_h_in, _p0_z_h_in_h)
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_r, _d_lin_z, _d_lin_h], _T)
         _gb_x = _GBs_x[_t]
-        _gb_h = _gb_x[..., _off_x[0] : _off_x[1]]
+        _gb_h = _gb_x[..., _off_x[0]:_off_x[1]]
         _d_h = _d_h + _mmT_h(_gb_h)
         _carry_h = _d_h
         if trace is not None:
-            trace.append({"h": _carry_h})
+            trace.append({'h': _carry_h})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_x
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_r_x"] = _GW[_off_x[0] : _off_x[1]]
-    grads["b_r"] = _Gb[..., _off_x[0] : _off_x[1]]
-    grads["W_z_x"] = _GW[_off_x[1] : _off_x[2]]
-    grads["b_z"] = _Gb[..., _off_x[1] : _off_x[2]]
-    grads["W_h_x"] = _GW[_off_x[2] : _off_x[3]]
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
-    _GBs = _GBs_x[..., _off_x[0] : _off_x[1]]
+    grads['W_r_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_r'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_z_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_z'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_h_x'] = _GW[_off_x[2]:_off_x[3]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _GBs_x[..., _off_x[0]:_off_x[1]]
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_r_h"] = _GW
+    grads['W_r_h'] = _GW
     _GBs = _GBs_z_h_in
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_z_h_in.reshape(_T * _B, _S_z_h_in.shape[2])
-    grads["W_z_h"] = _GW
+    grads['W_z_h'] = _GW
     _GBs = _GBs_h_h_in
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h_h_in.reshape(_T * _B, _S_h_h_in.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_h_h"] = _GW
-    grads["b_h"] = _Gb
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
+    grads['W_h_h'] = _GW
+    grads['b_h'] = _Gb
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
     if not torch.is_grad_enabled():
-        _release(
-            [_GBs_x, _GBs_z_h_in, _GBs_h_h_in], [*grads.values(), *d_inputs.values(), _carry_h]
-        )
-    return grads, d_inputs, {"h": _carry_h}
+        _release([_GBs_x, _GBs_z_h_in, _GBs_h_h_in], [*grads.values(), *d_inputs.values(), _carry_h])
+    return grads, d_inputs, {'h': _carry_h}
 
 
 # shapes by size name, as the spec writes them
 PARAM_SHAPES = {
-    "W_z_x": ("hidden", "input"),
-    "W_z_h": ("hidden", "hidden"),
-    "W_r_x": ("hidden", "input"),
-    "W_r_h": ("hidden", "hidden"),
-    "W_h_h": ("hidden", "hidden"),
-    "W_h_x": ("hidden", "input"),
-    "b_z": ("hidden",),
-    "b_r": ("hidden",),
-    "b_h": ("hidden",),
+    'W_z_x': ('hidden', 'input'),
+    'W_z_h': ('hidden', 'hidden'),
+    'W_r_x': ('hidden', 'input'),
+    'W_r_h': ('hidden', 'hidden'),
+    'W_h_h': ('hidden', 'hidden'),
+    'W_h_x': ('hidden', 'input'),
+    'b_z': ('hidden',),
+    'b_r': ('hidden',),
+    'b_h': ('hidden',),
 }
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
@@ -450,8 +429,7 @@ def step(params, x, state, t=0):
     _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
     return new
 
-
-_WIDTH_OF = {"h": "W_z_x"}
+_WIDTH_OF = {'h': 'W_z_x'}
 
 _BUFFER_INITS = {}
 
@@ -471,9 +449,8 @@ class SequenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out, *d_final):
-        grads, d_inputs, d_state0 = backward(
-            ctx.params, ctx.cache, d_out, dict(zip(ctx.names[2], d_final))
-        )
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
         flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
         flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
         return (None, None, *flat)
@@ -486,13 +463,11 @@ def init_params(sizes, seed=0, dtype=torch.float32, device=None):
     out = {}
     for name, dims in PARAM_SHAPES.items():
         shape = tuple(sizes[d] for d in dims)
-        out[name] = ((torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * k).to(
-            dtype=dtype, device=device
-        )
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
     for name, (dim, init, options) in BUFFERS.items():
-        out[name] = torch.tensor(
-            _BUFFER_INITS[init](sizes[dim], options), dtype=dtype, device=device
-        )
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
     return out
 
 
@@ -506,12 +481,11 @@ class Layer(torch.nn.Module):
         super().__init__()
         params = params if params is not None else init_params(sizes, seed, dtype, device)
         for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
             if name in BUFFERS:
-                self.register_buffer(name, torch.as_tensor(value, dtype=dtype, device=device))
+                self.register_buffer(name, value)
             else:
-                self.register_parameter(
-                    name, torch.nn.Parameter(torch.as_tensor(value, dtype=dtype, device=device))
-                )
+                self.register_parameter(name, torch.nn.Parameter(value))
 
     def forward(self, inputs, state=None, t0=0):
         if not isinstance(inputs, dict):
@@ -519,23 +493,17 @@ class Layer(torch.nn.Module):
         params = dict(self.named_parameters()) | dict(self.named_buffers())
         first = next(iter(inputs.values()))
         if state is None:
-            state = {
-                s: torch.zeros(
-                    first.shape[1],
-                    params[_WIDTH_OF[s]].shape[0],
-                    dtype=first.dtype,
-                    device=first.device,
-                )
-                for s in STATES
-            }
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
         pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
         leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
         if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
             out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
             return out, final
         names = (pnames, tuple(INPUTS), tuple(STATES))
-        tensors = (
-            [params[n] for n in pnames] + [inputs[n] for n in INPUTS] + [state[s] for s in STATES]
-        )
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
         out, *final = SequenceFunction.apply(t0, names, *tensors)
         return out, dict(zip(STATES, final))

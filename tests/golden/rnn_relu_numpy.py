@@ -1,4 +1,3 @@
-# fmt: off
 (
     'rnn_relu: Vanilla (Elman) RNN with ReLU\n'
     '\n'
@@ -17,7 +16,6 @@
     '    b_h: (hidden,)  = torch.nn.RNNCell.bias_ih block 0 + torch.nn.RNNCell.bias_hh block 0\n'
     "A parameter in two torch tensors is their sum (torch's bias_ih + bias_hh).\n"
 )
-# fmt: on
 
 import numpy
 
@@ -86,59 +84,57 @@ def _offsets(sizes):
 
 def forward(params, inputs, state, t0=0, save=False):
     """Run the cell over a sequence; see the module header for the equations."""
-    v_W_h_x = params["W_h_x"]
-    v_W_h_h = params["W_h_h"]
-    v_b_h = params["b_h"]
+    v_W_h_x = params['W_h_x']
+    v_W_h_h = params['W_h_h']
+    v_b_h = params['b_h']
     _W_x = _cat([v_W_h_x], 0)
     _W_h = _cat([v_W_h_h], 0)
-    _X_x = inputs["x"]
+    _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_h], 0)
     _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
     _mm_h = _linear(_W_h, _B, _T)
-    v_h = state["h"]
+    v_h = state['h']
     _out = None
-    _saved = {"lin_h": None} if save else None
+    _saved = {'lin_h': None} if save else None
     for _t in range(_T):
         _z_h = _mm_h(v_h, _G_x[_t])
         v_lin_h = _z_h
         v_h_ = numpy.maximum(v_lin_h, 0)
         if save:
-            _saved["lin_h"] = _put(_saved["lin_h"], _t, v_lin_h, _T)
+            _saved['lin_h'] = _put(_saved['lin_h'], _t, v_lin_h, _T)
         v_h = v_h_
         _out = _put(_out, _t, v_h, _T)
     cache = None
     if save:
-        _saved["h"] = _cat([state["h"][None], _out[:-1]], 0)
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
         cache = {
             "inputs": inputs,
             "state0": dict(state),
             "t0": t0,
             "saved": _saved,
         }
-    return _out, {"h": v_h}, cache
+    return _out, {'h': v_h}, cache
 
 
 def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
-    v_W_h_x = params["W_h_x"]
-    v_W_h_h = params["W_h_h"]
-    v_b_h = params["b_h"]
+    v_W_h_x = params['W_h_x']
+    v_W_h_h = params['W_h_h']
+    v_b_h = params['b_h']
     _W_x = _cat([v_W_h_x], 0)
     _W_h = _cat([v_W_h_h], 0)
-    _X_x = cache["inputs"]["x"]
+    _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     t0 = cache["t0"]
     _state0 = cache["state0"]
-    _S_h = cache["saved"]["h"]
-    _S_lin_h = cache["saved"]["lin_h"]
+    _S_h = cache["saved"]['h']
+    _S_lin_h = cache["saved"]['lin_h']
     if d_state is None:
         d_state = {}
-    _carry_h = (
-        d_state["h"] if d_state.get("h") is not None else _zeros(_state0["h"].shape, _state0["h"])
-    )
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
@@ -156,30 +152,30 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_x = _gb_h
         _carry_h = _d_h
         if trace is not None:
-            trace.append({"h": _carry_h})
+            trace.append({'h': _carry_h})
     grads = {}
     d_inputs = {}
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
     _Gb = _GBs.sum((0, 1))
-    grads["W_h_x"] = _GW
-    grads["b_h"] = _Gb
-    d_inputs["x"] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    grads['W_h_x'] = _GW
+    grads['b_h'] = _Gb
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
     _GBs = _GBs_h
     _m = _GBs.shape[2]
     _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
-    grads["W_h_h"] = _GW
-    if "x" not in d_inputs:
-        d_inputs["x"] = _zeros(_X_x.shape, _X_x)
-    return grads, d_inputs, {"h": _carry_h}
+    grads['W_h_h'] = _GW
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {'h': _carry_h}
 
 
 # shapes by size name, as the spec writes them
-PARAM_SHAPES = {"W_h_x": ("hidden", "input"), "W_h_h": ("hidden", "hidden"), "b_h": ("hidden",)}
+PARAM_SHAPES = {'W_h_x': ('hidden', 'input'), 'W_h_h': ('hidden', 'hidden'), 'b_h': ('hidden',)}
 BUFFERS = {}
-INPUTS = ["x"]
-STATES = {"h": "hidden"}
+INPUTS = ['x']
+STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
