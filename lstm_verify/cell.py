@@ -12,6 +12,7 @@ import numpy as np
 
 from . import derive, params as _params, runtime
 from .errors import DtypeError, ShapeError, SpecError
+from .extras import require
 from .ir import CellIR, build_ir
 from .spec import read_spec
 
@@ -109,11 +110,13 @@ class Cell:
 
     def torch(self) -> "Implementation":
         """The generated torch implementation (any device and dtype of its inputs)."""
+        require("torch", "cell.torch()")
         return self._torch
 
     def module(self, input_size=None, hidden_size=None, sizes=None, init="torch_default", seed=0,
                dtype=None, device=None, fused=True, t_max=100.0):  # fmt: skip
         """A ``torch.nn.Module`` whose backward is the generated one (``fused=False``: autograd)."""
+        require("torch", "cell.module()")
         from .torch_cell import CellModule
 
         params = self.init_params(input_size, hidden_size, sizes, init, seed, t_max=t_max)
