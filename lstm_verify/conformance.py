@@ -136,6 +136,10 @@ class Runner:
                 )
         else:
             self.backend = subj.backend or "numpy"
+            if self.backend == "torch":
+                from .extras import require
+
+                require("torch", "checking a function with backend='torch'")
             self.layout = None
         self._splits = 0  # a new random split of summed parameters at every load
         default = self.layout.state if self.layout is not None else tuple(s for s, _ in self.ir.states)
