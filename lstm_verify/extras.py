@@ -19,27 +19,28 @@ EXTRAS = {
 }
 
 
-def install_hint(module: str) -> str:
-    """``pip install 'lstm-verify[EXTRA]'`` for a top-level optional module."""
-    return f"pip install 'lstm-verify[{EXTRAS[module.partition('.')[0]][1]}]'"
+def install_hint(module: str, extra: str | None = None) -> str:
+    """``pip install 'lstm-verify[EXTRA]'`` for a top-level optional module (or ``extra``)."""
+    return f"pip install 'lstm-verify[{extra or EXTRAS[module.partition('.')[0]][1]}]'"
 
 
-def missing_text(module: str, what: str) -> str:
+def missing_text(module: str, what: str, extra: str | None = None) -> str:
     """One line: what needs which distribution, and the command that installs it."""
     dist = EXTRAS[module.partition(".")[0]][0]
-    return f"{what} needs {dist}: {install_hint(module)}"
+    return f"{what} needs {dist}: {install_hint(module, extra)}"
 
 
-def require(module: str, what: str):
+def require(module: str, what: str, extra: str | None = None):
     """Import ``module`` (``"torch"``, ``"matplotlib.pyplot"``) or raise
-    :class:`MissingExtraError` saying that ``what`` needs it and which extra brings it."""
+    :class:`MissingExtraError` saying that ``what`` needs it and which extra brings it (the
+    module's own, or ``extra`` when a feature's extra brings several modules)."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.partition(".")[0]
         if exc.name is not None and exc.name.partition(".")[0] != top:
             raise  # the package is there but one of its own dependencies is broken
-        raise MissingExtraError(missing_text(module, what)) from None
+        raise MissingExtraError(missing_text(module, what, extra)) from None
 
 
 def available(module: str) -> bool:

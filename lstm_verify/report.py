@@ -34,6 +34,7 @@ import numpy as np
 from . import gradflow as gf
 from .cell import catalog, load
 from .errors import LstmVerifyError
+from .extras import require
 from .files import TEMP_MARK, fsync_dir, kind_of, write_file
 from .inits import NAMED
 
@@ -87,7 +88,15 @@ def _r(x, digits=4):
 # --------------------------------------------------------------------------- data
 
 
+def require_extras() -> None:
+    """The report trains cells (torch) and draws plots (matplotlib): both come with the
+    ``report`` extra; a missing one is a MissingExtraError before anything is computed."""
+    for module in ("torch", "matplotlib"):
+        require(module, "lstm-verify report", extra="report")
+
+
 def build(st: Settings, progress=True) -> dict:
+    require_extras()
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -219,7 +228,7 @@ def exact_results(st: Settings, bar) -> dict:
 
 def before_after(st: Settings, bar) -> dict:
     """Gradient flow at initialisation and after training on the adding problem at trained_T."""
-    import torch
+    torch = require("torch", "lstm-verify report", extra="report")
 
     from .tasks import adding, train
 
@@ -251,8 +260,7 @@ def before_after(st: Settings, bar) -> dict:
 
 
 def _figures(data) -> dict:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "lstm-verify report", extra="report")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -734,7 +742,9 @@ def recover(out) -> list:
 def prepare(out, force: bool = False) -> Target:
     """Check the output path before any computation; raise :class:`OutputError` with the
     reason if the report cannot go there. Creates missing parent folders and recovers what an
-    interrupted run left (:func:`recover`)."""
+    interrupted run left (:func:`recover`). Without the report's extra (torch, matplotlib) a
+    MissingExtraError, before the path is touched."""
+    require_extras()
     p = _normalise(out)
     parent = p.parent
     try:

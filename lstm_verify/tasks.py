@@ -73,7 +73,9 @@ def train(cell, task: str, T: int, seed: int = 0, init: str = "torch_default", h
           max_steps: int = 2000, eval_every: int = 100, batch: int = 64, lr: float = 1e-2,
           return_model: bool = False):  # fmt: skip
     """Train one cell on one task at lag T; a Result (and the model if asked)."""
-    import torch
+    from .extras import require
+
+    torch = require("torch", "training a cell (lstm_verify.tasks.train)")
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
