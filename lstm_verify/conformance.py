@@ -20,6 +20,7 @@ check``. Tolerances scale with a condition estimate (:func:`compare.sensitivity`
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -203,11 +204,9 @@ class Runner:
 
 
 def _is_module(obj) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(obj, torch.nn.Module)
+    # a torch module exists only once torch is imported: never import it just to ask
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def _find_layout(cell, module):

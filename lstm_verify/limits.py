@@ -22,6 +22,7 @@ import dataclasses
 import functools
 import math
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -153,11 +154,9 @@ class Limiter:
 
 
 def _is_module(obj) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(obj, torch.nn.Module)
+    # a torch module exists only once torch is imported: never import it just to ask
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 def limit_subject(subj, seconds: float | None, on_call=None):

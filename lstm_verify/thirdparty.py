@@ -37,9 +37,9 @@ def _lstm_runner(module, xs, state):
 
 
 def _torch():
-    import torch
+    from .extras import require
 
-    return torch
+    return require("torch", "comparing with torch.nn cells")
 
 
 TARGETS: dict[str, Target] = {
@@ -73,7 +73,7 @@ def compare_with_target(cell, layout_name="torch", sizes=None, T=100, batch=3, d
     maps its tensors to spec parameters. Gradients: ours from the generated backward, theirs
     from torch autograd through the third-party module.
     """
-    import torch
+    torch = _torch()
 
     from .layout import from_target, get_layout
 
