@@ -73,6 +73,24 @@ class Identification:
         return head
 
 
+def describe(cell) -> str:
+    """```lstm` (LSTM with forget gate)``; a cell with ``same_as`` says which cell it equals."""
+    same = cell.spec.same_as
+    return f"`{cell.name}` ({cell.spec.title}" + (f"; the same equations as `{same}`)" if same else ")")
+
+
+def _canonical_first(matches: list) -> list:
+    """Matches in the order of their kind; among them a cell whose spec says it is the same as
+    another matching cell (``same_as = "lstm"``) comes after that cell."""
+    order = {"claimed": 0, "catalog": 1, "gate order": 2, "state order": 3, "equation": 4, "schedule": 5}
+    names = {m.cell.name for m in matches if m.kind in ("claimed", "catalog")}
+
+    def key(m):
+        return order.get(m.kind, 9), m.kind in ("claimed", "catalog") and m.cell.spec.same_as in names
+
+    return sorted(matches, key=key)
+
+
 @lru_cache(maxsize=None)
 def _title(name):
     from .cell import load
@@ -205,9 +223,9 @@ def candidates(cell, runner_layout=None, kind="module", catalog=True):
             if kind == "module":
                 for lay in other.spec.layouts:
                     if runner_layout is not None and _same_tensors(lay, runner_layout, cell, other):
-                        out.append(Candidate(other, f"`{n}` ({other.spec.title})", lay))
+                        out.append(Candidate(other, describe(other), lay))
             elif set(other.ir.param_names) == set(cell.ir.param_names):
-                out.append(Candidate(other, f"`{n}` ({other.spec.title})"))
+                out.append(Candidate(other, describe(other)))
     for rename, desc in gate_permutations(cell):
         out.append(Candidate(cell, desc, runner_layout, rename=rename, kind="gate order"))
     states = [s for s, _ in cell.ir.states]
@@ -305,7 +323,7 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
                 raise
             continue
         layout_ = runner.layout
-        own = Candidate(base, f"`{base.name}` ({base.spec.title})", layout_, kind="claimed")
+        own = Candidate(base, describe(base), layout_, kind="claimed")
         d = matches(subj, own)
         result.tried += 1
         if claimed is not None:
@@ -325,6 +343,5 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
             result.tried += 1
             if matches(subj, cand) is None:
                 result.matches.append(cand)
-    order = {"claimed": 0, "catalog": 1, "gate order": 2, "state order": 3, "equation": 4, "schedule": 5}
-    result.matches.sort(key=lambda c: order.get(c.kind, 9))
+    result.matches = _canonical_first(result.matches)
     return result

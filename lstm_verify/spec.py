@@ -43,7 +43,7 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _EQUATION = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*'?)\s*=(?!=)")
 _KEYS = {
     "name", "title", "cite", "notes", "input", "inputs", "state", "output", "diagonal",
-    "sizes", "buffers", "step", "masks", "equations", "layouts",
+    "sizes", "buffers", "step", "masks", "equations", "layouts", "same_as",
 }  # fmt: skip
 
 
@@ -120,6 +120,7 @@ class CellSpec:
     layouts: tuple[Layout, ...]
     sha256: str = field(repr=False)
     data: dict = field(default_factory=dict, repr=False, compare=False)  # the parsed TOML
+    same_as: str | None = None  # a catalog cell with the same equations, to be named first
 
     def dim(self, name: str) -> str:
         return dict(self.dims)[name]
@@ -176,6 +177,7 @@ def parse_spec(text: str, path: str = "<spec>") -> CellSpec:
 def variant(spec: CellSpec, name: str, title: str, equations: list[str]) -> CellSpec:
     """The same cell with other equations (a convention variant), parsed like any spec text."""
     data = copy.deepcopy(spec.data) | {"name": name, "title": title, "equations": list(equations)}
+    data.pop("same_as", None)  # other equations: no longer the same as anything
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     return _Parser(data, spec.path).run(digest)
 
@@ -282,7 +284,19 @@ class _Parser:
             layouts=self.layouts(),
             sha256=sha,
             data=self.data,
+            same_as=self.same_as(name),
         )
+
+    def same_as(self, name):
+        value = self.data.get("same_as")
+        if value is None:
+            return None
+        from .cell import catalog
+
+        known = [c for c in catalog() if c != name]
+        if not isinstance(value, str) or value not in known:
+            self.fail(f"'same_as' must name another catalog cell ({', '.join(known)}), got {str(value)[:80]!r}")
+        return value
 
     def buffers(self):
         table = self.data.get("buffers", {})

@@ -2,7 +2,7 @@
  * greff_np: Greff NP: no peepholes
  *
  * Exported by lstm-verify 0.1.0 (target c) from spec greff_np.toml,
- * sha256 9d5127f7790e4bdc633dbb513804af81d190ac8764ccbce2c228298ddcb60a3f.
+ * sha256 b190d5b5f347cd4942e150d3b80740c2be5b7fa321474c5de26b4cb58f921ca3.
  * Regenerate: lstm-verify export greff_np --target c -o greff_np_c.c
  *
  * Sources: Greff, Srivastava, Koutnik, Steunebrink & Schmidhuber 2015, LSTM: A Search Space Odyssey

@@ -2,7 +2,7 @@
     'greff_np: Greff NP: no peepholes\n'
     '\n'
     'Exported by lstm-verify 0.1.0 (target numpy) from spec greff_np.toml,\n'
-    'sha256 9d5127f7790e4bdc633dbb513804af81d190ac8764ccbce2c228298ddcb60a3f.\n'
+    'sha256 b190d5b5f347cd4942e150d3b80740c2be5b7fa321474c5de26b4cb58f921ca3.\n'
     'Regenerate: lstm-verify export greff_np --target numpy -o greff_np_numpy.py\n'
     '\n'
     'Sources: Greff, Srivastava, Koutnik, Steunebrink & Schmidhuber 2015, LSTM: A Search Space Odyssey\n'
