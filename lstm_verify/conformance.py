@@ -8,9 +8,14 @@ A *subject* is the user's code plus how the spec's parameters reach it:
   step counter), with the state a tuple in the layout's order (a lone tensor for one state). A
   *layout* (the spec's own table, e.g. ``"torch"``, or a dict ``{tensor: [spec parameters]}``
   with optional ``transpose`` and ``state``) says which spec parameters its tensors stack.
-* a **function** factory returning ``fn(params, x, state) -> new state tuple`` (``t`` too for
-  step cells) that receives the spec's named parameters; ``backend`` says whether it takes NumPy
-  arrays or torch tensors.
+* a **function** ``fn(params, x, state) -> new state`` (``t`` too for step cells) that
+  receives the spec's named parameters, given either itself or as a factory returning it
+  (called with the sizes as above); ``backend`` says whether it takes NumPy arrays or torch
+  tensors. :func:`subject` tells the two apart by the signature (see there).
+
+The new state may be returned as a tuple (or list) in the layout's state order, as a lone array
+for a cell with one state, or as a dict keyed by the spec's state names; anything else stops the
+check at once with a :class:`ReturnValueError` naming what was returned and what is expected.
 
 Every property runs under Hypothesis with the strategies of :mod:`lstm_verify.strategies`, so a
 failure is shrunk to a small example before it is reported; the reference is the generated
@@ -20,8 +25,10 @@ check``. Tolerances scale with a condition estimate (:func:`compare.sensitivity`
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -49,15 +56,72 @@ class Subject:
     label: str = ""
 
 
-def subject(impl, layout=None, state=None, backend=None, label=None) -> Subject:
-    """Wrap a factory (or an existing Subject) with how parameters and state reach it."""
+KINDS = ("factory", "function")
+
+
+class ReturnValueError(ShapeError):
+    """The implementation returned something that is not a new state (a ``dict`` with other
+    keys, ``None``, a tuple of the wrong length, a non-array): the check stops at once, as for
+    a factory that does not fit, instead of reporting wrong values."""
+
+
+class _FunctionFactory:
+    """A function subject given as the function itself: a factory that ignores the sizes."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, **sizes):
+        return self.fn
+
+    def __repr__(self):
+        return f"<the function {getattr(self.fn, '__qualname__', self.fn)!r} itself>"
+
+
+def is_function(impl) -> bool:
+    """True if ``impl`` is ``fn(params, x, state)`` itself rather than a factory.
+
+    Decided from the signature alone, never by calling it: a callable that accepts three
+    positional arguments and has no parameter named ``*_size`` is the function; a class, a
+    callable taking the sizes (``input_size=``, ``hidden_size=``, ``**sizes``) and a callable
+    whose signature cannot be read are factories."""
+    if isinstance(impl, type):
+        return False
+    try:
+        sig = inspect.signature(impl)
+    except (TypeError, ValueError):
+        return False
+    if any(name.endswith("_size") for name in sig.parameters):
+        return False
+    try:
+        sig.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
+
+
+def subject(impl, layout=None, state=None, backend=None, label=None, kind=None) -> Subject:
+    """Wrap an implementation (or return an existing Subject) with how parameters and state
+    reach it.
+
+    ``impl`` is a factory (a ``torch.nn.Module`` class, or a function called with
+    ``input_size=``, ``hidden_size=``, ... that returns a module or ``fn(params, x, state)``),
+    or such a function ``fn`` itself. ``kind`` (``"factory"`` or ``"function"``) says which;
+    by default :func:`is_function` reads it from the signature: three positional parameters
+    and none named ``*_size`` make a function, anything else a factory. Pass ``kind`` for a
+    callable whose signature says both (``def f(*args, **kwargs)`` is taken as a function)."""
     if isinstance(impl, Subject):
         return impl
     if not callable(impl):
-        raise TypeError(f"an implementation must be a factory (a class or function), got {impl!r}")
+        raise TypeError(f"an implementation must be a factory (a class or function) or a function "
+                        f"fn(params, x, state), got {impl!r}")  # fmt: skip
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     name = label or f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__qualname__', repr(impl))}"
+    if kind == "function" or (kind is None and is_function(impl)):
+        impl = _FunctionFactory(impl)
     return Subject(impl, layout, tuple(state) if state else None, backend, name)
 
 
@@ -194,13 +258,60 @@ class Runner:
                 new = self.module(*args)
             else:
                 new = self.obj(self.params, *args)
-            new = tuple(new) if isinstance(new, (tuple, list)) else (new,)
-            if len(new) != len(self.order):
-                raise VerificationError(f"{self.subject.label} returned {len(new)} state values; "
-                                        f"{self.cell.name} has {len(self.order)} ({', '.join(self.order)})")  # fmt: skip
+            new = self._new_state(new)
             cur = new
             out.append(dict(zip(self.order, new)))
         return out, xs, s0
+
+
+    def _new_state(self, value) -> tuple:
+        """The returned new state as a tuple in ``self.order``; a ReturnValueError if it is not one."""
+        order = self.order
+        if isinstance(value, Mapping):
+            keys = list(value)
+            if sorted(map(str, keys)) != sorted(order):
+                self._bad_return(value)
+            values = tuple(value[s] for s in order)
+        elif isinstance(value, (tuple, list)):
+            values = tuple(value)
+        else:
+            values = (value,)
+        if len(values) != len(order) or not all(_is_array(v) for v in values):
+            self._bad_return(value)
+        return values
+
+    def _bad_return(self, value):
+        order = self.order
+        if len(order) == 1:
+            expected = f"the new {order[0]}: an array, a 1-tuple ({order[0]},) or a dict {{'{order[0]}': ...}}"
+        else:
+            expected = (f"the new state: a tuple ({', '.join(order)}) of arrays or a dict keyed by "
+                        f"{', '.join(order)}")  # fmt: skip
+        raise ReturnValueError(f"{self.subject.label} returned {_describe(value)}; {self.cell.name} "
+                               f"expects {expected}")  # fmt: skip
+
+
+def _is_array(v) -> bool:
+    """An array of any backend (NumPy, torch, JAX...): something with a shape, not a container."""
+    return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, (Mapping, str, bytes))
+
+
+def _describe(value, depth=0) -> str:
+    """What a return value is, briefly: ``a dict with keys ['hidden', 'cell']``, ``None``..."""
+    if value is None:
+        return "None"
+    if _is_array(value):
+        return f"{type(value).__name__} of shape {tuple(value.shape)}"
+    if isinstance(value, Mapping):
+        keys = list(value)
+        return f"a dict with keys {keys[:6]!r}" + (" ..." if len(keys) > 6 else "")
+    if isinstance(value, (tuple, list)) and depth == 0:
+        items = ", ".join(_describe(v, 1) for v in value[:4]) + (", ..." if len(value) > 4 else "")
+        return f"a {type(value).__name__} of {len(value)} ({items})"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)}"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 30 else text[:27] + '...'}"
 
 
 def _is_module(obj) -> bool:
@@ -219,8 +330,12 @@ def _find_layout(cell, module):
     for lay in cell.spec.layouts:
         if {t for t, _ in lay.tensors} == names:
             return lay
-    raise ShapeError(f"no layout given, and {cell.name} has no layout for {target}; pass layout= "
+    err = ShapeError(f"no layout given, and {cell.name} has no layout for {target}; pass layout= "
                      f"(a dict {{tensor: [spec parameters]}}) for {sorted(names)}")  # fmt: skip
+    # the command line's wording: the option is a flag there (printed by lstm_verify.cli)
+    err.cli_message = (f"no layout given, and {cell.name} has no layout for {target}; pass --layout "
+                       f"FILE (.toml or .json: tensors = {{tensor = [spec parameters]}}) for {sorted(names)}")  # fmt: skip
+    raise err
 
 
 def _np64(a):
@@ -286,7 +401,7 @@ def _theirs(cell, case, fn, *args):
     implementation's failure (a VerificationError naming it), never the tool's."""
     try:
         return fn(*args)
-    except VerificationError:
+    except (VerificationError, ReturnValueError):
         raise
     except Exception as exc:  # whatever the user's code raises is its failure
         raise VerificationError(f"{cell.name}: the implementation raised {type(exc).__name__}: {exc}\n"
@@ -556,6 +671,8 @@ def run_property(cell, check, strategy, settings_, seed=None):
             raise
         except _Stop:
             raise
+        except ReturnValueError as exc:  # not a state at all: the interface, not the values
+            raise _Stop(exc) from None
         except Exception as exc:  # noqa: BLE001 - the implementation's side raises VerificationError
             raise _fault(f"{cell.name}: computing the reference failed: {type(exc).__name__}: {exc}\n"
                          f"on {case.describe()}", exc) from None  # fmt: skip
