@@ -135,9 +135,10 @@ class Cell:
 
     # ------------------------------------------------------------------ exact derivatives
 
-    def jacobian(self, of: str, wrt: str):
-        """Closed form of d(of)/d(wrt) for one step, e.g. ``jacobian("c'", "c")``."""
-        return derive.jacobian(self.ir, of, wrt)
+    def jacobian(self, of: str, wrt: str) -> "derive.Jacobian":
+        """Closed form of d(of)/d(wrt) for one step: ``print(cell.jacobian("c'", "c"))`` shows
+        ``diag(f)``; ``.latex()``, ``.sympy()`` and ``.terms`` give the other forms."""
+        return derive.closed_form(self.ir, of, wrt)
 
     def jacobian_blocks(self):
         return derive.jacobian_blocks(self.ir)

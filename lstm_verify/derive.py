@@ -79,6 +79,72 @@ class Term:
         return r" ".join(parts) if parts else "I"
 
 
+class _diag(sympy.Function):  # noqa: N801 - printed as the math is written
+    """diag(v) as a factor of a matrix product: does not commute with the weights."""
+
+    is_commutative = False
+
+    @classmethod
+    def eval(cls, arg):
+        return None
+
+    def _sympystr(self, printer):
+        return f"diag({printer.doprint(self.args[0])})"
+
+
+@dataclass(frozen=True)
+class Jacobian:
+    """The exact one-step block d(of)/d(wrt) in closed form: a sum of path products ``terms``.
+
+    ``str()`` is the plain form (``diag(f)``), :meth:`latex` the LaTeX one, :meth:`sympy` a
+    SymPy expression in which weights are non-commuting symbols and ``diag`` does not commute;
+    iterating and indexing give the terms."""
+
+    of: str
+    wrt: str
+    terms: tuple[Term, ...]
+
+    def __str__(self) -> str:
+        return block_text(self.terms)
+
+    def __repr__(self) -> str:
+        return f"<Jacobian d{self.of}/d{self.wrt} = {self}>"
+
+    def __iter__(self):
+        return iter(self.terms)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def __getitem__(self, k):
+        return self.terms[k]
+
+    @property
+    def is_zero(self) -> bool:
+        return not self.terms
+
+    def latex(self) -> str:
+        return block_latex(self.terms)
+
+    def sympy(self) -> sympy.Expr:
+        total = sympy.Integer(0)
+        for t in self.terms:
+            factors = []
+            for k, d in enumerate(t.diags):
+                if d != 1:
+                    factors.append(_diag(_rename(d)))
+                if k < len(t.weights):
+                    factors.append(sympy.Symbol(t.weights[k], commutative=False))
+            total += sympy.Mul(*factors) if factors else sympy.Symbol("I", commutative=False)
+        return total
+
+
+def closed_form(ir: CellIR, of: str, wrt: str) -> Jacobian:
+    """:func:`jacobian` as a :class:`Jacobian` that prints as its closed form."""
+    terms = jacobian(ir, of, wrt)
+    return Jacobian(display(of[:-1] + NEW if of.endswith("'") else of), wrt, terms)
+
+
 def jacobian(ir: CellIR, of: str, wrt: str) -> tuple[Term, ...]:
     """Closed form of d(of)/d(wrt) within one step, as a sum of path products.
 

@@ -8,6 +8,9 @@ Jacobians d(state')/d(state) (rows from the generated backward, one step at a ti
 rows in one batch) and the singular values of their products over the last k steps.
 :func:`saturation` gives per-gate statistics. Everything runs in float64: gradients of
 vanishing cells reach 1e-40 and below.
+
+Every function takes ``inputs`` as a (T, B, n) array (or a dict for several inputs) and
+``state`` as a dict, defaulting to zeros; parameters, inputs and state are converted to NumPy.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .cell import Cell
+from .cell import Cell, prepare
+
+
+def _arguments(cell: Cell, params, inputs, state):
+    """(params, inputs dict, state dict) as NumPy arrays, the state defaulting to zeros."""
+    return prepare(cell.ir, "numpy", params, inputs, state)
 
 
 @dataclass
@@ -80,6 +88,7 @@ def flow(cell: Cell, params, inputs, state=None, threshold=1e-3, seed=0, init="g
     """Gradient norms of L = <w, output_T> with respect to every state and input at T - k."""
     impl = cell.numpy()
     ir = cell.ir
+    params, inputs, state = _arguments(cell, params, inputs, state)
     run = impl.forward(params, inputs, state, save=True)
     rng = np.random.default_rng(seed + 7)
     out = np.asarray(run.outputs)
@@ -104,9 +113,10 @@ def flow(cell: Cell, params, inputs, state=None, threshold=1e-3, seed=0, init="g
                 fit_decay(total), horizon(total, threshold), threshold)  # fmt: skip
 
 
-def step_jacobians(cell: Cell, params, inputs, state, row=0):
+def step_jacobians(cell: Cell, params, inputs, state=None, row=0):
     """d(state_{t+1})/d(state_t) for one batch row at every step, (T, n, n) with the states
     concatenated in spec order; each row from the generated backward (all rows as one batch)."""
+    params, inputs, state = _arguments(cell, params, inputs, state)
     impl = cell.numpy()
     ir = cell.ir
     names = [s for s, _ in ir.states]
@@ -136,7 +146,7 @@ class Spectra:
     accumulated: dict = field(default_factory=dict)  # lag -> singular values of J_{T-1}...J_{T-k}
 
 
-def spectra(cell: Cell, params, inputs, state, lags=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)) -> Spectra:
+def spectra(cell: Cell, params, inputs, state=None, lags=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)) -> Spectra:
     J = step_jacobians(cell, params, inputs, state)
     T = J.shape[0]
     top = [float(np.linalg.svd(j, compute_uv=False)[0]) for j in J]
@@ -149,7 +159,7 @@ def spectra(cell: Cell, params, inputs, state, lags=(1, 2, 5, 10, 20, 50, 100, 2
     return Spectra(cell.name, top, sorted(wanted), acc)
 
 
-def saturation(cell: Cell, params, inputs, state, low=0.05, high=0.95) -> dict:
+def saturation(cell: Cell, params, inputs, state=None, low=0.05, high=0.95) -> dict:
     """Per gate (sigmoid or hard_sigmoid node) the fraction of unit-steps below ``low``, above
     ``high``, and the mean; per tanh of an affine map the fraction with |value| > ``high``."""
     from .regimes import applications
@@ -168,9 +178,10 @@ def saturation(cell: Cell, params, inputs, state, low=0.05, high=0.95) -> dict:
     return out
 
 
-def node_values(cell: Cell, params, inputs, state) -> dict:
+def node_values(cell: Cell, params, inputs, state=None) -> dict:
     """Every node's value at every step, (T, B, n), from a float64 walk of the IR (SymPy's NumPy
     printer; the generated code saves only what its backward needs)."""
+    params, inputs, state = _arguments(cell, params, inputs, state)
     from .functions import FUNCTIONS
     from .hygiene import lambdify
     from .ir import Affine

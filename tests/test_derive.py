@@ -79,7 +79,20 @@ def test_lstm_cell_carousel_is_diag_f():
     (t,) = terms
     assert t.weights == () and t.diags == (S("f"),)
     assert block_text(terms) == "diag(f)"
-    assert jacobian(cell.ir, "c_", "c") == terms  # c' and c_ name the same node
+    assert jacobian(cell.ir, "c_", "c") == terms.terms  # c' and c_ name the same node
+
+
+def test_jacobian_object_prints_its_closed_form():
+    cell = lv.load("lstm")
+    j = cell.jacobian("c'", "c")
+    assert str(j) == "diag(f)" and "dc'/dc = diag(f)" in repr(j)
+    assert j.latex() == r"\operatorname{diag}\left(f\right)"
+    assert str(j.sympy()) == "diag(f)"
+    hh = cell.jacobian("h'", "h")
+    assert len(hh) == 4 and not hh.is_zero
+    expr = hh.sympy()  # weights do not commute: diag(...) stays left of its weight
+    assert all(str(term).endswith(("W_f_h", "W_g_h", "W_i_h", "W_o_h")) for term in expr.args)
+    assert str(lv.load("rnn_tanh").jacobian("h'", "h")) == "diag(1 - h'**2) · W_h_h"
 
 
 def test_lstm_other_blocks_match_hand_derivation():
