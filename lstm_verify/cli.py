@@ -11,6 +11,7 @@ import time
 from .errors import LstmVerifyError
 
 MAX_EXAMPLES = 100_000  # --examples above this would run for days; more is a mistake
+DEFAULT_EXAMPLES = 100
 DEFAULT_TIMEOUT = 60.0  # seconds per call of an implementation (as lstm_verify.limits)
 
 
@@ -51,9 +52,9 @@ def main(argv=None) -> int:
     ident.add_argument("cells", nargs="*", help="only consider these cells (default: the catalog)")
     for p in (check, ident):
         p.add_argument("--impl", metavar="MODULE:FACTORY", required=p is ident,
-                       help="your implementation: a factory called with input_size=, hidden_size= "
-                       "(a torch.nn.Module class, or a function returning fn(params, x, state)), "
-                       "or a lstm_verify Subject")  # fmt: skip
+                       help="your implementation: a function fn(params, x, state) of the spec's "
+                       "named parameters, or a factory called with input_size=, hidden_size= (a "
+                       "torch.nn.Module class, or a function returning fn), or a lstm_verify Subject")  # fmt: skip
         p.add_argument("--layout", help="a layout name of the spec (e.g. torch), or a .toml/.json "
                        "file: {tensors = {name = [spec parameters]}, transpose = [...], state = [...]}")  # fmt: skip
         p.add_argument("--state", help="state order of your calls, comma-separated (e.g. c,h): exactly "
@@ -67,9 +68,13 @@ def main(argv=None) -> int:
         p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                        help="count calls of your implementation on stderr (default: when stderr is a "
                        "terminal)")  # fmt: skip
-    check.add_argument("--examples", type=_examples, default=100,
-                       help=f"Hypothesis examples of the main property, 1 to {MAX_EXAMPLES} (default 100)")  # fmt: skip
-    check.add_argument("--seed", type=int, help="Hypothesis seed, for a reproducible run")
+    check.add_argument("--examples", type=_examples,
+                       help=f"with --impl: Hypothesis examples of the main property, 1 to {MAX_EXAMPLES} "
+                       f"(default {DEFAULT_EXAMPLES})")  # fmt: skip
+    check.add_argument("--seed", type=int, help="with --impl: Hypothesis seed, for a reproducible run")
+    check.add_argument("--wide", "--verbose", action="store_true", dest="wide",
+                       help="without --impl: every measurement (ULPs, both torch.nn differences) in "
+                       "wide rows; the default table fits 100 columns")  # fmt: skip
     report = sub.add_parser("report", help="gradient-flow report: HTML, Markdown, PNG plots and JSON")
     report.add_argument("cells", nargs="*", help="catalog cells (default: all)")
     report.add_argument("-o", "--output", default="report",
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
         return {"list": _list, "show": _show, "check": _check, "identify": _identify,
                 "report": _report, "export": _export}[args.command](args)  # fmt: skip
     except LstmVerifyError as exc:
-        print(f"lstm-verify: error: {exc}", file=sys.stderr)
+        print(f"lstm-verify: error: {_message(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into head and friends
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -109,6 +114,12 @@ def main(argv=None) -> int:
             raise
         print(f"lstm-verify: FAIL: {exc}", file=sys.stderr)
         return 1
+
+
+def _message(exc) -> str:
+    """An error's text as the command line says it: options as flags (``--layout``), where the
+    library's own message names keyword arguments (``layout=``)."""
+    return getattr(exc, "cli_message", None) or str(exc)
 
 
 def _list(args) -> int:
@@ -247,8 +258,9 @@ def _check_impl(args) -> int:
     subj = _subject(args)
     if subj.state is not None:
         _check_states(list(subj.state), cell)
+    examples = DEFAULT_EXAMPLES if args.examples is None else args.examples
     with _Progress(args, f"check {cell.name}") as progress:
-        report = check(cell, _limited(args, subj, progress), examples=args.examples, seed=args.seed)
+        report = check(cell, _limited(args, subj, progress), examples=examples, seed=args.seed)
     print(report.table())
     return 0 if report.passed else 1
 
@@ -290,7 +302,7 @@ def _why_none_tried(subj, cells, shown=6) -> str:
         try:
             Runner(subj, cell, _probe_sizes(cell), np.float64)
         except (LstmVerifyError, KeyError, TypeError, ValueError) as exc:
-            reason = str(exc).removeprefix(f"{subj.label}: ").replace(cell.name, "the cell")
+            reason = _message(exc).removeprefix(f"{subj.label}: ").replace(cell.name, "the cell")
             reasons.setdefault(reason, []).append(cell.name)
         else:  # pragma: no cover - identify would have tried it
             reasons.setdefault("could be built now, but not during identify", []).append(cell.name)
@@ -328,33 +340,32 @@ def _report(args) -> int:
     return 0
 
 
+COLUMNS = ["fwd64", "fwd32", "sat64", "sat32", "bwd/autograd", "bwd/fd"]
+IMPL_ONLY = ("layout", "state", "backend", "examples", "seed")  # flags that need --impl
+
+
 def _check(args) -> int:
-    from .cell import catalog, load
-    from .check import LIMITS, check_cell, not_run_note
+    from .cell import load
+    from .check import check_cell, not_run_note
 
     if args.impl:
+        if args.wide:
+            raise LstmVerifyError("--wide/--verbose applies to the catalog check, not with --impl")
         return _check_impl(args)
-    names = args.cells or catalog()
+    given = [f"--{name}" for name in IMPL_ONLY if getattr(args, name) is not None]
+    if given:
+        raise LstmVerifyError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with "
+                              "--impl (checking your implementation)")  # fmt: skip
+    cells = [load(name) for name in _catalog_names(args.cells)]  # every name checked before any output
     start = time.perf_counter()
     rows = []
-    columns = ["fwd64", "fwd32", "sat64", "sat32", "bwd/autograd", "bwd/fd"]
-    print(
-        "Oracles: fwd = generated NumPy and torch vs mpmath (60 digits), normwise error and max ULPs,\n"
-        "4 steps; sat = uniform weights so |pre-activation| reaches the shown bound; bwd = generated\n"
-        "backward over 50 steps vs torch autograd and vs float64 finite differences (+ gradcheck);\n"
-        "torch.nn = max difference from the real torch cell given the same weights via the layout,\n"
-        f"100 steps, float64/float32. Limits: {LIMITS}\n"
-    )
-    header = f"{'cell':17s} " + " ".join(f"{c:>22s}" for c in columns) + f" {'torch.nn':>34s} {'time':>6s}  result"
-    print(header)
-    for name in names:
-        cell = load(name)
+    print(_legend(args.wide))
+    header, row_text = _wide_row if args.wide else _narrow_row
+    print(header())
+    for cell in cells:
         row = check_cell(cell)
         rows.append(row)
-        other = [f"{k.split('.')[-1]} {v[2]}" for k, v in row.results.items() if k not in columns]
-        cells = " ".join(f"{row.results[c][2]:>22s}" for c in columns)
-        print(f"{row.cell:17s} {cells} {'; '.join(other) or '-':>34s} {row.seconds:5.1f}s  "
-              f"{'ok' if row.passed else 'FAIL'}", flush=True)  # fmt: skip
+        print(row_text(row), flush=True)
     failed = [r.cell for r in rows if not r.passed]
     total = time.perf_counter() - start
     note = not_run_note(rows)
@@ -363,6 +374,104 @@ def _check(args) -> int:
     print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed in {total:.1f}s"
           + (f": {', '.join(failed)}" if failed else ""))  # fmt: skip
     return 1 if failed else 0
+
+
+def _catalog_names(names):
+    from .cell import catalog
+
+    return names or catalog()
+
+
+def limits_sentence() -> str:
+    """The check's pass limits (lstm_verify.check.LIMITS) as a sentence."""
+    from .check import LIMITS
+
+    third = LIMITS["thirdparty"]
+    return (f"A row passes when the forward is within {LIMITS['fwd64']:g} (float64) and "
+            f"{LIMITS['fwd32']:g} (float32) of mpmath, normwise; the backward within "
+            f"{LIMITS['bwd_autograd']:g} of autograd and {LIMITS['bwd_fd']:g} of finite differences, "
+            f"relative; and a torch.nn cell within {third['float64']:g} (float64) and "
+            f"{third['float32']:g} (float32) where the spec says it is the same function.")
+
+
+def _wrap(text, width=100, indent=""):
+    import textwrap
+
+    return textwrap.fill(text, width=width, subsequent_indent=indent)
+
+
+def _legend(wide) -> str:
+    lines = [
+        "fwd64, fwd32  generated NumPy and torch forward vs mpmath (60 digits), 4 steps: normwise error",
+        "              max |error| / max |reference|, the worse of the two",
+        "sat64, sat32  the same with uniform weights scaled so |pre-activation| reaches max|z|",
+        f"{'bwd/autograd' if wide else 'bwd/ag':14s}generated backward, 50 steps, float64, vs torch autograd: "
+        "relative error",
+        "bwd/fd        the same vs float64 finite differences (and torch.autograd.gradcheck)",
+        "torch.nn      the real torch cell, same weights via the layout, 100 steps: equal or differs"
+        + (",\n              with the max difference in float64/float32" if wide else ""),
+    ]
+    if wide:
+        lines.append(_wrap("ulp: the worst element's error in units in the last place of that element. "
+                           "Elements near zero have tiny units, so a count in the thousands next to a "
+                           "normwise error of 1e-16 is rounding, not a fault; rows pass or fail on the "
+                           "normwise error.", indent="     "))  # fmt: skip
+    return "\n".join(lines) + "\n" + _wrap(limits_sentence()) + "\n"
+
+
+def _zmax(row) -> str:
+    """The saturated columns' max |z| (check_cell writes it into their text as |z|<=N)."""
+    import re
+
+    found = [m.group(1) for c in ("sat64", "sat32") for m in [re.search(r"\|z\|<=(\S+)", row.results[c][2])] if m]
+    return found[0] if found else "-"
+
+
+def _torch_nn(row, wide) -> str:
+    """The torch.nn comparisons: ``LSTMCell equal``; wide adds both differences."""
+    out = []
+    for key, (value, ok, text) in row.results.items():
+        if key in COLUMNS:
+            continue
+        if value is None:  # not run: the note under the table says what brings it
+            out.append(text if wide else f"{key.split('.')[-1]} -")
+            continue
+        verdict, _, rest = text.partition(" ")
+        diffs, _, expected = rest.partition(" ")
+        name = key.split(".")[-1]
+        out.append(f"{name} {verdict}" + (f" {diffs}" if wide else "") + (f" {expected}" if expected and wide else ""))
+    return "; ".join(out) or "-"
+
+
+def _narrow_header() -> str:
+    return (f"{'cell':16s} {'fwd64':>5s} {'fwd32':>5s} {'sat64':>5s} {'sat32':>5s} {'max|z|':>6s} "
+            f"{'bwd/ag':>8s} {'bwd/fd':>7s}  {'torch.nn':18s} {'time':>5s} result")  # fmt: skip
+
+
+def _narrow(row) -> str:
+    r = row.results
+    fwd = " ".join(f"{r[c][0].normwise:5.0e}" for c in ("fwd64", "fwd32", "sat64", "sat32"))
+    autograd = f"{'-':>8s}" if r["bwd/autograd"][0] is None else f"{r['bwd/autograd'][0]:8.1e}"  # not run
+    line = (f"{row.cell:16s} {fwd} {_zmax(row):>6s} {autograd} {r['bwd/fd'][0]:7.1e}  "
+            f"{_torch_nn(row, False):18s} {row.seconds:4.1f}s {'ok' if row.passed else 'FAIL'}")  # fmt: skip
+    failed = [f"{c} {text}" for c, (_, ok, text) in r.items() if not ok]
+    if failed:  # what failed, in full, on a line of its own
+        line += "\n" + _wrap(f"  {row.cell} fails: " + "; ".join(failed), indent="    ")
+    return line
+
+
+def _wide_header() -> str:
+    return f"{'cell':17s} " + " ".join(f"{c:>22s}" for c in COLUMNS) + f" {'torch.nn':>34s} {'time':>6s}  result"
+
+
+def _wide(row) -> str:
+    cells = " ".join(f"{row.results[c][2]:>22s}" for c in COLUMNS)
+    return (f"{row.cell:17s} {cells} {_torch_nn(row, True):>34s} {row.seconds:5.1f}s  "
+            f"{'ok' if row.passed else 'FAIL'}")  # fmt: skip
+
+
+_narrow_row = (_narrow_header, _narrow)
+_wide_row = (_wide_header, _wide)
 
 
 if __name__ == "__main__":

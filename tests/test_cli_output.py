@@ -44,3 +44,84 @@ def test_cli_identify_names_the_canonical_cell_first(capsys):
     out = capsys.readouterr().out
     assert out.index("`lstm`") < out.index("`greff_np`"), out
     assert "matches `lstm` (LSTM with forget gate)" in out
+
+
+# --------------------------------------------------------------------------- check tables
+
+
+@pytest.fixture(scope="module")
+def claimed_gru(tmp_path_factory):
+    """A GRU ported with the reset gate before the matmul, claiming to be torch's GRUCell: a
+    failing row."""
+    text = (SPEC_DIR / "gru_cho.toml").read_text().replace("equivalent = false\n", "")
+    path = tmp_path_factory.mktemp("specs") / "claimed_gru.toml"
+    path.write_text(text.replace('name = "gru_cho"', 'name = "claimed_gru"'))
+    return str(path)
+
+
+def test_check_table_fits_100_columns_and_says_its_limits(claimed_gru, capsys):
+    assert main(["check", "lstm", claimed_gru]) == 1
+    out = capsys.readouterr().out
+    width = max(map(len, out.splitlines()))
+    assert width <= 100, out
+    assert "{" not in out and "'fwd64'" not in out  # limits as a sentence, not a dict
+    assert "A row passes when the forward is within 1e-13 (float64) and 2e-05 (float32) of mpmath" in out
+    assert "ulp" not in out  # the ULP count only with --wide, where it is explained
+    assert "LSTMCell equal" in out and "GRUCell differs" in out
+    assert "claimed_gru fails: torch.nn.GRUCell differs" in out and "(expected equal)" in out
+    assert "1 passed, 1 failed" in out
+
+
+def test_check_wide_shows_ulps_and_explains_them(capsys):
+    assert main(["check", "--verbose", "rnn_tanh"]) == 0
+    out = capsys.readouterr().out
+    assert "ulp" in out.split("\ncell ")[1]  # in the rows
+    assert "ulp: the worst element's error in units in the last place" in out
+    assert "rows pass or fail on the normwise error" in out
+    assert "RNNCell equal " in out and "/" in out.split("RNNCell equal ")[1].split()[0]  # both differences
+    assert main(["check", "--wide", "rnn_tanh"]) == 0
+    assert "ulp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["check", "lstmm"], "no catalog cell named 'lstmm'"),
+    (["check", "lstm", "rnn_tanh", "lstmm"], "no catalog cell named 'lstmm'"),
+    (["check", "lstm", "--examples", "5"], "--examples applies only with --impl"),
+    (["check", "lstm", "--layout", "torch", "--seed", "1"], "--layout, --seed apply only with --impl"),
+    (["check", "lstm", "--impl", "torch.nn:LSTMCell", "--wide"], "--wide/--verbose applies to the catalog check"),
+])  # fmt: skip
+def test_check_errors_come_before_any_output(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no legend, no table header
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+
+
+def test_no_layout_error_names_the_flag_on_the_command_line(capsys):
+    import torch
+
+    from lstm_verify.conformance import check
+    from lstm_verify.errors import ShapeError
+
+    assert main(["check", "lstm", "--impl", "torch.nn:LSTM"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --layout FILE" in err and "layout=" not in err, err
+    assert main(["identify", "--impl", "torch.nn:LSTM", "lstm"]) == 1
+    out = capsys.readouterr().out
+    assert "pass --layout FILE" in out and "layout=" not in out, out
+    with pytest.raises(ShapeError, match="pass layout= "):  # the library speaks of its keyword
+        check("lstm", torch.nn.LSTM)
+
+
+def test_check_table_without_torch_fits_and_says_what_did_not_run(monkeypatch, capsys):
+    from lstm_verify import check as check_module
+
+    run_cell = check_module.check_cell
+    monkeypatch.setattr(check_module, "check_cell", lambda cell, use_torch=None: run_cell(cell, use_torch=False))
+    assert main(["check", "lstm", "clockwork_rnn"]) == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100, out
+    row = next(line for line in out.splitlines() if line.startswith("lstm "))
+    assert row.split()[6] == "-" and "LSTMCell -" in row  # bwd/ag and torch.nn did not run
+    assert "Not run, needs torch (pip install 'lstm-verify[torch]'):" in out

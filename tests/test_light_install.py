@@ -112,7 +112,7 @@ def test_import_load_numpy_forward_backward_and_reference(light):
 
 
 def test_check_runs_the_numpy_paths_and_names_the_torch_extra(light):
-    proc = light("-m", "lstm_verify.cli", "check", "lstm")
+    proc = light("-m", "lstm_verify.cli", "check", "lstm", "--wide")  # --wide: each column's full text
     out = _ok(proc)
     assert "not run (torch)" in out  # the bwd/autograd and torch.nn columns
     assert "no gradcheck" in out

@@ -4,7 +4,6 @@ clear error naming what came back and what is expected."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import lstm_verify as lv
