@@ -31,9 +31,20 @@ from .derive import partials
 from .functions import FUNCTIONS
 from .hygiene import ident, quoted_lines
 from .ir import Affine, CellIR, Pointwise, dependencies
-from .spec import display
+from .spec import _constant_value, display
 
 BACKENDS = ("numpy", "torch")
+
+
+def fold_constants(expr: sympy.Expr) -> sympy.Expr:
+    """Constant parts that are not rational numbers (``E`` from ``exp(1)``, ``exp(2)``,
+    ``tanh(1/2)``) as float literals: the printers have no spelling for them that keeps the
+    caller's dtype (``numpy.exp(2)`` is a float64 scalar, ``math.e`` needs an import)."""
+    if expr.is_Atom:
+        return sympy.Float(float(_constant_value(expr))) if expr.is_NumberSymbol else expr
+    if not expr.free_symbols:
+        return sympy.Float(float(_constant_value(expr)))
+    return expr.func(*(fold_constants(a) for a in expr.args))
 
 
 def _v(name: str) -> str:
@@ -506,7 +517,7 @@ def _cse_block(code: _Code, items: list[tuple[str, sympy.Expr]], printer, prefix
     if not items:
         return written
     symbols = sympy.numbered_symbols(prefix)
-    replacements, reduced = sympy.cse([e for _, e in items], symbols=symbols, order="none")
+    replacements, reduced = sympy.cse([fold_constants(e) for _, e in items], symbols=symbols, order="none")
     pending = [(s.name, e) for s, e in replacements] + [(n, e) for (n, _), e in zip(items, reduced)]
     produced = {n for n, _ in pending}
     available: set[str] = set()
@@ -933,7 +944,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
             if (node, s) in deferred:
                 continue
             if expr.is_Atom:
-                names[(node, s)] = expr
+                names[(node, s)] = fold_constants(expr)
             else:
                 key = f"_p{len(items)}_{node}_{s}"  # numbered: node_s alone could collide
                 items.append((key, expr))

@@ -23,7 +23,7 @@ from sympy.printing.c import C99CodePrinter
 
 from . import __version__, files
 from .cell import Cell, load
-from .codegen import generate
+from .codegen import fold_constants, generate
 from .errors import LstmVerifyError
 from .functions import BY_SYMPY
 from .ir import Affine
@@ -312,7 +312,7 @@ def _used_functions(ir) -> list[str]:
     names = set()
     for node in ir.nodes:
         if not isinstance(node, Affine):
-            for f in node.expr.atoms(sympy.Function):
+            for f in fold_constants(node.expr).atoms(sympy.Function):
                 if type(f) in BY_SYMPY:
                     names.add(BY_SYMPY[type(f)].name)
     return [n for n in _C_HELPERS if n in names]
@@ -415,7 +415,7 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
                     subs[sym] = sympy.Symbol(f"V_{n_}[j]")
                 else:  # diagonal parameter or buffer
                     subs[sym] = sympy.Symbol(f"p->{n_}[j]")
-            lines.append(f"{ind}    {var}[j] = {printer.doprint(node.expr.xreplace(subs))};")
+            lines.append(f"{ind}    {var}[j] = {printer.doprint(fold_constants(node.expr).xreplace(subs))};")
         lines.append(f"{ind}}}")
     for s, d in ir.states:
         lines.append(f"{ind}memcpy(N_{s} + (size_t)b * n->{d}, V_{ir.new(s)}, sizeof({real}) * (size_t)n->{d});")

@@ -702,6 +702,8 @@ def _constant_value(expr) -> mpmath.mpf:
             return mpmath.mpf(expr.p) / expr.q
         if expr.is_Number:
             return mpmath.mpf(str(expr))
+        if expr.is_NumberSymbol:  # exp(1) folds to E
+            return mpmath.mpf(str(sympy.N(expr, 30)))
         args = [_constant_value(a) for a in expr.args]
         try:
             if expr.is_Add:

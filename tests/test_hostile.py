@@ -254,6 +254,19 @@ def test_invalid_equations_are_refused_at_load(equation, message):
     assert info.value.column is not None
 
 
+def test_irrational_constants_are_exact_and_keep_the_dtype(tmp_path):
+    """exp(1) folds to E, which the NumPy printer spelled math.e (never imported; the audit now
+    refuses it) and C as M_E (not in C99); exp(2) printed as numpy.exp(2), a float64 scalar
+    that made float32 outputs float64."""
+    equation = "h' = tanh(lin(x, h))*exp(1) + h*exp(2)/10 + tanh(exp(1))*h/10 + sigmoid(3)*h/10"
+    cell = cell_of(f'name = "consts"\ncite = ["c"]\ninput = "x"\nstate = ["h"]\nequations = [{toml_string(equation)}]\n')
+    exercise(cell, tmp_path)
+    params = {k: v.astype(np.float32) for k, v in cell.init_params(3, 4).items()}
+    xs = np.random.default_rng(0).standard_normal((3, 2, 3)).astype(np.float32)
+    assert cell.numpy().forward(params, xs).outputs.dtype == np.float32
+    assert str(cell.torch().forward(params, xs).outputs.dtype) == "torch.float32"
+
+
 def test_non_ascii_is_welcome_in_comments():
     cell = cell_of(spec_text(eq_comment="σ(x) ⊙ h, «peephole»"))
     assert "σ(x)" in cell.spec.equations[0].text
