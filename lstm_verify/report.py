@@ -16,14 +16,9 @@
 from __future__ import annotations
 
 import base64
-import errno
 import html
 import io
 import json
-import os
-import re
-import secrets
-import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,10 +28,10 @@ import numpy as np
 
 from . import gradflow as gf
 from .cell import catalog, load
-from .errors import LstmVerifyError
 from .extras import require
-from .files import TEMP_MARK, fsync_dir, kind_of, write_file
 from .inits import NAMED
+from .report_folder import Target, install
+from .report_folder import prepare as _prepare_folder
 
 
 @dataclass
@@ -457,7 +452,7 @@ def _tables(data) -> list:
 
 
 def _md_table(title, header, rows):
-    cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+    cell = lambda x: str(x).replace("|", "\\|")
     out = [f"### {title}", "", "| " + " | ".join(cell(x) for x in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(cell(x) for x in r) + " |" for r in rows]
     return "\n".join(out) + "\n"
@@ -498,7 +493,7 @@ def _render(data, command: str) -> dict:
     out = {"report.md": "\n".join(md).encode("utf-8")}
     out.update(figs)
     out["data.json"] = json.dumps(data, indent=1, default=str).encode("utf-8")
-    img = lambda n: f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(figs[n]).decode()}">'  # noqa: E731
+    img = lambda n: f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(figs[n]).decode()}">'
     body = [f"<h1>Gradient flow in recurrent cells</h1><p>{html.escape(header)}</p><p>{html.escape(intro)}</p>"]
     body += [img(n) for n in figs]
     body += [_html_table(*t) for t in tables]
@@ -515,439 +510,11 @@ def _render(data, command: str) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- the output folder
-#
-# A report folder holds a marker file, MARKER, listing the files the tool wrote into it. A
-# folder is *a previous report* when its marker is valid and it holds nothing but those files
-# (or, for reports written before the marker existed, nothing but report file names with a
-# report.md the tool wrote). Only a previous report is ever replaced, and only files the tool
-# wrote are ever removed: folders are emptied file by file and removed with rmdir, never with
-# rmtree.
-#
-# A new report is staged in a sibling folder `.NAME.lstm-verify-new-XXXXXXXX` (its marker is
-# written first, marked incomplete, and rewritten as complete after every file is flushed), then
-# put in place: by an atomic exchange of the two folders where the system has one (Linux
-# renameat2), else by moving the old report aside to `.NAME.lstm-verify-old-XXXXXXXX` and the
-# new one in. A run that dies at any point leaves at PATH the old or the new report, or nothing
-# at PATH and both complete folders beside it: the next run (``prepare``) then puts the newest
-# complete one back at PATH and removes the other leftovers it recognises by their markers. A
-# folder in use by a running writer is locked (flock) and left alone.
-
-MARKER = ".lstm-verify-report"
-MARKER_TMP = MARKER + ".tmp"
-FIGURES = ("gradflow.png", "gradflow_inits.png", "horizon.png", "spectra.png", "forget_bias.png",
-           "learning.png", "before_after.png")  # fmt: skip
-FILES = ("report.md", "report.html", "data.json") + FIGURES
-_MARKER_LIMIT = 1 << 20
-
-
-class OutputError(LstmVerifyError):
-    """The report cannot be written at the requested path without destroying something."""
-
-
-@dataclass
-class Target:
-    """A checked output path: ``mode`` is "new" (nothing there, or an empty folder), "replace"
-    (a previous report) or "into" (``--force``: the report's files written into an existing
-    folder, nothing else touched)."""
-
-    path: Path
-    mode: str
-    force: bool = False
-    notes: list = field(default_factory=list)  # what the recovery of leftovers did
-
-
-def _normalise(out) -> Path:
-    p = Path(os.path.abspath(out))
-    if Path(out).name in ("", ".", "..") or not p.name:
-        p = Path(out).resolve()
-    return p
-
-
-def _in_use(p: Path) -> bool:
-    """``p`` is the current folder or one of its ancestors (renaming it would pull the
-    ground from under the caller, and Linux refuses some of these renames)."""
-    try:
-        cwd = Path.cwd().resolve()
-        rp = p.resolve()
-    except OSError:
-        return False
-    return rp == cwd or rp in cwd.parents
-
-
-def _read_marker(folder: Path):
-    """The marker's content if ``folder`` holds a valid one, else None."""
-    path = folder / MARKER
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _MARKER_LIMIT:
-            return None
-        with open(path, "rb") as f:
-            raw = f.read(_MARKER_LIMIT + 1)
-        data = json.loads(raw.decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(data, dict) or data.get("lstm_verify_report") != 1:
-        return None
-    names = data.get("files")
-    if not isinstance(names, list) or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
-                                              for n in names):  # fmt: skip
-        return None
-    return data
-
-
-def _legacy_report(folder: Path, entries) -> bool:
-    """A report written before the marker existed: report file names only, and a report.md
-    whose header the tool wrote."""
-    if not entries or not set(entries) <= set(FILES) or "report.md" not in entries:
-        return False
-    try:
-        if not stat.S_ISREG(os.lstat(folder / "report.md").st_mode):
-            return False
-        with open(folder / "report.md", "rb") as f:
-            head = f.read(4096).decode("utf-8", "replace").splitlines()
-    except OSError:
-        return False
-    return len(head) > 2 and head[0] == "# Gradient flow in recurrent cells" and \
-        head[2].startswith("Generated by `lstm-verify report")  # fmt: skip
-
-
-def _owned(folder: Path, entries=None):
-    """The names in ``folder`` the tool wrote, if it is a previous report (it holds nothing
-    else); else None."""
-    if entries is None:
-        entries = os.listdir(folder)
-    marker = _read_marker(folder)
-    if marker is not None:
-        owned = set(marker["files"]) | {MARKER, MARKER_TMP}
-        owned |= {e for e in entries if _is_temp_of(e, owned)}
-    elif _legacy_report(folder, entries):
-        owned = set(FILES)
-    else:
-        return None
-    return owned if set(entries) <= owned else None
-
-
-def _is_temp_of(entry: str, names) -> bool:
-    """A temporary file of files.write_file for one of ``names``."""
-    head, sep, tail = entry.rpartition(TEMP_MARK)
-    return bool(sep) and head[:1] == "." and head[1:] in names and re.fullmatch(r"[0-9a-f]{8}", tail) is not None
-
-
-def _stage_pattern(name: str):
-    return re.compile(r"\." + re.escape(name) + r"\.lstm-verify-(new|old)-[0-9a-f]{8}")
-
-
-def _lock(folder: Path, wait=False):
-    """An open descriptor holding an exclusive flock on ``folder``; None where locks do not
-    exist; raises BlockingIOError if another process holds it (unless ``wait``)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not Unix
-        return None
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _unlock(fd) -> None:
-    if fd is not None:
-        os.close(fd)
-
-
-def _remove_report_folder(folder: Path) -> bool:
-    """Remove a folder the tool wrote, file by file: only names it owns, then rmdir. False
-    (and the folder left) if it holds anything else or cannot be removed."""
-    try:
-        entries = os.listdir(folder)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    owned = _owned(folder, entries) if entries else set()
-    if owned is None:
-        return False
-    for e in sorted(entries, key=lambda e: e == MARKER):  # the marker last
-        try:
-            if stat.S_ISREG(os.lstat(folder / e).st_mode):
-                os.unlink(folder / e)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return False
-    try:
-        os.rmdir(folder)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    return True
-
-
-def recover(out) -> list:
-    """Put back or clean up what an interrupted run left beside ``out``: if nothing is at
-    ``out``, the newest complete staged or set-aside report found beside it is moved there;
-    every other leftover the tool recognises (by name and marker, not in use by a running
-    writer) is removed. Returns what was done, one sentence each."""
-    p = _normalise(out)
-    parent = p.parent
-    pattern = _stage_pattern(p.name)
-    notes = []
-    try:
-        names = [e for e in os.listdir(parent) if pattern.fullmatch(e)]
-    except OSError:
-        return notes
-    held = []
-    try:
-        found = []
-        for e in sorted(names):
-            folder = parent / e
-            try:
-                if not stat.S_ISDIR(os.lstat(folder).st_mode):
-                    continue
-                fd = _lock(folder)
-            except (BlockingIOError, OSError):
-                continue  # in use by a running writer, or gone
-            held.append(fd)
-            found.append(folder)
-        complete = []
-        for folder in found:
-            marker = _read_marker(folder)
-            if marker is not None and marker.get("complete") is True and _owned(folder) is not None:
-                complete.append((marker.get("written", 0) if isinstance(marker.get("written"), int) else 0, folder))
-        if not os.path.lexists(p) and complete:
-            _, best = max(complete)
-            try:
-                os.rename(best, p)
-                fsync_dir(parent)
-                notes.append(f"restored the report an interrupted run left in {best.name} to {p}")
-                found.remove(best)
-            except OSError as exc:
-                notes.append(f"could not restore {best} to {p}: {exc.strerror or exc}")
-        for folder in found:
-            if _remove_report_folder(folder):
-                notes.append(f"removed {folder.name}, left by an interrupted run")
-            else:
-                notes.append(f"left {folder}: it holds files lstm-verify did not write")
-    finally:
-        for fd in held:
-            _unlock(fd)
-    return notes
-
-
 def prepare(out, force: bool = False) -> Target:
-    """Check the output path before any computation; raise :class:`OutputError` with the
-    reason if the report cannot go there. Creates missing parent folders and recovers what an
-    interrupted run left (:func:`recover`). Without the report's extra (torch, matplotlib) a
-    MissingExtraError, before the path is touched."""
+    """Check an output path before computing (see :mod:`lstm_verify.report_folder`); without
+    the report's extra (torch, matplotlib) a MissingExtraError, before the path is touched."""
     require_extras()
-    p = _normalise(out)
-    parent = p.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocker = next((a for a in [parent, *parent.parents] if os.path.lexists(a)), None)
-        if blocker is not None and not blocker.is_dir():
-            raise OutputError(f"-o {out}: cannot create the folder {parent}: {blocker} is "
-                              f"{kind_of(blocker)}, not a folder") from None  # fmt: skip
-        raise OutputError(f"-o {out}: cannot create the folder {parent}: {exc.strerror or exc}") from None
-    if not parent.is_dir():
-        raise OutputError(f"-o {out}: {parent} is not a folder")
-    notes = recover(p)
-    target = Target(p, _mode(out, p, force), force, notes)
-    where = p if target.mode == "into" else parent
-    try:  # the real test of writability: make (and remove) a folder where the files will go
-        os.rmdir(_mkdir_unique(where, ".lstm-verify-probe-"))
-    except OSError as exc:
-        raise OutputError(f"-o {out}: cannot write into {where}: {exc.strerror or exc}") from None
-    return target
-
-
-def _mode(out, p: Path, force: bool) -> str:
-    kind = kind_of(p)
-    if kind is None:
-        return "new"
-    if kind != "a directory":
-        raise OutputError(f"-o {out}: {p} exists and is {kind}; the report is a folder, give a folder "
-                          "path (nothing is replaced but a previous report)")  # fmt: skip
-    try:
-        entries = os.listdir(p)
-    except OSError as exc:
-        raise OutputError(f"-o {out}: cannot read the folder {p}: {exc.strerror or exc}") from None
-    in_use = _in_use(p)
-    if not entries:  # an empty folder is replaced by the report; the current one is written into
-        return "into" if in_use else "new"
-    owned = _owned(p, entries)
-    if owned is not None and not in_use:
-        return "replace"
-    if not force:
-        if owned is not None:
-            raise OutputError(f"-o {out}: {p} is the current folder or contains it, so it cannot be "
-                              "replaced; run from elsewhere, or pass --force to write the report's "
-                              "files into it")  # fmt: skip
-        why = "has no lstm-verify report marker" if _read_marker(p) is None else \
-            "holds files lstm-verify did not write (" + ", ".join(sorted(set(entries) - _marked(p))[:5]) + ")"  # fmt: skip
-        raise OutputError(f"-o {out}: {p} is not empty and is not a previous lstm-verify report (it {why}); "
-                          "choose a new folder, or pass --force to write the report's files into it "
-                          "(other files are left alone)")  # fmt: skip
-    for name in FILES + (MARKER,):
-        k = kind_of(p / name)
-        if k not in (None, "a regular file"):
-            raise OutputError(f"-o {out} --force: {p / name} is {k}; only regular files are replaced")
-    return "into"
-
-
-def _marked(folder: Path) -> set:
-    marker = _read_marker(folder)
-    return set(marker["files"]) | {MARKER, MARKER_TMP} if marker else set()
-
-
-def _mkdir_unique(parent: Path, prefix: str) -> Path:
-    """A new folder with ordinary permissions (0o777 less the umask)."""
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(4)}"
-        try:
-            os.mkdir(path, 0o777)
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"no free folder name beside {parent}")  # pragma: no cover
-
-
-def _marker_bytes(names, command: str, complete: bool) -> bytes:
-    return json.dumps({"lstm_verify_report": 1, "complete": complete, "files": sorted(names),
-                       "command": command, "written": time.time_ns()}, indent=1).encode("utf-8")  # fmt: skip
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _set_marker(folder: Path, names, command: str, complete: bool) -> None:
-    tmp = folder / MARKER_TMP
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    _write_new(tmp, _marker_bytes(names, command, complete))
-    os.replace(tmp, folder / MARKER)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _move_aside(p: Path, old: Path) -> None:
-    os.rename(p, old)
-
-
-def _move_in(staged: Path, p: Path) -> None:
-    os.rename(staged, p)
-
-
-def _stage(p: Path, files: dict, command: str):
-    """The complete new report in a locked sibling folder: (folder, lock)."""
-    staged = _mkdir_unique(p.parent, f".{p.name}.lstm-verify-new-")
-    lock = None
-    try:
-        lock = _lock(staged)
-        _set_marker(staged, files, command, complete=False)
-        for name, content in files.items():
-            _write_new(staged / name, content)
-        _set_marker(staged, files, command, complete=True)
-        fsync_dir(staged)
-    except BaseException:
-        _remove_report_folder(staged)
-        _unlock(lock)
-        raise
-    return staged, lock
-
-
-def _install(target: Target, files: dict, command: str) -> None:
-    p = target.path
-    if target.mode == "into":
-        _write_into(p, files, command)
-        return
-    staged, lock = _stage(p, files, command)
-    old, old_lock = None, None
-    try:
-        if target.mode == "new":
-            try:
-                _move_in(staged, p)
-            except OSError as exc:
-                raise OutputError(f"cannot put the report at {p}: {exc.strerror or exc} (it was empty or "
-                                  "absent before computing; nothing was replaced)") from None  # fmt: skip
-        else:
-            try:
-                old_lock = _lock(p)
-            except BlockingIOError:
-                raise OutputError(f"{p} is being written by another lstm-verify run") from None
-            if _owned(p) is None:
-                raise OutputError(f"{p} changed while computing and is no longer only a previous "
-                                  "report; nothing was replaced")  # fmt: skip
-            if _exchange(staged, p):
-                old = staged  # the previous report now sits in the staging folder
-            else:
-                old = p.parent / f".{p.name}.lstm-verify-old-{secrets.token_hex(4)}"
-                _move_aside(p, old)
-                _move_in(staged, p)
-        fsync_dir(p.parent)
-    except BaseException:
-        _unlock(lock)
-        _unlock(old_lock)
-        lock = old_lock = None
-        if not os.path.lexists(p):
-            recover(p)  # the newest complete report back at p, the other leftovers removed
-        else:
-            for folder in {staged, old} - {None}:
-                _remove_report_folder(folder)
-        raise
-    finally:
-        _unlock(lock)
-        _unlock(old_lock)
-    if old is not None and not _remove_report_folder(old):
-        print(f"lstm-verify: note: left the previous report in {old}: it holds files lstm-verify "
-              "did not write", file=sys.stderr)  # fmt: skip
-
-
-def _write_into(p: Path, files: dict, command: str) -> None:
-    """--force into a folder that is not a previous report: each of the report's files is
-    replaced on its own (regular files only); nothing else is touched. Files an earlier report
-    listed in the marker and this one does not write are removed."""
-    before = _marked(p) - {MARKER, MARKER_TMP}
-    for e in os.listdir(p):  # temporaries of an interrupted write of these names
-        if _is_temp_of(e, set(files) | {MARKER}) and kind_of(p / e) == "a regular file":
-            os.unlink(p / e)
-    for name, content in files.items():
-        write_file(p / name, content, force=True)
-    write_file(p / MARKER, _marker_bytes(files, command, True), force=True)
-    for name in sorted(before - set(files)):
-        if kind_of(p / name) == "a regular file":
-            os.unlink(p / name)
+    return _prepare_folder(out, force)
 
 
 def write(data, out, command: str, force: bool = False) -> Path:
@@ -959,11 +526,4 @@ def write(data, out, command: str, force: bool = False) -> Path:
         out, force = out.path, out.force
     prepare(out, force)  # fail before rendering; the path may have changed since the caller checked
     files = _render(data, command)
-    target = prepare(out, force)
-    try:
-        _install(target, files, command)
-    except OSError as exc:
-        if isinstance(exc, LstmVerifyError):
-            raise
-        raise OutputError(f"cannot write the report to {target.path}: {exc.strerror or exc}") from None
-    return target.path
+    return install(prepare(out, force), files, command)

@@ -9,6 +9,7 @@ import pytest
 
 import lstm_verify as lv
 from lstm_verify import report as rp
+from lstm_verify import report_folder as rf
 from lstm_verify.cli import main
 from lstm_verify.tasks import adding, order, train
 
@@ -137,7 +138,7 @@ def test_report_folder_gets_ordinary_permissions_and_a_marker(tmp_path, fake):
     out = rp.write({"v": 1}, tmp_path / "r", "cmd")
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~_umask()
     assert stat.S_IMODE((out / "report.md").stat().st_mode) == 0o666 & ~_umask()
-    marker = json.loads((out / rp.MARKER).read_text())
+    marker = json.loads((out / rf.MARKER).read_text())
     assert marker["complete"] is True and sorted(marker["files"]) == sorted(_fake_render({}, ""))
     assert _siblings(out) == []
 
@@ -145,7 +146,7 @@ def test_report_folder_gets_ordinary_permissions_and_a_marker(tmp_path, fake):
 @pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
 def test_previous_report_is_replaced_and_nothing_left(tmp_path, fake, monkeypatch, exchange):
     if not exchange:
-        monkeypatch.setattr(rp, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(rf, "_exchange", lambda a, b: False)
     out = tmp_path / "r"
     rp.write({"v": 1}, out, "cmd")
     rp.write({"v": 2}, out, "cmd")
@@ -156,7 +157,7 @@ def test_folder_with_user_files_is_never_deleted(tmp_path, fake):
     proj = tmp_path / "proj"
     (proj / "src").mkdir(parents=True)
     (proj / "src" / "code.py").write_text("precious")
-    with pytest.raises(rp.OutputError, match="is not empty and is not a previous lstm-verify report"):
+    with pytest.raises(rf.OutputError, match="is not empty and is not a previous lstm-verify report"):
         rp.write({"v": 1}, proj, "cmd")
     assert (proj / "src" / "code.py").read_text() == "precious" and sorted(os.listdir(proj)) == ["src"]
     assert _siblings(proj) == []
@@ -171,7 +172,7 @@ def test_force_writes_only_the_report_files_into_a_user_folder(tmp_path, fake):
     assert (proj / "code.py").read_text() == "precious" and _version(proj) == 1
     assert (proj / "report.md").read_text().startswith("# Gradient flow")
     # the marker does not make the user's folder replaceable: it holds files the tool did not write
-    with pytest.raises(rp.OutputError, match=r"holds files lstm-verify did not write \(code.py\)"):
+    with pytest.raises(rf.OutputError, match=r"holds files lstm-verify did not write \(code.py\)"):
         rp.prepare(proj)
     rp.write({"v": 2}, proj, "cmd", force=True)
     assert (proj / "code.py").read_text() == "precious" and _version(proj) == 2
@@ -183,13 +184,13 @@ def test_force_never_replaces_a_link_or_folder_of_a_report_name(tmp_path, fake):
     proj.mkdir()
     (proj / "data.json").mkdir()
     (proj / "data.json" / "keep").write_text("kept")
-    with pytest.raises(rp.OutputError, match="data.json is a directory; only regular files are replaced"):
+    with pytest.raises(rf.OutputError, match="data.json is a directory; only regular files are replaced"):
         rp.write({"v": 1}, proj, "cmd", force=True)
     (proj / "data.json" / "keep").unlink()
     (proj / "data.json").rmdir()
     (tmp_path / "elsewhere.md").write_text("elsewhere")
     (proj / "report.md").symlink_to(tmp_path / "elsewhere.md")
-    with pytest.raises(rp.OutputError, match="report.md is a symbolic link"):
+    with pytest.raises(rf.OutputError, match="report.md is a symbolic link"):
         rp.write({"v": 1}, proj, "cmd", force=True)
     assert (tmp_path / "elsewhere.md").read_text() == "elsewhere"
 
@@ -198,7 +199,7 @@ def test_report_with_files_added_by_the_user_is_not_replaced(tmp_path, fake):
     out = tmp_path / "r"
     rp.write({"v": 1}, out, "cmd")
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(rp.OutputError, match=r"holds files lstm-verify did not write \(notes.txt\)"):
+    with pytest.raises(rf.OutputError, match=r"holds files lstm-verify did not write \(notes.txt\)"):
         rp.write({"v": 2}, out, "cmd")
     rp.write({"v": 2}, out, "cmd", force=True)
     assert (out / "notes.txt").read_text() == "mine" and _version(out) == 2
@@ -215,7 +216,7 @@ def test_a_path_that_is_not_a_folder_is_refused_even_with_force(tmp_path, fake, 
         (tmp_path / "real").mkdir()
         path.symlink_to(tmp_path / "real")
     for force in (False, True):
-        with pytest.raises(rp.OutputError, match="exists and is a"):
+        with pytest.raises(rf.OutputError, match="exists and is a"):
             rp.write({"v": 1}, path, "cmd", force=force)
     if kind == "file":
         assert path.read_text() == "precious"
@@ -225,7 +226,7 @@ def test_a_path_that_is_not_a_folder_is_refused_even_with_force(tmp_path, fake, 
 def test_the_current_folder_is_never_replaced(tmp_path, fake, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "code.py").write_text("precious")
-    with pytest.raises(rp.OutputError, match="not a previous lstm-verify report"):
+    with pytest.raises(rf.OutputError, match="not a previous lstm-verify report"):
         rp.write({"v": 1}, ".", "cmd")
     out = rp.write({"v": 1}, ".", "cmd", force=True)  # writes the report's files into it
     assert out == tmp_path and (tmp_path / "code.py").read_text() == "precious" and _version(tmp_path) == 1
@@ -233,7 +234,7 @@ def test_the_current_folder_is_never_replaced(tmp_path, fake, monkeypatch):
     rp.write({"v": 1}, report, "cmd")
     monkeypatch.chdir(report)
     for path in (".", str(report)):
-        with pytest.raises(rp.OutputError, match="is the current folder or contains it"):
+        with pytest.raises(rf.OutputError, match="is the current folder or contains it"):
             rp.write({"v": 2}, path, "cmd")
     assert _version(report) == 1
 
@@ -249,20 +250,20 @@ def test_legacy_report_without_marker_is_recognised(tmp_path, fake):
     other = tmp_path / "o"
     other.mkdir()
     (other / "report.md").write_text("# My own report\n")
-    with pytest.raises(rp.OutputError, match="has no lstm-verify report marker"):
+    with pytest.raises(rf.OutputError, match="has no lstm-verify report marker"):
         rp.write({"v": 2}, other, "cmd")
     assert (other / "report.md").read_text() == "# My own report\n"
 
 
 def test_interrupted_swap_keeps_a_complete_report(tmp_path, fake, monkeypatch):
-    monkeypatch.setattr(rp, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(rf, "_exchange", lambda a, b: False)
     out = tmp_path / "r"
     rp.write({"v": 1}, out, "cmd")
 
     def interrupted(staged, p):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rp, "_move_in", interrupted)  # after the old report was moved aside
+    monkeypatch.setattr(rf, "_move_in", interrupted)  # after the old report was moved aside
     with pytest.raises(KeyboardInterrupt):
         rp.write({"v": 2}, out, "cmd")
     assert _version(out) == 2 and _siblings(out) == []  # the complete new one was put in place
@@ -271,23 +272,24 @@ def test_interrupted_swap_keeps_a_complete_report(tmp_path, fake, monkeypatch):
 CRASH = """
 import os, signal, sys
 from lstm_verify import report as rp
+from lstm_verify import report_folder as rf
 from tests.test_report import _fake_render
 rp._render = _fake_render
-rp._exchange = lambda a, b: False
+rf._exchange = lambda a, b: False
 where = sys.argv[2]
 
 def kill(*args):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if where == "between renames":
-    rp._move_in = kill
+    rf._move_in = kill
 else:  # while staging, after the first file
-    real = rp._write_new
+    real = rf._write_new
     def write_new(path, data):
         real(path, data)
         if path.name == "data.json":
             kill()
-    rp._write_new = write_new
+    rf._write_new = write_new
 rp.write({"v": 2}, sys.argv[1], "cmd")
 """
 
@@ -334,12 +336,12 @@ def test_leftovers_not_recognised_or_in_use_are_left_alone(tmp_path, fake):
     (foreign / "x").write_text("someone's")
     busy = tmp_path / ".r.lstm-verify-new-89abcdef"  # a running writer's staging folder
     busy.mkdir()
-    (busy / rp.MARKER).write_text(json.dumps({"lstm_verify_report": 1, "complete": False, "files": []}))
+    (busy / rf.MARKER).write_text(json.dumps({"lstm_verify_report": 1, "complete": False, "files": []}))
     fd = os.open(busy, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         rp.write({"v": 2}, out, "cmd")
-        assert (foreign / "x").read_text() == "someone's" and (busy / rp.MARKER).exists()
+        assert (foreign / "x").read_text() == "someone's" and (busy / rf.MARKER).exists()
     finally:
         os.close(fd)
     rp.prepare(out)  # no longer locked: removed
@@ -386,7 +388,7 @@ def test_unwritable_parent_is_refused_before_computing(tmp_path, fake):
     locked.mkdir()
     os.chmod(locked, 0o500)
     try:
-        with pytest.raises(rp.OutputError, match="cannot write into"):
+        with pytest.raises(rf.OutputError, match="cannot write into"):
             rp.prepare(locked / "r")
     finally:
         os.chmod(locked, 0o700)
