@@ -13,6 +13,9 @@ from pathlib import Path
 from .errors import LstmVerifyError
 
 
+EXTRA_OF = {"torch": "torch", "matplotlib": "report"}
+
+
 def load_object(ref: str):
     """``package.module:factory`` (attribute paths with dots allowed); the current directory
     is importable, as under pytest."""
@@ -24,7 +27,10 @@ def load_object(ref: str):
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        raise LstmVerifyError(f"--impl {ref!r}: cannot import {module_name!r}: {exc}") from None
+        hint = ""
+        if getattr(exc, "name", None) in EXTRA_OF:  # a module one of our extras brings
+            hint = f" (pip install 'lstm-verify[{EXTRA_OF[exc.name]}]')"
+        raise LstmVerifyError(f"--impl {ref!r}: cannot import {module_name!r}: {exc}{hint}") from None
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: one line
         raise LstmVerifyError(f"--impl {ref!r}: importing {module_name!r} raised "
                               f"{type(exc).__name__}: {exc}") from None  # fmt: skip

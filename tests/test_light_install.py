@@ -203,3 +203,10 @@ def test_what_needs_an_extra_says_which(light):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == "lstm-verify: error: lstm-verify report needs torch: pip install 'lstm-verify[report]'\n"
     assert not (light.tmp / "report").exists()  # refused before the path is touched
+
+
+def test_impl_that_needs_torch_names_the_extra(light):
+    proc = light("-m", "lstm_verify.cli", "check", "gru", "--impl", "torch.nn:GRUCell")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "pip install 'lstm-verify[torch]'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
