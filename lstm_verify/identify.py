@@ -52,6 +52,13 @@ class Identification:
     claimed_matches: bool = False
     divergence: object = None  # first Divergence against the claimed cell
     tried: int = 0
+    unusable: str | None = None  # why the implementation's return value fitted no candidate
+
+    def note(self, outcome) -> None:
+        """Keep the first reason a candidate could not even be compared: a return value that
+        is not a state explains "matches no catalog cell" better than the count alone."""
+        if isinstance(outcome, str) and outcome.startswith("ReturnValueError") and self.unusable is None:
+            self.unusable = outcome.partition(": ")[2]
 
     def summary(self) -> str:
         if self.claimed and self.claimed_matches:
@@ -68,6 +75,8 @@ class Identification:
                 head += "; also matches " + ", ".join(others)
         else:
             head = f"matches no catalog cell or convention variant ({self.tried} tried)"
+            if self.unusable:
+                head += f"; its return value did not fit: {self.unusable}"
         if self.divergence is not None:
             head += f"; against `{self.claimed}`, the first quantity to differ is {self.divergence}"
         return head
@@ -325,6 +334,7 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
         layout_ = runner.layout
         own = Candidate(base, describe(base), layout_, kind="claimed")
         d = matches(subj, own)
+        result.note(d)
         result.tried += 1
         if claimed is not None:
             result.claimed_matches = d is None
@@ -341,7 +351,9 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
                 continue
             seen.add(key)
             result.tried += 1
-            if matches(subj, cand) is None:
+            d = matches(subj, cand)
+            result.note(d)
+            if d is None:
                 result.matches.append(cand)
     result.matches = _canonical_first(result.matches)
     return result

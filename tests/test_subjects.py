@@ -126,3 +126,14 @@ def test_cli_function_subject_and_bad_return(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "returned a dict with keys ['hidden']" in err and "float()" not in err
+
+
+def test_identify_says_why_nothing_matched_when_the_return_value_never_fits():
+    generated = lv.load("gru").numpy()
+
+    def fn(p, x, h):
+        return {"hidden": generated.step(p, x, {"h": h})[1]["h"]}
+
+    summary = identify(fn, cells=["gru", "mgu"]).summary()
+    assert "matches no catalog cell" in summary
+    assert "its return value did not fit" in summary and "keys ['hidden']" in summary
