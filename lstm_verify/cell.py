@@ -199,11 +199,11 @@ class Implementation:
         if not isinstance(cache, dict) or not {"inputs", "state0", "t0"} <= set(cache):
             raise ShapeError(f"backward: cache must be the .cache of forward(..., save=True), got {type(cache).__name__}")
         inputs, state0 = cache["inputs"], cache["state0"]
-        groups = [("input", inputs), ("parameter", _as_dict("params", params))]
-        conv = _Converter(self.backend, groups)
-        params = conv.dict("parameter", _as_dict("params", params))
+        params = _as_dict("params", params)
+        conv = _Converter(self.backend, [("input", inputs), ("parameter", params)])
+        params = conv.dict("parameter", params)
         check_names(ir, params)
-        dtype = _dtype_of(next(iter(inputs.values())))
+        dtype = next(iter(inputs.values())).dtype
         for k, v in params.items():
             _check_dtype(ir, "parameter", k, v, dtype, "the cached inputs")
         T, B = tuple(next(iter(inputs.values())).shape)[:2]
@@ -295,10 +295,6 @@ def _as_dict(what, value) -> dict:
 
 def _is_tensor(a) -> bool:
     return hasattr(a, "detach") and type(a).__module__.startswith("torch")
-
-
-def _dtype_of(a):
-    return a.dtype
 
 
 class _Converter:

@@ -79,14 +79,10 @@ class Term:
         return r" ".join(parts) if parts else "I"
 
 
-class _diag(sympy.Function):  # noqa: N801 - printed as the math is written
+class _diag(sympy.Function):  # printed as the math is written
     """diag(v) as a factor of a matrix product: does not commute with the weights."""
 
     is_commutative = False
-
-    @classmethod
-    def eval(cls, arg):
-        return None
 
     def _sympystr(self, printer):
         return f"diag({printer.doprint(self.args[0])})"

@@ -26,8 +26,8 @@ from .cell import Cell, load
 from .codegen import fold_constants, generate
 from .errors import LstmVerifyError
 from .functions import BY_SYMPY
-from .ir import Affine
 from .hygiene import audit_python, c_comment, quoted_lines
+from .ir import Affine
 
 TARGETS = ("numpy", "torch", "c")
 SUFFIX = {"numpy": ".py", "torch": ".py", "c": ".c"}

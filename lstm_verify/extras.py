@@ -44,11 +44,9 @@ def require(module: str, what: str, extra: str | None = None):
 
 
 def available(module: str) -> bool:
-    """Whether ``module`` imports (imports it if so)."""
+    """Whether ``module`` imports (imports it if so); a broken dependency of it still raises."""
     try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name is not None and exc.name.partition(".")[0] != module.partition(".")[0]:
-            raise
+        require(module, module)
+    except MissingExtraError:
         return False
     return True

@@ -116,6 +116,7 @@ ATTRIBUTES = {
 _GENERATED_NAME = re.compile(r"_[A-Za-z0-9_]*\Z")
 _SPEC_NAME = re.compile(re.escape(PREFIX) + r"[A-Za-z][A-Za-z0-9_]*\Z")
 _ALLOWED_DUNDER = {"__init__", "__slots__"}
+_CONSTANTS = (int, float, str, bool, type(None), type(...))
 _STATEMENTS = (
     ast.Module, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For,
     ast.While, ast.If, ast.Return, ast.Expr, ast.Import, ast.Try, ast.ExceptHandler, ast.Global,
@@ -183,9 +184,8 @@ def audit_python(text: str, label: str = "generated module") -> ast.Module:
                     fail(node, f"call of {f.id!r}")
             elif not isinstance(f, (ast.Attribute, ast.Subscript, ast.Call)):
                 fail(node, f"call of a {type(f).__name__}")
-        elif isinstance(node, ast.Constant):
-            if not isinstance(node.value, (int, float, str, bool, type(None), type(...))):
-                fail(node, f"constant of type {type(node.value).__name__}")
+        elif isinstance(node, ast.Constant) and not isinstance(node.value, _CONSTANTS):
+            fail(node, f"constant of type {type(node.value).__name__}")
     return tree
 
 

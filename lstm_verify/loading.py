@@ -11,9 +11,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import LstmVerifyError
-
-
-EXTRA_OF = {"torch": "torch", "matplotlib": "report"}
+from .extras import EXTRAS, install_hint
 
 
 def load_object(ref: str):
@@ -27,9 +25,7 @@ def load_object(ref: str):
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = ""
-        if getattr(exc, "name", None) in EXTRA_OF:  # a module one of our extras brings
-            hint = f" (pip install 'lstm-verify[{EXTRA_OF[exc.name]}]')"
+        hint = f" ({install_hint(exc.name)})" if getattr(exc, "name", None) in EXTRAS else ""
         raise LstmVerifyError(f"--impl {ref!r}: cannot import {module_name!r}: {exc}{hint}") from None
     except Exception as exc:  # noqa: BLE001 - the user's module failed while importing: one line
         raise LstmVerifyError(f"--impl {ref!r}: importing {module_name!r} raised "

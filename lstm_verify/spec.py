@@ -13,7 +13,6 @@ import copy
 import hashlib
 import json
 import keyword
-import math
 import os
 import re
 import stat
