@@ -239,8 +239,8 @@ def check_cell(cell: Cell, use_torch=None) -> Row:
         row.not_run["gradcheck (bwd/fd: finite differences only)"] = "torch"
     note = {True: "", False: " gradcheck FAILED", None: " no gradcheck"}[ok]
     row.results["bwd/fd"] = (fd, fd <= LIMITS["bwd_fd"] and ok is not False, f"{fd:.1e}{note}")
-    for layout in cell.spec.layouts:
-        if not use_torch:  # every third-party target is a torch.nn cell
+    for layout in torch_layouts(cell):
+        if not use_torch:
             row.results[layout.target] = (None, True, "not run (torch)")
             row.not_run[layout.target] = "torch"
             continue
@@ -255,6 +255,14 @@ def check_cell(cell: Cell, use_torch=None) -> Row:
         row.results[layout.target] = (diffs[0], ok, f"{verdict} {diffs[0]:.0e}/{diffs[1]:.0e}{expect}")
     row.seconds = time.perf_counter() - start
     return row
+
+
+def torch_layouts(cell) -> list:
+    """The spec's layouts for torch.nn cells (the catalog check's third-party oracles; the other
+    frameworks' layouts are used by `check --impl` and the conformance report)."""
+    from .thirdparty import TARGETS
+
+    return [lay for lay in cell.spec.layouts if lay.target in TARGETS]
 
 
 def _torch():

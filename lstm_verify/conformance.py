@@ -54,6 +54,13 @@ class Subject:
     state: tuple[str, ...] | None = None  # state order of calls (default: layout's or spec's)
     backend: str | None = None  # function subjects: "numpy" or "torch"
     label: str = ""
+    options: tuple = ()  # built-in subjects: constructor options or operator attributes
+    engine: Any = None  # built-in subjects: the Engine class (the factory builds it)
+
+    @property
+    def fixed_sizes(self) -> dict | None:
+        """Sizes the subject cannot change (a model file's), or None."""
+        return getattr(self.engine, "fixed_sizes", None)
 
 
 KINDS = ("factory", "function")
@@ -100,7 +107,27 @@ def is_function(impl) -> bool:
     return True
 
 
-def subject(impl, layout=None, state=None, backend=None, label=None, kind=None) -> Subject:
+class NoLayoutError(ShapeError):
+    """The claimed cell has no layout for a framework cell built with these options (Keras's
+    GRUCell with reset_after=True claimed as gru_cho): the implementation computes something
+    else, which identification names."""
+
+
+def _builtin_subject(ref, options, layout, state, label):
+    from .frameworks import builtin
+
+    engine = builtin(ref) if isinstance(ref, str) else ref
+    opts = dict(options or {})
+
+    def build(**sizes):
+        return engine({k[: -len("_size")]: v for k, v in sizes.items()}, opts, build.dtype)
+
+    build.dtype = np.float64
+    return Subject(build, layout, tuple(state) if state else None, None, label or str(ref),
+                   tuple(sorted(opts.items())), engine)  # fmt: skip
+
+
+def subject(impl, layout=None, state=None, backend=None, label=None, kind=None, options=None) -> Subject:
     """Wrap an implementation (or return an existing Subject) with how parameters and state
     reach it.
 
@@ -112,6 +139,19 @@ def subject(impl, layout=None, state=None, backend=None, label=None, kind=None) 
     callable whose signature says both (``def f(*args, **kwargs)`` is taken as a function)."""
     if isinstance(impl, Subject):
         return impl
+    from .frameworks import Engine, is_builtin
+
+    if is_builtin(impl) or (isinstance(impl, type) and issubclass(impl, Engine)):
+        return _builtin_subject(impl, options, layout, state, label)
+    if options:
+        raise ValueError("options= applies to built-in subjects (e.g. 'keras.layers:GRUCell'), "
+                         f"not to {impl!r}: pass them to your own factory yourself")  # fmt: skip
+    if isinstance(impl, str):
+        from .loading import load_object
+
+        impl = load_object(impl)
+        if isinstance(impl, Subject):
+            return impl
     if not callable(impl):
         raise TypeError(f"an implementation must be a factory (a class or function) or a function "
                         f"fn(params, x, state), got {impl!r}")  # fmt: skip
@@ -175,11 +215,17 @@ class Runner:
         self.subject, self.cell, self.ir, self.sizes = subj, cell, cell.ir, dict(sizes)
         self.dtype = np.dtype(dtype)
         kwargs = {f"{k}_size": v for k, v in sizes.items()}
+        if subj.engine is not None:
+            subj.factory.dtype = self.dtype
         try:
             obj = subj.factory(**kwargs)
         except TypeError as exc:
             raise ShapeError(f"{subj.label}: calling the factory with {kwargs} failed: {exc}") from None
         self.obj = obj
+        self.seen = set()  # dtypes of what the implementation returned
+        if subj.engine is not None:
+            self._engine(obj, layout)
+            return
         self.kind = "module" if _is_module(obj) else "function"
         if not callable(obj):
             raise ShapeError(f"{subj.label}: the factory returned {type(obj).__name__}, not a module or function")
@@ -210,6 +256,21 @@ class Runner:
         default = self.layout.state if self.layout is not None else tuple(s for s, _ in self.ir.states)
         self.order = tuple(state_order or subj.state or default)
 
+    def _engine(self, eng, layout):
+        """A built-in subject: its layout is the one for its target and options."""
+        self.kind, self.backend, self.engine = "engine", eng.gradients, eng
+        lay = layout if layout is not None else self.subject.layout
+        self.layout = make_layout(self.ir, lay if lay is not None else engine_layout(self.cell, eng))
+        self.tensors = {k: v for k, v in eng.tensors().items() if k not in self.layout.frozen}
+        names = {t for t, _ in self.layout.tensors}
+        if names != set(self.tensors):
+            frozen = sorted(eng.frozen())
+            raise ShapeError(f"{self.subject.label}: its tensors {sorted(self.tensors)} are not the "
+                             f"{self.layout.name!r} layout's {sorted(names)}"
+                             + (f" (ignored as frozen: {frozen})" if frozen else ""))  # fmt: skip
+        self._splits = 0
+        self.order = tuple(self.subject.state or self.layout.state)
+
     # -- conversions
     def _arr(self, a, grad=False):
         if self.backend == "torch":
@@ -222,6 +283,17 @@ class Runner:
     def load_params(self, params: dict, grad=False):
         """Put spec parameters into the subject; returns the leaves to differentiate."""
         train = set(self.ir.param_names)
+        if self.kind == "engine":
+            from .layout import stack
+
+            values = stack(self.layout, params, split=np.random.default_rng(self._splits))
+            self._splits += 1
+            for name, t in self.tensors.items():
+                if tuple(np.shape(t)) != values[name].shape:
+                    raise ShapeError(f"{self.subject.label}: tensor {name!r} has shape {tuple(np.shape(t))}; "
+                                     f"the layout makes {values[name].shape}")  # fmt: skip
+            self.engine.set_tensors({k: np.asarray(v, np.float64) for k, v in values.items()})
+            return {}
         if self.kind == "module":
             import torch
 
@@ -242,7 +314,25 @@ class Runner:
         return {k: v for k, v in self.params.items() if k in train}
 
     def run(self, inputs: dict, state: dict, t0=0, grad=False):
-        """States after every step: list of {state: array}; leaves for inputs and state."""
+        """States after every step: list of {state: array}; leaves for inputs and state. A
+        built-in subject runs the whole sequence in one call; a sequence kernel's steps may
+        lack a state it does not expose (ONNX's c before the last step)."""
+        if self.kind == "engine":
+            (name,) = inputs
+            steps = self.engine.run(np.asarray(inputs[name], np.float64),
+                                    tuple(np.asarray(state[s], np.float64) for s in self.order))  # fmt: skip
+            T = inputs[name].shape[0]
+            if not isinstance(steps, (list, tuple)) or len(steps) != T:
+                raise ReturnValueError(f"{self.subject.label}: its run gave {_describe(steps)}, not {T} steps")
+            out = []
+            for st in steps:
+                if len(st) != len(self.order):
+                    self._bad_return(st)
+                for v in st:
+                    if v is not None:
+                        self.seen.add(str(v.dtype))
+                out.append({k: v for k, v in zip(self.order, st) if v is not None})
+            return out, inputs, state
         xs = {k: self._arr(v, grad) for k, v in inputs.items()}
         s0 = {k: self._arr(v, grad) for k, v in state.items()}
         cur = tuple(s0[s] for s in self.order)
@@ -259,6 +349,7 @@ class Runner:
             else:
                 new = self.obj(self.params, *args)
             new = self._new_state(new)
+            self.seen.update(str(v.dtype) for v in new)
             cur = new
             out.append(dict(zip(self.order, new)))
         return out, xs, s0
@@ -338,6 +429,28 @@ def _find_layout(cell, module):
     raise err
 
 
+def _options_text(options: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(options.items())) or "its defaults"
+
+
+def engine_layout(cell, eng):
+    """The spec's layout for a built framework cell: its target, and options equal to the cell's
+    on every key the layout names. A NoLayoutError says which options the cell's layouts need."""
+    mine = [lay for lay in cell.spec.layouts if lay.target == eng.target]
+    for lay in mine:
+        if all(eng.options.get(k, _UNSET) == v for k, v in lay.options):
+            return lay
+    if mine:
+        need = "; ".join(f"{lay.name!r} needs {_options_text(dict(lay.options))}" for lay in mine)
+        have = {k: eng.options.get(k, "unset") for lay in mine for k, _ in lay.options}
+        raise NoLayoutError(f"{cell.name} has no layout for {eng.target} built with {_options_text(have)} "
+                            f"({need})")  # fmt: skip
+    raise NoLayoutError(f"{cell.name} has no layout for {eng.target}")
+
+
+_UNSET = object()
+
+
 def _np64(a):
     if hasattr(a, "detach"):
         return a.detach().cpu().double().numpy()
@@ -415,7 +528,7 @@ def _forward_problem(cell, runner, case, rename=None, t_shift=0):
     def run():
         runner.load_params(case.params)
         theirs, _, _ = runner.run(case.inputs, case.state, case.t0)
-        return [{s: _np64(g[s]) for s in order} for g in theirs]
+        return [{s: _np64(g[s]) for s in order if s in g} for g in theirs]
 
     theirs = _theirs(cell, case, run)
     train = [k for k in cell.ir.param_names]
@@ -438,6 +551,9 @@ def _forward_problem(cell, runner, case, rename=None, t_shift=0):
     for t, (g, r) in enumerate(zip(theirs, ref)):
         for s in order:
             n = r[s].size
+            if s not in g:  # a sequence kernel that does not expose this state at this step
+                pos += n
+                continue
             got.append(g[s])
             refs.append(r[s])
             tols.append(tolerance(case.dtype, r[s], sens[pos:pos + n].reshape(r[s].shape)))
@@ -475,17 +591,28 @@ def check_gradients(cell, runner_for, case, seed=0):
     the parameters (or the module's tensors), the inputs and the initial state: the subject's
     autograd against the generated backward."""
     runner = _runner(cell, runner_for, case)
-    if runner.backend != "torch":
+    if runner.backend not in ("torch", "jax"):
         return
-    import torch
-
     ir = cell.ir
     rng = np.random.default_rng(seed)
     T, B = case.steps, case.batch
     w_out = rng.standard_normal((T, B, case.sizes[dict(ir.states)[ir.output]]))
     w_state = {s: rng.standard_normal((B, case.sizes[d])) for s, d in ir.states}
 
+    def run_engine():
+        runner.load_params(case.params)
+        (name,) = case.inputs
+        order = runner.order
+        d_t, d_x, d_s = runner.engine.vjp(np.asarray(case.inputs[name], np.float64),
+                                          tuple(np.asarray(case.state[s], np.float64) for s in order),
+                                          w_out, tuple(w_state[s] for s in order), order.index(ir.output))  # fmt: skip
+        got = {("p", k): _np64(d_t[k]) for k in runner.tensors}
+        got[("x", name)] = _np64(d_x)
+        return got | {("s", s): _np64(g) for s, g in zip(order, d_s)}
+
     def run():
+        import torch
+
         leaves = runner.load_params(case.params, grad=True)
         theirs, xs, s0 = runner.run(case.inputs, case.state, case.t0, grad=True)
         tdt = getattr(torch, str(case.dtype))
@@ -499,7 +626,7 @@ def check_gradients(cell, runner_for, case, seed=0):
             got[key] = np.zeros(tuple(leaf.shape)) if g is None else _np64(g)
         return got
 
-    got = _theirs(cell, case, run)
+    got = _theirs(cell, case, run_engine if runner.kind == "engine" else run)
 
     p64 = {k: np.asarray(v, np.float64) for k, v in case.params.items()}
     x64 = {k: np.asarray(v, np.float64) for k, v in case.inputs.items()}
@@ -510,7 +637,7 @@ def check_gradients(cell, runner_for, case, seed=0):
     def ours(p, x, s):
         run = impl.forward(p, x, s, t0=case.t0, save=True)
         g = impl.backward(p, run.cache, w_out, w_state)
-        pg = stack_gradients(runner.layout, g.params) if runner.kind == "module" else \
+        pg = stack_gradients(runner.layout, g.params) if runner.kind in ("module", "engine") else \
             {k: g.params[k] for k in train}  # fmt: skip
         return {("p", k): v for k, v in pg.items()} | {("x", k): v for k, v in g.inputs.items()} | \
             {("s", k): v for k, v in g.state.items()}  # fmt: skip
@@ -563,13 +690,18 @@ class Report:
     rows: list = field(default_factory=list)
     identification: Any = None
     seconds: float = 0.0
+    precision: str = "float64"  # what the check ran at
+    precision_note: str = ""  # how it was chosen, when it is not float64
+    error: str = ""  # why no property could run (no layout for the subject as built)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.rows)
+        return not self.error and all(r.passed for r in self.rows)
 
     def table(self) -> str:
-        lines = [f"{self.subject} against {self.cell}:", ""]
+        lines = ([self.precision_note] if self.precision_note else []) + [f"{self.subject} against {self.cell}:", ""]
+        if self.error:
+            lines += [f"  {self.error}"]
         lines.append(f"  {'property':40s} {'examples':>8s}  result")
         for r in self.rows:
             if r.skipped:
@@ -595,7 +727,7 @@ PROPERTIES = {
     "forward, |z| >= 800 (f64) / 90 (f32)": ("forward", {"regime": "saturated", "extreme": True}, 0.25),
     "sequences of 50-200 steps": ("forward", {"regime": "long"}, 0.15),
     "saturated sequences of 50-200 steps": ("forward", {"regime": "long_saturated"}, 0.25),
-    "gradients (float64)": ("gradients", {"regime": None, "dtype": "float64"}, 0.5),
+    "gradients": ("gradients", {"regime": None, "dtype": "float64"}, 0.5),
     "gradients, |z| >= 800 (f64) / 90 (f32)": ("gradients", {"regime": "saturated", "extreme": True}, 0.25),
 }
 
@@ -607,19 +739,27 @@ def _settings(examples, seed, ci, shrink=True):
     return settings(
         max_examples=max(1, examples), deadline=None, database=None, derandomize=ci and seed is None,
         suppress_health_check=list(HealthCheck), print_blob=False, phases=phases,
+        report_multiple_bugs=False,  # one shrunk failure, never an ExceptionGroup of several
     )  # fmt: skip
 
 
-def _strategy(cell, opts, max_size):
+def _strategy(cell, opts, max_size, precision="float64", sizes=None):
+    """A property's cases. At float32 (an implementation that computes in float32) every case is
+    float32; at float64, cases of both precisions are drawn as the property says."""
     from hypothesis import strategies as st
 
     from .strategies import cases
 
-    opts = dict(opts)
+    opts = dict(opts, max_size=max_size, sizes=sizes)
     if opts.pop("extreme", False):
-        return st.one_of(cases(cell, regime="saturated", dtype="float64", saturation=800.0, max_size=max_size),
-                         cases(cell, regime="saturated", dtype="float32", saturation=90.0, max_size=max_size))  # fmt: skip
-    return cases(cell, max_size=max_size, **opts)
+        opts["regime"] = "saturated"
+        opts.pop("dtype", None)
+        f64 = cases(cell, dtype="float64", saturation=800.0, **opts)
+        f32 = cases(cell, dtype="float32", saturation=90.0, **opts)
+        return f32 if precision == "float32" else st.one_of(f64, f32)
+    if precision == "float32":
+        opts["dtype"] = "float32"
+    return cases(cell, **opts)
 
 
 class _Stop(BaseException):
@@ -686,6 +826,15 @@ def run_property(cell, check, strategy, settings_, seed=None):
             prop()
     except VerificationError as exc:
         return count["n"], count["first"], exc, False
+    except BaseExceptionGroup as group:  # several distinct failures: report the first
+        first = group.subgroup(lambda e: isinstance(e, (VerificationError, _Stop)))
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        if isinstance(first, _Stop):
+            raise first.error from first.error.__cause__
+        if first is None:
+            raise
+        return count["n"], count["first"], first, False
     except _Stop as stop:
         raise stop.error from stop.error.__cause__
     except Unsatisfiable:
@@ -693,10 +842,19 @@ def run_property(cell, check, strategy, settings_, seed=None):
     return count["n"], None, None, False
 
 
+DTYPES = ("auto", "float64", "float32")
+
+
 def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100, seed: int | None = None,
-          identify: bool = True, max_size: int = 4, ci: bool | None = None, shrink: bool = True) -> Report:  # fmt: skip
+          identify: bool = True, max_size: int = 4, ci: bool | None = None, shrink: bool = True,
+          options: dict | None = None, dtype: str = "auto") -> Report:  # fmt: skip
     """Check an implementation against a cell's spec; returns a Report (``report.passed``).
 
+    ``impl`` is a factory, a function, or a built-in subject's name (``"keras.layers:GRUCell"``,
+    ``"onnx:GRU"``, ``"model.onnx"``) with ``options`` (constructor options or operator
+    attributes). ``dtype``: ``"auto"`` (default) finds the precision the implementation computes
+    in on one benign probe and checks at it; ``"float64"`` draws cases of both precisions, each
+    checked at its own tolerances; ``"float32"`` only float32 cases.
     ``examples`` is the Hypothesis budget of the main property (the others get shares of it);
     ``ci`` (default: the CI environment variable is set) derandomises; ``shrink=False`` reports
     the first failing example as found, without minimising it."""
@@ -704,34 +862,58 @@ def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100
 
     from .cell import Cell, load
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     cell = cell if isinstance(cell, Cell) else load(cell)
-    subj = subject(impl, layout, state, backend)
+    subj = subject(impl, layout, state, backend, options=options)
     ci = bool(os.environ.get("CI")) if ci is None else ci
     start = time.perf_counter()
     runners: dict = {}
 
-    def runner_for(sizes, dtype):
-        key = (tuple(sorted(sizes.items())), str(np.dtype(dtype)))
+    def runner_for(sizes, dt):
+        key = (tuple(sorted(sizes.items())), str(np.dtype(dt)))
         if key not in runners:
-            runners[key] = Runner(subj, cell, sizes, dtype)
+            runners[key] = Runner(subj, cell, sizes, dt)
         return runners[key]
 
-    # build once up front so that a wrong layout or factory is an error, not a failing property
-    probe_sizes = _probe_sizes(cell)
-    first = runner_for(probe_sizes, np.float64)
     report = Report(cell.name, subj.label)
+    sizes = subj.fixed_sizes
+    # build once up front so that a wrong layout or factory is an error, not a failing property
+    try:
+        runner_for(sizes or _probe_sizes(cell), np.float64)
+    except NoLayoutError as exc:  # a framework cell built as another catalog cell: identify it
+        report.error = str(exc)
+        if identify:
+            from .identify import identify as _identify
+
+            report.identification = _identify(subj, claimed=cell)
+        report.seconds = time.perf_counter() - start
+        return report
+    precision = dtype
+    if dtype == "auto":
+        precision, evidence = find_precision(cell, subj, runner_for)
+        if precision == "float32":
+            report.precision_note = f"computes in float32 ({evidence}): checked at float32 tolerances"
+    elif dtype == "float32":
+        report.precision_note = "checked at float32 tolerances (dtype='float32')"
+    report.precision = "float32" if precision == "float32" else "float64"
+    backend_ = runner_for(sizes or _probe_sizes(cell), report.precision).backend
     for name, (kind, opts, share) in PROPERTIES.items():
-        row = Row(name)
+        row = Row(f"gradients ({report.precision})" if name == "gradients" else name)
         t = time.perf_counter()
         if not report.passed:  # one shrunk counterexample says it; the rest would only repeat it
             row.skipped = "not run after the failure above"
-        elif kind == "gradients" and first.backend != "torch":
-            row.skipped = "skipped: a NumPy implementation has no gradients to compare"
+        elif kind == "gradients" and backend_ not in ("torch", "jax"):
+            row.skipped = ("skipped: a NumPy implementation has no gradients to compare" if subj.engine is None
+                           else f"skipped: {subj.label} runs forward only (no gradients to compare)")  # fmt: skip
         else:
             fn = (lambda c: check_forward(cell, runner_for, c)) if kind == "forward" else \
                 (lambda c: check_gradients(cell, runner_for, c))  # fmt: skip
-            n, first_fail, exc, unsatisfiable = run_property(cell, fn, _strategy(cell, opts, max_size),
-                                              _settings(int(examples * share), seed, ci, shrink), seed)  # fmt: skip
+            if kind == "gradients":
+                opts = dict(opts, dtype=report.precision)
+            n, first_fail, exc, unsatisfiable = run_property(
+                cell, fn, _strategy(cell, opts, max_size, report.precision, sizes),
+                _settings(int(examples * share), seed, ci, shrink), seed)  # fmt: skip
             row.examples, row.first_failure = n, first_fail
             if unsatisfiable:
                 row.skipped = "skipped: no case of this kind can be built for this cell"
@@ -742,9 +924,40 @@ def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100
     if identify and not report.passed:
         from .identify import identify as _identify
 
-        report.identification = _identify(subj, claimed=cell)
+        # at float64, probe the precision again: a float32 result is never "another cell"
+        report.identification = _identify(subj, claimed=cell, precision="float32" if
+                                          report.precision == "float32" else "auto")  # fmt: skip
     report.seconds = time.perf_counter() - start
     return report
+
+
+# float64 arithmetic on the probe is good to ~1e-15 relative; float32 to ~1e-7; a different
+# cell is off by far more than either
+FLOAT32_EVIDENCE = (1e-10, 1e-3)
+
+
+def find_precision(cell, subj, runner_for) -> tuple[str, str]:
+    """("float32" | "float64", the evidence): what the implementation computes in, from one
+    benign float64 probe: the dtype it returns, else its error against the float64 reference
+    (between FLOAT32_EVIDENCE: float32 rounding; beyond it: another function, left for the
+    properties to report at float64)."""
+    from .identify import _probes
+
+    case = _probes(cell, seeds=[0], sizes=subj.fixed_sizes)[0]
+    try:
+        runner = runner_for(case.sizes, np.float64)
+        runner.seen.clear()
+        got, ref, _, _ = _forward_problem(cell, runner, case)
+    except Exception:  # noqa: BLE001 - the properties report what the implementation does
+        return "float64", "the probe raised"
+    narrow = sorted(d for d in runner.seen if d in ("float32", "float16", "bfloat16"))
+    if narrow:
+        return "float32", f"it returns {narrow[0]} for float64 inputs"
+    err = max(float(np.max(np.abs(np.asarray(g, np.float64) - r) / np.maximum(1.0, np.abs(r))))
+              for g, r in zip(got, ref))  # fmt: skip
+    if FLOAT32_EVIDENCE[0] < err < FLOAT32_EVIDENCE[1]:
+        return "float32", f"float64 results with relative error {err:.1e} on a benign probe"
+    return "float64", f"relative error {err:.1e} on a benign probe"
 
 
 def _probe_sizes(cell) -> dict:

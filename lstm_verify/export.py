@@ -51,8 +51,10 @@ def _shape_text(cell: Cell, name: str) -> str:
 
 def _torch_places(cell: Cell) -> dict:
     """Spec parameter -> where torch keeps it, from the spec's first layout."""
+    from .check import torch_layouts
+
     out: dict = {}
-    for layout in cell.spec.layouts[:1]:
+    for layout in torch_layouts(cell)[:1]:
         for tensor, blocks in layout.tensors:
             for k, b in enumerate(blocks):
                 out.setdefault(b, []).append(f"{layout.target}.{tensor} block {k}"

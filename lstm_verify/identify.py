@@ -53,6 +53,7 @@ class Identification:
     divergence: object = None  # first Divergence against the claimed cell
     tried: int = 0
     unusable: str | None = None  # why the implementation's return value fitted no candidate
+    precision: str = "float64"  # what the probes were compared at
 
     def note(self, outcome) -> None:
         """Keep the first reason a candidate could not even be compared: a return value that
@@ -61,6 +62,9 @@ class Identification:
             self.unusable = outcome.partition(": ")[2]
 
     def summary(self) -> str:
+        if self.claimed and self.claimed_matches and self.precision == "float32":
+            return (f"computes `{self.claimed}` in float32: it matches at float32 tolerances, and a "
+                    "float64 check fails it by float32 rounding only (check with dtype auto or float32)")
         if self.claimed and self.claimed_matches:
             return (f"computes `{self.claimed}` on ordinary inputs; the difference lies only where "
                     "the failing property looks (saturation, long sequences or gradients)")
@@ -79,6 +83,8 @@ class Identification:
                 head += f"; its return value did not fit: {self.unusable}"
         if self.divergence is not None:
             head += f"; against `{self.claimed}`, the first quantity to differ is {self.divergence}"
+        if self.precision == "float32":
+            head += " (compared at float32, the precision it computes in)"
         return head
 
 
@@ -219,22 +225,42 @@ def _variant_cell(cell_name_or_path, key):
     raise KeyError(key)
 
 
-def candidates(cell, runner_layout=None, kind="module", catalog=True):
-    """Every candidate explanation around ``cell`` (a Cell)."""
+def catalog_candidates(cell, kind="module", runner_layout=None, engine=None):
+    """The other catalog cells an implementation could compute, whatever their parameters:
+    a framework cell's (``engine``) are the cells with a layout for its target and options
+    (gru and gru_cho for Keras's GRUCell, told apart by reset_after); a module's, the cells
+    with a layout of the same tensor names; a function's, the cells with the same inputs and
+    states (a function that reads a parameter a cell lacks simply fails that candidate)."""
     from .cell import catalog as names, load
+    from .conformance import NoLayoutError, engine_layout
 
     out = []
-    if catalog:
-        for n in names():
-            if n == cell.name:
-                continue
-            other = load(n)
-            if kind == "module":
-                for lay in other.spec.layouts:
-                    if runner_layout is not None and _same_tensors(lay, runner_layout, cell, other):
-                        out.append(Candidate(other, describe(other), lay))
-            elif set(other.ir.param_names) == set(cell.ir.param_names):
-                out.append(Candidate(other, describe(other)))
+    for n in names():
+        if n == cell.name:
+            continue
+        other = load(n)
+        if kind == "engine":
+            try:
+                out.append(Candidate(other, describe(other), engine_layout(other, engine)))
+            except NoLayoutError:
+                pass
+        elif kind == "module":
+            for lay in other.spec.layouts:
+                if runner_layout is not None and {t for t, _ in lay.tensors} == {t for t, _ in runner_layout.tensors}:
+                    out.append(Candidate(other, describe(other), lay))
+        elif [x for x, _ in other.ir.inputs] == [x for x, _ in cell.ir.inputs] and \
+                sorted(s for s, _ in other.ir.states) == sorted(s for s, _ in cell.ir.states):  # fmt: skip
+            out.append(Candidate(other, describe(other)))
+    return out
+
+
+def candidates(cell, runner_layout=None, kind="module", catalog=True, engine=None):
+    """Every candidate explanation around ``cell`` (a Cell)."""
+    from .cell import catalog as names
+
+    out = catalog_candidates(cell, kind, runner_layout, engine) if catalog else []
+    if runner_layout is None and kind == "engine":
+        return out  # the cell has no layout for this framework cell: its variants cannot run
     for rename, desc in gate_permutations(cell):
         out.append(Candidate(cell, desc, runner_layout, rename=rename, kind="gate order"))
     states = [s for s, _ in cell.ir.states]
@@ -258,48 +284,41 @@ def candidates(cell, runner_layout=None, kind="module", catalog=True):
     return out
 
 
-def _same_tensors(a, b, ca, cb):
-    from .conformance import _probe_sizes
-
-    if {t for t, _ in a.tensors} != {t for t, _ in b.tensors}:
-        return False
-    sa, sb = _probe_sizes(cb), _probe_sizes(ca)
-    if sa != sb:
-        return False
-    shape = lambda cell, lay: {t: sum(cell.ir.param_shape(x, sa)[0] for x in bl) for t, bl in lay.tensors}  # noqa: E731
-    return shape(cb, a) == shape(ca, b)
-
-
 # --------------------------------------------------------------------------- running candidates
 
 
-def _probes(cell, seeds=range(PROBES)):
+def _probes(cell, seeds=range(PROBES), sizes=None, dtype="float64"):
+    """Benign fixed cases (float64 values; at float32, rounded to float32 and checked at its
+    tolerances)."""
     from .conformance import _probe_sizes
     from .strategies import Case
 
-    sizes = _probe_sizes(cell)
+    sizes = dict(sizes or _probe_sizes(cell))
+    dt = np.dtype(dtype)
     out = []
     for seed in seeds:
         rng = np.random.default_rng(1000 + seed)
         params = cell.init_params(sizes=sizes, init="uniform", scale=0.8, seed=1000 + seed)
         inputs = {n: rng.uniform(-1.5, 1.5, (PROBE_STEPS, PROBE_BATCH, sizes[d])) for n, d in cell.ir.inputs}
         state = {s: rng.uniform(-0.8, 0.8, (PROBE_BATCH, sizes[d])) for s, d in cell.ir.states}
-        out.append(Case(cell.name, "probe", np.dtype(np.float64), sizes, params, inputs, state, 3 if cell.ir.step else 0))
+        if dt != np.float64:
+            params, inputs, state = ({k: v.astype(dt) for k, v in d.items()} for d in (params, inputs, state))
+        out.append(Case(cell.name, "probe", dt, sizes, params, inputs, state, 3 if cell.ir.step else 0))
     return out
 
 
-def matches(subj, candidate: Candidate):
+def matches(subj, candidate: Candidate, precision="float64"):
     """None if the implementation reproduces the candidate on every probe, else the first
     Divergence (or the exception text)."""
     from .conformance import Runner, _first_divergence, _forward_problem
 
     cell = candidate.cell
-    for case in _probes(cell):
+    for case in _probes(cell, sizes=subj.fixed_sizes, dtype=precision):
         try:
-            runner = Runner(subj, cell, case.sizes, np.float64, layout=candidate.layout,
+            runner = Runner(subj, cell, case.sizes, case.dtype, layout=candidate.layout,
                             state_order=candidate.state_order)  # fmt: skip
             got, ref, tol, names = _forward_problem(cell, runner, case, dict(candidate.rename), candidate.t_shift)
-        except (LstmVerifyError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the implementation raises: not this candidate
             return f"{type(exc).__name__}: {exc}"
         d = _first_divergence(got, ref, tol, names)
         if d is not None:
@@ -307,33 +326,50 @@ def matches(subj, candidate: Candidate):
     return None
 
 
-def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=None) -> Identification:
+def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=None, options=None,
+             precision="auto") -> Identification:  # fmt: skip
     """Which catalog cell or convention variant an implementation computes.
 
     With ``claimed``, candidates are the variants of that cell and the catalog cells its
     parameters map onto; without, every catalog cell (or ``cells``) the implementation can be
-    given parameters for, and their variants."""
+    given parameters for, and their variants. Probes are compared at ``precision``; ``"auto"``
+    finds the precision the implementation computes in first, so that a float32 cell is never
+    taken for a different one."""
     from .cell import Cell, catalog, load
-    from .conformance import Runner, _probe_sizes, subject
+    from .conformance import NoLayoutError, Runner, _probe_sizes, subject
 
-    subj = subject(impl, layout, state, backend)
+    subj = subject(impl, layout, state, backend, options=options)
     if claimed is not None:
         claimed = claimed if isinstance(claimed, Cell) else load(claimed)
         bases = [claimed]
     else:
         bases = [c if isinstance(c, Cell) else load(c) for c in (cells or catalog())]
     result = Identification(claimed.name if claimed is not None else None, subj.label)
+    if precision == "auto":
+        precision = _precision(subj, bases)
+    result.precision = precision
     seen = set()
     for base in bases:
         try:
-            runner = Runner(subj, base, _probe_sizes(base), np.float64)
+            runner = Runner(subj, base, subj.fixed_sizes or _probe_sizes(base), np.float64)
+        except NoLayoutError:  # a framework cell with no layout in this cell: the others may fit
+            if claimed is None:
+                continue
+            for cand in catalog_candidates(base, "engine", engine=_engine(subj, base)):
+                result.tried += 1
+                d = matches(subj, cand, precision)
+                result.note(d)
+                if d is None:
+                    result.matches.append(cand)
+            result.matches = _canonical_first(result.matches)
+            return result
         except (LstmVerifyError, KeyError, TypeError, ValueError):
             if claimed is not None:
                 raise
             continue
         layout_ = runner.layout
         own = Candidate(base, describe(base), layout_, kind="claimed")
-        d = matches(subj, own)
+        d = matches(subj, own, precision)
         result.note(d)
         result.tried += 1
         if claimed is not None:
@@ -344,16 +380,37 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
         elif d is None and base.name not in seen:
             seen.add(base.name)
             result.matches.append(own)
-        pool = candidates(base, layout_, runner.kind, catalog=claimed is not None)
+        pool = candidates(base, layout_, runner.kind, catalog=claimed is not None, engine=getattr(runner, "engine", None))
         for cand in pool:
             key = (cand.cell.name, cand.description)
             if key in seen:
                 continue
             seen.add(key)
             result.tried += 1
-            d = matches(subj, cand)
+            d = matches(subj, cand, precision)
             result.note(d)
             if d is None:
                 result.matches.append(cand)
     result.matches = _canonical_first(result.matches)
     return result
+
+
+def _engine(subj, cell):
+    """The framework cell of a built-in subject, built for ``cell``'s sizes (its options are
+    what decide which catalog layouts apply)."""
+    from .conformance import _probe_sizes
+
+    sizes = subj.fixed_sizes or _probe_sizes(cell)
+    subj.factory.dtype = np.float64
+    return subj.factory(**{f"{k}_size": v for k, v in sizes.items()})
+
+
+def _precision(subj, bases) -> str:
+    """The precision the implementation computes in, from the first cell it can be run as."""
+    from .conformance import Runner, find_precision
+
+    for base in bases:
+        precision, evidence = find_precision(base, subj, lambda sizes, dt, base=base: Runner(subj, base, sizes, dt))
+        if evidence != "the probe raised":
+            return precision
+    return "float64"

@@ -237,6 +237,11 @@ def _check_layouts(ir: CellIR) -> None:
                         f"this cell; parameters: {sorted(params)}",
                         path=ir.spec.path,
                     )
+        for key, table in (("scale", layout.scale), ("shift", layout.shift)):
+            unknown = sorted(set(dict(table)) - params)
+            if unknown:
+                raise SpecError(f"layout {layout.name!r}, {key}: {unknown} are not parameters of this cell; "
+                                f"parameters: {sorted(params)}", path=ir.spec.path)  # fmt: skip
         covered = {b for _, blocks in layout.tensors for b in blocks}
         missing = params - covered
         if missing:

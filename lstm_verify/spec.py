@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import keyword
+import math
 import os
 import re
 import stat
@@ -98,6 +99,19 @@ class Layout:
     tensors: tuple[tuple[str, tuple[str, ...]], ...]
     transpose: tuple[str, ...] = ()
     equivalent: bool = True  # False: a port users write that is NOT the same function
+    # tensor -> (form, groups): "rows" (one group, blocks along axis 0), "stack" (each group
+    # along axis 0, the groups along a new leading axis), "grid" (each group's blocks side by
+    # side along axis 1, the groups along axis 0); tensors absent here are "rows"
+    forms: tuple[tuple[str, str, tuple[tuple[str, ...], ...]], ...] = ()
+    scale: tuple[tuple[str, float], ...] = ()  # spec parameter = scale * blocks + shift
+    shift: tuple[tuple[str, float], ...] = ()
+    frozen: tuple[str, ...] = ()  # the implementation's tensors this layout ignores
+
+    def form(self, tensor: str) -> tuple[str, tuple[tuple[str, ...], ...]]:
+        for name, kind, groups in self.forms:
+            if name == tensor:
+                return kind, groups
+        return "rows", (dict(self.tensors)[tensor],)
 
 
 @dataclass(frozen=True)
@@ -359,27 +373,32 @@ class _Parser:
             where = f"layout {lname!r}"
             if not isinstance(entry, dict):
                 self.fail(f"{where} must be a table")
-            extra = set(entry) - {"target", "options", "state", "tensors", "transpose", "equivalent"}
+            extra = set(entry) - {"target", "options", "state", "tensors", "transpose", "equivalent",
+                                  "scale", "shift", "frozen"}  # fmt: skip
             if extra:
                 self.fail(f"{where}: unknown keys {sorted(extra)}")
             target = entry.get("target")
             tensors = entry.get("tensors")
             if not isinstance(target, str) or not isinstance(tensors, dict) or not tensors:
                 self.fail(f"{where} needs 'target' (a string) and 'tensors' (a table)")
-            for tname, blocks in tensors.items():
-                if not isinstance(blocks, list) or not blocks or not all(
-                    isinstance(b, str) for b in blocks
-                ):
-                    self.fail(f"{where}: tensor {tname!r} must be a list of parameter names")
+            flat, forms = [], []
+            for tname, value in tensors.items():
+                kind, groups = self.tensor_form(where, tname, value)
+                flat.append((tname, tuple(b for g in groups for b in g)))
+                if kind != "rows":
+                    forms.append((tname, kind, groups))
             options = entry.get("options", {})
             state = entry.get("state", list(self.data["state"]))
             transpose = entry.get("transpose", [])
+            frozen = entry.get("frozen", [])
             if not isinstance(options, dict) or not isinstance(state, list):
                 self.fail(f"{where}: 'options' must be a table and 'state' a list")
             if sorted(state) != sorted(self.data["state"]):
                 self.fail(f"{where}: 'state' must order exactly the cell's states")
             if not isinstance(transpose, list) or not set(transpose) <= set(tensors):
                 self.fail(f"{where}: 'transpose' must list some of its tensors")
+            if not isinstance(frozen, list) or not all(isinstance(f, str) for f in frozen) or set(frozen) & set(tensors):
+                self.fail(f"{where}: 'frozen' must list tensor names that 'tensors' does not map")
             equivalent = entry.get("equivalent", True)
             if not isinstance(equivalent, bool):
                 self.fail(f"{where}: 'equivalent' must be true or false")
@@ -389,12 +408,42 @@ class _Parser:
                     target,
                     tuple(sorted(options.items())),
                     tuple(state),
-                    tuple((k, tuple(v)) for k, v in tensors.items()),
+                    tuple(flat),
                     tuple(transpose),
                     equivalent,
+                    tuple(forms),
+                    self.layout_numbers(where, entry, "scale"),
+                    self.layout_numbers(where, entry, "shift"),
+                    tuple(frozen),
                 )
             )
         return tuple(out)
+
+    def tensor_form(self, where, tname, value):
+        """("rows" | "stack" | "grid", groups of parameter names) of one layout tensor."""
+        def names(v):
+            return isinstance(v, list) and v and all(isinstance(b, str) for b in v)
+
+        if names(value):
+            return "rows", (tuple(value),)
+        if isinstance(value, dict) and len(value) == 1:
+            kind, groups = next(iter(value.items()))
+            if kind in ("stack", "grid") and isinstance(groups, list) and groups and all(names(g) for g in groups):
+                return kind, tuple(tuple(g) for g in groups)
+        self.fail(f"{where}: tensor {tname!r} must be a list of parameter names, or a table with one "
+                  f"key, stack or grid, holding a list of such lists")  # fmt: skip
+
+    def layout_numbers(self, where, entry, key):
+        """A layout's ``scale`` or ``shift`` table: parameter name -> finite number (scale not 0)."""
+        table = entry.get(key, {})
+        ok = isinstance(table, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (key == "shift" or v)
+            for v in table.values()
+        )
+        if not ok:
+            self.fail(f"{where}: {key!r} must be a table of parameter names to finite numbers"
+                      + (" other than 0" if key == "scale" else ""))  # fmt: skip
+        return tuple(sorted((k, float(v)) for k, v in table.items()))
 
     # ----- equations
 

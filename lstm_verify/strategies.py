@@ -204,11 +204,15 @@ def _arrays(shapes: tuple, dtype, bound: float) -> st.SearchStrategy:
 
 
 @st.composite
-def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch):
+def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch, fixed=None):
     regime = draw(st.sampled_from(REGIMES[:3])) if regime is None else regime
     dt = draw(dtypes()) if dtype is None else dtype
     ini = draw(st.sampled_from(INITS)) if init is None else init
-    if regime.startswith("long"):
+    if fixed is not None:
+        sz = dict(fixed)
+        T = draw(st.integers(50, 200) if regime.startswith("long") else st.integers(1, 6)) if steps is None else steps
+        B = (1 if regime.startswith("long") else draw(st.integers(1, 3))) if batch is None else batch
+    elif regime.startswith("long"):
         sz = draw(sizes(c, max_size=min(max_size, 3)))
         T = draw(st.integers(50, 200)) if steps is None else steps
         B = 1 if batch is None else batch
@@ -249,9 +253,11 @@ def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch):
 
 
 def cases(cell, regime: str | None = None, dtype=None, init: str | None = None, max_size: int = 5,
-          saturation: float = 20.0, steps: int | None = None, batch: int | None = None):  # fmt: skip
+          saturation: float = 20.0, steps: int | None = None, batch: int | None = None,
+          sizes: dict | None = None):  # fmt: skip
     """Whole problems for a cell. ``None`` for dtype or init draws it too; ``None`` for regime
-    draws ordinary, saturated or near_zero (the long regimes are asked for by name)."""
+    draws ordinary, saturated or near_zero (the long regimes are asked for by name); ``sizes``
+    fixes the sizes (a model file's) instead of drawing them."""
     c = _cell(cell)
     if regime is not None and regime not in REGIMES:
         raise InvalidArgument(f"regime must be one of {REGIMES} or None, got {regime!r}")
@@ -266,4 +272,11 @@ def cases(cell, regime: str | None = None, dtype=None, init: str | None = None, 
         _check_int("steps", steps)
     if batch is not None:
         _check_int("batch", batch)
-    return _cases(c, regime, dtype, init, max_size, float(saturation), steps, batch)
+    if sizes is not None:
+        if not isinstance(sizes, dict) or set(sizes) != set(c.ir.size_names) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes.values()
+        ):
+            raise InvalidArgument(f"sizes must give every size of {c.name} ({sorted(c.ir.size_names)}) "
+                                  f"as a positive int, got {sizes!r}")  # fmt: skip
+        sizes = tuple(sorted(sizes.items()))
+    return _cases(c, regime, dtype, init, max_size, float(saturation), steps, batch, sizes)
