@@ -252,6 +252,7 @@ GATE_BIASES = {
     "lstm_peephole": {"b_i", "b_f", "b_g", "b_o"},
     "lstm_proj": {"b_i", "b_f", "b_g", "b_o"},
     "mgu": {"b_f", "b_n"},
+    "mgu_flax": {"b_f", "b_n_x"},
     "mut1": {"b_z", "b_r", "b_h"},
     "mut2": {"b_z", "b_r", "b_h"},
     "mut3": {"b_z", "b_r", "b_h"},
