@@ -61,6 +61,13 @@ def main(argv=None) -> int:
                        "the cell's state names" + (" (only cells with these states are considered)"
                                                    if p is ident else ""))  # fmt: skip
         p.add_argument("--backend", choices=["numpy", "torch"], help="what a function implementation takes")
+        p.add_argument("--impl-option", action="append", default=[], metavar="KEY=VALUE", dest="impl_options",
+                       help="an option of a built-in subject (a constructor option or an ONNX attribute, "
+                       "e.g. reset_after=false, linear_before_reset=1); repeat for several. VALUE is "
+                       "read as a TOML value (true, 1, 0.5, \"relu\"), else as a string")  # fmt: skip
+        p.add_argument("--dtype", choices=["auto", "float64", "float32"], default="auto",
+                       help="precision of the check (default auto: one probe finds the precision "
+                       "the implementation computes in, and the check runs at it)")  # fmt: skip
         p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
                        help=f"limit on each call of your implementation (default {DEFAULT_TIMEOUT:g}; "
                        "0: none); a call that does not return in time stops the run with exit status 1. "
@@ -201,17 +208,42 @@ def _check_states(names, cell, flag="--state"):
                               f"({', '.join(states)}); missing {', '.join(missing)}")  # fmt: skip
 
 
+def _impl_options(args) -> dict:
+    """``--impl-option KEY=VALUE`` pairs: VALUE as a TOML value, else the string itself."""
+    import tomllib
+
+    out = {}
+    for text in args.impl_options:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise LstmVerifyError(f"--impl-option {text!r}: expected KEY=VALUE, e.g. reset_after=false")
+        try:
+            out[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value.strip()
+    return out
+
+
 def _subject(args):
     from .conformance import Subject, subject
+    from .frameworks import is_builtin
     from .loading import load_object, read_layout
 
+    options = _impl_options(args)
+    layout = read_layout(args.layout) if args.layout else None
+    if is_builtin(args.impl):
+        return subject(args.impl, layout=layout, state=_state_names(args), options=options, label=args.impl)
     impl = load_object(args.impl)
     if not isinstance(impl, Subject) and not callable(impl):
         raise LstmVerifyError(f"--impl {args.impl}: {type(impl).__name__} object {_short(impl)} is not "
                               "callable; expected a factory (a torch.nn.Module class, or a function "
                               "returning fn(params, x, state)) or a lstm_verify Subject")  # fmt: skip
-    layout = read_layout(args.layout) if args.layout else None
-    return subject(impl, layout=layout, state=_state_names(args), backend=args.backend, label=args.impl)
+    try:
+        return subject(impl, layout=layout, state=_state_names(args), backend=args.backend, label=args.impl,
+                       options=options)  # fmt: skip
+    except ValueError as exc:
+        raise LstmVerifyError(f"--impl-option: {exc}") from None
 
 
 def _short(obj) -> str:
@@ -260,7 +292,7 @@ def _check_impl(args) -> int:
         _check_states(list(subj.state), cell)
     examples = DEFAULT_EXAMPLES if args.examples is None else args.examples
     with _Progress(args, f"check {cell.name}") as progress:
-        report = check(cell, _limited(args, subj, progress), examples=examples, seed=args.seed)
+        report = check(cell, _limited(args, subj, progress), examples=examples, seed=args.seed, dtype=args.dtype)
     print(report.table())
     return 0 if report.passed else 1
 
@@ -283,7 +315,8 @@ def _identify(args) -> int:
                 raise LstmVerifyError(f"--state {','.join(names)}: no catalog cell has exactly these "
                                       f"states (the catalog's states: {'; '.join(kinds)})")  # fmt: skip
     with _Progress(args, "identify") as progress:
-        result = identify(_limited(args, subj, progress), cells=cells)
+        result = identify(_limited(args, subj, progress), cells=cells,
+                          precision="auto" if args.dtype == "auto" else args.dtype)  # fmt: skip
     print(f"{args.impl}: {result.summary()}")
     if not result.tried:
         print(_why_none_tried(subj, cells))
@@ -341,7 +374,7 @@ def _report(args) -> int:
 
 
 COLUMNS = ["fwd64", "fwd32", "sat64", "sat32", "bwd/autograd", "bwd/fd"]
-IMPL_ONLY = ("layout", "state", "backend", "examples", "seed")  # flags that need --impl
+IMPL_ONLY = ("layout", "state", "backend", "examples", "seed", "impl_options")  # flags that need --impl
 
 
 def _check(args) -> int:
@@ -352,7 +385,7 @@ def _check(args) -> int:
         if args.wide:
             raise LstmVerifyError("--wide/--verbose applies to the catalog check, not with --impl")
         return _check_impl(args)
-    given = [f"--{name}" for name in IMPL_ONLY if getattr(args, name) is not None]
+    given = [f"--{name.replace('_options', '-option')}" for name in IMPL_ONLY if getattr(args, name) not in (None, [])]
     if given:
         raise LstmVerifyError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with "
                               "--impl (checking your implementation)")  # fmt: skip

@@ -119,10 +119,9 @@ def _builtin_subject(ref, options, layout, state, label):
     engine = builtin(ref) if isinstance(ref, str) else ref
     opts = dict(options or {})
 
-    def build(**sizes):
-        return engine({k[: -len("_size")]: v for k, v in sizes.items()}, opts, build.dtype)
+    def build(dtype=np.float64, **sizes):
+        return engine({k[: -len("_size")]: v for k, v in sizes.items()}, opts, dtype)
 
-    build.dtype = np.float64
     return Subject(build, layout, tuple(state) if state else None, None, label or str(ref),
                    tuple(sorted(opts.items())), engine)  # fmt: skip
 
@@ -143,9 +142,6 @@ def subject(impl, layout=None, state=None, backend=None, label=None, kind=None, 
 
     if is_builtin(impl) or (isinstance(impl, type) and issubclass(impl, Engine)):
         return _builtin_subject(impl, options, layout, state, label)
-    if options:
-        raise ValueError("options= applies to built-in subjects (e.g. 'keras.layers:GRUCell'), "
-                         f"not to {impl!r}: pass them to your own factory yourself")  # fmt: skip
     if isinstance(impl, str):
         from .loading import load_object
 
@@ -161,8 +157,11 @@ def subject(impl, layout=None, state=None, backend=None, label=None, kind=None, 
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     name = label or f"{getattr(impl, '__module__', '?')}.{getattr(impl, '__qualname__', repr(impl))}"
     if kind == "function" or (kind is None and is_function(impl)):
+        if options:
+            raise ValueError(f"options= are passed to a factory (a class, or a function taking the "
+                             f"sizes); {name} is the function itself")  # fmt: skip
         impl = _FunctionFactory(impl)
-    return Subject(impl, layout, tuple(state) if state else None, backend, name)
+    return Subject(impl, layout, tuple(state) if state else None, backend, name, tuple(sorted((options or {}).items())))
 
 
 def make_layout(ir, layout) -> Layout:
@@ -215,12 +214,11 @@ class Runner:
         self.subject, self.cell, self.ir, self.sizes = subj, cell, cell.ir, dict(sizes)
         self.dtype = np.dtype(dtype)
         kwargs = {f"{k}_size": v for k, v in sizes.items()}
-        if subj.engine is not None:
-            subj.factory.dtype = self.dtype
         try:
-            obj = subj.factory(**kwargs)
+            obj = subj.factory(**kwargs, **dict(subj.options)) if subj.engine is None else \
+                subj.factory(dtype=self.dtype, **kwargs)  # fmt: skip
         except TypeError as exc:
-            raise ShapeError(f"{subj.label}: calling the factory with {kwargs} failed: {exc}") from None
+            raise ShapeError(f"{subj.label}: calling the factory with {kwargs | dict(subj.options)} failed: {exc}") from None
         self.obj = obj
         self.seen = set()  # dtypes of what the implementation returned
         if subj.engine is not None:

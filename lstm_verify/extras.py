@@ -16,6 +16,14 @@ from .errors import MissingExtraError
 EXTRAS = {
     "torch": ("torch", "torch"),
     "matplotlib": ("matplotlib", "report"),
+    # built-in framework subjects (lstm_verify.frameworks)
+    "keras": ("keras", "keras"),
+    "jax": ("jax", "jax"),
+    "flax": ("flax", "flax"),
+    "equinox": ("equinox", "equinox"),
+    "haiku": ("dm-haiku", "haiku"),
+    "onnx": ("onnx", "onnx"),
+    "onnxruntime": ("onnxruntime", "onnx"),
 }
 
 

@@ -401,8 +401,7 @@ def _engine(subj, cell):
     from .conformance import _probe_sizes
 
     sizes = subj.fixed_sizes or _probe_sizes(cell)
-    subj.factory.dtype = np.float64
-    return subj.factory(**{f"{k}_size": v for k, v in sizes.items()})
+    return subj.factory(dtype=np.float64, **{f"{k}_size": v for k, v in sizes.items()})
 
 
 def _precision(subj, bases) -> str:

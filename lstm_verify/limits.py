@@ -131,6 +131,13 @@ class Limiter:
         return make
 
     def wrap(self, obj):
+        from .frameworks.base import Engine
+
+        if isinstance(obj, Engine):  # a framework cell: its runs and gradients
+            for name in ("run", "vjp"):
+                method = getattr(obj, name)
+                setattr(obj, name, lambda *a, _m=method, _n=name, **k: self.call(_m, _n, a, k))
+            return obj
         if _is_module(obj):
             forward = obj.forward
 

@@ -183,7 +183,6 @@ MUTANTS = [
     ("output reads the old cell", "lstm", partial(HandLSTM, old_cell_out=True), {}, None),
     ("recurrent bias ignored", "lstm", partial(HandLSTM, use_bias_hh=False), {}, None),
     ("recurrent weight transposed", "rnn_tanh", partial(HandRNN, transpose_hh=True), {}, None),
-    ("computes in float32 inside", "lstm", partial(HandLSTM, float32_inside=True), {}, None),
     ("cell state clipped to [-3, 3]", "lstm", partial(HandLSTM, clip=3.0), {}, None),
     ("tanh as (e^2u - 1)/(e^2u + 1)", "lstm", partial(HandLSTM, naive_tanh=True), {}, None),
     ("sigmoid as e^u/(1 + e^u)", "lstm", partial(HandLSTM, gate=_naive_sigmoid), {}, None),

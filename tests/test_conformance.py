@@ -39,6 +39,23 @@ def test_mutant_is_caught_and_identified(name, cell, factory, options, expected)
         assert "not `" not in summary, summary  # names no wrong alternative
 
 
+def test_float32_inside_is_checked_at_float32_and_never_called_another_cell():
+    """An implementation that returns float64 but computes in float32: dtype auto finds it (its
+    error on a benign probe is float32 rounding) and says so first; a float64 check fails it,
+    and identification says it is the claimed cell in float32, not a different cell."""
+    factory = subject(lambda **s: HandLSTM(**s, float32_inside=True), label="f32 inside")
+    report = check("lstm", factory, seed=0, examples=20, shrink=False)
+    assert report.passed, report.table()
+    assert report.precision == "float32"
+    assert report.table().splitlines()[0].startswith("computes in float32 (float64 results with relative error")
+    strict = check("lstm", factory, seed=0, examples=20, shrink=False, dtype="float64")
+    assert not strict.passed
+    summary = strict.identification.summary()
+    assert summary.startswith("computes `lstm` in float32"), summary
+    # an implementation computing in float64 is checked at float64
+    assert check("lstm", torch.nn.LSTMCell, seed=0, examples=5).precision == "float64"
+
+
 def test_failure_is_shrunk_and_names_quantity_step_and_values():
     report = check("rnn_tanh", subject(lambda **s: HandRNN(**s, transpose_hh=True)), seed=1, examples=40)
     assert not report.passed
