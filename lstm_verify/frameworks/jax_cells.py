@@ -61,6 +61,11 @@ def _check_run(target: str, xs, state: tuple, n_state: int, n_in: int, n_hid: in
                              f"got shape {tuple(s.shape)}")  # fmt: skip
 
 
+# (target, sizes, options, dtype) -> what an engine of that key builds once: initial tensors
+# (replaced, never changed in place) and the jitted step
+_BUILT: dict = {}
+
+
 # ---------------------------------------------------------------------------------- Equinox
 
 
@@ -75,22 +80,31 @@ class _EquinoxCell(JaxEngine):
         _check_options(self.target, options, {"use_bias": bool})
         self._n_in, self._n_hid = _sizes(self.target, sizes)
         super().__init__(sizes, options, dtype)
+        key = (self.target, self._n_in, self._n_hid, self.options["use_bias"], str(self.dtype))
+        if key not in _BUILT:
+            _BUILT[key] = self._build()
+        tensors, self._step = _BUILT[key]
+        self._tensors = dict(tensors)
+
+    def _build(self):
+        """The initial tensors and the jitted step, shared by every engine of the same key (so
+        that a new engine does not compile again)."""
         eqx = _require("equinox", self.target, "equinox")
         jax = _require("jax", self.target, "equinox")
         cls = getattr(eqx.nn, self._class)
         cell = cls(self._n_in, self._n_hid, use_bias=self.options["use_bias"], dtype=self.dtype,
                    key=jax.random.PRNGKey(0))  # fmt: skip
         names = [n for n in self._fields if getattr(cell, n) is not None]
-        self._tensors = {n: getattr(cell, n) for n in names}
+        n_state = self._n_state
 
         def step(tensors, x, state):
             # the cell as a pure function of the tensors: the same module with them put in
             module = eqx.tree_at(lambda m: [getattr(m, n) for n in names], cell, [tensors[n] for n in names])
-            hidden = state if self._n_state > 1 else state[0]
+            hidden = state if n_state > 1 else state[0]
             new = jax.vmap(lambda xb, hb: module(xb, hb))(x, hidden)
-            return tuple(new) if self._n_state > 1 else (new,)
+            return tuple(new) if n_state > 1 else (new,)
 
-        self._step = jax.jit(step)
+        return {n: getattr(cell, n) for n in names}, jax.jit(step)
 
     def apply(self, tensors, xs, state):
         _check_run(self.target, xs, state, self._n_state, self._n_in, self._n_hid)
@@ -141,26 +155,34 @@ class _HaikuCore(JaxEngine):
         _check_options(self.target, options, self._allowed)
         self._n_in, self._n_hid = _sizes(self.target, sizes)
         super().__init__(sizes, options, dtype)
+        key = (self.target, self._n_in, self._n_hid, tuple(sorted(self.options.items())), str(self.dtype))
+        if key not in _BUILT:
+            _BUILT[key] = self._build()
+        self._where, tensors, self._step = _BUILT[key]
+        self._tensors = dict(tensors)
+
+    def _build(self):
+        """Where each tensor sits in Haiku's parameters, the initial tensors and the jitted
+        step, shared by every engine of the same key."""
         hk = _require("haiku", self.target, "haiku")
         jax = _require("jax", self.target, "haiku")
         jnp = jax.numpy
+        make, wrap, unwrap = self._core, self._wrap, self._unwrap
 
         def step(x, state):
-            _, new = self._core(hk)(x, self._wrap(hk, state))
-            return self._unwrap(new)
+            _, new = make(hk)(x, wrap(hk, state))
+            return unwrap(new)
 
         fn = hk.without_apply_rng(hk.transform(step))
         # the parameters take the inputs' dtype (hk.get_parameter(..., inputs.dtype))
         zeros = lambda n: jnp.zeros((1, n), dtype=self.dtype)  # noqa: E731
         params = fn.init(jax.random.PRNGKey(0), zeros(self._n_in), tuple(zeros(self._n_hid) for _ in range(self._n_state)))
-        # normalised name -> (module path, parameter name)
-        self._where = {}
+        where = {}  # normalised name -> (module path, parameter name)
         for module, table in params.items():
             inner = module.partition("/")[2]
             for pname in table:
-                self._where[f"{inner}/{pname}" if inner else pname] = (module, pname)
-        self._tensors = {k: params[m][p] for k, (m, p) in self._where.items()}
-        self._step = jax.jit(fn.apply)
+                where[f"{inner}/{pname}" if inner else pname] = (module, pname)
+        return where, {k: params[m][p] for k, (m, p) in where.items()}, jax.jit(fn.apply)
 
     def apply(self, tensors, xs, state):
         _check_run(self.target, xs, state, self._n_state, self._n_in, self._n_hid)
