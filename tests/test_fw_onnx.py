@@ -7,6 +7,7 @@ when torch is installed.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -19,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import lstm_verify as lv
 from lstm_verify.conformance import check
-from lstm_verify.errors import LstmVerifyError, ShapeError
+from lstm_verify.errors import LstmVerifyError, MissingExtraError, ShapeError
 from lstm_verify.frameworks import builtin, references
 from lstm_verify.frameworks.onnx_ops import ModelError, OnnxRecurrent
 from lstm_verify.identify import identify
@@ -219,6 +220,12 @@ def test_onnxruntime_errors_come_out_unchanged():
     with pytest.raises(state.InvalidArgument) as err:  # X of input size 5 for W of 3
         engine.run(np.zeros((2, 1, 5)), (np.zeros((1, 4)),))
     assert not isinstance(err.value, LstmVerifyError)
+
+
+def test_missing_onnxruntime_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'lstm-verify\[onnx\]'"):
+        builtin("onnx:GRU")({"input": 2, "hidden": 3}, {}, "float64")
 
 
 def test_empty_sequence_needs_no_call(ort_runs):
