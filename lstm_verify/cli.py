@@ -95,6 +95,18 @@ def main(argv=None) -> int:
     report.add_argument("--quick", action="store_true", help="short lags, one seed: about a minute")
     report.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bar on stderr (default: on)")  # fmt: skip
+    conf = sub.add_parser("conformance-report", help="the conformance matrix: every built-in framework "
+                          "subject (Keras, Flax, Equinox, Haiku, ONNX) identified and checked against the "
+                          "catalog; HTML, Markdown and JSON")  # fmt: skip
+    conf.add_argument("-o", "--output", default="conformance",
+                      help="output folder (default: conformance); the same rules as report's -o")
+    conf.add_argument("--force", action="store_true", help="as report's --force")
+    conf.add_argument("--examples", type=_examples, default=20,
+                      help="Hypothesis examples of each subject's main property (default 20)")
+    conf.add_argument("--only", action="append", metavar="PREFIX",
+                      help="only the subjects whose reference starts with PREFIX (e.g. onnx, flax.nnx); repeat")
+    conf.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                      help="a line per subject on stderr (default: on)")
     export = sub.add_parser("export", help="a standalone NumPy, torch or C module for a cell")
     export.add_argument("cell", help="catalog name or spec path")
     export.add_argument("--target", required=True, choices=["numpy", "torch", "c"])
@@ -104,7 +116,8 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
         return {"list": _list, "show": _show, "check": _check, "identify": _identify,
-                "report": _report, "export": _export}[args.command](args)  # fmt: skip
+                "report": _report, "export": _export,
+                "conformance-report": _conformance_report}[args.command](args)  # fmt: skip
     except LstmVerifyError as exc:
         print(f"lstm-verify: error: {_message(exc)}", file=sys.stderr)
         return 2
@@ -351,6 +364,33 @@ def _export(args) -> int:
 
     path = write(args.cell, args.target, args.output, args.force)
     print(f"wrote {path}")
+    return 0
+
+
+def _conformance_report(args) -> int:
+    from .conformance_report import build, render, subjects
+    from .report_folder import install, prepare
+
+    target = prepare(args.output, args.force)  # refuse a bad path before the long computation
+    if args.only:
+        known = {r for r, _ in subjects()}
+        bad = [p for p in args.only if not any(r.startswith(p) for r in known)]
+        if bad:
+            raise LstmVerifyError(f"--only {', '.join(bad)}: no built-in subject starts so; they are "
+                                  f"{', '.join(sorted(known))}")  # fmt: skip
+
+    def progress(row):
+        if args.progress:
+            verdict = row.error or ("conforms" if row.passed else "DOES NOT CONFORM")
+            print(f"{row.label}: {row.computes or '-'}; {verdict} ({row.seconds:.0f} s)", file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    rows = build(examples=args.examples, only=args.only, progress=progress)
+    command = "lstm-verify conformance-report" + (f" --examples {args.examples}" if args.examples != 20 else "") + \
+        "".join(f" --only {p}" for p in args.only or [])  # fmt: skip
+    path = install(prepare(target.path, target.force), render(rows, command, time.perf_counter() - start), command)
+    print(f"wrote {path}/conformance.html, conformance.md and data.json: {len(rows)} subjects, "
+          f"{sum(bool(r.passed) for r in rows)} conform")  # fmt: skip
     return 0
 
 

@@ -439,8 +439,9 @@ def engine_layout(cell, eng):
         if all(eng.options.get(k, _UNSET) == v for k, v in lay.options):
             return lay
     if mine:
-        need = "; ".join(f"{lay.name!r} needs {_options_text(dict(lay.options))}" for lay in mine)
-        have = {k: eng.options.get(k, "unset") for lay in mine for k, _ in lay.options}
+        differ = [{k: v for k, v in lay.options if eng.options.get(k, _UNSET) != v} for lay in mine]
+        need = "; ".join(f"{lay.name!r} needs {_options_text(d)}" for lay, d in zip(mine, differ))
+        have = {k: eng.options.get(k, "unset") for d in differ for k in d}
         raise NoLayoutError(f"{cell.name} has no layout for {eng.target} built with {_options_text(have)} "
                             f"({need})")  # fmt: skip
     raise NoLayoutError(f"{cell.name} has no layout for {eng.target}")
@@ -573,10 +574,24 @@ def _runner(cell, runner_for, case):
                                 f"{exc}\non {case.describe()}") from exc  # fmt: skip
 
 
-def check_forward(cell, runner_for, case):
+def _record(stats, got, ref, tol):
+    """The worst |got - expected| (and its ratio to the tolerance) seen so far, in ``stats``."""
+    if stats is None:
+        return
+    with np.errstate(invalid="ignore"):
+        for g, r, t in zip(got, ref, tol):
+            diff = np.abs(np.asarray(g, np.float64) - r)
+            if diff.size:
+                stats["abs"] = max(stats.get("abs", 0.0), float(np.nanmax(np.where(np.isnan(diff), np.inf, diff))))
+                stats["ratio"] = max(stats.get("ratio", 0.0), float(np.max(np.where(np.isnan(diff), np.inf, diff) /
+                                                                            np.maximum(t, 1e-300))))  # fmt: skip
+
+
+def check_forward(cell, runner_for, case, stats=None):
     """Raise VerificationError if the subject's states differ from the spec at any step."""
     runner = _runner(cell, runner_for, case)
     got, ref, tol, names = _forward_problem(cell, runner, case)
+    _record(stats, got, ref, tol)
     d = _first_divergence(got, ref, tol, names)
     if d is not None:
         err = VerificationError(f"{cell.name}: {d}\non {case.describe()}")
@@ -584,7 +599,7 @@ def check_forward(cell, runner_for, case):
         raise err
 
 
-def check_gradients(cell, runner_for, case, seed=0):
+def check_gradients(cell, runner_for, case, seed=0, stats=None):
     """Gradients of a random linear loss over every output and the final state, with respect to
     the parameters (or the module's tensors), the inputs and the initial state: the subject's
     autograd against the generated backward."""
@@ -660,6 +675,7 @@ def check_gradients(cell, runner_for, case, seed=0):
         label = {"p": "", "x": "", "s": ""}[k[0]] + k[1]
         names.append((None, f"dL/d{label}"))
         pos += r.size
+    _record(stats, gl, rl, tl)
     d = _first_divergence(gl, rl, tl, names)
     if d is not None:
         err = VerificationError(f"{cell.name}: gradient {d}\non {case.describe()}")
@@ -679,6 +695,8 @@ class Row:
     skipped: str = ""
     message: str = ""
     seconds: float = 0.0
+    worst: float | None = None  # the largest |implementation - spec| over every example
+    worst_ratio: float | None = None  # ... and the largest |difference| / tolerance
 
 
 @dataclass
@@ -700,7 +718,8 @@ class Report:
         lines = ([self.precision_note] if self.precision_note else []) + [f"{self.subject} against {self.cell}:", ""]
         if self.error:
             lines += [f"  {self.error}"]
-        lines.append(f"  {'property':40s} {'examples':>8s}  result")
+        else:
+            lines.append(f"  {'property':40s} {'examples':>8s}  result")
         for r in self.rows:
             if r.skipped:
                 res = r.skipped
@@ -905,14 +924,16 @@ def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100
             row.skipped = ("skipped: a NumPy implementation has no gradients to compare" if subj.engine is None
                            else f"skipped: {subj.label} runs forward only (no gradients to compare)")  # fmt: skip
         else:
-            fn = (lambda c: check_forward(cell, runner_for, c)) if kind == "forward" else \
-                (lambda c: check_gradients(cell, runner_for, c))  # fmt: skip
+            stats: dict = {}
+            fn = (lambda c: check_forward(cell, runner_for, c, stats=stats)) if kind == "forward" else \
+                (lambda c: check_gradients(cell, runner_for, c, stats=stats))  # fmt: skip
             if kind == "gradients":
                 opts = dict(opts, dtype=report.precision)
             n, first_fail, exc, unsatisfiable = run_property(
                 cell, fn, _strategy(cell, opts, max_size, report.precision, sizes),
                 _settings(int(examples * share), seed, ci, shrink), seed)  # fmt: skip
             row.examples, row.first_failure = n, first_fail
+            row.worst, row.worst_ratio = stats.get("abs"), stats.get("ratio")
             if unsatisfiable:
                 row.skipped = "skipped: no case of this kind can be built for this cell"
             if exc is not None:

@@ -176,8 +176,12 @@ def equation_variants(cell):
     gates = [lhs[i] for i, e in enumerate(eqs) if re.match(r"\s*(hard_)?sigmoid\(", e.split("=", 1)[1])]
     out = []
     if any(re.search(r"(?<!hard_)\bsigmoid\(", e) for e in eqs):
-        out.append(("hard", "with hard_sigmoid in place of sigmoid",
+        out.append(("hard", "with hard_sigmoid (torch and Keras 3: x/6 + 1/2, clipped) in place of sigmoid",
                     [re.sub(r"(?<!hard_)\bsigmoid\(", "hard_sigmoid(", e) for e in eqs]))  # fmt: skip
+        # 0.2x + 1/2 = hard_sigmoid(6/5 x)
+        out.append(("hard02", "with hard_sigmoid in the 0.2x + 1/2 convention (Keras 2, ONNX "
+                    "HardSigmoid's defaults) in place of sigmoid",
+                    [_rewrite_calls(e, "sigmoid", lambda arg: f"hard_sigmoid(6/5*({arg}))") for e in eqs]))  # fmt: skip
     for g in gates:
         comp = re.compile(r"\(1 - " + re.escape(g) + r"\)")
         new, changed = [], []
@@ -210,6 +214,23 @@ def equation_variants(cell):
                     new[i] = f"{lh} = {_tok(old).sub(new_name, rhs).strip()}"
                     out.append((f"state_{lh}_{old}", f"with {text}", new))
     return out
+
+
+def _rewrite_calls(text: str, name: str, new) -> str:
+    """``text`` with every call ``name(ARG)`` (not part of a longer name) replaced by
+    ``new(ARG)``, ARG found by balancing parentheses."""
+    out, pos = [], 0
+    pattern = re.compile(r"(?<![A-Za-z0-9_'])" + re.escape(name) + r"\(")
+    while (m := pattern.search(text, pos)) is not None:
+        depth, end = 1, m.end()
+        while end < len(text) and depth:
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        if depth:
+            break  # unbalanced: the spec parser would have refused it
+        out += [text[pos : m.start()], new(_rewrite_calls(text[m.end() : end - 1], name, new))]
+        pos = end
+    return "".join(out) + text[pos:]
 
 
 @lru_cache(maxsize=256)
@@ -345,8 +366,18 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
     else:
         bases = [c if isinstance(c, Cell) else load(c) for c in (cells or catalog())]
     result = Identification(claimed.name if claimed is not None else None, subj.label)
+    pairs = [(b, None) for b in bases]
+    stranger = None  # a claimed framework cell built as another cell: its catalog candidates
+    if claimed is not None and subj.engine is not None:
+        from .conformance import engine_layout
+
+        try:
+            engine_layout(claimed, _engine(subj, claimed))
+        except NoLayoutError:
+            stranger = catalog_candidates(claimed, "engine", engine=_engine(subj, claimed))
+            pairs = [(c.cell, c.layout) for c in stranger]
     if precision == "auto":
-        precision = _precision(subj, bases)
+        precision = _precision(subj, pairs)
     result.precision = precision
     seen = set()
     for base in bases:
@@ -355,7 +386,7 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
         except NoLayoutError:  # a framework cell with no layout in this cell: the others may fit
             if claimed is None:
                 continue
-            for cand in catalog_candidates(base, "engine", engine=_engine(subj, base)):
+            for cand in stranger or []:
                 result.tried += 1
                 d = matches(subj, cand, precision)
                 result.note(d)
@@ -404,12 +435,14 @@ def _engine(subj, cell):
     return subj.factory(dtype=np.float64, **{f"{k}_size": v for k, v in sizes.items()})
 
 
-def _precision(subj, bases) -> str:
-    """The precision the implementation computes in, from the first cell it can be run as."""
+def _precision(subj, pairs) -> str:
+    """The precision the implementation computes in, from the first (cell, layout) it can be
+    run as."""
     from .conformance import Runner, find_precision
 
-    for base in bases:
-        precision, evidence = find_precision(base, subj, lambda sizes, dt, base=base: Runner(subj, base, sizes, dt))
+    for base, lay in pairs:
+        precision, evidence = find_precision(base, subj, lambda sizes, dt, base=base, lay=lay:
+                                             Runner(subj, base, sizes, dt, layout=lay))  # fmt: skip
         if evidence != "the probe raised":
             return precision
     return "float64"

@@ -406,7 +406,7 @@ class _Parser:
                 Layout(
                     lname,
                     target,
-                    tuple(sorted(options.items())),
+                    tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items())),
                     tuple(state),
                     tuple(flat),
                     tuple(transpose),
