@@ -76,9 +76,9 @@ def test_limited_subject_stops_the_check_without_shrinking():
     with pytest.raises(CallTimeout, match=r"hang:f: call #\d+ \(the function with") as err:
         check("rnn_tanh", subj, examples=5)
     assert "did not return within 0.2 s" in str(err.value)
-    # two factory calls (the probe and the first example's sizes), then the first step: the hung
-    # call is neither retried nor shrunk
-    assert limiter.calls == 3 and calls == [1, 2]
+    # the factory call for the probe sizes, then the precision probe's first step: the hung call
+    # is neither retried nor shrunk
+    assert limiter.calls == 2 and calls == [1]
     assert _quiet_timer()
 
 
