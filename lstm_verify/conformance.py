@@ -122,7 +122,8 @@ def _builtin_subject(ref, options, layout, state, label):
     def build(dtype=np.float64, **sizes):
         return engine({k[: -len("_size")]: v for k, v in sizes.items()}, opts, dtype)
 
-    return Subject(build, layout, tuple(state) if state else None, None, label or str(ref),
+    label = label or (ref if isinstance(ref, str) else f"{ref.__module__}.{ref.__qualname__}")
+    return Subject(build, layout, tuple(state) if state else None, None, label,
                    tuple(sorted(opts.items())), engine)  # fmt: skip
 
 
@@ -173,17 +174,15 @@ def make_layout(ir, layout) -> Layout:
 
         out = get_layout(ir, layout)
     elif isinstance(layout, dict):
-        data = layout if "tensors" in layout else {"tensors": layout}
-        extra = set(data) - {"tensors", "transpose", "state"}
-        if extra:
-            raise ShapeError(f"layout: unknown keys {sorted(extra)}; use tensors, transpose, state")
-        tensors = data["tensors"]
-        if not isinstance(tensors, dict) or not all(
-            isinstance(v, (list, tuple)) and all(isinstance(b, str) for b in v) for v in tensors.values()
-        ):
-            raise ShapeError("layout: 'tensors' must map tensor names to lists of spec parameter names")
-        out = Layout("user", "user", (), tuple(data.get("state") or [s for s, _ in ir.states]),
-                     tuple((k, tuple(v)) for k, v in tensors.items()), tuple(data.get("transpose", ())))  # fmt: skip
+        from .errors import SpecError
+        from .spec import _Parser
+
+        data = dict(layout) if "tensors" in layout else {"tensors": layout}
+        data.setdefault("target", "user")
+        try:  # read as a spec's [layouts.NAME] table is: every form (stack, grid, scale, shift, frozen)
+            out = _Parser({"state": [s for s, _ in ir.states], "layouts": {"user": data}}, "layout").layouts()[0]
+        except SpecError as exc:
+            raise ShapeError(str(exc).replace("layout: layout 'user'", "layout").replace("layout 'user'", "layout")) from None
     else:
         raise ShapeError(f"layout must be a name, a dict or a Layout, got {layout!r}")
     params = set(ir.param_names)

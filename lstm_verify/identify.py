@@ -368,7 +368,7 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
     result = Identification(claimed.name if claimed is not None else None, subj.label)
     pairs = [(b, None) for b in bases]
     stranger = None  # a claimed framework cell built as another cell: its catalog candidates
-    if claimed is not None and subj.engine is not None:
+    if claimed is not None and subj.engine is not None and subj.layout is None:
         from .conformance import engine_layout
 
         try:
