@@ -264,7 +264,7 @@ def test_other_backend_in_a_subprocess(backend):
     other = {"torch": "jax", "jax": "torch"}[backend]
     if importlib.util.find_spec(other) is None:
         pytest.skip(f"{other} is not installed: Keras cannot run on it here")
-    env = dict(os.environ, KERAS_BACKEND=other, CASES=json.dumps(CASES), EXAMPLES="8")
+    env = dict(os.environ, KERAS_BACKEND=other, CASES=json.dumps(CASES), EXAMPLES="6")
     proc = subprocess.run([sys.executable, "-W", "error", "-c", textwrap.dedent(OTHER_SCRIPT)], env=env,
                           capture_output=True, text=True, timeout=540)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -275,3 +275,17 @@ def test_other_backend_in_a_subprocess(backend):
         assert r["backend"] == other and r["gradients"] == other and f"{other} backend" in r["label"]
         assert r["precision"] == r["computes"] and r["grad_examples"] > 0, r
     assert results[0]["computes"] == "float32"  # the LSTMCell, as on every backend but TensorFlow
+
+
+def test_cli_check_with_impl_options(backend, capsys):
+    """``lstm-verify check gru_cho --impl keras.layers:GRUCell --impl-option reset_after=false``
+    conforms; a misspelt option is one error line naming it, exit status 2."""
+    from lstm_verify.cli import main
+
+    args = ["check", "gru_cho", "--impl", "keras.layers:GRUCell", "--examples", "10", "--seed", "0"]
+    assert main(args + ["--impl-option", "reset_after=false"]) == 0
+    out = capsys.readouterr().out
+    assert "keras.layers:GRUCell against gru_cho" in out and "conforms" in out and "gradients (float32)" in out
+    assert main(args + ["--impl-option", "reset_aftr=false"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown option 'reset_aftr'" in err and len(err.splitlines()) == 1, err

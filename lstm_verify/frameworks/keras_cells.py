@@ -90,8 +90,9 @@ class KerasCell(Engine):
         keras = _keras()
         self.backend = keras.backend.backend()
         if self.backend not in BACKENDS:
-            raise ShapeError(f"{self.target}: Keras runs on the {self.backend!r} backend here; lstm-verify checks "
-                             f"Keras cells on {' or '.join(BACKENDS)} (set KERAS_BACKEND before Keras is imported)")  # fmt: skip
+            raise ShapeError(f"{self.target}: Keras runs on the {self.backend!r} backend here; lstm-verify "
+                             f"checks Keras cells on {' or '.join(BACKENDS)} (set KERAS_BACKEND before "
+                             f"Keras is imported)")  # fmt: skip
         self.gradients = self.backend
         for k in ("input", "hidden"):
             if k not in self.sizes:
