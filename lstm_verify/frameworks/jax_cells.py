@@ -1,5 +1,9 @@
-"""Engines for the recurrent cells of Equinox and Haiku (pure JAX: run and vjp come from
-:class:`~lstm_verify.frameworks.base.JaxEngine`).
+"""Engines for the recurrent cells of Equinox and Haiku.
+
+Each engine is a :class:`~lstm_verify.frameworks.base.JaxEngine` whose ``apply`` is a pure
+function of its tensors; ``run`` and ``vjp`` compute what JaxEngine's would, as one compiled
+program each (a ``lax.scan`` of the framework's step), shared by every engine of the same target,
+sizes, options and dtype.
 
 * Equinox (``equinox.nn:LSTMCell``, ``equinox.nn:GRUCell``): a cell is a module of arrays that
   steps one unbatched example (``cell(x, hidden)``); the engine vmaps it over the batch. Its
@@ -61,58 +65,137 @@ def _check_run(target: str, xs, state: tuple, n_state: int, n_in: int, n_hid: in
                              f"got shape {tuple(s.shape)}")  # fmt: skip
 
 
-# (target, sizes, options, dtype) -> what an engine of that key builds once: initial tensors
-# (replaced, never changed in place) and the jitted step
+# (target, sizes, options, dtype) -> what every engine of that key shares: the initial tensors
+# (replaced by set_tensors, never changed in place) and the compiled programs (see _programs)
 _BUILT: dict = {}
+
+
+def _zeros(jax, shaped):
+    """Zeros of an abstract array's shape and dtype, put on the device without compiling."""
+    return jax.device_put(np.zeros(shaped.shape, shaped.dtype))
+
+
+def _padded(steps: int) -> int:
+    """The length ``run`` runs a sequence of ``steps`` at: a power of two, at least 8, so that one
+    compiled program serves many lengths (the steps after the last, on zero inputs, are
+    discarded: no step depends on a later one)."""
+    return max(8, 1 << max(steps - 1, 0).bit_length())
+
+
+def _pad(a, length: int):
+    """``a`` (NumPy) with zeros appended along the first axis up to ``length``."""
+    return np.concatenate([a, np.zeros((length - a.shape[0],) + a.shape[1:], a.dtype)])
+
+
+def _programs(jax, step):
+    """Compiled programs of a pure ``step(tensors, x, state) -> state``: ``scan(tensors, xs,
+    state)`` gives each state after every step, (T, B, n); ``grad(tensors, xs, state, w_out,
+    w_state, output)`` the gradients of JaxEngine.vjp's loss with respect to the tensors, ``xs``
+    and the initial state."""
+    jnp = jax.numpy
+
+    def scan(tensors, xs, state):
+        def body(s, x):
+            new = step(tensors, x, s)
+            return new, new
+
+        return jax.lax.scan(body, state, xs)[1]
+
+    def loss(tensors, xs, state, w_out, w_state, output):
+        ys = scan(tensors, xs, state)
+        final = tuple(y[-1] for y in ys) if xs.shape[0] else state
+        total = jnp.sum(ys[output] * w_out.astype(ys[output].dtype))
+        return total + sum(jnp.sum(f * w.astype(f.dtype)) for f, w in zip(final, w_state))
+
+    return jax.jit(scan), jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=5)
+
+
+class _JaxCell(JaxEngine):
+    """A cell given as a pure step function, run over a sequence by one compiled scan."""
+
+    _allowed: dict = {}  # the constructor options an engine takes, and their types
+    _n_state = 1
+
+    def __init__(self, sizes, options, dtype):
+        _check_options(self.target, options, self._allowed)
+        self._n_in, self._n_hid = _sizes(self.target, sizes)
+        super().__init__(sizes, options, dtype)
+        key = (self.target, self._n_in, self._n_hid, tuple(sorted(self.options.items())), str(self.dtype))
+        if key not in _BUILT:
+            jax = _require("jax", self.target, self.extra)
+            tensors, step = self._build()
+            _BUILT[key] = (tensors, *_programs(jax, step))
+        tensors, self._scan, self._grad = _BUILT[key]
+        self._tensors = dict(tensors)
+
+    def _build(self):
+        """(initial tensors by normalised name, the pure step ``(tensors, x, state) -> state``)."""
+        raise NotImplementedError
+
+    def _check(self, xs, state):
+        _check_run(self.target, xs, state, self._n_state, self._n_in, self._n_hid)
+
+    def apply(self, tensors, xs, state):
+        self._check(xs, state)
+        jnp = _require("jax.numpy", self.target, self.extra)
+        steps = xs.shape[0]
+        xs = jnp.concatenate([xs, jnp.zeros((_padded(steps) - steps,) + xs.shape[1:], xs.dtype)])
+        ys = self._scan(tensors, xs, tuple(state))
+        return [tuple(y[t] for y in ys) for t in range(steps)]
+
+    def run(self, xs, state):
+        xs, state = np.asarray(xs, self.dtype), tuple(np.asarray(s, self.dtype) for s in state)
+        self._check(xs, state)
+        steps = xs.shape[0]
+        ys = [np.asarray(y)[:steps] for y in self._scan(self._tensors, _pad(xs, _padded(steps)), state)]
+        return [tuple(y[t] for y in ys) for t in range(steps)]
+
+    def vjp(self, xs, state, w_out, w_state, output):
+        """JaxEngine.vjp's gradients, by one compiled program (at the sequence's own length:
+        padding steps would multiply zero cotangents by their Jacobians, 0 * inf = nan)."""
+        xs, state = np.asarray(xs, self.dtype), tuple(np.asarray(s, self.dtype) for s in state)
+        self._check(xs, state)
+        w_out, want = np.asarray(w_out, self.dtype), xs.shape[:2] + (self._n_hid,)
+        if w_out.shape != want:
+            if w_out.size:
+                raise ShapeError(f"{self.target}: w_out must be {want}, got shape {w_out.shape}")
+            w_out = np.zeros(want, self.dtype)  # an empty sequence or batch
+        w_state = tuple(np.asarray(w, self.dtype) for w in w_state)
+        d_t, d_x, d_s = self._grad(self._tensors, xs, state, w_out, w_state, int(output))
+        return {k: np.asarray(v) for k, v in d_t.items()}, np.asarray(d_x), tuple(np.asarray(s) for s in d_s)
 
 
 # ---------------------------------------------------------------------------------- Equinox
 
 
-class _EquinoxCell(JaxEngine):
+class _EquinoxCell(_JaxCell):
     extra = "equinox"
     defaults = {"use_bias": True}
+    _allowed = {"use_bias": bool}
     _class = ""  # the class in equinox.nn
     _fields: tuple[str, ...] = ()  # its array attributes
-    _n_state = 1
-
-    def __init__(self, sizes, options, dtype):
-        _check_options(self.target, options, {"use_bias": bool})
-        self._n_in, self._n_hid = _sizes(self.target, sizes)
-        super().__init__(sizes, options, dtype)
-        key = (self.target, self._n_in, self._n_hid, self.options["use_bias"], str(self.dtype))
-        if key not in _BUILT:
-            _BUILT[key] = self._build()
-        tensors, self._step = _BUILT[key]
-        self._tensors = dict(tensors)
 
     def _build(self):
-        """The initial tensors and the jitted step, shared by every engine of the same key (so
-        that a new engine does not compile again)."""
         eqx = _require("equinox", self.target, "equinox")
         jax = _require("jax", self.target, "equinox")
         cls = getattr(eqx.nn, self._class)
-        cell = cls(self._n_in, self._n_hid, use_bias=self.options["use_bias"], dtype=self.dtype,
-                   key=jax.random.PRNGKey(0))  # fmt: skip
-        names = [n for n in self._fields if getattr(cell, n) is not None]
+        # the module's structure, its arrays as zeros: built abstractly, since the framework's
+        # random initialisation would compile for every shape and set_tensors replaces it
+        shaped = jax.eval_shape(lambda: cls(self._n_in, self._n_hid, use_bias=self.options["use_bias"],
+                                            dtype=self.dtype, key=jax.random.PRNGKey(0)))  # fmt: skip
+        names = [n for n in self._fields if getattr(shaped, n) is not None]
+        cell = eqx.tree_at(lambda m: [getattr(m, n) for n in names], shaped,
+                           [_zeros(jax, getattr(shaped, n)) for n in names])  # fmt: skip
         n_state = self._n_state
 
         def step(tensors, x, state):
             # the cell as a pure function of the tensors: the same module with them put in
             module = eqx.tree_at(lambda m: [getattr(m, n) for n in names], cell, [tensors[n] for n in names])
             hidden = state if n_state > 1 else state[0]
-            new = jax.vmap(lambda xb, hb: module(xb, hb))(x, hidden)
+            new = jax.vmap(lambda xb, hb: module(xb, hb))(x, hidden)  # the cell is unbatched
             return tuple(new) if n_state > 1 else (new,)
 
-        return {n: getattr(cell, n) for n in names}, jax.jit(step)
-
-    def apply(self, tensors, xs, state):
-        _check_run(self.target, xs, state, self._n_state, self._n_in, self._n_hid)
-        out = []
-        for t in range(xs.shape[0]):
-            state = self._step(tensors, xs[t], tuple(state))
-            out.append(state)
-        return out
+        return {n: getattr(cell, n) for n in names}, step
 
 
 class EquinoxLSTMCell(_EquinoxCell):
@@ -137,10 +220,8 @@ class EquinoxGRUCell(_EquinoxCell):
 # ---------------------------------------------------------------------------------- Haiku
 
 
-class _HaikuCore(JaxEngine):
+class _HaikuCore(_JaxCell):
     extra = "haiku"
-    _allowed: dict = {}  # constructor options and their types
-    _n_state = 1
 
     def _core(self, hk):
         raise NotImplementedError
@@ -151,49 +232,34 @@ class _HaikuCore(JaxEngine):
     def _unwrap(self, state) -> tuple:
         return (state,)
 
-    def __init__(self, sizes, options, dtype):
-        _check_options(self.target, options, self._allowed)
-        self._n_in, self._n_hid = _sizes(self.target, sizes)
-        super().__init__(sizes, options, dtype)
-        key = (self.target, self._n_in, self._n_hid, tuple(sorted(self.options.items())), str(self.dtype))
-        if key not in _BUILT:
-            _BUILT[key] = self._build()
-        self._where, tensors, self._step = _BUILT[key]
-        self._tensors = dict(tensors)
-
     def _build(self):
-        """Where each tensor sits in Haiku's parameters, the initial tensors and the jitted
-        step, shared by every engine of the same key."""
         hk = _require("haiku", self.target, "haiku")
         jax = _require("jax", self.target, "haiku")
-        jnp = jax.numpy
         make, wrap, unwrap = self._core, self._wrap, self._unwrap
 
-        def step(x, state):
+        def core_step(x, state):
             _, new = make(hk)(x, wrap(hk, state))
             return unwrap(new)
 
-        fn = hk.without_apply_rng(hk.transform(step))
-        # the parameters take the inputs' dtype (hk.get_parameter(..., inputs.dtype))
-        zeros = lambda n: jnp.zeros((1, n), dtype=self.dtype)  # noqa: E731
-        params = fn.init(jax.random.PRNGKey(0), zeros(self._n_in), tuple(zeros(self._n_hid) for _ in range(self._n_state)))
-        where = {}  # normalised name -> (module path, parameter name)
-        for module, table in params.items():
+        fn = hk.without_apply_rng(hk.transform(core_step))
+        # the parameters take the inputs' dtype (hk.get_parameter(..., inputs.dtype)); built
+        # abstractly, as zeros (see the Equinox engine)
+        zeros = lambda n: jax.ShapeDtypeStruct((1, n), self.dtype)  # noqa: E731
+        shaped = jax.eval_shape(fn.init, jax.random.PRNGKey(0), zeros(self._n_in),
+                                tuple(zeros(self._n_hid) for _ in range(self._n_state)))  # fmt: skip
+        where = {}  # normalised name (no top module) -> (module path, parameter name)
+        for module, table in shaped.items():
             inner = module.partition("/")[2]
             for pname in table:
                 where[f"{inner}/{pname}" if inner else pname] = (module, pname)
-        return where, {k: params[m][p] for k, (m, p) in where.items()}, jax.jit(fn.apply)
 
-    def apply(self, tensors, xs, state):
-        _check_run(self.target, xs, state, self._n_state, self._n_in, self._n_hid)
-        params: dict = {}
-        for k, (m, p) in self._where.items():
-            params.setdefault(m, {})[p] = tensors[k]
-        out = []
-        for t in range(xs.shape[0]):
-            state = self._step(params, xs[t], tuple(state))
-            out.append(tuple(state))
-        return out
+        def step(tensors, x, state):
+            params: dict = {}
+            for k, (m, p) in where.items():
+                params.setdefault(m, {})[p] = tensors[k]
+            return fn.apply(params, x, state)
+
+        return {k: _zeros(jax, shaped[m][p]) for k, (m, p) in where.items()}, step
 
 
 class HaikuLSTM(_HaikuCore):
