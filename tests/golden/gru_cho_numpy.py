@@ -2,7 +2,7 @@
     'gru_cho: GRU, reset gate before the hidden matmul (Cho et al. 2014, Keras reset_after=False)\n'
     '\n'
     'Exported by lstm-verify 0.1.0 (target numpy) from spec gru_cho.toml,\n'
-    'sha256 7121b30e9b6ff66f26fb40f227b824ea9cb00bf77dc6a2beb8a036c589192419.\n'
+    'sha256 40a96674a24051eb7c4fdef32e1887691667e0afb539b2ab601353e3d3dc7ef7.\n'
     'Regenerate: lstm-verify export gru_cho --target numpy -o gru_cho_numpy.py\n'
     '\n'
     'Sources: Cho et al. 2014, Learning Phrase Representations using RNN Encoder-Decoder, eq. 5-8 (v3); Keras GRU(reset_after=False)\n'

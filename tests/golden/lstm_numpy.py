@@ -2,7 +2,7 @@
     'lstm: LSTM with forget gate\n'
     '\n'
     'Exported by lstm-verify 0.1.0 (target numpy) from spec lstm.toml,\n'
-    'sha256 e68be0ea2d1669c62a23cd34356d0a5999190e7e94f833ae3b66914acc2ca7a2.\n'
+    'sha256 712ce8b78ed21e5c056092ca7fe373ce13ca23c8ffbc54f4a7903c84639eac31.\n'
     'Regenerate: lstm-verify export lstm --target numpy -o lstm_numpy.py\n'
     '\n'
     'Sources: Gers, Schmidhuber & Cummins 2000, Learning to Forget; torch.nn.LSTMCell\n'

@@ -2,7 +2,7 @@
  * lstm_peephole: LSTM with peephole connections (Greff et al. vanilla)
  *
  * Exported by lstm-verify 0.1.0 (target c) from spec lstm_peephole.toml,
- * sha256 f969008ab754c9557a1d6ad4c617d0d52d904ad7e9c89c616a8075b77e5c6e30.
+ * sha256 c8209707248cc70768777e3b8a1691ff7c17893f0753ced81a99bd834e057d7c.
  * Regenerate: lstm-verify export lstm_peephole --target c -o lstm_peephole_c.c
  *
  * Sources: Gers & Schmidhuber 2000, Recurrent Nets that Time and Count; Greff et al. 2015, LSTM: A Search Space Odyssey, eq. 1

@@ -2,7 +2,7 @@
     'rnn_relu: Vanilla (Elman) RNN with ReLU\n'
     '\n'
     'Exported by lstm-verify 0.1.0 (target torch) from spec rnn_relu.toml,\n'
-    'sha256 9ebb468b7926ff1fed726fa25d5f04db8e1b525e0723d1207228afe12589c5ce.\n'
+    'sha256 274ae6058c3a9b7b739920e12b98b266fc6c00f599000ee25a7779d9b80f5031.\n'
     'Regenerate: lstm-verify export rnn_relu --target torch -o rnn_relu_torch.py\n'
     '\n'
     "Sources: Elman 1990, Finding Structure in Time; torch.nn.RNNCell(nonlinearity='relu')\n"

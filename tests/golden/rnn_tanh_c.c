@@ -2,7 +2,7 @@
  * rnn_tanh: Vanilla (Elman) RNN with tanh
  *
  * Exported by lstm-verify 0.1.0 (target c) from spec rnn_tanh.toml,
- * sha256 c1bf781ecf6144002139745f7bd5cbaa15aacd87b5f0cc10c51c565bc25d5739.
+ * sha256 6bd93ff72081c5076352d38796cbcb68e4ba1662841ac70ea04507a03b45f51e.
  * Regenerate: lstm-verify export rnn_tanh --target c -o rnn_tanh_c.c
  *
  * Sources: Elman 1990, Finding Structure in Time; torch.nn.RNNCell(nonlinearity='tanh')

@@ -2,7 +2,7 @@
     'rnn_tanh: Vanilla (Elman) RNN with tanh\n'
     '\n'
     'Exported by lstm-verify 0.1.0 (target torch) from spec rnn_tanh.toml,\n'
-    'sha256 c1bf781ecf6144002139745f7bd5cbaa15aacd87b5f0cc10c51c565bc25d5739.\n'
+    'sha256 6bd93ff72081c5076352d38796cbcb68e4ba1662841ac70ea04507a03b45f51e.\n'
     'Regenerate: lstm-verify export rnn_tanh --target torch -o rnn_tanh_torch.py\n'
     '\n'
     "Sources: Elman 1990, Finding Structure in Time; torch.nn.RNNCell(nonlinearity='tanh')\n"
