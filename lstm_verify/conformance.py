@@ -905,6 +905,11 @@ def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100
             report.identification = _identify(subj, claimed=cell)
         report.seconds = time.perf_counter() - start
         return report
+    first = runner_for(sizes or _probe_sizes(cell), np.float64)
+    if first.kind == "engine":  # what was built: the framework's version, backend...
+        built = getattr(first.engine, "label", "")
+        built = built[len(first.engine.target):].strip() if built.startswith(first.engine.target) else built
+        report.subject += f" {built}" if built.startswith("(") else f" ({built})" if built else ""
     precision = dtype
     if dtype == "auto":
         precision, evidence = find_precision(cell, subj, runner_for)
