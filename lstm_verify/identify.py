@@ -374,7 +374,13 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
         try:
             engine_layout(claimed, _engine(subj, claimed))
         except NoLayoutError:
-            stranger = catalog_candidates(claimed, "engine", engine=_engine(subj, claimed))
+            eng = _engine(subj, claimed)
+            # the other cells built so, then the claimed cell's own variants through its layouts
+            # for this framework whatever their options (an LSTM built with hard-sigmoid gates
+            # has the tensors of the sigmoid one)
+            near = [c for lay in claimed.spec.layouts if lay.target == eng.target
+                    for c in candidates(claimed, lay, "engine", catalog=False, engine=eng)]  # fmt: skip
+            stranger = catalog_candidates(claimed, "engine", engine=eng) + near
             pairs = [(c.cell, c.layout) for c in stranger]
     if precision == "auto":
         precision = _precision(subj, pairs)
@@ -436,16 +442,16 @@ def _engine(subj, cell):
 
 
 def _precision(subj, pairs) -> str:
-    """The precision the implementation computes in, from the first (cell, layout) it can be
-    run as."""
+    """The precision the implementation computes in: float32 if any (cell, layout) it can be run
+    as says so (float32 results, or float32 rounding errors), else float64."""
     from .conformance import Runner, find_precision
 
     for base, lay in pairs:
         try:
-            precision, evidence = find_precision(base, subj, lambda sizes, dt, base=base, lay=lay:
-                                                 Runner(subj, base, sizes, dt, layout=lay))  # fmt: skip
+            precision, _ = find_precision(base, subj, lambda sizes, dt, base=base, lay=lay:
+                                          Runner(subj, base, sizes, dt, layout=lay))  # fmt: skip
         except LstmVerifyError:  # its return value is no state of this cell: another may fit
             continue
-        if evidence != "the probe raised":
+        if precision == "float32":  # a wrong candidate is off by far more than float32 rounding
             return precision
     return "float64"
