@@ -1,22 +1,26 @@
-"""Engines for the recurrent cells of Flax (pure JAX: run and vjp come from
-:class:`~lstm_verify.frameworks.base.JaxEngine`).
+"""Engines for the recurrent cells of Flax (pure JAX: JaxEngine's interface, with a jitted step).
 
 * ``flax.linen`` (``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``MGUCell``, ``SimpleCell``):
-  the module is built with ``features = sizes["hidden"]`` and initialised once; ``apply`` calls
-  ``module.apply({"params": tensors}, carry, x)`` step by step. Its tensors are the parameter
-  tree joined with "/" without the ``params`` root (``ii/kernel``, ``hn/bias``).
+  the module is built with ``features = sizes["hidden"]``; a step is
+  ``module.apply({"params": tensors}, carry, x)``. Its tensors are the parameter tree joined
+  with "/" without the ``params`` root (``ii/kernel``, ``hn/bias``).
 * ``flax.nnx`` (``LSTMCell``, ``OptimizedLSTMCell``, ``GRUCell``, ``SimpleCell``; nnx has no
-  MGUCell): the module is built with ``in_features``, ``hidden_features``, split into a graph
-  definition and its state once; ``apply`` merges the graph with the given tensors. Its tensors
+  MGUCell): the module is built with ``in_features``, ``hidden_features`` and split into its
+  graph and parameters; a step merges the graph with the given tensors and calls it. Its tensors
   are the attribute paths of the parameters (``if_/kernel``, ``dense_h/bias``).
 
 A Flax cell is called as ``cell(carry, x) -> (new_carry, y)``; an LSTM's carry is ``(c, h)``.
+Kernels are stored (in, out). The parameter tree is traced, not initialised: the tensors are
+zeros until ``set_tensors``. ``apply`` is a pure function of the tensors (a loop over the jitted
+step); ``vjp`` chains each step's JAX pullback backwards, so that a new sequence length
+compiles nothing and a new batch size compiles one step and one pullback.
+
 The options are the constructor's keyword arguments: a function (``gate_fn``,
-``activation_fn``) is given by name (``"sigmoid"``, ``"tanh"``, ``"hard_sigmoid"``,
-``"relu"``...), an initialiser (``bias_init``...) by name (``"zeros"``, ``"ones"``,
-``"orthogonal"``...; it does not change what the cell computes, only where a fresh one starts),
-``dtype``/``param_dtype`` by NumPy name; ``residual`` and ``reset_gate`` are booleans. Both
-dtypes default to the requested one (JaxEngine turns on x64 for float64).
+``activation_fn``) by name (``"sigmoid"``, ``"tanh"``, ``"hard_sigmoid"``, ``"relu"``...), an
+initialiser (``bias_init``, ``forget_bias_init``...) by name (``"zeros"``, ``"ones"``,
+``"orthogonal"``...: it changes where training starts, not what the cell computes),
+``dtype``/``param_dtype`` by NumPy name (both default to the requested dtype; JaxEngine turns
+on x64 for float64); ``residual`` (SimpleCell) and ``reset_gate`` (MGUCell) are booleans.
 """
 
 from __future__ import annotations
@@ -162,6 +166,14 @@ class _FlaxCell(JaxEngine):
             self._build_linen(cls, kwargs)
         else:
             self._build_nnx(cls, kwargs)
+        self.version = _require("flax", target).__version__
+        jax_version = _require("jax", target).__version__
+        held, computes = np.dtype(kwargs["param_dtype"]).name, np.dtype(kwargs["dtype"]).name
+        self.label = (f"{target} (Flax {self.version}, JAX {jax_version}, {held} parameters, "
+                      f"computes in {computes})")  # fmt: skip
+
+    def __repr__(self):
+        return f"<{self.label}>"
 
     # ------------------------------------------------------------------ options
 
