@@ -221,7 +221,7 @@ class Runner:
         self.obj = obj
         self.seen = set()  # dtypes of what the implementation returned
         if subj.engine is not None:
-            self._engine(obj, layout)
+            self._engine(obj, layout, state_order)
             return
         self.kind = "module" if _is_module(obj) else "function"
         if not callable(obj):
@@ -253,7 +253,7 @@ class Runner:
         default = self.layout.state if self.layout is not None else tuple(s for s, _ in self.ir.states)
         self.order = tuple(state_order or subj.state or default)
 
-    def _engine(self, eng, layout):
+    def _engine(self, eng, layout, state_order=None):
         """A built-in subject: its layout is the one for its target and options."""
         self.kind, self.backend, self.engine = "engine", eng.gradients, eng
         lay = layout if layout is not None else self.subject.layout
@@ -266,7 +266,7 @@ class Runner:
                              f"{self.layout.name!r} layout's {sorted(names)}"
                              + (f" (ignored as frozen: {frozen})" if frozen else ""))  # fmt: skip
         self._splits = 0
-        self.order = tuple(self.subject.state or self.layout.state)
+        self.order = tuple(state_order or self.subject.state or self.layout.state)
 
     # -- conversions
     def _arr(self, a, grad=False):

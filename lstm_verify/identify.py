@@ -275,8 +275,9 @@ def catalog_candidates(cell, kind="module", runner_layout=None, engine=None):
     return out
 
 
-def candidates(cell, runner_layout=None, kind="module", catalog=True, engine=None):
-    """Every candidate explanation around ``cell`` (a Cell)."""
+def candidates(cell, runner_layout=None, kind="module", catalog=True, engine=None, order=None):
+    """Every candidate explanation around ``cell`` (a Cell); ``order`` is the state order the
+    implementation was called with (the layout's unless the caller gave one)."""
     from .cell import catalog as names
 
     out = catalog_candidates(cell, kind, runner_layout, engine) if catalog else []
@@ -286,7 +287,7 @@ def candidates(cell, runner_layout=None, kind="module", catalog=True, engine=Non
         out.append(Candidate(cell, desc, runner_layout, rename=rename, kind="gate order"))
     states = [s for s, _ in cell.ir.states]
     if len(states) > 1:
-        base = tuple(runner_layout.state) if runner_layout is not None else tuple(states)
+        base = tuple(order) if order else tuple(runner_layout.state) if runner_layout is not None else tuple(states)
         for perm in itertools.permutations(base):
             if perm != base:
                 out.append(Candidate(cell, f"`{cell.name}` with its state passed as ({', '.join(perm)}) "
@@ -417,7 +418,8 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
         elif d is None and base.name not in seen:
             seen.add(base.name)
             result.matches.append(own)
-        pool = candidates(base, layout_, runner.kind, catalog=claimed is not None, engine=getattr(runner, "engine", None))
+        pool = candidates(base, layout_, runner.kind, catalog=claimed is not None,
+                          engine=getattr(runner, "engine", None), order=runner.order)  # fmt: skip
         for cand in pool:
             key = (cand.cell.name, cand.description)
             if key in seen:
