@@ -91,14 +91,15 @@ def short_cases(name, **kw):
 #   lstm, lstm_peephole, lstm_cifg, lstm_nofg, lstm_depth_gated, greff_cifg, greff_fgr,
 #   greff_nfg, greff_niaf, greff_nig, greff_np: h' = o*tanh(c'), 0 <= o <= 1
 #   lstm_proj                m = o*tanh(c') (saved in the cache); h' = W_h_m m is not bounded
-#   gru, gru_cho, mgu, mut1, mut2, mut3: h' a convex combination of h and a tanh (|h0| <= 1)
+#   gru, gru_cho, mgu, mgu_flax, mut1, mut2, mut3: h' a convex combination of h and a tanh
+#   (|h0| <= 1)
 # Not bounded: rnn_relu (relu), greff_noaf (h' = o*c', c' grows), lstm_proj's h (projection).
 BOUNDED = {
     "rnn_tanh": "h", "clockwork_rnn": "h", "greff_nog": "h",
     "lstm": "h", "lstm_peephole": "h", "lstm_cifg": "h", "lstm_nofg": "h",
     "lstm_depth_gated": "h", "greff_cifg": "h", "greff_fgr": "h", "greff_nfg": "h",
     "greff_niaf": "h", "greff_nig": "h", "greff_np": "h", "lstm_proj": "m",
-    "gru": "h", "gru_cho": "h", "mgu": "h", "mut1": "h", "mut2": "h", "mut3": "h",
+    "gru": "h", "gru_cho": "h", "mgu": "h", "mgu_flax": "h", "mut1": "h", "mut2": "h", "mut3": "h",
 }  # fmt: skip
 UNBOUNDED = {"rnn_relu", "greff_noaf"}
 
@@ -114,7 +115,8 @@ UNBOUNDED = {"rnn_relu", "greff_noaf"}
 # h' = 1 - (1 - z)*(1 - n) rounds to 1). float32 tanh rounds to 1 beyond 9.01 (torch) or 10.0
 # (NumPy), sigmoid beyond 16.6: a large gate is exactly 1 there, so float32 only has <= 1.
 # clockwork_rnn: a unit that does not tick keeps h exactly, and h0 may be exactly 1.
-STRICT = sorted(set(BOUNDED) - {"greff_niaf", "gru", "gru_cho", "mgu", "mut1", "mut2", "mut3"})
+STRICT = sorted(set(BOUNDED) - {"greff_niaf", "gru", "gru_cho", "mgu", "mgu_flax", "mut1", "mut2",
+                                 "mut3"})  # fmt: skip
 
 
 def test_every_cell_is_classified():
@@ -188,6 +190,7 @@ def test_cifg_input_and_forget_gates_sum_to_one(name, backend, data):
 #   gru      h' = (1 - z)*n + z*h                n = tanh(lin(x) + r*lin(h))     saved n
 #   gru_cho  h' = z*h + (1 - z)*n                n = tanh(lin(x, r*h))            saved n
 #   mgu      h' = (1 - f)*h + f*n                n = tanh(lin(x, f*h))            saved n
+#   mgu_flax h' = (1 - f)*n + f*h                n = tanh(lin(x) + f*lin(h))      saved n
 #   mut1     h' = tanh(lin(r*h) + tanh(x))*z + h*(1 - z)                  from saved lin_h, x
 #   mut2     h' = tanh(lin(r*h, x))*z + h*(1 - z)                         from saved lin_h
 #   mut3     h' = tanh(lin(r*h, x))*z + h*(1 - z)                         from saved lin_h
@@ -195,6 +198,7 @@ CANDIDATE = {
     "gru": lambda s, x: s["n"],
     "gru_cho": lambda s, x: s["n"],
     "mgu": lambda s, x: s["n"],
+    "mgu_flax": lambda s, x: s["n"],
     "mut1": lambda s, x: np.tanh(s["lin_h"] + np.tanh(x["x"])),
     "mut2": lambda s, x: np.tanh(s["lin_h"]),
     "mut3": lambda s, x: np.tanh(s["lin_h"]),
