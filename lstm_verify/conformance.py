@@ -186,11 +186,11 @@ def make_layout(ir, layout) -> Layout:
     else:
         raise ShapeError(f"layout must be a name, a dict or a Layout, got {layout!r}")
     params = set(ir.param_names)
-    unknown = sorted({b for _, bs in out.tensors for b in bs} - params)
+    unknown = sorted(({b for _, bs in out.tensors for b in bs} | set(out.zero)) - params)
     if unknown:
         raise ShapeError(f"layout names {unknown}, which are not parameters of {ir.name} "
                          f"(its parameters: {sorted(params)})")  # fmt: skip
-    missing = sorted(params - {b for _, bs in out.tensors for b in bs})
+    missing = sorted(params - {b for _, bs in out.tensors for b in bs} - set(out.zero))
     if missing:
         raise ShapeError(f"layout leaves parameters of {ir.name} unmapped: {missing}")
     if sorted(out.state) != sorted(s for s, _ in ir.states):
@@ -519,8 +519,21 @@ def _theirs(cell, case, fn, *args):
                                 f"on {case.describe()}") from exc  # fmt: skip
 
 
+def _pinned(case, runner):
+    """The case with the parameters the implementation does not have (its layout's ``zero``:
+    Flax nnx's GRU has no hidden bias of n) set to 0, as the implementation computes it."""
+    zero = getattr(runner.layout, "zero", ()) if runner.layout is not None else ()
+    if not zero:
+        return case
+    import dataclasses
+
+    params = {k: np.zeros_like(v) if k in zero else v for k, v in case.params.items()}
+    return dataclasses.replace(case, params=params)
+
+
 def _forward_problem(cell, runner, case, rename=None, t_shift=0):
     """(got, ref, tol, names) for every state at every step of a case."""
+    case = _pinned(case, runner)
     order = [s for s, _ in cell.ir.states]
 
     def run():
@@ -605,6 +618,7 @@ def check_gradients(cell, runner_for, case, seed=0, stats=None):
     runner = _runner(cell, runner_for, case)
     if runner.backend not in ("torch", "jax"):
         return
+    case = _pinned(case, runner)
     ir = cell.ir
     rng = np.random.default_rng(seed)
     T, B = case.steps, case.batch

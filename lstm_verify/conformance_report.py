@@ -92,6 +92,8 @@ def conventions(cell, layout) -> list[str]:
     summed = sorted(b for b, n in counts.items() if n > 1)
     if summed:
         out.append(f"{', '.join(summed)}: the sum of {max(counts.values())} stored biases")
+    if layout.zero:
+        out.append(f"no {', '.join(layout.zero)}: the spec's cell with {', '.join(layout.zero)} = 0")
     for b, v in layout.shift:
         out.append(f"the framework adds {v:g} to {b} at run time: the spec's {b} is the stored one + {v:g}")
     negated = [b for b, v in layout.scale if v == -1.0]

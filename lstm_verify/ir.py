@@ -237,12 +237,12 @@ def _check_layouts(ir: CellIR) -> None:
                         f"this cell; parameters: {sorted(params)}",
                         path=ir.spec.path,
                     )
-        for key, table in (("scale", layout.scale), ("shift", layout.shift)):
+        for key, table in (("scale", layout.scale), ("shift", layout.shift), ("zero", [(z, 0) for z in layout.zero])):
             unknown = sorted(set(dict(table)) - params)
             if unknown:
                 raise SpecError(f"layout {layout.name!r}, {key}: {unknown} are not parameters of this cell; "
                                 f"parameters: {sorted(params)}", path=ir.spec.path)  # fmt: skip
-        covered = {b for _, blocks in layout.tensors for b in blocks}
+        covered = {b for _, blocks in layout.tensors for b in blocks} | set(layout.zero)
         missing = params - covered
         if missing:
             raise SpecError(

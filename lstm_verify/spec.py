@@ -106,6 +106,7 @@ class Layout:
     scale: tuple[tuple[str, float], ...] = ()  # spec parameter = scale * blocks + shift
     shift: tuple[tuple[str, float], ...] = ()
     frozen: tuple[str, ...] = ()  # the implementation's tensors this layout ignores
+    zero: tuple[str, ...] = ()  # spec parameters the implementation does not have: pinned at 0
 
     def form(self, tensor: str) -> tuple[str, tuple[tuple[str, ...], ...]]:
         for name, kind, groups in self.forms:
@@ -374,7 +375,7 @@ class _Parser:
             if not isinstance(entry, dict):
                 self.fail(f"{where} must be a table")
             extra = set(entry) - {"target", "options", "state", "tensors", "transpose", "equivalent",
-                                  "scale", "shift", "frozen"}  # fmt: skip
+                                  "scale", "shift", "frozen", "zero"}  # fmt: skip
             if extra:
                 self.fail(f"{where}: unknown keys {sorted(extra)}")
             target = entry.get("target")
@@ -399,6 +400,10 @@ class _Parser:
                 self.fail(f"{where}: 'transpose' must list some of its tensors")
             if not isinstance(frozen, list) or not all(isinstance(f, str) for f in frozen) or set(frozen) & set(tensors):
                 self.fail(f"{where}: 'frozen' must list tensor names that 'tensors' does not map")
+            zero = entry.get("zero", [])
+            mapped = {b for _, bs in flat for b in bs}
+            if not isinstance(zero, list) or not all(isinstance(z, str) for z in zero) or set(zero) & mapped:
+                self.fail(f"{where}: 'zero' must list parameter names that 'tensors' does not map")
             equivalent = entry.get("equivalent", True)
             if not isinstance(equivalent, bool):
                 self.fail(f"{where}: 'equivalent' must be true or false")
@@ -415,6 +420,7 @@ class _Parser:
                     self.layout_numbers(where, entry, "scale"),
                     self.layout_numbers(where, entry, "shift"),
                     tuple(frozen),
+                    tuple(zero),
                 )
             )
         return tuple(out)

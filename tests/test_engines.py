@@ -122,6 +122,8 @@ def test_grid_stack_shift_and_scale_place_each_block_where_the_framework_reads_i
     ({"tensors": {"w": ["W_h_x", "W_h_h", "b_h"]}, "scale": {"b_h": float("inf")}}, "finite numbers"),
     ({"tensors": {"w": ["W_h_x", "W_h_h", "b_h"]}, "frozen": ["w"]}, "'frozen' must list tensor names"),
     ({"tensors": {"w": ["W_h_x", "W_h_h", "b_h"]}, "shift": {"nope": 1.0}}, "'nope'] are not parameters"),
+    ({"tensors": {"w": ["W_h_x", "W_h_h", "b_h"]}, "zero": ["b_h"]}, "'zero' must list parameter names that"),
+    ({"tensors": {"w": ["W_h_x", "W_h_h"]}, "zero": ["b_x"]}, "zero: ['b_x'] are not parameters"),
 ])  # fmt: skip
 def test_malformed_layout_tables_are_refused_with_the_layout_named(tmp_path, table, message):
     from pathlib import Path

@@ -131,10 +131,20 @@ def test_lstm_state_order_is_c_h():
     assert any(not r.passed and r.first_failure for r in report.rows), report.table()
 
 
-def test_nnx_gru_has_no_layout():
-    """nnx's GRUCell is the reset-after GRU with b_n_h fixed at 0: no layout can map gru onto it."""
-    report = check("gru", "flax.nnx:GRUCell", examples=EXAMPLES, seed=0, identify=False)
-    assert not report.passed and "no layout" in report.error
+def test_nnx_gru_is_gru_with_its_hidden_n_bias_pinned_at_zero():
+    """nnx's GRUCell is the reset-after GRU without b_n_h (its dense_h has no bias): its layout
+    pins b_n_h at 0, and the check compares with gru at b_n_h = 0."""
+    import lstm_verify as lv
+    from lstm_verify.conformance import make_layout
+    from lstm_verify.errors import ShapeError
+
+    report = check("gru", "flax.nnx:GRUCell", examples=EXAMPLES, seed=0, max_size=2)
+    assert report.passed, report.table()
+    lay = next(lay for lay in lv.load("gru").spec.layouts if lay.name == "flax_nnx")
+    assert lay.zero == ("b_n_h",)
+    unpinned = {"tensors": {t: list(b) for t, b in lay.tensors}, "transpose": list(lay.transpose)}
+    with pytest.raises(ShapeError, match=r"unmapped: \['b_n_h'\]"):
+        make_layout(lv.load("gru").ir, unpinned)
 
 
 @pytest.mark.parametrize("cell, ref, options, need", [

@@ -2,7 +2,7 @@
     'gru: GRU, reset gate after the hidden matmul (torch, cuDNN, Keras reset_after=True)\n'
     '\n'
     'Exported by lstm-verify 0.1.0 (target torch) from spec gru.toml,\n'
-    'sha256 4f0272429c2a5fc70bd7319a19828fcb5fc4cb6fb8abf453cbab722727268481.\n'
+    'sha256 68b8bf435917301d5faf73828411baa1d0cf870762ce56922be17387796ad40f.\n'
     'Regenerate: lstm-verify export gru --target torch -o gru_torch.py\n'
     '\n'
     'Sources: Cho et al. 2014 (gating); torch.nn.GRUCell; Keras GRU(reset_after=True)\n'
