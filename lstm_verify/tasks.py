@@ -108,7 +108,7 @@ def train(cell, task: str, T: int, seed: int = 0, init: str = "torch_default", h
         return acc, acc >= 0.95
 
     start = time.perf_counter()
-    previous = torch.set_flush_denormal(True)
+    torch.set_flush_denormal(True)  # returns whether the CPU supports it, not the previous state
     try:
         metric, solved, step = *evaluate(), 0
         while not solved and step < max_steps:
@@ -122,6 +122,6 @@ def train(cell, task: str, T: int, seed: int = 0, init: str = "torch_default", h
                 step += 1
             metric, solved = evaluate()
     finally:
-        torch.set_flush_denormal(previous)
+        torch.set_flush_denormal(False)  # torch's default: subnormals are numbers again
     result = Result(cell.name, task, T, seed, init, bool(solved), step, metric, time.perf_counter() - start)
     return (result, layer) if return_model else result

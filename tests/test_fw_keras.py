@@ -285,7 +285,7 @@ def test_cli_check_with_impl_options(backend, capsys):
     args = ["check", "gru_cho", "--impl", "keras.layers:GRUCell", "--examples", "10", "--seed", "0"]
     assert main(args + ["--impl-option", "reset_after=false"]) == 0
     out = capsys.readouterr().out
-    assert "keras.layers:GRUCell against gru_cho" in out and "conforms" in out and "gradients (float32)" in out
+    assert "keras.layers:GRUCell (Keras " in out and ") against gru_cho" in out and "conforms" in out and "gradients (float32)" in out
     assert main(args + ["--impl-option", "reset_aftr=false"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown option 'reset_aftr'" in err and len(err.splitlines()) == 1, err
