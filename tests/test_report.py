@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import lstm_verify as lv
 from lstm_verify import report as rp
@@ -40,6 +41,8 @@ def test_temporal_order_data():
 def test_training_solves_a_short_adding_problem_with_the_generated_backward():
     r = train(lv.load("gru"), "adding", 5, seed=0, max_steps=400, eval_every=50)
     assert r.solved and r.metric < 0.01 and r.steps <= 400
+    tiny = torch.tensor([5e-324], dtype=torch.float64)  # training flushed subnormals; not after it
+    assert float((tiny * 1.0)[0]) > 0
     with pytest.raises(ValueError, match="task must be"):
         train(lv.load("gru"), "bogus", 5)
 
