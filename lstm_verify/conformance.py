@@ -594,9 +594,9 @@ def _record(stats, got, ref, tol):
         for g, r, t in zip(got, ref, tol):
             diff = np.abs(np.asarray(g, np.float64) - r)
             if diff.size:
-                stats["abs"] = max(stats.get("abs", 0.0), float(np.nanmax(np.where(np.isnan(diff), np.inf, diff))))
-                stats["ratio"] = max(stats.get("ratio", 0.0), float(np.max(np.where(np.isnan(diff), np.inf, diff) /
-                                                                            np.maximum(t, 1e-300))))  # fmt: skip
+                diff = np.where(np.isnan(diff), np.inf, diff)  # NaN is as bad as it gets
+                stats["abs"] = max(stats.get("abs", 0.0), float(diff.max()))
+                stats["ratio"] = max(stats.get("ratio", 0.0), float((diff / np.maximum(t, 1e-300)).max()))
 
 
 def check_forward(cell, runner_for, case, stats=None):
@@ -910,7 +910,7 @@ def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100
     sizes = subj.fixed_sizes
     # build once up front so that a wrong layout or factory is an error, not a failing property
     try:
-        runner_for(sizes or _probe_sizes(cell), np.float64)
+        first = runner_for(sizes or _probe_sizes(cell), np.float64)
     except NoLayoutError as exc:  # a framework cell built as another catalog cell: identify it
         report.error = str(exc)
         if identify:
@@ -919,7 +919,6 @@ def check(cell, impl, layout=None, state=None, backend=None, examples: int = 100
             report.identification = _identify(subj, claimed=cell)
         report.seconds = time.perf_counter() - start
         return report
-    first = runner_for(sizes or _probe_sizes(cell), np.float64)
     if first.kind == "engine":  # what was built: the framework's version, backend...
         built = getattr(first.engine, "label", "")
         built = built[len(first.engine.target):].strip() if built.startswith(first.engine.target) else built

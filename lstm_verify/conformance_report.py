@@ -116,9 +116,9 @@ def row(ref: str, options: dict, examples: int = 20, seed: int = 0) -> MatrixRow
     try:
         subj = subject(ref, options=options)
         if ref.startswith("keras."):
-            import keras
+            from .frameworks.keras_cells import backend_name
 
-            out.backend = keras.backend.backend()
+            out.backend = backend_name()
         ident = identify(subj)
         if not ident.matches:
             out.computes = ident.summary()

@@ -367,40 +367,27 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
     else:
         bases = [c if isinstance(c, Cell) else load(c) for c in (cells or catalog())]
     result = Identification(claimed.name if claimed is not None else None, subj.label)
-    pairs = [(b, None) for b in bases]
-    stranger = None  # a claimed framework cell built as another cell: its catalog candidates
-    if claimed is not None and subj.engine is not None and subj.layout is None:
-        from .conformance import engine_layout
-
-        try:
-            engine_layout(claimed, _engine(subj, claimed))
-        except NoLayoutError:
-            eng = _engine(subj, claimed)
-            # the other cells built so, then the claimed cell's own variants through its layouts
-            # for this framework whatever their options (an LSTM built with hard-sigmoid gates
-            # has the tensors of the sigmoid one)
-            near = [c for lay in claimed.spec.layouts if lay.target == eng.target
-                    for c in candidates(claimed, lay, "engine", catalog=False, engine=eng)]  # fmt: skip
-            stranger = catalog_candidates(claimed, "engine", engine=eng) + near
-            pairs = [(c.cell, c.layout) for c in stranger]
+    unfit = _unfit(subj, bases, claimed is not None)
+    pairs = [(b, None) for b in bases if b.name not in unfit] + \
+        [(c.cell, c.layout) for cands in unfit.values() for c in cands]  # fmt: skip
     if precision == "auto":
         precision = _precision(subj, pairs)
     result.precision = precision
     seen = set()
     for base in bases:
+        if base.name in unfit:
+            for cand in unfit[base.name]:
+                key = (cand.cell.name, cand.description)
+                if key not in seen:
+                    seen.add(key)
+                    result.tried += 1
+                    d = matches(subj, cand, precision)
+                    result.note(d)
+                    if d is None:
+                        result.matches.append(cand)
+            continue
         try:
             runner = Runner(subj, base, subj.fixed_sizes or _probe_sizes(base), np.float64)
-        except NoLayoutError:  # a framework cell with no layout in this cell: the others may fit
-            if claimed is None:
-                continue
-            for cand in stranger or []:
-                result.tried += 1
-                d = matches(subj, cand, precision)
-                result.note(d)
-                if d is None:
-                    result.matches.append(cand)
-            result.matches = _canonical_first(result.matches)
-            return result
         except (LstmVerifyError, KeyError, TypeError, ValueError):
             if claimed is not None:
                 raise
@@ -434,13 +421,36 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
     return result
 
 
-def _engine(subj, cell):
-    """The framework cell of a built-in subject, built for ``cell``'s sizes (its options are
-    what decide which catalog layouts apply)."""
-    from .conformance import _probe_sizes
+def _unfit(subj, bases, claimed: bool) -> dict:
+    """For a framework cell built with options that no layout of a base cell describes (Keras's
+    GRUCell with reset_after=False as gru, an LSTM with hard-sigmoid gates as lstm): base name
+    -> the candidates to try instead, the base's own variants through its layouts for that
+    framework whatever their options, and for a claimed cell the other catalog cells built
+    so. Bases with no layout for the framework at all have none."""
+    from .conformance import NoLayoutError, _probe_sizes, engine_layout
 
-    sizes = subj.fixed_sizes or _probe_sizes(cell)
-    return subj.factory(dtype=np.float64, **{f"{k}_size": v for k, v in sizes.items()})
+    if subj.engine is None or subj.layout is not None:
+        return {}
+    built: dict = {}
+    out = {}
+    for base in bases:
+        sizes = tuple(sorted((subj.fixed_sizes or _probe_sizes(base)).items()))
+        if sizes not in built:
+            try:
+                built[sizes] = subj.factory(dtype=np.float64, **{f"{k}_size": v for k, v in sizes})
+            except Exception:  # noqa: BLE001 - not buildable at this cell's sizes: not this cell
+                built[sizes] = None
+        eng = built[sizes]
+        if eng is None:
+            continue
+        try:
+            engine_layout(base, eng)
+        except NoLayoutError:
+            near = [c for lay in base.spec.layouts if lay.target == eng.target
+                    for c in candidates(base, lay, "engine", catalog=False, engine=eng)]  # fmt: skip
+            others = catalog_candidates(base, "engine", engine=eng) if claimed else []
+            out[base.name] = others + near
+    return out
 
 
 def _precision(subj, pairs) -> str:
