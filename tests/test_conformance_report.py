@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -38,6 +39,8 @@ def test_conformance_report_identifies_checks_and_writes_the_table(tmp_path, cap
         assert any("computes in float32" in c for c in r["conventions"])
         assert any("b_h: the sum of 2 stored biases" in c for c in r["conventions"])
     assert "| `onnx:RNN (activations='Relu')` | `rnn_relu`" in md
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len({len(re.split(r"(?<!\\)\|", line)) for line in table}) == 1, table  # every row has every column
     assert "<table>" in (out / "conformance.html").read_text()
     assert "2 subjects, 2 conform" in capsys.readouterr().out
 
