@@ -622,8 +622,10 @@ def check_gradients(cell, runner_for, case, seed=0, stats=None):
     ir = cell.ir
     rng = np.random.default_rng(seed)
     T, B = case.steps, case.batch
-    w_out = rng.standard_normal((T, B, case.sizes[dict(ir.states)[ir.output]]))
-    w_state = {s: rng.standard_normal((B, case.sizes[d])) for s, d in ir.states}
+    # the loss's weights are exact in the case's dtype: an implementation that rounds them to
+    # float32 computes the same loss as the float64 reference
+    w_out = rng.standard_normal((T, B, case.sizes[dict(ir.states)[ir.output]])).astype(case.dtype).astype(np.float64)
+    w_state = {s: rng.standard_normal((B, case.sizes[d])).astype(case.dtype).astype(np.float64) for s, d in ir.states}
 
     def run_engine():
         runner.load_params(case.params)
