@@ -374,17 +374,22 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
         precision = _precision(subj, pairs)
     result.precision = precision
     seen = set()
+
+    def try_all(pool):
+        for cand in pool:
+            key = (cand.cell.name, cand.description)
+            if key in seen:
+                continue
+            seen.add(key)
+            result.tried += 1
+            d = matches(subj, cand, precision)
+            result.note(d)
+            if d is None:
+                result.matches.append(cand)
+
     for base in bases:
         if base.name in unfit:
-            for cand in unfit[base.name]:
-                key = (cand.cell.name, cand.description)
-                if key not in seen:
-                    seen.add(key)
-                    result.tried += 1
-                    d = matches(subj, cand, precision)
-                    result.note(d)
-                    if d is None:
-                        result.matches.append(cand)
+            try_all(unfit[base.name])
             continue
         try:
             runner = Runner(subj, base, subj.fixed_sizes or _probe_sizes(base), np.float64)
@@ -405,18 +410,8 @@ def identify(impl, claimed=None, cells=None, layout=None, state=None, backend=No
         elif d is None and base.name not in seen:
             seen.add(base.name)
             result.matches.append(own)
-        pool = candidates(base, layout_, runner.kind, catalog=claimed is not None,
-                          engine=getattr(runner, "engine", None), order=runner.order)  # fmt: skip
-        for cand in pool:
-            key = (cand.cell.name, cand.description)
-            if key in seen:
-                continue
-            seen.add(key)
-            result.tried += 1
-            d = matches(subj, cand, precision)
-            result.note(d)
-            if d is None:
-                result.matches.append(cand)
+        try_all(candidates(base, layout_, runner.kind, catalog=claimed is not None,
+                           engine=getattr(runner, "engine", None), order=runner.order))  # fmt: skip
     result.matches = _canonical_first(result.matches)
     return result
 
