@@ -110,7 +110,7 @@ def conventions(cell, layout) -> list[str]:
 
 def row(ref: str, options: dict, examples: int = 20, seed: int = 0) -> MatrixRow:
     """Identify and check one subject; a framework that is missing or fails is said, not raised."""
-    from .conformance import check, engine_layout, subject
+    from .conformance import check, subject
     from .identify import identify
 
     out = MatrixRow(ref, dict(options))
@@ -137,9 +137,7 @@ def row(ref: str, options: dict, examples: int = 20, seed: int = 0) -> MatrixRow
             result = r.skipped or ("ok" if r.passed else "FAIL")
             name = "gradients" if r.name.startswith("gradients (") else r.name  # the precision has its column
             out.properties.append([name, r.examples, r.worst, r.worst_ratio, result])
-        eng = subj.factory(**{f"{k}_size": v for k, v in (subj.fixed_sizes or {"input": 3, "hidden": 4}).items()})
-        layout = best.layout if best.layout is not None else engine_layout(best.cell, eng)
-        out.conventions = conventions(best.cell, layout)
+        out.conventions = conventions(best.cell, best.layout)  # a framework cell's candidates carry theirs
         if out.variant:
             out.conventions.insert(0, best.description)
         if report.precision == "float32":
