@@ -1,0 +1,256 @@
+(
+    'min_lstm: Minimal LSTM (minLSTM), sequential mode with normalised gates\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target numpy) from spec min_lstm.toml,\n'
+    'sha256 ac6396e132aafea4bfeb1671f13be0bfe05dbd730e85d96272ddce019c641d95.\n'
+    'Regenerate: lstm-verify export min_lstm --target numpy -o min_lstm_numpy.py\n'
+    '\n'
+    'Sources: Feng, Tung, Ahmed, Bengio & Hajimirsadeghi 2024, Were RNNs All We Needed?, Section 3 (minLSTM)\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    f_pre = lin(x)\n'
+    '    i_pre = lin(x)\n'
+    '    h_tilde = lin(x)\n'
+    '    f_norm = sigmoid(log(sigmoid(f_pre)) - log(sigmoid(i_pre)))\n'
+    '    i_norm = sigmoid(log(sigmoid(i_pre)) - log(sigmoid(f_pre)))\n'
+    "    h' = f_norm*h + i_norm*h_tilde\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_f_pre_x: (hidden, input)\n'
+    '    W_i_pre_x: (hidden, input)\n'
+    '    W_h_tilde_x: (hidden, input)\n'
+    '    b_f_pre: (hidden,)\n'
+    '    b_i_pre: (hidden,)\n'
+    '    b_h_tilde: (hidden,)\n'
+    '\n'
+    'Note: The LSTM with the state taken out of the forget and input gates and the candidate, and\n'
+    "the candidate's tanh, the output gate and the cell/hidden split dropped: f = sigmoid(f_pre), i\n"
+    "= sigmoid(i_pre), h_tilde = lin(x), h' = f/(f + i)*h + i/(f + i)*h_tilde. The gates are\n"
+    'normalised to sum to 1 so that the scale of h does not grow with t. f, i and h_tilde read only\n'
+    "x, so h' is a diagonal linear recurrence in h and the sequence is a parallel scan\n"
+    '(cell.scan()). The normalised gates are written as sigmoid(log f - log i) and sigmoid(log i -\n'
+    "log f), which equal f/(f + i) and i/(f + i) exactly and are the paper's own log-space form (log\n"
+    'sigmoid(u) = -softplus(-u)): the quotient as written is 0/0 where both sigmoids underflow (pre-\n'
+    'activations below about -745 in float64, -103 in float32), this form is finite for every input.\n'
+    "The paper's log-space parallel mode also passes h_tilde through g(v) = v + 1/2 for v >= 0,\n"
+    'sigmoid(v) for v < 0: that variant is a different function and is not this cell.\n'
+)
+
+import numpy
+
+
+def _sigmoid(x):
+    # exp(-x) overflows to inf for very negative x and 1/(1 + inf) = 0 is the right limit; the
+    # result is within 2 eps (relative) of the exact value wherever it is a normal float. The
+    # backward never differentiates this formula (it uses s*(1 - s)), so no NaN can arise.
+    with numpy.errstate(over="ignore"):
+        return 1 / (1 + numpy.exp(-x))
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
+
+
+def _zeros(shape, like):
+    return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
+    buf[t] = value
+    return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    v_W_f_pre_x = params['W_f_pre_x']
+    v_W_i_pre_x = params['W_i_pre_x']
+    v_W_h_tilde_x = params['W_h_tilde_x']
+    v_b_f_pre = params['b_f_pre']
+    v_b_i_pre = params['b_i_pre']
+    v_b_h_tilde = params['b_h_tilde']
+    _W_x = _cat([v_W_f_pre_x, v_W_i_pre_x, v_W_h_tilde_x], 0)
+    _off_x = _offsets([v_W_f_pre_x.shape[0], v_W_i_pre_x.shape[0], v_W_h_tilde_x.shape[0]])
+    _X_x = inputs['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _b_x = _cat([v_b_f_pre, v_b_i_pre, v_b_h_tilde], 0)
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    v_h = state['h']
+    _out = None
+    _saved = {'f_norm': None, 'f_pre': None, 'h_tilde': None, 'i_norm': None, 'i_pre': None} if save else None
+    for _t in range(_T):
+        _g_x = _G_x[_t]
+        v_lin_f_pre = _g_x[..., _off_x[0]:_off_x[1]]
+        v_lin_i_pre = _g_x[..., _off_x[1]:_off_x[2]]
+        v_lin_h_tilde = _g_x[..., _off_x[2]:_off_x[3]]
+        v_f_pre = v_lin_f_pre
+        v_i_pre = v_lin_i_pre
+        _f0_0 = numpy.logaddexp(0, -v_f_pre) - numpy.logaddexp(0, -v_i_pre)
+        v_h_tilde = v_lin_h_tilde
+        v_f_norm = _sigmoid(-_f0_0)
+        v_i_norm = _sigmoid(_f0_0)
+        v_h_ = v_f_norm*v_h + v_h_tilde*v_i_norm
+        if save:
+            _saved['f_norm'] = _put(_saved['f_norm'], _t, v_f_norm, _T)
+            _saved['f_pre'] = _put(_saved['f_pre'], _t, v_f_pre, _T)
+            _saved['h_tilde'] = _put(_saved['h_tilde'], _t, v_h_tilde, _T)
+            _saved['i_norm'] = _put(_saved['i_norm'], _t, v_i_norm, _T)
+            _saved['i_pre'] = _put(_saved['i_pre'], _t, v_i_pre, _T)
+        v_h = v_h_
+        _out = _put(_out, _t, v_h, _T)
+    cache = None
+    if save:
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        }
+    return _out, {'h': v_h}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    v_W_f_pre_x = params['W_f_pre_x']
+    v_W_i_pre_x = params['W_i_pre_x']
+    v_W_h_tilde_x = params['W_h_tilde_x']
+    v_b_f_pre = params['b_f_pre']
+    v_b_i_pre = params['b_i_pre']
+    v_b_h_tilde = params['b_h_tilde']
+    _W_x = _cat([v_W_f_pre_x, v_W_i_pre_x, v_W_h_tilde_x], 0)
+    _off_x = _offsets([v_W_f_pre_x.shape[0], v_W_i_pre_x.shape[0], v_W_h_tilde_x.shape[0]])
+    _X_x = cache["inputs"]['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_f_norm = cache["saved"]['f_norm']
+    _S_f_pre = cache["saved"]['f_pre']
+    _S_h = cache["saved"]['h']
+    _S_h_tilde = cache["saved"]['h_tilde']
+    _S_i_norm = cache["saved"]['i_norm']
+    _S_i_pre = cache["saved"]['i_pre']
+    if d_state is None:
+        d_state = {}
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _GBs_x = None
+    for _t in range(_T - 1, -1, -1):
+        v_f_norm = _S_f_norm[_t]
+        v_f_pre = _S_f_pre[_t]
+        v_h = _S_h[_t]
+        v_h_tilde = _S_h_tilde[_t]
+        v_i_norm = _S_i_norm[_t]
+        v_i_pre = _S_i_pre[_t]
+        _q0 = _sigmoid(-v_f_pre)
+        _q1 = v_f_norm*(1 - v_f_norm)
+        _q2 = _sigmoid(-v_i_pre)
+        _q3 = v_i_norm*(1 - v_i_norm)
+        _p0_f_norm_f_pre = _q0*_q1
+        _p1_f_norm_i_pre = -_q1*_q2
+        _p2_i_norm_f_pre = -_q0*_q3
+        _p3_i_norm_i_pre = _q2*_q3
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_f_norm = _d_h_ * v_h
+        _d_h = _d_h_ * v_f_norm
+        _d_h_tilde = _d_h_ * v_i_norm
+        _d_i_norm = _d_h_ * v_h_tilde
+        _d_f_pre = _d_i_norm * _p2_i_norm_f_pre
+        _d_i_pre = _d_i_norm * _p3_i_norm_i_pre
+        _d_f_pre = _d_f_pre + _d_f_norm * _p0_f_norm_f_pre
+        _d_i_pre = _d_i_pre + _d_f_norm * _p1_f_norm_i_pre
+        _d_lin_h_tilde = _d_h_tilde
+        _d_lin_i_pre = _d_i_pre
+        _d_lin_f_pre = _d_f_pre
+        _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_f_pre, _d_lin_i_pre, _d_lin_h_tilde], _T)
+        _gb_x = _GBs_x[_t]
+        _carry_h = _d_h
+        if trace is not None:
+            trace.append({'h': _carry_h})
+    grads = {}
+    d_inputs = {}
+    _GBs = _GBs_x
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
+    grads['W_f_pre_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_f_pre'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_i_pre_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_i_pre'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_h_tilde_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_h_tilde'] = _Gb[..., _off_x[2]:_off_x[3]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {'h': _carry_h}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {
+    'W_f_pre_x': ('hidden', 'input'),
+    'W_i_pre_x': ('hidden', 'input'),
+    'W_h_tilde_x': ('hidden', 'input'),
+    'b_f_pre': ('hidden',),
+    'b_i_pre': ('hidden',),
+    'b_h_tilde': ('hidden',),
+}
+BUFFERS = {}
+INPUTS = ['x']
+STATES = {'h': 'hidden'}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
