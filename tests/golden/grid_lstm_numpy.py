@@ -1,0 +1,442 @@
+(
+    'grid_lstm: 2-D Grid LSTM block along time, depth as input and output\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target numpy) from spec grid_lstm.toml,\n'
+    'sha256 989b879d13402ea5fb5152038c7e18f5f999e59283e22d115661b9b82d1f0067.\n'
+    'Regenerate: lstm-verify export grid_lstm --target numpy -o grid_lstm_numpy.py\n'
+    '\n'
+    'Sources: Kalchbrenner, Danihelka & Graves 2015, Grid Long Short-Term Memory, arXiv:1507.01526, eq. 1-2 (LSTM transform) and sec. 3.1 (N-dimensional block), N = 2 (check: paper text not available here; eq. 1 as secondary sources quote it)\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    u1 = sigmoid(lin(h, hd))\n'
+    '    f1 = sigmoid(lin(h, hd))\n'
+    '    o1 = sigmoid(lin(h, hd))\n'
+    '    c1 = tanh(lin(h, hd))\n'
+    "    m' = f1*m + u1*c1\n"
+    "    h' = tanh(o1*m')\n"
+    '    u2 = sigmoid(lin(h, hd))\n'
+    '    f2 = sigmoid(lin(h, hd))\n'
+    '    o2 = sigmoid(lin(h, hd))\n'
+    '    c2 = tanh(lin(h, hd))\n'
+    "    mu' = f2*md + u2*c2\n"
+    "    hu' = tanh(o2*mu')\n"
+    '\n'
+    'Inputs: hd (hidden), md (hidden). State: h (hidden), m (hidden), hu (hidden), mu (hidden). Output: hu.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_u1_h: (hidden, hidden)\n'
+    '    W_u1_hd: (hidden, hidden)\n'
+    '    W_f1_h: (hidden, hidden)\n'
+    '    W_f1_hd: (hidden, hidden)\n'
+    '    W_o1_h: (hidden, hidden)\n'
+    '    W_o1_hd: (hidden, hidden)\n'
+    '    W_c1_h: (hidden, hidden)\n'
+    '    W_c1_hd: (hidden, hidden)\n'
+    '    W_u2_h: (hidden, hidden)\n'
+    '    W_u2_hd: (hidden, hidden)\n'
+    '    W_f2_h: (hidden, hidden)\n'
+    '    W_f2_hd: (hidden, hidden)\n'
+    '    W_o2_h: (hidden, hidden)\n'
+    '    W_o2_hd: (hidden, hidden)\n'
+    '    W_c2_h: (hidden, hidden)\n'
+    '    W_c2_hd: (hidden, hidden)\n'
+    '    b_u1: (hidden,)\n'
+    '    b_f1: (hidden,)\n'
+    '    b_o1: (hidden,)\n'
+    '    b_c1: (hidden,)\n'
+    '    b_u2: (hidden,)\n'
+    '    b_f2: (hidden,)\n'
+    '    b_o2: (hidden,)\n'
+    '    b_c2: (hidden,)\n'
+    '\n'
+    'Note: Dimension 1 is time, dimension 2 depth. The block reads H = [h; hd] (the time hidden\n'
+    'vector and the hidden vector arriving from the block below) and applies one LSTM transform per\n'
+    "dimension, each with its own weights: (h', m') = LSTM(H, m, W_1) along time, (hu', mu') =\n"
+    'LSTM(H, md, W_2) along depth. h and m carry the time direction from step to step; hu and mu go\n'
+    'up to the next block (they do not read their old values); the output is hu, what a stack passes\n'
+    "up. As the paper writes it, h' = tanh(g^o (.) m'): the output gate is inside the tanh\n"
+    "(TensorFlow's grid_rnn and GridLSTMCell use o (.) tanh(m')). The paper writes no biases; each\n"
+    'gate here has one. Left out: grids of N > 2 dimensions, priority dimensions (a dimension whose\n'
+    "transform reads the others' new hidden vectors), non-LSTM dimensions (identity or ReLU\n"
+    "transforms), weight tying across depth (the paper's tied Grid LSTM uses one block's weights at\n"
+    'every depth), and the input projection and output layer around the grid.\n'
+)
+
+import numpy
+
+
+def _sigmoid(x):
+    # exp(-x) overflows to inf for very negative x and 1/(1 + inf) = 0 is the right limit; the
+    # result is within 2 eps (relative) of the exact value wherever it is a normal float. The
+    # backward never differentiates this formula (it uses s*(1 - s)), so no NaN can arise.
+    with numpy.errstate(over="ignore"):
+        return 1 / (1 + numpy.exp(-x))
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
+
+
+def _zeros(shape, like):
+    return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
+    buf[t] = value
+    return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    v_W_u1_h = params['W_u1_h']
+    v_W_u1_hd = params['W_u1_hd']
+    v_W_f1_h = params['W_f1_h']
+    v_W_f1_hd = params['W_f1_hd']
+    v_W_o1_h = params['W_o1_h']
+    v_W_o1_hd = params['W_o1_hd']
+    v_W_c1_h = params['W_c1_h']
+    v_W_c1_hd = params['W_c1_hd']
+    v_W_u2_h = params['W_u2_h']
+    v_W_u2_hd = params['W_u2_hd']
+    v_W_f2_h = params['W_f2_h']
+    v_W_f2_hd = params['W_f2_hd']
+    v_W_o2_h = params['W_o2_h']
+    v_W_o2_hd = params['W_o2_hd']
+    v_W_c2_h = params['W_c2_h']
+    v_W_c2_hd = params['W_c2_hd']
+    v_b_u1 = params['b_u1']
+    v_b_f1 = params['b_f1']
+    v_b_o1 = params['b_o1']
+    v_b_c1 = params['b_c1']
+    v_b_u2 = params['b_u2']
+    v_b_f2 = params['b_f2']
+    v_b_o2 = params['b_o2']
+    v_b_c2 = params['b_c2']
+    _W_h = _cat([v_W_u1_h, v_W_f1_h, v_W_o1_h, v_W_c1_h, v_W_u2_h, v_W_f2_h, v_W_o2_h, v_W_c2_h], 0)
+    _off_h = _offsets([v_W_u1_h.shape[0], v_W_f1_h.shape[0], v_W_o1_h.shape[0], v_W_c1_h.shape[0], v_W_u2_h.shape[0], v_W_f2_h.shape[0], v_W_o2_h.shape[0], v_W_c2_h.shape[0]])
+    _W_hd = _cat([v_W_u1_hd, v_W_f1_hd, v_W_o1_hd, v_W_c1_hd, v_W_u2_hd, v_W_f2_hd, v_W_o2_hd, v_W_c2_hd], 0)
+    _off_hd = _offsets([v_W_u1_hd.shape[0], v_W_f1_hd.shape[0], v_W_o1_hd.shape[0], v_W_c1_hd.shape[0], v_W_u2_hd.shape[0], v_W_f2_hd.shape[0], v_W_o2_hd.shape[0], v_W_c2_hd.shape[0]])
+    _X_hd = inputs['hd']
+    _X_md = inputs['md']
+    _T, _B = _X_hd.shape[0], _X_hd.shape[1]
+    _b_hd = _cat([v_b_u1, v_b_f1, v_b_o1, v_b_c1, v_b_u2, v_b_f2, v_b_o2, v_b_c2], 0)
+    _G_hd = (_X_hd.reshape(_T * _B, _X_hd.shape[2]) @ _W_hd.T + _b_hd).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
+    v_h = state['h']
+    v_m = state['m']
+    v_hu = state['hu']
+    v_mu = state['mu']
+    _out = None
+    _saved = {'c1': None, 'c2': None, 'f1': None, 'f2': None, 'h_': None, 'hu_': None, 'm_': None, 'mu_': None, 'o1': None, 'o2': None, 'u1': None, 'u2': None} if save else None
+    for _t in range(_T):
+        v_md = _X_md[_t]
+        _z_h = _mm_h(v_h, _G_hd[_t])
+        v_lin_u1 = _z_h[..., _off_h[0]:_off_h[1]]
+        v_lin_f1 = _z_h[..., _off_h[1]:_off_h[2]]
+        v_lin_o1 = _z_h[..., _off_h[2]:_off_h[3]]
+        v_lin_c1 = _z_h[..., _off_h[3]:_off_h[4]]
+        v_lin_u2 = _z_h[..., _off_h[4]:_off_h[5]]
+        v_lin_f2 = _z_h[..., _off_h[5]:_off_h[6]]
+        v_lin_o2 = _z_h[..., _off_h[6]:_off_h[7]]
+        v_lin_c2 = _z_h[..., _off_h[7]:_off_h[8]]
+        v_u1 = _sigmoid(v_lin_u1)
+        v_f1 = _sigmoid(v_lin_f1)
+        v_o1 = _sigmoid(v_lin_o1)
+        v_c1 = numpy.tanh(v_lin_c1)
+        v_m_ = v_c1*v_u1 + v_f1*v_m
+        v_h_ = numpy.tanh(v_m_*v_o1)
+        v_u2 = _sigmoid(v_lin_u2)
+        v_f2 = _sigmoid(v_lin_f2)
+        v_o2 = _sigmoid(v_lin_o2)
+        v_c2 = numpy.tanh(v_lin_c2)
+        v_mu_ = v_c2*v_u2 + v_f2*v_md
+        v_hu_ = numpy.tanh(v_mu_*v_o2)
+        if save:
+            _saved['c1'] = _put(_saved['c1'], _t, v_c1, _T)
+            _saved['c2'] = _put(_saved['c2'], _t, v_c2, _T)
+            _saved['f1'] = _put(_saved['f1'], _t, v_f1, _T)
+            _saved['f2'] = _put(_saved['f2'], _t, v_f2, _T)
+            _saved['h_'] = _put(_saved['h_'], _t + 1, v_h_, _T + 1)
+            _saved['hu_'] = _put(_saved['hu_'], _t, v_hu_, _T)
+            _saved['m_'] = _put(_saved['m_'], _t + 1, v_m_, _T + 1)
+            _saved['mu_'] = _put(_saved['mu_'], _t, v_mu_, _T)
+            _saved['o1'] = _put(_saved['o1'], _t, v_o1, _T)
+            _saved['o2'] = _put(_saved['o2'], _t, v_o2, _T)
+            _saved['u1'] = _put(_saved['u1'], _t, v_u1, _T)
+            _saved['u2'] = _put(_saved['u2'], _t, v_u2, _T)
+        v_h = v_h_
+        v_m = v_m_
+        v_hu = v_hu_
+        v_mu = v_mu_
+        _out = _put(_out, _t, v_hu, _T)
+    cache = None
+    if save:
+        _saved['h_'][0] = state['h']
+        _saved['h'] = _saved['h_'][:-1]
+        _saved['h_'] = _saved['h_'][1:]
+        _saved['m_'][0] = state['m']
+        _saved['m'] = _saved['m_'][:-1]
+        _saved['m_'] = _saved['m_'][1:]
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        }
+    return _out, {'h': v_h, 'm': v_m, 'hu': v_hu, 'mu': v_mu}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    v_W_u1_h = params['W_u1_h']
+    v_W_u1_hd = params['W_u1_hd']
+    v_W_f1_h = params['W_f1_h']
+    v_W_f1_hd = params['W_f1_hd']
+    v_W_o1_h = params['W_o1_h']
+    v_W_o1_hd = params['W_o1_hd']
+    v_W_c1_h = params['W_c1_h']
+    v_W_c1_hd = params['W_c1_hd']
+    v_W_u2_h = params['W_u2_h']
+    v_W_u2_hd = params['W_u2_hd']
+    v_W_f2_h = params['W_f2_h']
+    v_W_f2_hd = params['W_f2_hd']
+    v_W_o2_h = params['W_o2_h']
+    v_W_o2_hd = params['W_o2_hd']
+    v_W_c2_h = params['W_c2_h']
+    v_W_c2_hd = params['W_c2_hd']
+    v_b_u1 = params['b_u1']
+    v_b_f1 = params['b_f1']
+    v_b_o1 = params['b_o1']
+    v_b_c1 = params['b_c1']
+    v_b_u2 = params['b_u2']
+    v_b_f2 = params['b_f2']
+    v_b_o2 = params['b_o2']
+    v_b_c2 = params['b_c2']
+    _W_h = _cat([v_W_u1_h, v_W_f1_h, v_W_o1_h, v_W_c1_h, v_W_u2_h, v_W_f2_h, v_W_o2_h, v_W_c2_h], 0)
+    _off_h = _offsets([v_W_u1_h.shape[0], v_W_f1_h.shape[0], v_W_o1_h.shape[0], v_W_c1_h.shape[0], v_W_u2_h.shape[0], v_W_f2_h.shape[0], v_W_o2_h.shape[0], v_W_c2_h.shape[0]])
+    _W_hd = _cat([v_W_u1_hd, v_W_f1_hd, v_W_o1_hd, v_W_c1_hd, v_W_u2_hd, v_W_f2_hd, v_W_o2_hd, v_W_c2_hd], 0)
+    _off_hd = _offsets([v_W_u1_hd.shape[0], v_W_f1_hd.shape[0], v_W_o1_hd.shape[0], v_W_c1_hd.shape[0], v_W_u2_hd.shape[0], v_W_f2_hd.shape[0], v_W_o2_hd.shape[0], v_W_c2_hd.shape[0]])
+    _X_hd = cache["inputs"]['hd']
+    _X_md = cache["inputs"]['md']
+    _T, _B = _X_hd.shape[0], _X_hd.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_c1 = cache["saved"]['c1']
+    _S_c2 = cache["saved"]['c2']
+    _S_f1 = cache["saved"]['f1']
+    _S_f2 = cache["saved"]['f2']
+    _S_h = cache["saved"]['h']
+    _S_h_ = cache["saved"]['h_']
+    _S_hu_ = cache["saved"]['hu_']
+    _S_m = cache["saved"]['m']
+    _S_m_ = cache["saved"]['m_']
+    _S_mu_ = cache["saved"]['mu_']
+    _S_o1 = cache["saved"]['o1']
+    _S_o2 = cache["saved"]['o2']
+    _S_u1 = cache["saved"]['u1']
+    _S_u2 = cache["saved"]['u2']
+    if d_state is None:
+        d_state = {}
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_m = d_state['m'] if d_state.get('m') is not None else _zeros(_state0['m'].shape, _state0['m'])
+    _carry_hu = d_state['hu'] if d_state.get('hu') is not None else _zeros(_state0['hu'].shape, _state0['hu'])
+    _carry_mu = d_state['mu'] if d_state.get('mu') is not None else _zeros(_state0['mu'].shape, _state0['mu'])
+    _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    _GBs_hd = None
+    _DX_md = None
+    for _t in range(_T - 1, -1, -1):
+        v_md = _X_md[_t]
+        v_c1 = _S_c1[_t]
+        v_c2 = _S_c2[_t]
+        v_f1 = _S_f1[_t]
+        v_f2 = _S_f2[_t]
+        v_h = _S_h[_t]
+        v_h_ = _S_h_[_t]
+        v_hu_ = _S_hu_[_t]
+        v_m = _S_m[_t]
+        v_m_ = _S_m_[_t]
+        v_mu_ = _S_mu_[_t]
+        v_o1 = _S_o1[_t]
+        v_o2 = _S_o2[_t]
+        v_u1 = _S_u1[_t]
+        v_u2 = _S_u2[_t]
+        _q0 = 1 - v_h_**2
+        _q1 = 1 - v_hu_**2
+        _p0_u1_lin_u1 = v_u1*(1 - v_u1)
+        _p1_f1_lin_f1 = v_f1*(1 - v_f1)
+        _p2_o1_lin_o1 = v_o1*(1 - v_o1)
+        _p3_c1_lin_c1 = 1 - v_c1**2
+        _p4_h__m_ = _q0*v_o1
+        _p5_h__o1 = _q0*v_m_
+        _p6_u2_lin_u2 = v_u2*(1 - v_u2)
+        _p7_f2_lin_f2 = v_f2*(1 - v_f2)
+        _p8_o2_lin_o2 = v_o2*(1 - v_o2)
+        _p9_c2_lin_c2 = 1 - v_c2**2
+        _p10_hu__mu_ = _q1*v_o2
+        _p11_hu__o2 = _q1*v_mu_
+        _d_hu_ = _carry_hu
+        if d_outputs is not None:
+            _d_hu_ = _d_hu_ + d_outputs[_t]
+        _d_h_ = _carry_h
+        _d_m_ = _carry_m
+        _d_mu_ = _carry_mu
+        _d_mu_ = _d_mu_ + _d_hu_ * _p10_hu__mu_
+        _d_o2 = _d_hu_ * _p11_hu__o2
+        _d_c2 = _d_mu_ * v_u2
+        _d_f2 = _d_mu_ * v_md
+        _d_md = _d_mu_ * v_f2
+        _d_u2 = _d_mu_ * v_c2
+        _d_lin_c2 = _d_c2 * _p9_c2_lin_c2
+        _d_lin_o2 = _d_o2 * _p8_o2_lin_o2
+        _d_lin_f2 = _d_f2 * _p7_f2_lin_f2
+        _d_lin_u2 = _d_u2 * _p6_u2_lin_u2
+        _d_m_ = _d_m_ + _d_h_ * _p4_h__m_
+        _d_o1 = _d_h_ * _p5_h__o1
+        _d_c1 = _d_m_ * v_u1
+        _d_f1 = _d_m_ * v_m
+        _d_m = _d_m_ * v_f1
+        _d_u1 = _d_m_ * v_c1
+        _d_lin_c1 = _d_c1 * _p3_c1_lin_c1
+        _d_lin_o1 = _d_o1 * _p2_o1_lin_o1
+        _d_lin_f1 = _d_f1 * _p1_f1_lin_f1
+        _d_lin_u1 = _d_u1 * _p0_u1_lin_u1
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_u1, _d_lin_f1, _d_lin_o1, _d_lin_c1, _d_lin_u2, _d_lin_f2, _d_lin_o2, _d_lin_c2], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _mmT_h(_gb_h)
+        _gb_hd = _gb_h
+        _carry_h = _d_h
+        _carry_m = _d_m
+        _carry_hu = _zeros(_carry_hu.shape, _carry_hu)
+        _carry_mu = _zeros(_carry_mu.shape, _carry_mu)
+        if trace is not None:
+            trace.append({'h': _carry_h, 'm': _carry_m, 'hu': _carry_hu, 'mu': _carry_mu})
+        _DX_md = _put(_DX_md, _t, _d_md, _T)
+    grads = {}
+    d_inputs = {}
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    _Gb = _GBs.sum((0, 1))
+    grads['W_u1_h'] = _GW[_off_h[0]:_off_h[1]]
+    grads['b_u1'] = _Gb[..., _off_h[0]:_off_h[1]]
+    grads['W_f1_h'] = _GW[_off_h[1]:_off_h[2]]
+    grads['b_f1'] = _Gb[..., _off_h[1]:_off_h[2]]
+    grads['W_o1_h'] = _GW[_off_h[2]:_off_h[3]]
+    grads['b_o1'] = _Gb[..., _off_h[2]:_off_h[3]]
+    grads['W_c1_h'] = _GW[_off_h[3]:_off_h[4]]
+    grads['b_c1'] = _Gb[..., _off_h[3]:_off_h[4]]
+    grads['W_u2_h'] = _GW[_off_h[4]:_off_h[5]]
+    grads['b_u2'] = _Gb[..., _off_h[4]:_off_h[5]]
+    grads['W_f2_h'] = _GW[_off_h[5]:_off_h[6]]
+    grads['b_f2'] = _Gb[..., _off_h[5]:_off_h[6]]
+    grads['W_o2_h'] = _GW[_off_h[6]:_off_h[7]]
+    grads['b_o2'] = _Gb[..., _off_h[6]:_off_h[7]]
+    grads['W_c2_h'] = _GW[_off_h[7]:_off_h[8]]
+    grads['b_c2'] = _Gb[..., _off_h[7]:_off_h[8]]
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_hd.reshape(_T * _B, _X_hd.shape[2])
+    grads['W_u1_hd'] = _GW[_off_hd[0]:_off_hd[1]]
+    grads['W_f1_hd'] = _GW[_off_hd[1]:_off_hd[2]]
+    grads['W_o1_hd'] = _GW[_off_hd[2]:_off_hd[3]]
+    grads['W_c1_hd'] = _GW[_off_hd[3]:_off_hd[4]]
+    grads['W_u2_hd'] = _GW[_off_hd[4]:_off_hd[5]]
+    grads['W_f2_hd'] = _GW[_off_hd[5]:_off_hd[6]]
+    grads['W_o2_hd'] = _GW[_off_hd[6]:_off_hd[7]]
+    grads['W_c2_hd'] = _GW[_off_hd[7]:_off_hd[8]]
+    d_inputs['hd'] = (_GBs.reshape(_T * _B, _m) @ _W_hd).reshape(_T, _B, -1)
+    _dx = _DX_md
+    d_inputs['md'] = d_inputs['md'] + _dx if 'md' in d_inputs else _dx
+    if 'hd' not in d_inputs:
+        d_inputs['hd'] = _zeros(_X_hd.shape, _X_hd)
+    if 'md' not in d_inputs:
+        d_inputs['md'] = _zeros(_X_md.shape, _X_md)
+    return grads, d_inputs, {'h': _carry_h, 'm': _carry_m, 'hu': _carry_hu, 'mu': _carry_mu}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {
+    'W_u1_h': ('hidden', 'hidden'),
+    'W_u1_hd': ('hidden', 'hidden'),
+    'W_f1_h': ('hidden', 'hidden'),
+    'W_f1_hd': ('hidden', 'hidden'),
+    'W_o1_h': ('hidden', 'hidden'),
+    'W_o1_hd': ('hidden', 'hidden'),
+    'W_c1_h': ('hidden', 'hidden'),
+    'W_c1_hd': ('hidden', 'hidden'),
+    'W_u2_h': ('hidden', 'hidden'),
+    'W_u2_hd': ('hidden', 'hidden'),
+    'W_f2_h': ('hidden', 'hidden'),
+    'W_f2_hd': ('hidden', 'hidden'),
+    'W_o2_h': ('hidden', 'hidden'),
+    'W_o2_hd': ('hidden', 'hidden'),
+    'W_c2_h': ('hidden', 'hidden'),
+    'W_c2_hd': ('hidden', 'hidden'),
+    'b_u1': ('hidden',),
+    'b_f1': ('hidden',),
+    'b_o1': ('hidden',),
+    'b_c1': ('hidden',),
+    'b_u2': ('hidden',),
+    'b_f2': ('hidden',),
+    'b_o2': ('hidden',),
+    'b_c2': ('hidden',),
+}
+BUFFERS = {}
+INPUTS = ['hd', 'md']
+STATES = {'h': 'hidden', 'm': 'hidden', 'hu': 'hidden', 'mu': 'hidden'}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new

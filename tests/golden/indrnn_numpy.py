@@ -1,0 +1,193 @@
+(
+    'indrnn: Independently recurrent neural network (IndRNN), ReLU\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target numpy) from spec indrnn.toml,\n'
+    'sha256 ad730790ca9b6c7a72b3a2b060b7ba153a8416d7a2e6150c7a9f0bd30c48c4a3.\n'
+    'Regenerate: lstm-verify export indrnn --target numpy -o indrnn_numpy.py\n'
+    '\n'
+    'Sources: Li, Li, Cook, Zhu & Gao 2018, Independently Recurrent Neural Network (IndRNN): Building a Longer and Deeper RNN, eq. 2 (sigma = relu, as in their experiments)\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    "    h' = relu(lin(x) + u*h)\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_h_x: (hidden, input)\n'
+    '    b_h: (hidden,)\n'
+    '    u: (hidden,)\n'
+    '\n'
+    'Note: The recurrent weight u is a vector (one weight per unit, u*h elementwise), so every unit\n'
+    "sees only its own past: the one-step Jacobian dh'/dh is diagonal and a lag-k gradient is a\n"
+    "product of k factors u*relu'(.). The paper keeps |u| <= 2**(1/T) (gradient growth at most 2\n"
+    "over T steps with relu) and initialises u uniformly (experiments and the authors' code): in (0,\n"
+    '2**(1/T)) for lower layers, in (2**(-1/T), 2**(1/T)) for the last layer when a T-step memory is\n'
+    "needed; named init 'indrnn' uses the latter with T = t_max. relu'(0) = 0.\n"
+)
+
+import numpy
+
+
+def _sigmoid(x):
+    # exp(-x) overflows to inf for very negative x and 1/(1 + inf) = 0 is the right limit; the
+    # result is within 2 eps (relative) of the exact value wherever it is a normal float. The
+    # backward never differentiates this formula (it uses s*(1 - s)), so no NaN can arise.
+    with numpy.errstate(over="ignore"):
+        return 1 / (1 + numpy.exp(-x))
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
+
+
+def _zeros(shape, like):
+    return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
+    buf[t] = value
+    return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    v_W_h_x = params['W_h_x']
+    v_b_h = params['b_h']
+    v_u = params['u']
+    _W_x = _cat([v_W_h_x], 0)
+    _X_x = inputs['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _b_x = _cat([v_b_h], 0)
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    v_h = state['h']
+    _out = None
+    _saved = {'lin_h': None} if save else None
+    for _t in range(_T):
+        _g_x = _G_x[_t]
+        v_lin_h = _g_x
+        v_h_ = numpy.maximum(v_h*v_u + v_lin_h, 0)
+        if save:
+            _saved['lin_h'] = _put(_saved['lin_h'], _t, v_lin_h, _T)
+        v_h = v_h_
+        _out = _put(_out, _t, v_h, _T)
+    cache = None
+    if save:
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        }
+    return _out, {'h': v_h}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    v_W_h_x = params['W_h_x']
+    v_b_h = params['b_h']
+    v_u = params['u']
+    _W_x = _cat([v_W_h_x], 0)
+    _X_x = cache["inputs"]['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_h = cache["saved"]['h']
+    _S_lin_h = cache["saved"]['lin_h']
+    if d_state is None:
+        d_state = {}
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _grad_u = _zeros(v_u.shape, v_u)
+    _GBs_x = None
+    for _t in range(_T - 1, -1, -1):
+        v_h = _S_h[_t]
+        v_lin_h = _S_lin_h[_t]
+        _q0 = _step(v_h*v_u + v_lin_h)
+        _p0_h__h = _q0*v_u
+        _p1_h__lin_h = _q0
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_h = _d_h_ * _p0_h__h
+        _d_lin_h = _d_h_ * _p1_h__lin_h
+        _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_h], _T)
+        _gb_x = _GBs_x[_t]
+        _carry_h = _d_h
+        if trace is not None:
+            trace.append({'h': _carry_h})
+    grads = {}
+    d_inputs = {}
+    _GBs = _GBs_x
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
+    grads['W_h_x'] = _GW
+    grads['b_h'] = _Gb
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    _grad_u = _grad_u + ((_GBs_x) * _S_h).sum((0, 1))
+    grads['u'] = _grad_u
+    return grads, d_inputs, {'h': _carry_h}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {'W_h_x': ('hidden', 'input'), 'b_h': ('hidden',), 'u': ('hidden',)}
+BUFFERS = {}
+INPUTS = ['x']
+STATES = {'h': 'hidden'}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new

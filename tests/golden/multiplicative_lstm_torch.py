@@ -1,0 +1,573 @@
+(
+    'multiplicative_lstm: Multiplicative LSTM (mLSTM)\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target torch) from spec multiplicative_lstm.toml,\n'
+    'sha256 cc49e63692f85e06b5836de07be2267b9731c23c34d1f21dff3b782e8f114592.\n'
+    'Regenerate: lstm-verify export multiplicative_lstm --target torch -o multiplicative_lstm_torch.py\n'
+    '\n'
+    "Sources: Krause, Lu, Murray & Renals 2016, Multiplicative LSTM for sequence modelling, arXiv:1609.07959, eq. 18-22 with the LSTM's cell and output equations (check: paper text not consulted here; reconstructed from the authors' MATLAB code and ports quoting the paper)\n"
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    m = lin(x, bias=false)*lin(h, bias=false)\n'
+    '    hhat = lin(x, m)\n'
+    '    i = sigmoid(lin(x, m))\n'
+    '    o = sigmoid(lin(x, m))\n'
+    '    f = sigmoid(lin(x, m))\n'
+    "    c' = f*c + i*hhat\n"
+    "    h' = tanh(c'*o)\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden), c (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_m_x: (hidden, input)\n'
+    '    W_m_h: (hidden, hidden)\n'
+    '    W_hhat_x: (hidden, input)\n'
+    '    W_hhat_m: (hidden, hidden)\n'
+    '    W_i_x: (hidden, input)\n'
+    '    W_i_m: (hidden, hidden)\n'
+    '    W_o_x: (hidden, input)\n'
+    '    W_o_m: (hidden, hidden)\n'
+    '    W_f_x: (hidden, input)\n'
+    '    W_f_m: (hidden, hidden)\n'
+    '    b_hhat: (hidden,)\n'
+    '    b_i: (hidden,)\n'
+    '    b_o: (hidden,)\n'
+    '    b_f: (hidden,)\n'
+    '\n'
+    "Note: m = (W_mx x) (.) (W_mh h) is the multiplicative RNN's intermediate state; it replaces h\n"
+    "in the candidate hhat (the paper's h^) and in every gate. hhat has no tanh and the output gate\n"
+    "sits inside the tanh, h' = tanh(c' (.) o), as the authors' MATLAB code computes and as ports\n"
+    'quoting the paper write it. The paper writes no biases; here m has none (two bias-free maps\n'
+    'multiplied) and hhat, i, o and f have one each. Neighbouring implementations differ: the\n'
+    "authors' MATLAB code has no bias on hhat and adds one inside the output tanh, h' = tanh(c' (.)\n"
+    "o + b); their later Chainer code and OpenAI's sentiment-neuron code use the standard LSTM\n"
+    "arrangement, tanh(hhat) and o (.) tanh(c'). Each is a different function from this one.\n"
+)
+
+import sys
+import weakref
+
+import math
+
+import torch
+
+
+def _step(x):
+    return (x > 0).to(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).to(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (torch.remainder(t, period) == 0).to(period.dtype)
+
+
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
+
+
+def _zeros(shape, like):
+    return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def _empty(shape, like):
+    return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+
+def _const(value, like):
+    return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = _empty((n,) + tuple(value.shape), value)
+    buf[t] = value
+    return buf
+
+
+# Sequence buffers are kept for the next call of the same shape: the first writes to freshly
+# mapped memory cost as much as the arithmetic done on it. Buffers that live within one call
+# (hoisted pre-activations, stacked step gradients) return at its end; the buffers saved for
+# the backward return when the forward's record is freed and nothing else holds their memory.
+# CPU only (the CUDA allocator caches), only buffers made while no gradient is recorded
+# (autograd may keep what it saw), at most POOL_BYTES in all (0 disables the pool).
+POOL_BYTES = 64 * 2**20
+_POOL = {}  # (shape, dtype) -> [buffers], oldest key first
+
+
+def _scratch(shape, like):
+    """A buffer from the pool or a new one; None while a gradient is recorded (out= writes
+    are not differentiable)."""
+    if torch.is_grad_enabled():
+        return None
+    free = _POOL.get((tuple(shape), like.dtype)) if like.device.type == "cpu" else None
+    return free.pop() if free else _empty(shape, like)
+
+
+def _release(bufs, escaping=()):
+    """Return buffers to the pool, unless a tensor handed back to the caller shares memory
+    with one."""
+    taken = {t.untyped_storage().data_ptr() for t in escaping if isinstance(t, torch.Tensor)}
+    for buf in bufs:
+        if buf is None or buf.device.type != "cpu" or buf.untyped_storage().data_ptr() in taken:
+            continue
+        size = buf.numel() * buf.element_size()
+        if size > POOL_BYTES:
+            continue
+        total = sum(b.numel() * b.element_size() for free in _POOL.values() for b in free)
+        while _POOL and total + size > POOL_BYTES:
+            free = _POOL[next(iter(_POOL))]
+            if free:
+                total -= free[0].numel() * free[0].element_size()
+                free.pop(0)
+            else:
+                _POOL.pop(next(iter(_POOL)))
+        _POOL.setdefault((tuple(buf.shape), buf.dtype), []).append(buf)
+
+
+def _storage_users(t):
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+try:
+    _ALONE = _storage_users(torch.empty(1))  # a tensor whose memory nothing else shares
+except Exception:  # no such count in this torch: saved buffers are not recycled
+    _ALONE = None
+
+
+class _Cache(dict):
+    """What the forward keeps for the backward."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _recycle(cache, bufs):
+    """Pool bufs once cache is freed, those whose memory nothing else then shares."""
+    if POOL_BYTES and _ALONE is not None:
+        weakref.finalize(cache, _recycle_now, bufs)
+
+
+def _recycle_now(bufs):
+    free = []
+    while bufs:
+        b = bufs.pop()
+        # nobody else refers to this tensor (getrefcount: b and its own argument) or to its memory
+        if b is not None and sys.getrefcount(b) <= 2 and _storage_users(b) <= _ALONE:
+            free.append(b)
+        del b
+    _release(free)
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + tuple(xs[0].shape[:-1]) + (sum(x.shape[-1] for x in xs),)
+        buf = _scratch(shape, xs[0])
+        buf = _empty(shape, xs[0]) if buf is None else buf
+    if torch.is_grad_enabled() and any(x.requires_grad for x in xs):
+        buf[t] = torch.cat(xs, -1)  # out= is not differentiable
+    else:
+        torch.cat(xs, -1, out=buf[t])
+    return buf
+
+
+def _packed_gemm_works():
+    """Whether this build of torch has MKL's packed single-precision GEMM (the kernel behind
+    torch's prepacked CPU linear layers) and it computes the product."""
+    try:
+        w = torch.arange(6.0).reshape(3, 2)
+        a = torch.arange(8.0).reshape(4, 2)
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(w, 4)
+        return bool(torch.equal(torch.ops.mkl._mkl_linear(a, packed, w, None, 4), a @ w.T))
+    except Exception:
+        return False
+
+
+# None: probed at the first use; set to False to use addmm everywhere
+PACKED_GEMM = None
+
+
+def _blocked(W, k):
+    """The product a -> a @ W.T (+ add) for a W of k equal row blocks, as a (k, rows, n)
+    tensor: block j, a @ W_j.T, is contiguous (a (rows, k*n) result has strided blocks, and
+    the pointwise work that follows reads each block). All k products in one batched GEMM."""
+    Wk = W.reshape(k, W.shape[0] // k, W.shape[1]).transpose(1, 2).contiguous()
+
+    def product(a, add=None):
+        z = torch.bmm(a.expand(k, *a.shape), Wk)
+        return z if add is None else z.add_(add.reshape(add.shape[0], k, -1).transpose(0, 1))
+
+    return product
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for `steps` uses with the same W and `rows`-row a.
+    On the CPU in single precision, with no gradient being recorded, W is packed once into
+    MKL's GEMM layout (a recurrent weight is reused at every step); elsewhere addmm/mm."""
+    global PACKED_GEMM
+    eligible = (steps > 1 and W.device.type == "cpu" and W.dtype == torch.float32
+                and not torch.is_grad_enabled())
+    if eligible and PACKED_GEMM is None:
+        PACKED_GEMM = _packed_gemm_works()
+    if eligible and PACKED_GEMM:
+        Wc = W.contiguous()
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(Wc, rows)
+
+        def packed_product(a, add=None):
+            out = torch.ops.mkl._mkl_linear(a, packed, Wc, None, rows)
+            return out if add is None else out.add_(add)
+
+        return packed_product
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else torch.addmm(add, a, Wt)
+
+    return product
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    v_W_m_x = params['W_m_x']
+    v_W_m_h = params['W_m_h']
+    v_W_hhat_x = params['W_hhat_x']
+    v_W_hhat_m = params['W_hhat_m']
+    v_W_i_x = params['W_i_x']
+    v_W_i_m = params['W_i_m']
+    v_W_o_x = params['W_o_x']
+    v_W_o_m = params['W_o_m']
+    v_W_f_x = params['W_f_x']
+    v_W_f_m = params['W_f_m']
+    v_b_hhat = params['b_hhat']
+    v_b_i = params['b_i']
+    v_b_o = params['b_o']
+    v_b_f = params['b_f']
+    _W_x = _cat([v_W_m_x, v_W_hhat_x, v_W_i_x, v_W_o_x, v_W_f_x], 0)
+    _off_x = _offsets([v_W_m_x.shape[0], v_W_hhat_x.shape[0], v_W_i_x.shape[0], v_W_o_x.shape[0], v_W_f_x.shape[0]])
+    _W_h = _cat([v_W_m_h], 0)
+    _W_m = _cat([v_W_hhat_m, v_W_i_m, v_W_o_m, v_W_f_m], 0)
+    _off_m = _offsets([v_W_hhat_m.shape[0], v_W_i_m.shape[0], v_W_o_m.shape[0], v_W_f_m.shape[0]])
+    _X_x = inputs['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _G_x = (torch.mm(_X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
+    _mm_m = _blocked(_W_m, 4)
+    v_h = state['h']
+    v_c = state['c']
+    _out = None
+    _saved = {'c_': None, 'f': None, 'h_': None, 'hhat': None, 'i': None, 'lin_m_h': None, 'lin_m_x': None, 'm': None, 'o': None} if save else None
+    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable
+    _sv_c_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_f = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_h_ = _scratch((_T + 1, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_i = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_m = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    _sv_o = _scratch((_T, _B, state['h'].shape[-1]), _X_x) if save and _direct else None
+    for _t in range(_T):
+        _g_x = _G_x[_t]
+        v_lin_m_x = _g_x[..., _off_x[0]:_off_x[1]]
+        _g_h = _mm_h(v_h)
+        v_lin_m_h = _g_h
+        v_m = torch.mul(v_lin_m_h, v_lin_m_x, out=None if _sv_m is None else _sv_m[_t])
+        _z_m = _mm_m(v_m, _G_x[_t][..., _off_x[1]:_off_x[5]])
+        v_lin_hhat = _z_m[0] + v_b_hhat
+        v_lin_i = _z_m[1] + v_b_i
+        v_lin_o = _z_m[2] + v_b_o
+        v_lin_f = _z_m[3] + v_b_f
+        v_hhat = v_lin_hhat
+        v_i = torch.sigmoid(v_lin_i, out=None if _sv_i is None else _sv_i[_t])
+        v_o = torch.sigmoid(v_lin_o, out=None if _sv_o is None else _sv_o[_t])
+        v_f = torch.sigmoid(v_lin_f, out=None if _sv_f is None else _sv_f[_t])
+        v_c_ = torch.addcmul(v_c*v_f, v_hhat, v_i, out=None if _sv_c_ is None else _sv_c_[_t + 1])
+        v_h_ = torch.tanh(v_c_*v_o, out=None if _sv_h_ is None else _sv_h_[_t + 1])
+        if save:
+            _saved['hhat'] = _put(_saved['hhat'], _t, v_hhat, _T)
+            _saved['lin_m_h'] = _put(_saved['lin_m_h'], _t, v_lin_m_h, _T)
+            _saved['lin_m_x'] = _put(_saved['lin_m_x'], _t, v_lin_m_x, _T)
+        if save and not _direct:
+            _saved['c_'] = _put(_saved['c_'], _t + 1, v_c_, _T + 1)
+            _saved['f'] = _put(_saved['f'], _t, v_f, _T)
+            _saved['h_'] = _put(_saved['h_'], _t + 1, v_h_, _T + 1)
+            _saved['i'] = _put(_saved['i'], _t, v_i, _T)
+            _saved['m'] = _put(_saved['m'], _t, v_m, _T)
+            _saved['o'] = _put(_saved['o'], _t, v_o, _T)
+        v_h = v_h_
+        v_c = v_c_
+        _out = _put(_out, _t, v_h, _T)
+    cache = None
+    if save:
+        _saved['c_'] = _sv_c_ if _direct else _saved['c_']
+        _saved['f'] = _sv_f if _direct else _saved['f']
+        _saved['h_'] = _sv_h_ if _direct else _saved['h_']
+        _saved['i'] = _sv_i if _direct else _saved['i']
+        _saved['m'] = _sv_m if _direct else _saved['m']
+        _saved['o'] = _sv_o if _direct else _saved['o']
+        _saved['h_'][0] = state['h']
+        _saved['h'] = _saved['h_'][:-1]
+        _saved['h_'] = _saved['h_'][1:]
+        _saved['c_'][0] = state['c']
+        _saved['c'] = _saved['c_'][:-1]
+        _saved['c_'] = _saved['c_'][1:]
+        cache = _Cache({
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        })
+        if _direct:  # the saved buffers go back to the pool when the record is freed
+            _recycle(cache, [_sv_c_, _sv_f, _sv_h_, _sv_i, _sv_m, _sv_o])
+    if not torch.is_grad_enabled():
+        _release([_G_x], [_out, v_h, v_c] + (list(_saved.values()) if save else []))
+    return _out, {'h': v_h, 'c': v_c}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    v_W_m_x = params['W_m_x']
+    v_W_m_h = params['W_m_h']
+    v_W_hhat_x = params['W_hhat_x']
+    v_W_hhat_m = params['W_hhat_m']
+    v_W_i_x = params['W_i_x']
+    v_W_i_m = params['W_i_m']
+    v_W_o_x = params['W_o_x']
+    v_W_o_m = params['W_o_m']
+    v_W_f_x = params['W_f_x']
+    v_W_f_m = params['W_f_m']
+    v_b_hhat = params['b_hhat']
+    v_b_i = params['b_i']
+    v_b_o = params['b_o']
+    v_b_f = params['b_f']
+    _W_x = _cat([v_W_m_x, v_W_hhat_x, v_W_i_x, v_W_o_x, v_W_f_x], 0)
+    _off_x = _offsets([v_W_m_x.shape[0], v_W_hhat_x.shape[0], v_W_i_x.shape[0], v_W_o_x.shape[0], v_W_f_x.shape[0]])
+    _W_h = _cat([v_W_m_h], 0)
+    _W_m = _cat([v_W_hhat_m, v_W_i_m, v_W_o_m, v_W_f_m], 0)
+    _off_m = _offsets([v_W_hhat_m.shape[0], v_W_i_m.shape[0], v_W_o_m.shape[0], v_W_f_m.shape[0]])
+    _X_x = cache["inputs"]['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_c = cache["saved"]['c']
+    _S_c_ = cache["saved"]['c_']
+    _S_f = cache["saved"]['f']
+    _S_h = cache["saved"]['h']
+    _S_h_ = cache["saved"]['h_']
+    _S_hhat = cache["saved"]['hhat']
+    _S_i = cache["saved"]['i']
+    _S_lin_m_h = cache["saved"]['lin_m_h']
+    _S_lin_m_x = cache["saved"]['lin_m_x']
+    _S_m = cache["saved"]['m']
+    _S_o = cache["saved"]['o']
+    if d_state is None:
+        d_state = {}
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
+    _GBs_x = None
+    _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    _GBs_m = None
+    _mmT_m = _linear(_W_m.T, _B, _T)
+    _k0 = _const(1, _X_x)
+    for _t in range(_T - 1, -1, -1):
+        v_c = _S_c[_t]
+        v_c_ = _S_c_[_t]
+        v_f = _S_f[_t]
+        v_h = _S_h[_t]
+        v_h_ = _S_h_[_t]
+        v_hhat = _S_hhat[_t]
+        v_i = _S_i[_t]
+        v_lin_m_h = _S_lin_m_h[_t]
+        v_lin_m_x = _S_lin_m_x[_t]
+        v_m = _S_m[_t]
+        v_o = _S_o[_t]
+        _q0 = _k0 - (v_h_*v_h_)
+        _p0_i_lin_i = v_i*(_k0 - v_i)
+        _p1_o_lin_o = v_o*(_k0 - v_o)
+        _p2_f_lin_f = v_f*(_k0 - v_f)
+        _p3_h__c_ = _q0*v_o
+        _p4_h__o = _q0*v_c_
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_c_ = _carry_c
+        _d_c_ = torch.addcmul(_d_c_, _d_h_, _p3_h__c_)
+        _d_o = _d_h_ * _p4_h__o
+        _d_c = _d_c_ * v_f
+        _d_f = _d_c_ * v_c
+        _d_hhat = _d_c_ * v_i
+        _d_i = _d_c_ * v_hhat
+        _d_lin_f = _d_f * _p2_f_lin_f
+        _d_lin_o = _d_o * _p1_o_lin_o
+        _d_lin_i = _d_i * _p0_i_lin_i
+        _d_lin_hhat = _d_hhat
+        _GBs_m = _cat_put(_GBs_m, _t, [_d_lin_hhat, _d_lin_i, _d_lin_o, _d_lin_f], _T)
+        _gb_m = _GBs_m[_t]
+        _d_m = _mmT_m(_gb_m)
+        _d_lin_m_h = _d_m * v_lin_m_x
+        _d_lin_m_x = _d_m * v_lin_m_h
+        _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_m_x, _d_lin_hhat, _d_lin_i, _d_lin_o, _d_lin_f], _T)
+        _gb_x = _GBs_x[_t]
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_m_h], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _mmT_h(_gb_h)
+        _carry_h = _d_h
+        _carry_c = _d_c
+        if trace is not None:
+            trace.append({'h': _carry_h, 'c': _carry_c})
+    grads = {}
+    d_inputs = {}
+    _GBs = _GBs_x
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
+    grads['W_m_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['W_hhat_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_hhat'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_i_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_i'] = _Gb[..., _off_x[2]:_off_x[3]]
+    grads['W_o_x'] = _GW[_off_x[3]:_off_x[4]]
+    grads['b_o'] = _Gb[..., _off_x[3]:_off_x[4]]
+    grads['W_f_x'] = _GW[_off_x[4]:_off_x[5]]
+    grads['b_f'] = _Gb[..., _off_x[4]:_off_x[5]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    grads['W_m_h'] = _GW
+    _GBs = _GBs_m
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_m.reshape(_T * _B, _S_m.shape[2])
+    grads['W_hhat_m'] = _GW[_off_m[0]:_off_m[1]]
+    grads['W_i_m'] = _GW[_off_m[1]:_off_m[2]]
+    grads['W_o_m'] = _GW[_off_m[2]:_off_m[3]]
+    grads['W_f_m'] = _GW[_off_m[3]:_off_m[4]]
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    if not torch.is_grad_enabled():
+        _release([_GBs_x, _GBs_h, _GBs_m], [*grads.values(), *d_inputs.values(), _carry_h, _carry_c])
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {
+    'W_m_x': ('hidden', 'input'),
+    'W_m_h': ('hidden', 'hidden'),
+    'W_hhat_x': ('hidden', 'input'),
+    'W_hhat_m': ('hidden', 'hidden'),
+    'W_i_x': ('hidden', 'input'),
+    'W_i_m': ('hidden', 'hidden'),
+    'W_o_x': ('hidden', 'input'),
+    'W_o_m': ('hidden', 'hidden'),
+    'W_f_x': ('hidden', 'input'),
+    'W_f_m': ('hidden', 'hidden'),
+    'b_hhat': ('hidden',),
+    'b_i': ('hidden',),
+    'b_o': ('hidden',),
+    'b_f': ('hidden',),
+}
+BUFFERS = {}
+INPUTS = ['x']
+STATES = {'h': 'hidden', 'c': 'hidden'}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
+
+_WIDTH_OF = {'h': 'W_m_x', 'c': 'W_m_x'}
+
+_BUFFER_INITS = {}
+
+
+class SequenceFunction(torch.autograd.Function):
+    """The generated forward and backward as one autograd node."""
+
+    @staticmethod
+    def forward(ctx, t0, names, *tensors):
+        k, m = len(names[0]), len(names[1])
+        params = dict(zip(names[0], tensors[:k]))
+        inputs = dict(zip(names[1], tensors[k : k + m]))
+        state = dict(zip(names[2], tensors[k + m :]))
+        out, final, cache = forward(params, inputs, state, t0, True)
+        ctx.params, ctx.cache, ctx.names = params, cache, names
+        return (out, *[final[s] for s in names[2]])
+
+    @staticmethod
+    def backward(ctx, d_out, *d_final):
+        d_state = dict(zip(ctx.names[2], d_final))
+        grads, d_inputs, d_state0 = backward(ctx.params, ctx.cache, d_out, d_state)
+        flat = [grads.get(n) if n in PARAM_SHAPES else None for n in ctx.names[0]]
+        flat += [d_inputs[n] for n in ctx.names[1]] + [d_state0[n] for n in ctx.names[2]]
+        return (None, None, *flat)
+
+
+def init_params(sizes, seed=0, dtype=torch.float32, device=None):
+    """torch.nn's default initialisation, U(-1/sqrt(hidden), 1/sqrt(hidden)), and the buffers."""
+    g = torch.Generator().manual_seed(seed)
+    k = 1 / math.sqrt(sizes.get("hidden", 1))
+    out = {}
+    for name, dims in PARAM_SHAPES.items():
+        shape = tuple(sizes[d] for d in dims)
+        w = torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1
+        out[name] = (w * k).to(dtype=dtype, device=device)
+    for name, (dim, init, options) in BUFFERS.items():
+        v = _BUFFER_INITS[init](sizes[dim], options)
+        out[name] = torch.tensor(v, dtype=dtype, device=device)
+    return out
+
+
+class Layer(torch.nn.Module):
+    """A trainable recurrent layer whose backward is the generated one.
+
+    forward(inputs, state=None, t0=0): inputs (T, B, n) (a dict for several inputs);
+    returns (outputs (T, B, n), final state dict)."""
+
+    def __init__(self, sizes, seed=0, dtype=torch.float32, device=None, params=None):
+        super().__init__()
+        params = params if params is not None else init_params(sizes, seed, dtype, device)
+        for name, value in params.items():
+            value = torch.as_tensor(value, dtype=dtype, device=device)
+            if name in BUFFERS:
+                self.register_buffer(name, value)
+            else:
+                self.register_parameter(name, torch.nn.Parameter(value))
+
+    def forward(self, inputs, state=None, t0=0):
+        if not isinstance(inputs, dict):
+            inputs = {INPUTS[0]: inputs}
+        params = dict(self.named_parameters()) | dict(self.named_buffers())
+        first = next(iter(inputs.values()))
+        if state is None:
+            state = {}
+            for s in STATES:
+                shape = (first.shape[1], params[_WIDTH_OF[s]].shape[0])
+                state[s] = torch.zeros(shape, dtype=first.dtype, device=first.device)
+        pnames = tuple(PARAM_SHAPES) + tuple(BUFFERS)
+        leaves = [params[n] for n in pnames] + list(inputs.values()) + list(state.values())
+        if not (torch.is_grad_enabled() and any(t.requires_grad for t in leaves)):
+            out, final, _ = forward(params, inputs, state, t0, False)  # inference: nothing saved
+            return out, final
+        names = (pnames, tuple(INPUTS), tuple(STATES))
+        tensors = [params[n] for n in pnames] + [inputs[n] for n in INPUTS]
+        tensors += [state[s] for s in STATES]
+        out, *final = SequenceFunction.apply(t0, names, *tensors)
+        return out, dict(zip(STATES, final))
