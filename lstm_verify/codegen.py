@@ -162,9 +162,9 @@ class TorchPrinter(_Printer):
 
     def _print_Pow(self, expr):
         base, exp = expr.as_base_exp()
-        if exp == 2 and base.is_Symbol:
+        if exp == 2 and base.is_Symbol:  # parenthesised: a divisor too (c/(n*n), not c/n*n)
             b = self.parenthesize(base, PRECEDENCE["Mul"])
-            return f"{b}*{b}"
+            return f"({b}*{b})"
         if exp.is_Integer and exp > 0:
             return f"{self.parenthesize(base, 100)}**{int(exp)}"
         return super()._print_Pow(expr)
@@ -201,6 +201,11 @@ def _hard_sigmoid_grad(x):
 
 def _tick(t, period):
     return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
 
 
 def _cat(xs, axis):
@@ -254,6 +259,12 @@ def _hard_sigmoid_grad(x):
 
 def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
+
+
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
 
 
 def _cat(xs, axis):

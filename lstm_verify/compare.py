@@ -22,6 +22,12 @@ class Errors:
     max_rel: float  # |diff| / max(|ref|, floor)
     max_ulp: float  # |diff| in ULPs of max(|ref|, floor) rounded to the dtype
     normwise: float = 0.0  # max |diff| / max |ref|: insensitive to cancellation in one element
+    exact_max: float = 0.0  # largest |exact value| of any node in the run (0 when not known)
+
+    def beyond(self, dtype) -> bool:
+        """Whether an exact intermediate value of the run lies beyond dtype's finite range: the
+        equations as written cannot be evaluated in that dtype (exp(100) in float32)."""
+        return self.exact_max > float(np.finfo(dtype).max)
 
     def __str__(self):
         return (f"abs {self.max_abs:.1e}, rel {self.max_rel:.1e}, {self.max_ulp:.1f} ulp, "

@@ -1000,8 +1000,10 @@ def find_precision(cell, subj, runner_for) -> tuple[str, str]:
 
 
 def _probe_sizes(cell) -> dict:
+    from .params import min_units
+
     base = {"input": 3, "hidden": 4, "proj": 2}
     out = {k: base.get(k, 3) for k in cell.ir.size_names}
     for _, dim, buf in cell.ir.buffers:
-        out[dim] = max(out[dim], int(dict(buf.options).get("modules", 1)))
+        out[dim] = max(out[dim], min_units(buf))
     return out

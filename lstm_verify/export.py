@@ -200,6 +200,11 @@ def _clockwork_periods(n, options):
     base = int(options.get("base", 2))
     return [float(base ** (k * modules // n)) for k in range(n)]
 ''',
+    "heads": '''
+def _heads(n, options):
+    heads = int(options.get("heads", 4))
+    return [float(k * heads // n) for k in range(n)]
+''',
 }
 
 
@@ -292,6 +297,9 @@ class _CPrinter(C99CodePrinter):
     def _print_exp(self, expr):
         return f"lv_exp{self.suffix}({self._print(expr.args[0])})"
 
+    def _print_log(self, expr):
+        return f"lv_log{self.suffix}({self._print(expr.args[0])})"
+
 
 _C_HELPERS = {
     "sigmoid": """static {T} lv_sigmoid{S}({T} x) {{
@@ -306,6 +314,13 @@ _C_HELPERS = {
     {T} y = x / 6 + ({T})0.5;
     return y < 0 ? 0 : (y > 1 ? 1 : y);
 }}""",
+    "log": "static {T} lv_log{S}({T} x) {{ return {LOG}(x); }}",
+    "softplus": """static {T} lv_softplus{S}({T} x) {{
+    /* log(1 + exp(x)) without overflow: max(x, 0) + log1p(exp(-|x|)) */
+    return (x > 0 ? x : 0) + {LOG1P}({EXP}(-{FABS}(x)));
+}}""",
+    "max": "static {T} lv_max{S}({T} a, {T} b) {{ return (a >= b || a != a) ? a : b; }}",
+    "min": "static {T} lv_min{S}({T} a, {T} b) {{ return (a <= b || a != a) ? a : b; }}",
     "tick": "static {T} lv_tick{S}({T} t, {T} period) {{ return {FMOD}(t, period) == 0 ? 1 : 0; }}",
 }
 
@@ -361,7 +376,8 @@ def _c(cell: Cell) -> str:
            " */", "", "#include <math.h>", "#include <stdlib.h>", "#include <string.h>", "",
            f"typedef struct {{ {' '.join(f'int {s};' for s in sizes)} }} {name}_sizes;", ""]  # fmt: skip
     for suffix, real, fn in (("_f64", "double", ""), ("_f32", "float", "f")):
-        names = dict(T=real, S=suffix, EXP=f"exp{fn}", FABS=f"fabs{fn}", TANH=f"tanh{fn}", FMOD=f"fmod{fn}")
+        names = dict(T=real, S=suffix, EXP=f"exp{fn}", FABS=f"fabs{fn}", TANH=f"tanh{fn}", FMOD=f"fmod{fn}",
+                     LOG=f"log{fn}", LOG1P=f"log1p{fn}")
         out += [_C_HELPERS[f].format(**names) for f in _used_functions(cell.ir)] + [""]
         out += _c_backend(cell, suffix, real)
     return "\n".join(out).rstrip() + "\n"
@@ -385,10 +401,12 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     lines.append("{")
     lines.append("    for (int b = 0; b < batch; ++b) {")
     ind = "        "
-    for x, d in ir.inputs:
-        lines.append(f"{ind}const {real} *R_{x} = A_{x} + (size_t)b * n->{d};")
-    for s, d in ir.states:
-        lines.append(f"{ind}const {real} *R_{s} = A_{s} + (size_t)b * n->{d};")
+    # rows of the vectors some node reads (a state whose new value ignores its old one has none)
+    read = {a for node in ir.nodes for a in ([a for _, a in node.terms] if isinstance(node, Affine)
+                                              else [sym.name for sym in node.expr.free_symbols])}  # fmt: skip
+    for x, d in ir.inputs + ir.states:
+        if x in read:
+            lines.append(f"{ind}const {real} *R_{x} = A_{x} + (size_t)b * n->{d};")
     vec = {x: f"R_{x}" for x in inputs} | {s: f"R_{s}" for s in states}
     for node in ir.nodes:
         d = node.dim

@@ -13,6 +13,17 @@ callable for the arbitrary-precision reference. Derivatives live on the SymPy cl
   inside (-3, 3), 0 elsewhere, as torch has it.
 * ``tick(t, T)``: 1 where the step counter t is a multiple of the per-unit period T, else 0.
   Piecewise constant: its derivative is 0 everywhere.
+* ``log``: SymPy's ``log`` (derivative 1/x). The parser writes ``log(sigmoid(u))`` as
+  ``-softplus(-u)`` (finite for every u, where the composition gives log(0) = -inf for u below
+  about -745 in float64 and -104 in float32), and SymPy writes ``log(exp(u))`` as ``u``.
+* ``softplus``: log(1 + exp(x)), derivative ``sigmoid(x)``. NumPy prints ``logaddexp(0, x)``,
+  torch ``softplus(x, threshold=40)`` (x itself beyond 40, where the rest, exp(-40) = 4e-18, is
+  below float64's resolution of 40), C ``max(x, 0) + log1p(exp(-|x|))``: none overflows.
+* ``max(a, b)``, ``min(a, b)``: piecewise; at a tie (a == b) each argument gets half the
+  derivative, as torch.maximum/minimum have it, so the exact derivative and autograd agree
+  everywhere, and max(a, b) and max(b, a) have the same derivative. ``max_grad(a, b)`` is
+  d max(a, b)/da: 1 where a > b, 1/2 where a == b, 0 where a < b; d min(a, b)/da is
+  ``max_grad(b, a)``.
 """
 
 from __future__ import annotations
@@ -69,6 +80,48 @@ class tick(sympy.Function):  # noqa: N801
         return sympy.Integer(0)
 
 
+class softplus(sympy.Function):  # noqa: N801
+    """log(1 + exp(x))."""
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+
+class max_grad(sympy.Function):  # noqa: N801
+    """d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch's convention)."""
+
+    nargs = 2
+
+    def fdiff(self, argindex=1):
+        return sympy.Integer(0)
+
+
+class maximum(sympy.Function):  # noqa: N801
+    """max(a, b), elementwise."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        return f"max({printer._print(self.args[0])}, {printer._print(self.args[1])})"
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return max_grad(a, b) if argindex == 1 else max_grad(b, a)
+
+
+class minimum(sympy.Function):  # noqa: N801
+    """min(a, b), elementwise."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        return f"min({printer._print(self.args[0])}, {printer._print(self.args[1])})"
+
+    def fdiff(self, argindex=1):
+        a, b = self.args
+        return max_grad(b, a) if argindex == 1 else max_grad(a, b)
+
+
 @dataclass(frozen=True)
 class Func:
     """How one pointwise function is spelled by every backend."""
@@ -106,6 +159,26 @@ def _np_sigmoid(x):
         return 1 / (1 + numpy.exp(-numpy.asarray(x, dtype=float)))
 
 
+def _mp_softplus(x):
+    return mpmath.log1p(mpmath.exp(x)) if x < 0 else x + mpmath.log1p(mpmath.exp(-x))
+
+
+def _mp_max_grad(a, b):
+    return mpmath.mpf(1) if a > b else (mpmath.mpf(1) / 2 if a == b else mpmath.mpf(0))
+
+
+def _np_log(u):
+    """log, with -inf for the part of an interval at or below zero."""
+    u = numpy.asarray(u, dtype=float)
+    with numpy.errstate(divide="ignore", invalid="ignore"):
+        return numpy.where(u > 0, numpy.log(numpy.where(u > 0, u, 1.0)), -numpy.inf)
+
+
+def _pairwise(fn):
+    """Interval extension of a function increasing in both arguments."""
+    return lambda a, b: (fn(a[0], b[0]), fn(a[1], b[1]))
+
+
 def _mp_tick(t, period):
     return mpmath.mpf(1) if int(t) % int(period) == 0 else mpmath.mpf(0)
 
@@ -130,6 +203,15 @@ FUNCTIONS: dict[str, Func] = {
             _mp_hard_sigmoid,
             _monotone(lambda u: numpy.clip(u / 6 + 0.5, 0, 1)),
         ),
+        Func("log", sympy.log, 1, "numpy.log({0})", "torch.log({0})", mpmath.log,
+             _monotone(_np_log)),  # fmt: skip
+        Func("softplus", softplus, 1, "numpy.logaddexp(0, {0})",
+             "torch.nn.functional.softplus({0}, threshold=40)", _mp_softplus,
+             _monotone(lambda u: numpy.logaddexp(0, numpy.asarray(u, dtype=float)))),  # fmt: skip
+        Func("max", maximum, 2, "numpy.maximum({0}, {1})", "torch.maximum({0}, {1})", max,
+             _pairwise(numpy.maximum)),  # fmt: skip
+        Func("min", minimum, 2, "numpy.minimum({0}, {1})", "torch.minimum({0}, {1})", min,
+             _pairwise(numpy.minimum)),  # fmt: skip
         Func("tick", tick, 2, "_tick({0}, {1})", "_tick({0}, {1})", _mp_tick, _unit),
         Func(
             "step",
@@ -149,6 +231,16 @@ FUNCTIONS: dict[str, Func] = {
             "_hard_sigmoid_grad({0})",
             lambda x: mpmath.mpf(1) / 6 if -3 < x < 3 else mpmath.mpf(0),
             lambda arg: (numpy.zeros_like(arg[0], dtype=float), numpy.full_like(arg[0], 1 / 6, dtype=float)),
+            public=False,
+        ),
+        Func(
+            "max_grad",
+            max_grad,
+            2,
+            "_max_grad({0}, {1})",
+            "_max_grad({0}, {1})",
+            _mp_max_grad,
+            _unit,
             public=False,
         ),
     ]

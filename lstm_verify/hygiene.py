@@ -97,7 +97,7 @@ HELPER_NAMES = LOCALS | {
     "SequenceFunction", "init_params", "Layer", "ctx", "names", "tensors", "m", "new",
     "d_out", "d_final", "flat", "final", "d_state0", "seed", "dtype", "device", "g", "dims",
     "name", "init", "options", "self", "first", "pnames", "leaves", "modules", "base",
-    "Exception", "v", "dim", "d",
+    "Exception", "v", "dim", "d", "heads",
 }  # fmt: skip
 # attributes that may be read or called: backend functions and tensor/array methods
 ATTRIBUTES = {
@@ -111,7 +111,8 @@ ATTRIBUTES = {
     "hardsigmoid", "float32", "float64", "Tensor", "requires_grad", "autograd", "Function",
     "Module", "Generator", "manual_seed", "rand", "sqrt", "Parameter", "as_tensor",
     "register_buffer", "register_parameter", "named_parameters", "named_buffers", "apply",
-    "params", "cache", "names", "__init__",
+    "params", "cache", "names", "__init__", "log", "logaddexp", "minimum", "softplus",
+    "result_type", "is_tensor",
 }  # fmt: skip
 _GENERATED_NAME = re.compile(r"_[A-Za-z0-9_]*\Z")
 _SPEC_NAME = re.compile(re.escape(PREFIX) + r"[A-Za-z][A-Za-z0-9_]*\Z")

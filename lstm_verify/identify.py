@@ -322,7 +322,7 @@ def _probes(cell, seeds=range(PROBES), sizes=None, dtype="float64"):
         rng = np.random.default_rng(1000 + seed)
         params = cell.init_params(sizes=sizes, init="uniform", scale=0.8, seed=1000 + seed)
         inputs = {n: rng.uniform(-1.5, 1.5, (PROBE_STEPS, PROBE_BATCH, sizes[d])) for n, d in cell.ir.inputs}
-        state = {s: rng.uniform(-0.8, 0.8, (PROBE_BATCH, sizes[d])) for s, d in cell.ir.states}
+        state = {s: 0.8 * rng.uniform(*cell.spec.state_range(s), (PROBE_BATCH, sizes[d])) for s, d in cell.ir.states}
         if dt != np.float64:
             params, inputs, state = ({k: v.astype(dt) for k, v in d.items()} for d in (params, inputs, state))
         out.append(Case(cell.name, "probe", dt, sizes, params, inputs, state, 3 if cell.ir.step else 0))

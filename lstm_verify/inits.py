@@ -11,6 +11,11 @@ the complement that keeps), and a gate multiplying anything else is the *write* 
 * ``chrono``: torch default, then keep bias log(U(1, T_max - 1)) towards keeping and the write
   gate's bias its negative (Tallec & Ollivier 2018).
 * ``orthogonal``: torch default, then every square recurrent weight orthogonal (Saxe et al.).
+* ``indrnn``: torch default, then every diagonal recurrent weight (a per-unit ``u`` multiplying
+  the previous value of the state it updates, IndRNN's ``u*h``) uniform in (2**(-1/T_max),
+  2**(1/T_max)): Li et al. 2018's initialisation of the last layer, where a T-step memory is
+  needed, inside their constraint |u| <= 2**(1/T) (with relu, gradient growth at most 2 over T
+  steps). Cells without such a weight are left at torch default.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import sympy
 from .functions import BY_SYMPY
 from .ir import Affine, CellIR
 
-NAMED = ("torch_default", "forget_bias_1", "chrono", "orthogonal")
+NAMED = ("torch_default", "forget_bias_1", "chrono", "orthogonal", "indrnn")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,19 @@ def gate_roles(ir: CellIR) -> list[GateRole]:
     return [r for r in out if r.role == "keep" or (r.state, r.gate) not in keep]
 
 
+def diagonal_recurrences(ir: CellIR) -> list[str]:
+    """Diagonal parameters that multiply the previous value of the state whose update reads
+    them (IndRNN's ``u*h``; not a peephole, which sits inside a gate)."""
+    diagonals = {sympy.Symbol(p, real=True) for p, _ in ir.diagonals}
+    out: list[str] = []
+    for s, _ in ir.states:
+        old = sympy.Symbol(s, real=True)
+        for e in sympy.preorder_traversal(ir.node_map[ir.new(s)].expr):
+            if e.is_Mul and old in e.args:
+                out += sorted(p.name for p in diagonals & set(e.args) if p.name not in out)
+    return out
+
+
 def apply(ir: CellIR, params: dict, name: str, rng: np.random.Generator, t_max: float = 100.0) -> dict:
     """Parameters (from torch_default) changed as the named initialisation says."""
     if name not in NAMED:
@@ -101,6 +119,10 @@ def apply(ir: CellIR, params: dict, name: str, rng: np.random.Generator, t_max: 
                 for w in roles:
                     if w.role == "write" and w.state == r.state and w.gate != r.gate:
                         params[w.bias] = -w.sign * b
+    elif name == "indrnn":
+        bound = 2.0 ** (1.0 / max(t_max, 1.0))
+        for p in diagonal_recurrences(ir):
+            params[p] = rng.uniform(1.0 / bound, bound, params[p].shape)
     elif name == "orthogonal":
         states = {s for s, _ in ir.states}
         for node in ir.nodes:

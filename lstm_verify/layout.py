@@ -3,7 +3,11 @@
 A layout says, for each third-party tensor, which spec parameters it holds (see
 :class:`lstm_verify.spec.Layout`): blocks stacked along the first axis (``rows``), groups of
 such stacks along a new leading axis (``stack``: Keras's (2, 3H) GRU bias, ONNX's
-num_directions), or a block matrix (``grid``: one weight over [x, h]); the tensors named in
+num_directions), a block matrix (``grid``: one weight over [x, h]), or blocks interleaved row by
+row (``interleave``: row ``n*j + k`` is row ``j`` of the k-th of n blocks, the sru package's
+per-unit gate columns), or one slice per head of block-diagonal weights (``heads``, K heads of
+contiguous equal unit blocks: slice k stacks the k-th diagonal block of each listed weight along
+its rows, xLSTM's (K, 4*H/K, H/K) recurrent kernel); the tensors named in
 ``transpose`` are stored transposed (the last two axes). A spec parameter that appears in several
 places (torch's bias_ih and bias_hh) is their sum; ``scale`` and ``shift`` map the summed blocks
 to the spec parameter (spec = scale * blocks + shift: a forget bias added at run time, a gate
@@ -51,6 +55,16 @@ def split(ir: CellIR, layout: Layout, tensor: str, value, sizes: dict) -> list[t
         if value.ndim < 1 or value.shape[0] != len(groups):
             raise ShapeError(f"{what}: a leading axis of {len(groups)} expected")
         pieces = [(g, value[k]) for k, g in enumerate(groups)]
+    elif kind == "interleave":
+        (g,) = groups
+        rows = [shape(b)[0] for b in g]
+        if len(set(rows)) != 1:
+            raise ShapeError(f"{what}: interleaved blocks {list(g)} must have equal rows, got {rows}")
+        if value.ndim < 1 or value.shape[0] != sum(rows):
+            raise ShapeError(f"{what}: {len(g)} interleaved blocks of {rows[0]} rows need {sum(rows)} rows")
+        pieces = [((b,), value[k :: len(g)]) for k, b in enumerate(g)]
+    elif kind.startswith("heads:"):
+        pieces = _heads_split(value, int(kind[6:]), groups[0], shape, what)
     elif kind == "grid":
         rows = [shape(g[0])[0] for g in groups]
         pieces = []
@@ -92,11 +106,55 @@ def _build(layout: Layout, tensor: str, block) -> np.ndarray:
     kind, groups = layout.form(tensor)
     if kind == "grid":
         value = np.concatenate([np.concatenate([np.atleast_2d(block(b).T).T for b in g], 1) for g in groups], 0)
+    elif kind == "interleave":
+        blocks = [block(b) for b in groups[0]]
+        value = np.stack(blocks, axis=1).reshape((-1,) + blocks[0].shape[1:])
+    elif kind.startswith("heads:"):
+        value = _heads_build(layout, tensor, int(kind[6:]), [(b, block(b)) for b in groups[0]])
     else:
         value = np.stack([np.concatenate([block(b) for b in g], 0) for g in groups])
         if kind == "rows":
             value = value[0]
     return _t(value) if tensor in layout.transpose else value
+
+
+def _head_blocks(shape_, heads, what):
+    """(rows, columns) of one head's diagonal block of a matrix of ``shape_``."""
+    if len(shape_) != 2 or shape_[0] % heads or shape_[1] % heads:
+        raise ShapeError(f"{what}: a {heads}-head block-diagonal weight needs a matrix whose sides are "
+                         f"multiples of {heads}, got shape {tuple(shape_)}")  # fmt: skip
+    return shape_[0] // heads, shape_[1] // heads
+
+
+def _heads_split(value, heads, names, shape, what):
+    """Each weight of a (heads, rows, columns) tensor, zero outside its diagonal blocks."""
+    dims = [_head_blocks(shape(b), heads, f"{what}: block {b!r}") for b in names]
+    cols = {c for _, c in dims}
+    expect = (heads, sum(r for r, _ in dims), dims[0][1])
+    if len(cols) != 1 or value.shape != expect:
+        raise ShapeError(f"{what}: {heads} heads of {list(names)} need shape {expect}")
+    out, start = [], 0
+    for b, (r, c) in zip(names, dims):
+        full = np.zeros(shape(b), value.dtype)
+        for k in range(heads):
+            full[k * r:(k + 1) * r, k * c:(k + 1) * c] = value[k, start:start + r]
+        out.append(((b,), full))
+        start += r
+    return out
+
+
+def _heads_build(layout, tensor, heads, blocks):
+    """The (heads, rows, columns) tensor of weights' diagonal blocks (off-block entries, which a
+    mask of the spec zeroes, are not stored)."""
+    what = f"layout {layout.name!r} tensor {tensor!r}"
+    slices = []
+    for k in range(heads):
+        part = []
+        for b, v in blocks:
+            r, c = _head_blocks(np.shape(v), heads, f"{what}: block {b!r}")
+            part.append(np.asarray(v)[k * r:(k + 1) * r, k * c:(k + 1) * c])
+        slices.append(np.concatenate(part, 0))
+    return np.stack(slices)
 
 
 def stack(layout: Layout, params: dict, split: np.random.Generator | None = None) -> dict:

@@ -61,7 +61,24 @@ def _clockwork_periods(n, options):
     return np.array([base ** (k * modules // n) for k in range(n)], dtype=float)
 
 
-BUFFER_INITS: dict[str, Callable] = {"clockwork_periods": _clockwork_periods}
+def _heads(n, options):
+    """The head (0, 1, ...) of each unit: ``heads`` equal contiguous blocks (the first ones one
+    unit larger when ``heads`` does not divide n), as xLSTM splits its hidden vector."""
+    heads = int(options.get("heads", 4))
+    if not 1 <= heads <= n:
+        raise ShapeError(f"{heads} heads need at least {heads} units, got {n}")
+    return np.array([k * heads // n for k in range(n)], dtype=float)
+
+
+BUFFER_INITS: dict[str, Callable] = {"clockwork_periods": _clockwork_periods, "heads": _heads}
+
+
+def min_units(spec) -> int:
+    """The fewest units a buffer initialiser accepts (one per clockwork module or head)."""
+    from .spec import BUFFER_MIN_UNITS
+
+    option, default = BUFFER_MIN_UNITS.get(spec.init, (None, 1))
+    return int(dict(spec.options).get(option, default)) if option else 1
 
 
 def init_params(ir: CellIR, sizes: dict[str, int], init="torch_default", seed=0, scale=1.0,

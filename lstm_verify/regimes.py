@@ -45,6 +45,9 @@ class Application:
 def applications(ir: CellIR) -> list[Application]:
     """The saturating applications of a cell, each with a distinct driver bias."""
     affine = {n.name: n for n in ir.nodes if isinstance(n, Affine)}
+    # a node that only names an affine map (xLSTM's "ot = lin(x, h)") stands for it
+    alias = {n.name: n.expr.name for n in ir.nodes
+             if not isinstance(n, Affine) and isinstance(n.expr, sympy.Symbol) and n.expr.name in affine}
     out, used = [], set()
     for node in ir.nodes:
         if isinstance(node, Affine):
@@ -57,17 +60,24 @@ def applications(ir: CellIR) -> list[Application]:
                 continue
             (arg,) = app.args
             for term in sympy.Add.make_args(arg):
-                if isinstance(term, sympy.Symbol) and term.name in affine:
-                    bias = affine[term.name].bias
+                if isinstance(term, sympy.Symbol) and (term.name in affine or term.name in alias):
+                    driver = alias.get(term.name, term.name)
+                    bias = affine[driver].bias
                     if bias and bias not in used:
                         used.add(bias)
-                        out.append(Application(node.name, name, arg, term.name, bias, arg - term))
+                        out.append(Application(node.name, name, arg, driver, bias, arg - term))
                         break
     return out
 
 
 def _interval(expr, B):
-    """(lo, hi) of expr per unit, given intervals B of its symbols (interval arithmetic)."""
+    """(lo, hi) of expr per unit, given intervals B of its symbols (interval arithmetic). A bound
+    beyond float64's range is infinite: it holds, and says the expression is unbounded."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return _interval_of(expr, B)
+
+
+def _interval_of(expr, B):
     if expr.is_Number:
         v = float(expr)
         return v, v
@@ -77,8 +87,9 @@ def _interval(expr, B):
         lo = hi = 0.0
         for a in expr.args:
             al, ah = _interval(a, B)
-            lo, hi = lo + al, hi + ah
-        return lo, hi
+            with np.errstate(invalid="ignore"):  # inf - inf: the sum is unbounded
+                lo, hi = lo + al, hi + ah
+        return np.where(np.isnan(lo), -np.inf, lo), np.where(np.isnan(hi), np.inf, hi)
     if expr.is_Mul:
         lo = hi = 1.0
         for a in expr.args:
@@ -96,6 +107,12 @@ def _interval(expr, B):
             return a, b
         low = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(a, b))
         return low, np.maximum(a, b)
+    if expr.is_Pow and expr.exp.is_Integer and expr.exp < 0:  # a division: c'/n'
+        lo, hi = _interval(expr.base if expr.exp == -1 else expr.base ** -expr.exp, B)
+        away = (lo > 0) | (hi < 0)  # an interval without zero: its reciprocal is [1/hi, 1/lo]
+        with np.errstate(divide="ignore"):
+            return (np.where(away, 1 / np.where(away, hi, 1.0), -np.inf),
+                    np.where(away, 1 / np.where(away, lo, 1.0), np.inf))
     func = BY_SYMPY.get(type(expr))
     if func is not None:
         return func.interval(*[_interval(a, B) for a in expr.args])
@@ -120,7 +137,7 @@ def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozense
             n = (sizes[node.dim],)
             B[node.name] = (np.full(n, -np.inf), np.full(n, np.inf))
         elif isinstance(node, Affine):
-            with np.errstate(invalid="ignore"):  # 0 * inf: the term is unbounded
+            with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf, overflow: unbounded
                 acc = sum(np.abs(B[w][0]) @ np.maximum(np.abs(B[a][0]), np.abs(B[a][1])) for w, a in node.terms)
             acc = np.where(np.isnan(acc), np.inf, acc)
             b = B[node.bias][0] if node.bias else 0.0
@@ -162,7 +179,7 @@ def saturate(ir: CellIR, params: dict, inputs: dict, state: dict, level: float, 
             B = _step_bounds(ir, params, sizes, x_bounds[t], s_bounds, t0 + t, free)
             for a in apps:
                 node = ir.node_map[a.driver]
-                with np.errstate(invalid="ignore"):  # 0 * inf: unbounded, made inf below
+                with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf, overflow: made inf below
                     others = sum(np.abs(params[w]) @ np.maximum(np.abs(B[arg][0]), np.abs(B[arg][1]))
                                  for w, arg in node.terms)  # fmt: skip
                     n = level + others + _bound(a.rest, B)

@@ -25,7 +25,7 @@ import mpmath
 import sympy
 
 from .errors import SpecError
-from .functions import BY_SYMPY, SPEC_FUNCTIONS
+from .functions import BY_SYMPY, SPEC_FUNCTIONS, sigmoid, softplus
 
 MAX_FILE_BYTES = 128 * 1024
 MAX_EQUATION_CHARS = 1000
@@ -38,12 +38,17 @@ MAX_FOLDED = 1e38  # constant sub-expressions must stay within float32's range (
 NEW = "_"  # suffix of a state's new value: h' is spelled h_ inside
 RESERVED = {"lin", "numpy", "torch", "mpmath", "math", "params", "inputs", "state", "bias"}
 # buffer initialisers (lstm_verify.params.BUFFER_INITS) and their options: name -> (min, max)
-BUFFER_OPTIONS = {"clockwork_periods": {"modules": (1, 1024), "base": (2, 1024)}}
+BUFFER_OPTIONS = {
+    "clockwork_periods": {"modules": (1, 1024), "base": (2, 1024)},
+    "heads": {"heads": (1, 1024)},
+}
+# buffer initialisers that need at least as many units as one of their options
+BUFFER_MIN_UNITS = {"clockwork_periods": ("modules", 4), "heads": ("heads", 4)}  # (option, default)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _EQUATION = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*'?)\s*=(?!=)")
 _KEYS = {
     "name", "title", "cite", "notes", "input", "inputs", "state", "output", "diagonal",
-    "sizes", "buffers", "step", "masks", "equations", "layouts", "same_as",
+    "sizes", "buffers", "step", "masks", "equations", "layouts", "same_as", "ranges",
 }  # fmt: skip
 
 
@@ -135,9 +140,15 @@ class CellSpec:
     sha256: str = field(repr=False)
     data: dict = field(default_factory=dict, repr=False, compare=False)  # the parsed TOML
     same_as: str | None = None  # a catalog cell with the same equations, to be named first
+    # state -> (lo, hi): where drawn initial states lie (default [-1, 1]); a normaliser that
+    # divides must stay positive (xLSTM's n)
+    ranges: tuple[tuple[str, tuple[float, float]], ...] = ()
 
     def dim(self, name: str) -> str:
         return dict(self.dims)[name]
+
+    def state_range(self, name: str) -> tuple[float, float]:
+        return dict(self.ranges).get(name, (-1.0, 1.0))
 
 
 # --------------------------------------------------------------------------- reading
@@ -276,6 +287,9 @@ class _Parser:
         self.declared = declared
         sizes = self.sizes()
         equations = self.equations(inputs, states, diagonal, buffers, step, sizes)
+        masks = self.masks()
+        for b in sorted(self.mask_buffers(masks)):  # a buffer used only in masks: per hidden unit
+            self.dims.setdefault(b, sizes.get(b, "hidden"))
         dims = dict(self.dims)
         unused = [n for n in list(diagonal) + [b for b, _ in buffers] if n not in dims]
         if unused:
@@ -292,14 +306,42 @@ class _Parser:
             diagonal=diagonal,
             buffers=buffers,
             step=step,
-            masks=self.masks(),
+            masks=masks,
             equations=equations,
             dims=tuple(sorted(dims.items())),
             layouts=self.layouts(),
             sha256=sha,
             data=self.data,
             same_as=self.same_as(name),
+            ranges=self.ranges(states),
         )
+
+    def ranges(self, states):
+        table = self.data.get("ranges", {})
+        if not isinstance(table, dict):
+            self.fail("'ranges' must map state names to [low, high], e.g. { n = [0, 1] }")
+        out = []
+        for sname, value in table.items():
+            if sname not in states:
+                self.fail(f"'ranges' names {sname[:80]!r}, which is not a state ({', '.join(states)})")
+            ok = isinstance(value, list) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and abs(v) <= MAX_CONSTANT for v in value)  # fmt: skip
+            if not ok or not value[0] < value[1]:
+                self.fail(f"'ranges': {sname} must be [low, high], finite numbers with low < high "
+                          f"and magnitude at most {MAX_CONSTANT:g}")
+            out.append((sname, (float(value[0]), float(value[1]))))
+        return tuple(out)
+
+    def mask_buffers(self, masks):
+        from .masks import parse_mask
+
+        names = {b for b, _ in self.buffers()}
+        used = set()
+        for weight, text in masks:
+            m = parse_mask(text, names, self.path, weight)
+            used |= {o.buffer for o in (m.left, m.right) if o.buffer is not None}
+        return used
 
     def same_as(self, name):
         value = self.data.get("same_as")
@@ -436,8 +478,15 @@ class _Parser:
             kind, groups = next(iter(value.items()))
             if kind in ("stack", "grid") and isinstance(groups, list) and groups and all(names(g) for g in groups):
                 return kind, tuple(tuple(g) for g in groups)
+            if kind == "interleave" and isinstance(groups, list) and len(groups) == 1 and names(groups[0]):
+                return kind, (tuple(groups[0]),)
+        if isinstance(value, dict) and set(value) == {"heads", "rows"} and names(value["rows"]):
+            k = value["heads"]
+            if type(k) is int and 1 <= k <= 1024:
+                return f"heads:{k}", (tuple(value["rows"]),)
         self.fail(f"{where}: tensor {tname!r} must be a list of parameter names, or a table with one "
-                  f"key, stack or grid, holding a list of such lists")  # fmt: skip
+                  f"key, stack or grid (a list of such lists) or interleave (a list of one such "
+                  f"list), or {{ heads = K (1 to 1024), rows = [parameter names] }}")  # fmt: skip
 
     def layout_numbers(self, where, entry, key):
         """A layout's ``scale`` or ``shift`` table: parameter name -> finite number (scale not 0)."""
@@ -610,6 +659,8 @@ class _Walker:
     def finite(self, expr, node):
         """Reject what SymPy folds to a non-finite value (``0**-1`` is zoo) and constant parts
         that no float32 can hold (``exp(100)``), at the sub-expression where they arise."""
+        if expr.has(sympy.I):
+            self.fail("this evaluates to a complex number (the log of a negative constant)", node)
         if expr.has(sympy.zoo, sympy.oo, -sympy.oo, sympy.nan):
             self.fail(f"this evaluates to {expr.func.__name__ if expr.is_Atom else 'an expression'} "
                       "that is not finite (a division by zero or an infinite constant)", node)
@@ -705,7 +756,10 @@ class _Walker:
             self.fail(f"{fname}() takes plain positional arguments only", node)
         if len(node.args) != func.arity:
             self.fail(f"{fname}() takes {func.arity} argument(s), got {len(node.args)}", node)
-        return func.sympy(*(self.build(a, dim, in_lin) for a in node.args))
+        args = [self.build(a, dim, in_lin) for a in node.args]
+        if func.name == "log" and isinstance(args[0], sigmoid):
+            return -softplus(-args[0].args[0])  # log(sigmoid(u)), finite for every u
+        return func.sympy(*args)
 
     def lin(self, node, dim):
         if not node.args or any(isinstance(a, ast.Starred) for a in node.args):

@@ -120,6 +120,15 @@ def _floats(dtype, bound):
     return st.floats(-b, b, width=width, allow_nan=False, allow_infinity=False)
 
 
+def _floats_in(dtype, lo, hi):
+    """Finite floats in [lo, hi] (rounded inwards to dtype)."""
+    width = 32 if np.dtype(dtype) == np.float32 else 64
+    a, b = float(np.asarray(lo, dtype=dtype)), float(np.asarray(hi, dtype=dtype))
+    a = a if a >= lo else float(np.nextafter(np.asarray(a, dtype), np.asarray(np.inf, dtype)))
+    b = b if b <= hi else float(np.nextafter(np.asarray(b, dtype), np.asarray(-np.inf, dtype)))
+    return st.floats(a, b, width=width, allow_nan=False, allow_infinity=False)
+
+
 def _array(dtype, shape, bound):
     return hnp.arrays(dtype, shape, elements=_floats(dtype, bound))
 
@@ -132,20 +141,22 @@ def dtypes() -> st.SearchStrategy:
 def sizes(cell, min_size: int = 1, max_size: int = 5, **fixed) -> st.SearchStrategy:
     """Every size the cell uses (``input``, ``hidden``, ``proj``...), each in
     [min_size, max_size] unless fixed by keyword (``hidden=4``). Clockwork cells get at least as
-    many hidden units as modules."""
+    many hidden units as modules, per-head cells as heads."""
     c = _cell(cell)
     _check_int("min_size", min_size)
     _check_int("max_size", max_size, min_size)
     unknown = set(fixed) - set(c.ir.size_names)
     if unknown:
         raise InvalidArgument(f"{c.name} has no sizes {sorted(unknown)}; it has {list(c.ir.size_names)}")
+    from .params import min_units
+
     low = {k: min_size for k in c.ir.size_names}
     for _, dim, buf in c.ir.buffers:
-        low[dim] = max(low[dim], int(dict(buf.options).get("modules", 1)))
+        low[dim] = max(low[dim], min_units(buf))
     for k, v in fixed.items():
         _check_int(k, v)
         if v < low[k]:
-            raise InvalidArgument(f"{c.name} needs {k} >= {low[k]} (one unit per clockwork module), got {v}")
+            raise InvalidArgument(f"{c.name} needs {k} >= {low[k]} (one unit per clockwork module or head), got {v}")
     return st.fixed_dictionaries({
         k: st.just(fixed[k]) if k in fixed else st.integers(low[k], max(low[k], max_size))
         for k in c.ir.size_names
@@ -192,10 +203,19 @@ def inputs(cell, sizes: dict, steps: int, batch: int, dtype=np.float64, bound: f
 
 
 def states(cell, sizes: dict, batch: int, dtype=np.float64, bound: float = 1.0):
-    """Initial states, (batch, size) each, in [-bound, bound]."""
+    """Initial states, (batch, size) each, in [-bound, bound], or in the spec's ``ranges``
+    scaled by bound (xLSTM's normaliser n in [0, bound])."""
     c = _cell(cell)
     _check_int("batch", batch)
-    return _arrays(tuple((s, (batch, sizes[d])) for s, d in c.ir.states), _dtype(dtype), float(bound))
+    spec = c.ir.spec
+    shapes = tuple((s, (batch, sizes[d]), spec.state_range(s)) for s, d in c.ir.states)
+    return _state_arrays(shapes, _dtype(dtype), float(bound))
+
+
+@lru_cache(maxsize=4096)
+def _state_arrays(shapes: tuple, dtype, bound: float) -> st.SearchStrategy:
+    return st.fixed_dictionaries({n: hnp.arrays(dtype, shape, elements=_floats_in(dtype, lo * bound, hi * bound))
+                                  for n, shape, (lo, hi) in shapes})  # fmt: skip
 
 
 @lru_cache(maxsize=4096)

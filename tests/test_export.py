@@ -31,7 +31,7 @@ def _problem(cell, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     p = cell.init_params(sizes=sizes, init="uniform", seed=seed, dtype=dtype)
     x = {n: rng.uniform(-2, 2, (T, B, sizes[d])).astype(dtype) for n, d in cell.ir.inputs}
-    s = {k: rng.uniform(-1, 1, (B, sizes[d])).astype(dtype) for k, d in cell.ir.states}
+    s = {k: rng.uniform(*cell.spec.state_range(k), (B, sizes[d])).astype(dtype) for k, d in cell.ir.states}
     d_out = rng.standard_normal((T, B, sizes[dict(cell.ir.states)[cell.ir.output]]))
     return sizes, p, x, s, d_out
 

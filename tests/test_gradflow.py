@@ -165,3 +165,19 @@ def test_named_initialisations():
     assert set(NAMED) >= {"torch_default", "forget_bias_1", "chrono", "orthogonal"}
     with pytest.raises(ValueError):
         apply(cell.ir, base, "bogus", np.random.default_rng(0))
+
+
+def test_indrnn_initialisation_bounds_only_the_diagonal_recurrent_weight():
+    """Li et al. 2018: u uniform in (2**(-1/T), 2**(1/T)); nothing else moves, and a peephole
+    (a diagonal parameter inside a gate, not multiplying the state in its own update) is no u."""
+    cell = lv.load("indrnn")
+    base = cell.init_params(input_size=3, hidden_size=200, seed=2)
+    got = cell.init_params(input_size=3, hidden_size=200, seed=2, init="indrnn", t_max=50)
+    assert (got["u"] > 2 ** (-1 / 50)).all() and (got["u"] < 2 ** (1 / 50)).all()
+    assert got["u"].min() < 0.99 < 1.01 < got["u"].max()  # spread over the interval, not one value
+    for k in ("W_h_x", "b_h"):
+        np.testing.assert_array_equal(got[k], base[k])
+    peephole = lv.load("lstm_peephole")
+    base = peephole.init_params(input_size=3, hidden_size=4, seed=2)
+    got = peephole.init_params(input_size=3, hidden_size=4, seed=2, init="indrnn")
+    assert all(np.array_equal(got[k], base[k]) for k in base)

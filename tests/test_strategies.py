@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 import lstm_verify as lv
 from lstm_verify import strategies as lst
 from lstm_verify.cell import validate
-from lstm_verify.errors import SpecError
+from lstm_verify.errors import SaturationError, SpecError
 from lstm_verify.regimes import applications, preactivations, saturate
 from lstm_verify.reference import reference_forward
 
@@ -33,8 +33,10 @@ def buffer_names(ir):
 
 
 def modules(ir):
-    """The fewest hidden units a cell accepts (clockwork: one per module), else 1."""
-    return max([int(dict(spec.options).get("modules", 1)) for _, _, spec in ir.buffers] + [1])
+    """The fewest hidden units a cell accepts (clockwork: one per module; sLSTM: per head), else 1."""
+    from lstm_verify.params import min_units
+
+    return max([min_units(spec) for _, _, spec in ir.buffers] + [1])
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -243,8 +245,10 @@ GATE_BIASES = {
     "greff_noaf": {"b_i", "b_f", "b_g", "b_o"},
     "greff_nog": {"b_i", "b_f", "b_g"},
     "greff_np": {"b_i", "b_f", "b_g", "b_o"},
+    "grid_lstm": {"b_u1", "b_f1", "b_o1", "b_c1", "b_u2", "b_f2", "b_o2", "b_c2"},
     "gru": {"b_r", "b_z", "b_n_x"},
     "gru_cho": {"b_r", "b_z", "b_n"},
+    "indrnn": set(),
     "lstm": {"b_i", "b_f", "b_g", "b_o"},
     "lstm_cifg": {"b_i", "b_g", "b_o"},
     "lstm_depth_gated": {"b_i", "b_f", "b_g", "b_o", "b_d"},
@@ -253,11 +257,18 @@ GATE_BIASES = {
     "lstm_proj": {"b_i", "b_f", "b_g", "b_o"},
     "mgu": {"b_f", "b_n"},
     "mgu_flax": {"b_f", "b_n_x"},
+    "min_gru": {"b_z"},
+    "min_lstm": set(),  # its gates enter as log(sigmoid(u)) = -softplus(-u): no saturating application
+    "multiplicative_lstm": {"b_i", "b_o", "b_f"},
     "mut1": {"b_z", "b_r", "b_h"},
     "mut2": {"b_z", "b_r", "b_h"},
     "mut3": {"b_z", "b_r", "b_h"},
     "rnn_relu": set(),
     "rnn_tanh": {"b_h"},
+    "slstm": {"b_zt", "b_ot"},  # exp and the stabiliser do not saturate
+    "slstm_expf": {"b_zt", "b_ot"},
+    "slstm_unstabilized": {"b_zt", "b_ft", "b_ot"},
+    "sru": {"b_f", "b_r"},
 }
 
 
@@ -311,8 +322,8 @@ def min_margin(cell, case, saturation):
 def test_saturation_guarantee_holds_in_an_independent_trace(name, saturation, dtype, data):
     cell = CELL[name]
     case = data.draw(small_saturated_cases(cell, saturation, dtype), label="case")
-    if not applications(cell.ir):  # rnn_relu: drawn as ordinary, no pre-activation to check
-        assert name == "rnn_relu"
+    if not applications(cell.ir):  # rnn_relu, indrnn: drawn as ordinary, no pre-activation to check
+        assert GATE_BIASES[name] == set()
         return
     worst = min_margin(cell, case, saturation)
     assert worst >= 0, f"{name}: a pre-activation is {-worst} short of {saturation}"
@@ -428,15 +439,25 @@ def arbitrary_problems(draw, cell):
     return params, inputs, state, signs, extra, t0
 
 
+# The sLSTM's h = o*c/n is a weighted mean of past tanh(z) (c and n move together), which interval
+# arithmetic, bounding c and n apart, cannot see: for some parameters its bounds do not close and
+# saturate raises SaturationError (the strategies then draw another case).
+MAY_GIVE_UP = {"slstm", "slstm_expf", "slstm_unstabilized"}
+
+
 @pytest.mark.parametrize("name", CELLS)
 @settings(max_examples=4, database=None)
 @given(data=st.data())
 def test_saturation_construction_succeeds_for_any_parameters(name, data):
-    """saturate never gives up on a catalog cell, whatever the parameters, and what it
-    returns keeps its promise in an independent trace."""
+    """saturate never gives up on a catalog cell (but those in MAY_GIVE_UP), whatever the
+    parameters, and what it returns keeps its promise in an independent trace."""
     ir = CELL[name].ir
     params, inputs, state, signs, extra, t0 = data.draw(arbitrary_problems(CELL[name]), label="problem")
-    sat = saturate(ir, params, inputs, state, 20.0, signs, extra, t0)
+    try:
+        sat = saturate(ir, params, inputs, state, 20.0, signs, extra, t0)
+    except SaturationError:
+        assert name in MAY_GIVE_UP, f"saturate gave up on {name}"
+        return
     assert all(np.all(np.isfinite(v)) for v in sat.values())
     assert _trace_margin(ir, sat, inputs, state, t0, 20.0) >= -1e-9
 

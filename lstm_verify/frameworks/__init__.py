@@ -20,6 +20,8 @@ MODULES = {
     "equinox.nn": "jax_cells",
     "haiku": "jax_cells",
     "onnx": "onnx_ops",
+    "sru": "torch_packages",
+    "xlstm": "torch_packages",
 }
 
 __all__ = ["Engine", "JaxEngine", "MODULES", "builtin", "is_builtin", "references"]

@@ -44,6 +44,11 @@ def _tick(t, period):
     return (numpy.remainder(t, period) == 0).astype(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
 

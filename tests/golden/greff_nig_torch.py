@@ -50,6 +50,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -348,10 +354,10 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _q2 = torch.tanh(v_c_)
         _p0_f_c = _q0*v_p_f
         _p1_f_lin_f = _q0
-        _p2_g_lin_g = _k0 - v_g*v_g
+        _p2_g_lin_g = _k0 - (v_g*v_g)
         _p3_o_c_ = _q1*v_p_o
         _p4_o_lin_o = _q1
-        _p5_h__c_ = v_o*(_k0 - _q2*_q2)
+        _p5_h__c_ = v_o*(_k0 - (_q2*_q2))
         _p6_h__o = _q2
         _d_h_ = _carry_h
         if d_outputs is not None:

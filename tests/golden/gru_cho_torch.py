@@ -49,6 +49,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -339,7 +345,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _q0 = _k0 - v_z
         _p0_r_lin_r = v_r*(_k0 - v_r)
         _p1_z_lin_z = _q0*v_z
-        _p2_n_lin_n = _k0 - v_n*v_n
+        _p2_n_lin_n = _k0 - (v_n*v_n)
         _p3_h__n = _q0
         _p4_h__z = v_h - v_n
         _d_h_ = _carry_h

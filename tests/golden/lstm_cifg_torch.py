@@ -50,6 +50,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -346,9 +352,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_o = _S_o[_t]
         _q0 = torch.tanh(v_c_)
         _p0_i_lin_i = v_f*v_i
-        _p1_g_lin_g = _k0 - v_g*v_g
+        _p1_g_lin_g = _k0 - (v_g*v_g)
         _p2_o_lin_o = v_o*(_k0 - v_o)
-        _p3_h__c_ = v_o*(_k0 - _q0*_q0)
+        _p3_h__c_ = v_o*(_k0 - (_q0*_q0))
         _p4_h__o = _q0
         _d_h_ = _carry_h
         if d_outputs is not None:

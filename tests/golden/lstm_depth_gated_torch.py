@@ -58,6 +58,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -385,12 +391,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _q1 = torch.tanh(v_c_)
         _p0_i_lin_i = v_i*(_k0 - v_i)
         _p1_f_lin_f = v_f*(_k0 - v_f)
-        _p2_g_lin_g = _k0 - v_g*v_g
+        _p2_g_lin_g = _k0 - (v_g*v_g)
         _p3_o_lin_o = v_o*(_k0 - v_o)
         _p4_d_c = _q0*v_w_c
         _p5_d_l = _q0*v_w_l
         _p6_d_lin_d = _q0
-        _p7_h__c_ = v_o*(_k0 - _q1*_q1)
+        _p7_h__c_ = v_o*(_k0 - (_q1*_q1))
         _p8_h__o = _q1
         _d_h_ = _carry_h
         if d_outputs is not None:

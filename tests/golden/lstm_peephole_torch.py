@@ -55,6 +55,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -372,10 +378,10 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _p1_i_lin_i = _q0
         _p2_f_c = _q1*v_p_f
         _p3_f_lin_f = _q1
-        _p4_g_lin_g = _k0 - v_g*v_g
+        _p4_g_lin_g = _k0 - (v_g*v_g)
         _p5_o_c_ = _q2*v_p_o
         _p6_o_lin_o = _q2
-        _p7_h__c_ = v_o*(_k0 - _q3*_q3)
+        _p7_h__c_ = v_o*(_k0 - (_q3*_q3))
         _p8_h__o = _q3
         _d_h_ = _carry_h
         if d_outputs is not None:

@@ -48,6 +48,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -318,7 +324,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_lin_n_h = _S_lin_n_h[_t]
         v_n = _S_n[_t]
         _q0 = _k0 - v_f
-        _q1 = _k0 - v_n*v_n
+        _q1 = _k0 - (v_n*v_n)
         _p0_f_lin_f = _q0*v_f
         _p1_n_f = _q1*v_lin_n_h
         _p2_n_lin_n_h = _q1*v_f

@@ -43,6 +43,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -317,7 +323,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_n_h_in = _S_n_h_in[_t]
         _q0 = _k0 - v_f
         _p0_f_lin_f = _q0*v_f
-        _p1_n_lin_n = _k0 - v_n*v_n
+        _p1_n_lin_n = _k0 - (v_n*v_n)
         _p2_h__f = -v_h + v_n
         _p3_h__h = _q0
         _d_h_ = _carry_h

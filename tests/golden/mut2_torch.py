@@ -45,6 +45,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -338,7 +344,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _p1_r_lin_r = _q1
         _p2_r_x = _q1
         _p3_h__h = _q0
-        _p4_h__lin_h = v_z*(_k0 - _q2*_q2)
+        _p4_h__lin_h = v_z*(_k0 - (_q2*_q2))
         _p5_h__z = _q2 - v_h
         _d_h_ = _carry_h
         if d_outputs is not None:

@@ -44,6 +44,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -341,11 +347,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_z_h_in = _S_z_h_in[_t]
         _q0 = _k0 - v_z
         _q1 = torch.tanh(v_lin_h)
-        _p0_z_h_in_h = _k0 - v_z_h_in*v_z_h_in
+        _p0_z_h_in_h = _k0 - (v_z_h_in*v_z_h_in)
         _p1_z_lin_z = _q0*v_z
         _p2_r_lin_r = v_r*(_k0 - v_r)
         _p3_h__h = _q0
-        _p4_h__lin_h = v_z*(_k0 - _q1*_q1)
+        _p4_h__lin_h = v_z*(_k0 - (_q1*_q1))
         _p5_h__z = _q1 - v_h
         _d_h_ = _carry_h
         if d_outputs is not None:

@@ -37,6 +37,12 @@ def _tick(t, period):
     return (torch.remainder(t, period) == 0).to(period.dtype)
 
 
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    dtype = a.dtype if torch.is_tensor(a) else b.dtype
+    return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
@@ -278,7 +284,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     for _t in range(_T - 1, -1, -1):
         v_h = _S_h[_t]
         v_h_ = _S_h_[_t]
-        _p0_h__lin_h = _k0 - v_h_*v_h_
+        _p0_h__lin_h = _k0 - (v_h_*v_h_)
         _d_h_ = _carry_h
         if d_outputs is not None:
             _d_h_ = _d_h_ + d_outputs[_t]

@@ -1,0 +1,345 @@
+(
+    'slstm_unstabilized: sLSTM (xLSTM) without the stabiliser, sigmoid forget gate\n'
+    '\n'
+    'Exported by lstm-verify 0.1.0 (target numpy) from spec slstm_unstabilized.toml,\n'
+    'sha256 a3dc7e4b265929168823c5b59e41a63714ce798609d9f11639c8951f1e7f3945.\n'
+    'Regenerate: lstm-verify export slstm_unstabilized --target numpy -o slstm_unstabilized_numpy.py\n'
+    '\n'
+    'Sources: Beck, Pöppel, Spanring, Auer, Prudnikova, Kopp, Klambauer, Brandstetter & Hochreiter 2024, xLSTM: Extended Long Short-Term Memory, eq. 8-14 (sLSTM)\n'
+    "Equations (lin = affine map: one weight per argument, plus a bias; h' = new value):\n"
+    '    zt = lin(x, h)\n'
+    '    it = lin(x, h)\n'
+    '    ft = lin(x, h)\n'
+    '    ot = lin(x, h)\n'
+    '    i = exp(it)\n'
+    '    f = sigmoid(ft)\n'
+    "    c' = f*c + i*tanh(zt)\n"
+    "    n' = f*n + i\n"
+    "    h' = sigmoid(ot)*c'/n'\n"
+    '\n'
+    'Inputs: x (input). State: h (hidden), c (hidden), n (hidden). Output: h.\n'
+    'Parameters (weights stored (out, in), as torch stores them):\n'
+    '    W_zt_x: (hidden, input)\n'
+    '    W_zt_h: (hidden, hidden), structural zeros where the mask fails\n'
+    '    W_it_x: (hidden, input)\n'
+    '    W_it_h: (hidden, hidden), structural zeros where the mask fails\n'
+    '    W_ft_x: (hidden, input)\n'
+    '    W_ft_h: (hidden, hidden), structural zeros where the mask fails\n'
+    '    W_ot_x: (hidden, input)\n'
+    '    W_ot_h: (hidden, hidden), structural zeros where the mask fails\n'
+    '    b_zt: (hidden,)\n'
+    '    b_it: (hidden,)\n'
+    '    b_ft: (hidden,)\n'
+    '    b_ot: (hidden,)\n'
+    '    head: (hidden,) fixed buffer, heads(heads=4)\n'
+    '\n'
+    'Note: The sLSTM as its equations read before stabilisation: i = exp(i~) overflows float32 once\n'
+    'i~ exceeds about 88.7, and c and n grow with the sum of the input gates. Computes the same h as\n'
+    'slstm (lstm-verify equiv proves it). Recurrent weights block-diagonal per head (4 heads).\n'
+    'Initial states are drawn with n in [0, 1].\n'
+)
+
+import numpy
+
+
+def _sigmoid(x):
+    # exp(-x) overflows to inf for very negative x and 1/(1 + inf) = 0 is the right limit; the
+    # result is within 2 eps (relative) of the exact value wherever it is a normal float. The
+    # backward never differentiates this formula (it uses s*(1 - s)), so no NaN can arise.
+    with numpy.errstate(over="ignore"):
+        return 1 / (1 + numpy.exp(-x))
+
+
+def _step(x):
+    return (x > 0).astype(x.dtype)
+
+
+def _hard_sigmoid_grad(x):
+    return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+def _tick(t, period):
+    return (numpy.remainder(t, period) == 0).astype(period.dtype)
+
+
+def _max_grad(a, b):
+    # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
+    return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
+
+
+def _cat(xs, axis):
+    return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
+
+
+def _zeros(shape, like):
+    return numpy.zeros(shape, dtype=like.dtype)
+
+
+def _put(buf, t, value, n):
+    """Write step t of a sequence buffer of n steps, allocated at the first write."""
+    if buf is None:
+        buf = numpy.empty((n,) + value.shape, dtype=value.dtype)
+    buf[t] = value
+    return buf
+
+
+def _cat_put(buf, t, xs, n):
+    """Concatenate xs (last axis) straight into step t of a sequence buffer of n steps."""
+    if buf is None:
+        shape = (n,) + xs[0].shape[:-1] + (sum(x.shape[-1] for x in xs),)
+        buf = numpy.empty(shape, dtype=xs[0].dtype)
+    numpy.concatenate(xs, -1, out=buf[t])
+    return buf
+
+
+def _linear(W, rows, steps):
+    """The product a -> a @ W.T (+ add), for repeated use with the same W."""
+    Wt = W.T
+
+    def product(a, add=None):
+        return a @ Wt if add is None else add + a @ Wt
+
+    return product
+
+
+def _offsets(sizes):
+    out = [0]
+    for s in sizes:
+        out.append(out[-1] + s)
+    return out
+
+
+def forward(params, inputs, state, t0=0, save=False):
+    """Run the cell over a sequence; see the module header for the equations."""
+    v_W_zt_x = params['W_zt_x']
+    v_W_zt_h = params['W_zt_h']
+    v_W_it_x = params['W_it_x']
+    v_W_it_h = params['W_it_h']
+    v_W_ft_x = params['W_ft_x']
+    v_W_ft_h = params['W_ft_h']
+    v_W_ot_x = params['W_ot_x']
+    v_W_ot_h = params['W_ot_h']
+    v_b_zt = params['b_zt']
+    v_b_it = params['b_it']
+    v_b_ft = params['b_ft']
+    v_b_ot = params['b_ot']
+    v_head = params['head']
+    _mask_W_zt_h = (v_head[None, :] == v_head[:, None])
+    v_W_zt_h = v_W_zt_h * _mask_W_zt_h
+    _mask_W_it_h = (v_head[None, :] == v_head[:, None])
+    v_W_it_h = v_W_it_h * _mask_W_it_h
+    _mask_W_ft_h = (v_head[None, :] == v_head[:, None])
+    v_W_ft_h = v_W_ft_h * _mask_W_ft_h
+    _mask_W_ot_h = (v_head[None, :] == v_head[:, None])
+    v_W_ot_h = v_W_ot_h * _mask_W_ot_h
+    _W_x = _cat([v_W_zt_x, v_W_it_x, v_W_ft_x, v_W_ot_x], 0)
+    _off_x = _offsets([v_W_zt_x.shape[0], v_W_it_x.shape[0], v_W_ft_x.shape[0], v_W_ot_x.shape[0]])
+    _W_h = _cat([v_W_zt_h, v_W_it_h, v_W_ft_h, v_W_ot_h], 0)
+    _off_h = _offsets([v_W_zt_h.shape[0], v_W_it_h.shape[0], v_W_ft_h.shape[0], v_W_ot_h.shape[0]])
+    _X_x = inputs['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    _b_x = _cat([v_b_zt, v_b_it, v_b_ft, v_b_ot], 0)
+    _G_x = (_X_x.reshape(_T * _B, _X_x.shape[2]) @ _W_x.T + _b_x).reshape(_T, _B, -1)
+    _mm_h = _linear(_W_h, _B, _T)
+    v_h = state['h']
+    v_c = state['c']
+    v_n = state['n']
+    _out = None
+    _saved = {'c_': None, 'f': None, 'i': None, 'n_': None, 'ot': None, 'zt': None} if save else None
+    for _t in range(_T):
+        _z_h = _mm_h(v_h, _G_x[_t])
+        v_lin_zt = _z_h[..., _off_h[0]:_off_h[1]]
+        v_lin_it = _z_h[..., _off_h[1]:_off_h[2]]
+        v_lin_ft = _z_h[..., _off_h[2]:_off_h[3]]
+        v_lin_ot = _z_h[..., _off_h[3]:_off_h[4]]
+        v_zt = v_lin_zt
+        v_it = v_lin_it
+        v_ft = v_lin_ft
+        v_ot = v_lin_ot
+        v_i = numpy.exp(v_it)
+        v_f = _sigmoid(v_ft)
+        v_c_ = v_c*v_f + v_i*numpy.tanh(v_zt)
+        v_n_ = v_f*v_n + v_i
+        v_h_ = v_c_*_sigmoid(v_ot)/v_n_
+        if save:
+            _saved['c_'] = _put(_saved['c_'], _t + 1, v_c_, _T + 1)
+            _saved['f'] = _put(_saved['f'], _t, v_f, _T)
+            _saved['i'] = _put(_saved['i'], _t, v_i, _T)
+            _saved['n_'] = _put(_saved['n_'], _t + 1, v_n_, _T + 1)
+            _saved['ot'] = _put(_saved['ot'], _t, v_ot, _T)
+            _saved['zt'] = _put(_saved['zt'], _t, v_zt, _T)
+        v_h = v_h_
+        v_c = v_c_
+        v_n = v_n_
+        _out = _put(_out, _t, v_h, _T)
+    cache = None
+    if save:
+        _saved['h'] = _cat([state['h'][None], _out[:-1]], 0)
+        _saved['c_'][0] = state['c']
+        _saved['c'] = _saved['c_'][:-1]
+        _saved['c_'] = _saved['c_'][1:]
+        _saved['n_'][0] = state['n']
+        _saved['n'] = _saved['n_'][:-1]
+        _saved['n_'] = _saved['n_'][1:]
+        cache = {
+            "inputs": inputs,
+            "state0": dict(state),
+            "t0": t0,
+            "saved": _saved,
+        }
+    return _out, {'h': v_h, 'c': v_c, 'n': v_n}, cache
+
+
+def backward(params, cache, d_outputs=None, d_state=None, trace=None):
+    """Exact BPTT through the sequence run by forward(..., save=True). A list passed as
+    ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
+    entering step t."""
+    v_W_zt_x = params['W_zt_x']
+    v_W_zt_h = params['W_zt_h']
+    v_W_it_x = params['W_it_x']
+    v_W_it_h = params['W_it_h']
+    v_W_ft_x = params['W_ft_x']
+    v_W_ft_h = params['W_ft_h']
+    v_W_ot_x = params['W_ot_x']
+    v_W_ot_h = params['W_ot_h']
+    v_b_zt = params['b_zt']
+    v_b_it = params['b_it']
+    v_b_ft = params['b_ft']
+    v_b_ot = params['b_ot']
+    v_head = params['head']
+    _mask_W_zt_h = (v_head[None, :] == v_head[:, None])
+    v_W_zt_h = v_W_zt_h * _mask_W_zt_h
+    _mask_W_it_h = (v_head[None, :] == v_head[:, None])
+    v_W_it_h = v_W_it_h * _mask_W_it_h
+    _mask_W_ft_h = (v_head[None, :] == v_head[:, None])
+    v_W_ft_h = v_W_ft_h * _mask_W_ft_h
+    _mask_W_ot_h = (v_head[None, :] == v_head[:, None])
+    v_W_ot_h = v_W_ot_h * _mask_W_ot_h
+    _W_x = _cat([v_W_zt_x, v_W_it_x, v_W_ft_x, v_W_ot_x], 0)
+    _off_x = _offsets([v_W_zt_x.shape[0], v_W_it_x.shape[0], v_W_ft_x.shape[0], v_W_ot_x.shape[0]])
+    _W_h = _cat([v_W_zt_h, v_W_it_h, v_W_ft_h, v_W_ot_h], 0)
+    _off_h = _offsets([v_W_zt_h.shape[0], v_W_it_h.shape[0], v_W_ft_h.shape[0], v_W_ot_h.shape[0]])
+    _X_x = cache["inputs"]['x']
+    _T, _B = _X_x.shape[0], _X_x.shape[1]
+    t0 = cache["t0"]
+    _state0 = cache["state0"]
+    _S_c = cache["saved"]['c']
+    _S_c_ = cache["saved"]['c_']
+    _S_f = cache["saved"]['f']
+    _S_h = cache["saved"]['h']
+    _S_i = cache["saved"]['i']
+    _S_n = cache["saved"]['n']
+    _S_n_ = cache["saved"]['n_']
+    _S_ot = cache["saved"]['ot']
+    _S_zt = cache["saved"]['zt']
+    if d_state is None:
+        d_state = {}
+    _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
+    _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
+    _carry_n = d_state['n'] if d_state.get('n') is not None else _zeros(_state0['n'].shape, _state0['n'])
+    _GBs_x = None
+    _GBs_h = None
+    _mmT_h = _linear(_W_h.T, _B, _T)
+    for _t in range(_T - 1, -1, -1):
+        v_c = _S_c[_t]
+        v_c_ = _S_c_[_t]
+        v_f = _S_f[_t]
+        v_h = _S_h[_t]
+        v_i = _S_i[_t]
+        v_n = _S_n[_t]
+        v_n_ = _S_n_[_t]
+        v_ot = _S_ot[_t]
+        v_zt = _S_zt[_t]
+        _q0 = numpy.tanh(v_zt)
+        _q1 = _sigmoid(v_ot)
+        _q2 = _q1/v_n_
+        _p0_f_ft = v_f*(1 - v_f)
+        _p1_c__i = _q0
+        _p2_c__zt = v_i*(1 - _q0**2)
+        _p3_h__c_ = _q2
+        _p4_h__n_ = -_q1*v_c_/v_n_**2
+        _p5_h__ot = _q2*v_c_*(1 - _q1)
+        _d_h_ = _carry_h
+        if d_outputs is not None:
+            _d_h_ = _d_h_ + d_outputs[_t]
+        _d_c_ = _carry_c
+        _d_n_ = _carry_n
+        _d_c_ = _d_c_ + _d_h_ * _p3_h__c_
+        _d_n_ = _d_n_ + _d_h_ * _p4_h__n_
+        _d_ot = _d_h_ * _p5_h__ot
+        _d_f = _d_n_ * v_n
+        _d_i = _d_n_
+        _d_n = _d_n_ * v_f
+        _d_c = _d_c_ * v_f
+        _d_f = _d_f + _d_c_ * v_c
+        _d_i = _d_i + _d_c_ * _p1_c__i
+        _d_zt = _d_c_ * _p2_c__zt
+        _d_ft = _d_f * _p0_f_ft
+        _d_it = _d_i * v_i
+        _d_lin_ot = _d_ot
+        _d_lin_ft = _d_ft
+        _d_lin_it = _d_it
+        _d_lin_zt = _d_zt
+        _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_zt, _d_lin_it, _d_lin_ft, _d_lin_ot], _T)
+        _gb_h = _GBs_h[_t]
+        _d_h = _mmT_h(_gb_h)
+        _gb_x = _gb_h
+        _carry_h = _d_h
+        _carry_c = _d_c
+        _carry_n = _d_n
+        if trace is not None:
+            trace.append({'h': _carry_h, 'c': _carry_c, 'n': _carry_n})
+    grads = {}
+    d_inputs = {}
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _X_x.reshape(_T * _B, _X_x.shape[2])
+    _Gb = _GBs.sum((0, 1))
+    grads['W_zt_x'] = _GW[_off_x[0]:_off_x[1]]
+    grads['b_zt'] = _Gb[..., _off_x[0]:_off_x[1]]
+    grads['W_it_x'] = _GW[_off_x[1]:_off_x[2]]
+    grads['b_it'] = _Gb[..., _off_x[1]:_off_x[2]]
+    grads['W_ft_x'] = _GW[_off_x[2]:_off_x[3]]
+    grads['b_ft'] = _Gb[..., _off_x[2]:_off_x[3]]
+    grads['W_ot_x'] = _GW[_off_x[3]:_off_x[4]]
+    grads['b_ot'] = _Gb[..., _off_x[3]:_off_x[4]]
+    d_inputs['x'] = (_GBs.reshape(_T * _B, _m) @ _W_x).reshape(_T, _B, -1)
+    _GBs = _GBs_h
+    _m = _GBs.shape[2]
+    _GW = _GBs.reshape(_T * _B, _m).T @ _S_h.reshape(_T * _B, _S_h.shape[2])
+    grads['W_zt_h'] = _GW[_off_h[0]:_off_h[1]] * _mask_W_zt_h
+    grads['W_it_h'] = _GW[_off_h[1]:_off_h[2]] * _mask_W_it_h
+    grads['W_ft_h'] = _GW[_off_h[2]:_off_h[3]] * _mask_W_ft_h
+    grads['W_ot_h'] = _GW[_off_h[3]:_off_h[4]] * _mask_W_ot_h
+    if 'x' not in d_inputs:
+        d_inputs['x'] = _zeros(_X_x.shape, _X_x)
+    return grads, d_inputs, {'h': _carry_h, 'c': _carry_c, 'n': _carry_n}
+
+
+# shapes by size name, as the spec writes them
+PARAM_SHAPES = {
+    'W_zt_x': ('hidden', 'input'),
+    'W_zt_h': ('hidden', 'hidden'),
+    'W_it_x': ('hidden', 'input'),
+    'W_it_h': ('hidden', 'hidden'),
+    'W_ft_x': ('hidden', 'input'),
+    'W_ft_h': ('hidden', 'hidden'),
+    'W_ot_x': ('hidden', 'input'),
+    'W_ot_h': ('hidden', 'hidden'),
+    'b_zt': ('hidden',),
+    'b_it': ('hidden',),
+    'b_ft': ('hidden',),
+    'b_ot': ('hidden',),
+}
+BUFFERS = {'head': ('hidden', 'heads', {'heads': 4})}
+INPUTS = ['x']
+STATES = {'h': 'hidden', 'c': 'hidden', 'n': 'hidden'}
+
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
+    state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
+    return new
