@@ -1,4 +1,4 @@
-"""``lstm-verify``: list, show and check cells. Parses arguments and delegates."""
+"""``lstm-verify``: list, show, check and compare cells. Parses arguments and delegates."""
 
 from __future__ import annotations
 
@@ -107,6 +107,19 @@ def main(argv=None) -> int:
                       help="only the subjects whose reference starts with PREFIX (e.g. onnx, flax.nnx); repeat")
     conf.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                       help="a line per subject on stderr (default: on)")
+    eq = sub.add_parser("equiv", help="whether two specs compute the same outputs for all inputs, "
+                        "parameters and states: proved with SymPy, else tested with mpmath (exit 0 "
+                        "equivalent, 1 not, 2 bad input)")  # fmt: skip
+    eq.add_argument("a", help="catalog name or spec path")
+    eq.add_argument("b", help="catalog name or spec path")
+    eq.add_argument("--points", type=_examples, default=200,
+                    help="random points of the counterexample search when no proof is found (default 200)")
+    eq.add_argument("--seed", type=int, default=0, help="seed of the random points (default 0)")
+    eq.add_argument("--budget", type=_seconds, default=10.0, metavar="SECONDS",
+                    help="SymPy simplification time per proof obligation (default 10; 0: test only)")
+    eq.add_argument("--ramp", action=argparse.BooleanOptionalAction, default=True,
+                    help="when equivalent, compare non-finite outputs of both cells' NumPy code in "
+                    "float32 and float64 on a ramp of pre-activations (default: on)")  # fmt: skip
     export = sub.add_parser("export", help="a standalone NumPy, torch or C module for a cell")
     export.add_argument("cell", help="catalog name or spec path")
     export.add_argument("--target", required=True, choices=["numpy", "torch", "c"])
@@ -116,7 +129,7 @@ def main(argv=None) -> int:
     try:
         args = parser.parse_args(argv)
         return {"list": _list, "show": _show, "check": _check, "identify": _identify,
-                "report": _report, "export": _export,
+                "report": _report, "export": _export, "equiv": _equiv,
                 "conformance-report": _conformance_report}[args.command](args)  # fmt: skip
     except LstmVerifyError as exc:
         print(f"lstm-verify: error: {_message(exc)}", file=sys.stderr)
@@ -145,9 +158,10 @@ def _message(exc) -> str:
 def _list(args) -> int:
     from .cell import catalog, load
 
-    for name in catalog():
-        cell = load(name)
-        print(f"{name:18s} {cell.spec.title}")
+    names = catalog()
+    width = max(map(len, names), default=0)
+    for name in names:
+        print(f"{name:{width}s} {load(name).spec.title}")
     return 0
 
 
@@ -359,6 +373,14 @@ def _why_none_tried(subj, cells, shown=6) -> str:
             "--layout):\n" + "\n".join(lines[:shown]) + more)  # fmt: skip
 
 
+def _equiv(args) -> int:
+    from .equiv import equiv
+
+    result = equiv(args.a, args.b, points=args.points, seed=args.seed, budget=args.budget, ramp=args.ramp)
+    print(result.text())
+    return result.exit_code
+
+
 def _export(args) -> int:
     from .export import write
 
@@ -464,7 +486,9 @@ def limits_sentence() -> str:
             f"{LIMITS['fwd32']:g} (float32) of mpmath, normwise; the backward within "
             f"{LIMITS['bwd_autograd']:g} of autograd and {LIMITS['bwd_fd']:g} of finite differences, "
             f"relative; and a torch.nn cell within {third['float64']:g} (float64) and "
-            f"{third['float32']:g} (float32) where the spec says it is the same function.")
+            f"{third['float32']:g} (float32) where the spec says it is the same function. A forward "
+            "whose exact intermediate values exceed the dtype's range (exp(100) in float32) cannot be "
+            "computed as written: it shows ovf, and the row says how large they get.")
 
 
 def _wrap(text, width=100, indent=""):
@@ -523,7 +547,8 @@ def _narrow_header() -> str:
 
 def _narrow(row) -> str:
     r = row.results
-    fwd = " ".join(f"{r[c][0].normwise:5.0e}" for c in ("fwd64", "fwd32", "sat64", "sat32"))
+    fwd = " ".join(f"{'ovf':>5s}" if r[c][2].startswith("beyond") else f"{r[c][0].normwise:5.0e}"
+                   for c in ("fwd64", "fwd32", "sat64", "sat32"))  # fmt: skip
     autograd = f"{'-':>8s}" if r["bwd/autograd"][0] is None else f"{r['bwd/autograd'][0]:8.1e}"  # not run
     line = (f"{row.cell:16s} {fwd} {_zmax(row):>6s} {autograd} {r['bwd/fd'][0]:7.1e}  "
             f"{_torch_nn(row, False):18s} {row.seconds:4.1f}s {'ok' if row.passed else 'FAIL'}")  # fmt: skip
