@@ -8,8 +8,12 @@ the loop and the scan back to back; the speed-up is the median of the per-round 
 loop / scan (a shared machine's slow minute slows both), the times are medians.
 
     python benchmarks/scan_speed.py                        # min_gru and min_lstm, T = 100, 1000, 10000
-    python benchmarks/scan_speed.py --dtype float64 --threads 1
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python benchmarks/scan_speed.py --threads 1
     python benchmarks/scan_speed.py --device cuda          # torch only
+
+On a shared machine, several threads per process make the large operations of the scan (and
+NumPy's GEMMs) wait for cores that other processes hold, while the loop's small per-step
+operations run on one thread anyway: compare the one-thread run as well.
 
 Writes a Markdown table to stdout (and, with --out FILE, to a file).
 """
@@ -17,6 +21,7 @@ Writes a Markdown table to stdout (and, with --out FILE, to a file).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -98,7 +103,8 @@ def main(argv=None):
     backends = [b for b in args.backends if b == "torch" or args.device == "cpu"]
     lines = [
         f"## scan vs sequential loop: {args.dtype}, batch {args.batch}, hidden {args.hidden} (input "
-        f"{args.hidden}), device {args.device}, {torch.get_num_threads()} torch threads",
+        f"{args.hidden}), device {args.device}, {torch.get_num_threads()} torch threads, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}",
         "",
         "| cell | backend | T | loop fwd ms | scan fwd ms | fwd speed-up | loop fwd+bwd ms | scan fwd+bwd ms | fwd+bwd speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
