@@ -113,6 +113,18 @@ class Cell:
         require("torch", "cell.torch()")
         return self._torch
 
+    def scan(self, backend: str = "numpy") -> "Implementation":
+        """The sequence as an associative scan, for cells whose new states are ``a*s + b`` with
+        ``a`` and ``b`` free of every state (minGRU, minLSTM): the same methods as
+        :meth:`numpy` / :meth:`torch`. Raises ScanError (a ValueError) naming the state that
+        reads itself otherwise. See :mod:`lstm_verify.scan`."""
+        from .scan import ScanImplementation
+
+        made = self.__dict__.setdefault("_scans", {})
+        if backend not in made:
+            made[backend] = ScanImplementation(self, backend)
+        return made[backend]
+
     def module(self, input_size=None, hidden_size=None, sizes=None, init="torch_default", seed=0,
                dtype=None, device=None, fused=True, t_max=100.0):  # fmt: skip
         """A ``torch.nn.Module`` whose backward is the generated one (``fused=False``: autograd)."""

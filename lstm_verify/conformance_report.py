@@ -34,6 +34,7 @@ VARIANTS = [
     ("onnx:LSTM", {"activations": "HardSigmoid,Tanh,Tanh"}),
     ("onnx:LSTM", {"peepholes": True}),
     ("haiku:VanillaRNN", {"double_bias": False}),
+    ("sru:SRUCell", {"rescale": False}),
 ]
 
 
@@ -83,6 +84,12 @@ def conventions(cell, layout) -> list[str]:
         elif kind == "grid":
             text = "; ".join(", ".join(g) for g in groups)
             out.append(f"`{tensor}` is one matrix over the concatenated inputs, rows [{text}]{t}")
+        elif kind == "interleave":
+            out.append(f"`{tensor}` interleaves {', '.join(blocks)} unit by unit (unit j's rows of each, "
+                       f"then unit j+1's){t}")
+        elif kind.startswith("heads:"):
+            out.append(f"`{tensor}` holds only the {kind[6:]} diagonal blocks (one per head) of "
+                       f"{', '.join(blocks)}, one slice per head{t}")
         elif len(blocks) > 1:
             out.append(f"`{tensor}` stacks {', '.join(blocks)}{t}")
         elif t:

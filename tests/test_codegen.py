@@ -38,7 +38,8 @@ def test_catalog_is_complete():
 def test_forward_matches_mpmath(name, dtype, saturated):
     e, zmax = forward_vs_mpmath(load(name), dtype, saturated=saturated)
     limit = LIMITS["fwd64" if dtype == np.float64 else "fwd32"]
-    assert e.normwise <= limit, f"{name} {dtype.__name__}: {e}"
+    # or the equations as written cannot be evaluated in dtype (slstm_unstabilized's exp(236))
+    assert e.normwise <= limit or e.beyond(dtype), f"{name} {dtype.__name__}: {e}"
     if saturated:
         assert zmax >= 49, f"saturated regime reached only |z| = {zmax}"
 
