@@ -456,11 +456,12 @@ def _check(args) -> int:
     rows = []
     print(_legend(args.wide))
     header, row_text = _wide_row if args.wide else _narrow_row
-    print(header())
+    width = max([16] + [len(c.name) for c in cells])  # the cell column fits the longest name
+    print(header(width))
     for cell in cells:
         row = check_cell(cell)
         rows.append(row)
-        print(row_text(row), flush=True)
+        print(row_text(row, width), flush=True)
     failed = [r.cell for r in rows if not r.passed]
     total = time.perf_counter() - start
     note = not_run_note(rows)
@@ -540,17 +541,17 @@ def _torch_nn(row, wide) -> str:
     return "; ".join(out) or "-"
 
 
-def _narrow_header() -> str:
-    return (f"{'cell':16s} {'fwd64':>5s} {'fwd32':>5s} {'sat64':>5s} {'sat32':>5s} {'max|z|':>6s} "
+def _narrow_header(width=16) -> str:
+    return (f"{'cell':{width}s} {'fwd64':>5s} {'fwd32':>5s} {'sat64':>5s} {'sat32':>5s} {'max|z|':>6s} "
             f"{'bwd/ag':>8s} {'bwd/fd':>7s}  {'torch.nn':18s} {'time':>5s} result")  # fmt: skip
 
 
-def _narrow(row) -> str:
+def _narrow(row, width=16) -> str:
     r = row.results
     fwd = " ".join(f"{'ovf':>5s}" if r[c][2].startswith("beyond") else f"{r[c][0].normwise:5.0e}"
                    for c in ("fwd64", "fwd32", "sat64", "sat32"))  # fmt: skip
     autograd = f"{'-':>8s}" if r["bwd/autograd"][0] is None else f"{r['bwd/autograd'][0]:8.1e}"  # not run
-    line = (f"{row.cell:16s} {fwd} {_zmax(row):>6s} {autograd} {r['bwd/fd'][0]:7.1e}  "
+    line = (f"{row.cell:{width}s} {fwd} {_zmax(row):>6s} {autograd} {r['bwd/fd'][0]:7.1e}  "
             f"{_torch_nn(row, False):18s} {row.seconds:4.1f}s {'ok' if row.passed else 'FAIL'}")  # fmt: skip
     failed = [f"{c} {text}" for c, (_, ok, text) in r.items() if not ok]
     if failed:  # what failed, in full, on a line of its own
@@ -558,13 +559,13 @@ def _narrow(row) -> str:
     return line
 
 
-def _wide_header() -> str:
-    return f"{'cell':17s} " + " ".join(f"{c:>22s}" for c in COLUMNS) + f" {'torch.nn':>34s} {'time':>6s}  result"
+def _wide_header(width=16) -> str:
+    return f"{'cell':{width + 1}s} " + " ".join(f"{c:>22s}" for c in COLUMNS) + f" {'torch.nn':>34s} {'time':>6s}  result"
 
 
-def _wide(row) -> str:
+def _wide(row, width=16) -> str:
     cells = " ".join(f"{row.results[c][2]:>22s}" for c in COLUMNS)
-    return (f"{row.cell:17s} {cells} {_torch_nn(row, True):>34s} {row.seconds:5.1f}s  "
+    return (f"{row.cell:{width + 1}s} {cells} {_torch_nn(row, True):>34s} {row.seconds:5.1f}s  "
             f"{'ok' if row.passed else 'FAIL'}")  # fmt: skip
 
 
