@@ -52,6 +52,7 @@ class MatrixRow:
     conventions: list = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""  # why the subject could not be checked (a missing framework, a crash)
+    failure: str = ""  # the first failing property's message: the case and what differs
 
     @property
     def label(self) -> str:
@@ -140,6 +141,7 @@ def row(ref: str, options: dict, examples: int = 20, seed: int = 0) -> MatrixRow
         report = check(best.cell, subject(ref, options=options, layout=best.layout, state=best.state_order),
                        examples=examples, seed=seed, identify=False, ci=True)  # fmt: skip
         out.passed, out.precision = report.passed, report.precision
+        out.failure = next((f"{r.name}: {r.message}" for r in report.rows if not r.passed and not r.skipped), "")
         for r in report.rows:
             result = r.skipped or ("ok" if r.passed else "FAIL")
             name = "gradients" if r.name.startswith("gradients (") else r.name  # the precision has its column
@@ -245,6 +247,12 @@ def render(rows: list[MatrixRow], command: str, seconds: float) -> dict:
         computes = _md(r.computes)
         md.append(f"| `{r.label}` | {computes} | {r.precision} | {result} | " + " | ".join(cells) +
                   f" | {_md('; '.join(r.conventions))} | {r.seconds:.0f} s |")  # fmt: skip
+    failures = [r for r in rows if r.failure]
+    if failures:
+        md += ["", "## Why each non-conforming subject fails", "",
+               "The first failing property of each, with the smallest case Hypothesis found:", ""]
+        for r in failures:
+            md += [f"`{r.label}`:", "", "```", r.failure, "```", ""]
     md.append("")
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>Conformance of framework cells</title>",
             "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:85%}"
@@ -268,7 +276,11 @@ def render(rows: list[MatrixRow], command: str, seconds: float) -> dict:
         tds.append("<br>".join(html.escape(c) for c in r.conventions))
         tds.append(f"{r.seconds:.0f} s")
         page.append(f"<tr class='{cls}'>" + "".join(f"<td>{t}</td>" for t in tds) + "</tr>")
-    page.append("</table></body></html>")
+    page.append("</table>")
+    if failures:
+        page.append("<h2>Why each non-conforming subject fails</h2>")
+        page += [f"<p><code>{html.escape(r.label)}</code></p><pre>{html.escape(r.failure)}</pre>" for r in failures]
+    page.append("</body></html>")
     data = {"command": command, "version": __version__, "seconds": seconds, "rows": [asdict(r) for r in rows]}
     return {
         "conformance.md": "\n".join(md).encode("utf-8"),
