@@ -193,6 +193,14 @@ def _show(args) -> int:
         print(f"  {name:10s} ({dim},)")
     for name, dim, spec in ir.buffers:
         print(f"  {name:10s} ({dim},) buffer, {spec.init}")
+    from .scan import ScanError, scan_form
+
+    try:
+        form = scan_form(ir)
+    except ScanError:
+        form = None
+    if form is not None:  # gates and candidate free of the state: cell.scan(...) runs it
+        print("runs as an associative scan (cell.scan): " + "; ".join(str(r) for r in form.recurrences))
     print("one-step Jacobian blocks:")
     for (of, wrt), terms in cell.jacobian_blocks().items():
         body = block_latex(terms) if args.latex else block_text(terms)

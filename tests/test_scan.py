@@ -228,3 +228,12 @@ def test_min_lstm_is_the_papers_quotient_and_finite_where_the_quotient_is_not(tm
     with np.errstate(invalid="ignore", divide="ignore"):
         quotient = paper.numpy().forward({k: p[v] for k, v in rename.items()}, x, s0).outputs
     assert np.isnan(quotient).any()
+
+
+def test_show_says_which_cells_run_as_a_scan(capsys):
+    from lstm_verify.cli import main
+
+    assert main(["show", "min_gru"]) == 0
+    assert "runs as an associative scan (cell.scan): h' = a*h + b with a = 1 - z" in capsys.readouterr().out
+    assert main(["show", "gru"]) == 0
+    assert "scan" not in capsys.readouterr().out
