@@ -196,15 +196,19 @@ def test_real_sigint_in_a_hung_implementation(impl_module, tmp_path):
             return fn
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path)] + sys.path))
+    # SIGINT as a terminal delivers it: a process started with SIGINT ignored (a pytest-xdist
+    # worker's children inherit that) keeps ignoring it, as Python and shells intend
     proc = subprocess.Popen([sys.executable, "-m", "lstm_verify.cli", "identify", "--impl", f"{mod}:hang",
                              "rnn_tanh", "--timeout", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         assert proc.stdout.readline().strip() == "entered"
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
+        proc.communicate()  # reap it and close its pipes, also when the wait above failed
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip() == "lstm-verify: interrupted"
 

@@ -119,4 +119,4 @@ def test_bash_block(block):
     """The install commands: a fresh venv, torch's CPU wheel first, then the package."""
     _, _, text = block
     assert text.startswith("python3 -m venv .venv && . .venv/bin/activate && pip install torch==")
-    assert "lstm-verify report" in text or text.rstrip().endswith("pytest")
+    assert "lstm-verify report" in text or text.rstrip().endswith("pytest -n auto")
