@@ -246,12 +246,12 @@ def check_cell(cell: Cell, use_torch=None) -> Row:
                               ("sat64", np.float64, True), ("sat32", np.float32, True)):  # fmt: skip
         e, zmax = forward_vs_mpmath(cell, dtype, saturated=sat, backends=backends)
         limit = LIMITS["fwd64" if dtype == np.float64 else "fwd32"]
-        text = f"{e.normwise:.0e} {e.max_ulp:.0f}ulp" + (f" |z|<={zmax:.0f}" if sat else "")
+        reach = f" |z|<={zmax:.0f}" if sat else ""
         if not e.normwise <= limit and e.beyond(dtype):  # not computable as written: say so
-            text = f"beyond {np.dtype(dtype).name}: exact values reach {e.exact_max:.0e}" + text[text.find(" |z|"):]
+            text = f"beyond {np.dtype(dtype).name}: exact values reach {e.exact_max:.0e}{reach}"
             row.results[label] = (e, True, text)
-            continue
-        row.results[label] = (e, e.normwise <= limit, text)
+        else:
+            row.results[label] = (e, e.normwise <= limit, f"{e.normwise:.0e} {e.max_ulp:.0f}ulp{reach}")
     if use_torch:
         rel = backward_vs_autograd(cell)
         row.results["bwd/autograd"] = (rel, rel <= LIMITS["bwd_autograd"], f"{rel:.1e}")

@@ -72,8 +72,9 @@ def applications(ir: CellIR) -> list[Application]:
 
 def _interval(expr, B):
     """(lo, hi) of expr per unit, given intervals B of its symbols (interval arithmetic). A bound
-    beyond float64's range is infinite: it holds, and says the expression is unbounded."""
-    with np.errstate(over="ignore", divide="ignore"):
+    beyond float64's range is infinite: it holds, and says the expression is unbounded; so is
+    an undefined one (inf - inf, 0 * inf)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         return _interval_of(expr, B)
 
 
@@ -86,21 +87,19 @@ def _interval_of(expr, B):
     if expr.is_Add:
         lo = hi = 0.0
         for a in expr.args:
-            al, ah = _interval(a, B)
-            with np.errstate(invalid="ignore"):  # inf - inf: the sum is unbounded
-                lo, hi = lo + al, hi + ah
+            al, ah = _interval_of(a, B)
+            lo, hi = lo + al, hi + ah
         return np.where(np.isnan(lo), -np.inf, lo), np.where(np.isnan(hi), np.inf, hi)
     if expr.is_Mul:
         lo = hi = 1.0
         for a in expr.args:
-            al, ah = _interval(a, B)
-            with np.errstate(invalid="ignore"):  # 0 * inf: the product is unbounded
-                c = [lo * al, lo * ah, hi * al, hi * ah]
+            al, ah = _interval_of(a, B)
+            c = [lo * al, lo * ah, hi * al, hi * ah]
             c = [np.where(np.isnan(x), np.inf, x) for x in c]
             lo, hi = np.minimum.reduce(c), np.maximum.reduce(c)
         return lo, hi
     if expr.is_Pow and expr.exp.is_Integer and expr.exp > 0:
-        lo, hi = _interval(expr.base, B)
+        lo, hi = _interval_of(expr.base, B)
         e = int(expr.exp)
         a, b = lo**e, hi**e
         if e % 2:
@@ -108,14 +107,13 @@ def _interval_of(expr, B):
         low = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(a, b))
         return low, np.maximum(a, b)
     if expr.is_Pow and expr.exp.is_Integer and expr.exp < 0:  # a division: c'/n'
-        lo, hi = _interval(expr.base if expr.exp == -1 else expr.base ** -expr.exp, B)
+        lo, hi = _interval_of(expr.base if expr.exp == -1 else expr.base ** -expr.exp, B)
         away = (lo > 0) | (hi < 0)  # an interval without zero: its reciprocal is [1/hi, 1/lo]
-        with np.errstate(divide="ignore"):
-            return (np.where(away, 1 / np.where(away, hi, 1.0), -np.inf),
-                    np.where(away, 1 / np.where(away, lo, 1.0), np.inf))
+        return (np.where(away, 1 / np.where(away, hi, 1.0), -np.inf),
+                np.where(away, 1 / np.where(away, lo, 1.0), np.inf))
     func = BY_SYMPY.get(type(expr))
     if func is not None:
-        return func.interval(*[_interval(a, B) for a in expr.args])
+        return func.interval(*[_interval_of(a, B) for a in expr.args])
     return -np.inf, np.inf
 
 

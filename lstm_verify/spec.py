@@ -287,8 +287,8 @@ class _Parser:
         self.declared = declared
         sizes = self.sizes()
         equations = self.equations(inputs, states, diagonal, buffers, step, sizes)
-        masks = self.masks()
-        for b in sorted(self.mask_buffers(masks)):  # a buffer used only in masks: per hidden unit
+        masks, in_masks = self.masks({b for b, _ in buffers})
+        for b in sorted(in_masks):  # a buffer used only in masks: per hidden unit
             self.dims.setdefault(b, sizes.get(b, "hidden"))
         dims = dict(self.dims)
         unused = [n for n in list(diagonal) + [b for b, _ in buffers] if n not in dims]
@@ -332,16 +332,6 @@ class _Parser:
                           f"and magnitude at most {MAX_CONSTANT:g}")
             out.append((sname, (float(value[0]), float(value[1]))))
         return tuple(out)
-
-    def mask_buffers(self, masks):
-        from .masks import parse_mask
-
-        names = {b for b, _ in self.buffers()}
-        used = set()
-        for weight, text in masks:
-            m = parse_mask(text, names, self.path, weight)
-            used |= {o.buffer for o in (m.left, m.right) if o.buffer is not None}
-        return used
 
     def same_as(self, name):
         value = self.data.get("same_as")
@@ -396,16 +386,18 @@ class _Parser:
             self.fail("'sizes' must map names to size names, e.g. { h = \"proj\" }")
         return dict(table)
 
-    def masks(self):
+    def masks(self, buffers):
+        """The masks table, and the buffers the masks read."""
         table = self.data.get("masks", {})
         if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
             self.fail("'masks' must map weight names to comparisons such as \"T_in >= T_out\"")
         from .masks import parse_mask  # local: masks need the buffer names known here
 
-        buffers = {b for b, _ in self.buffers()}
+        used = set()
         for weight, text in table.items():
-            parse_mask(text, buffers, self.path, weight)
-        return tuple(sorted(table.items()))
+            m = parse_mask(text, buffers, self.path, weight)
+            used |= {o.buffer for o in (m.left, m.right) if o.buffer is not None}
+        return tuple(sorted(table.items())), used
 
     def layouts(self):
         table = self.data.get("layouts", {})

@@ -113,24 +113,15 @@ def _dtype(dtype):
     return d
 
 
-def _floats(dtype, bound):
-    """Finite floats in [-bound, bound], exactly representable in dtype."""
-    width = 32 if np.dtype(dtype) == np.float32 else 64
-    b = float(np.asarray(bound, dtype=dtype))
-    return st.floats(-b, b, width=width, allow_nan=False, allow_infinity=False)
-
-
-def _floats_in(dtype, lo, hi):
-    """Finite floats in [lo, hi] (rounded inwards to dtype)."""
+def _floats(dtype, lo, hi):
+    """Finite floats in [lo, hi] (the ends rounded to dtype), exactly representable in dtype."""
     width = 32 if np.dtype(dtype) == np.float32 else 64
     a, b = float(np.asarray(lo, dtype=dtype)), float(np.asarray(hi, dtype=dtype))
-    a = a if a >= lo else float(np.nextafter(np.asarray(a, dtype), np.asarray(np.inf, dtype)))
-    b = b if b <= hi else float(np.nextafter(np.asarray(b, dtype), np.asarray(-np.inf, dtype)))
     return st.floats(a, b, width=width, allow_nan=False, allow_infinity=False)
 
 
 def _array(dtype, shape, bound):
-    return hnp.arrays(dtype, shape, elements=_floats(dtype, bound))
+    return hnp.arrays(dtype, shape, elements=_floats(dtype, -bound, bound))
 
 
 def dtypes() -> st.SearchStrategy:
@@ -198,8 +189,8 @@ def inputs(cell, sizes: dict, steps: int, batch: int, dtype=np.float64, bound: f
     c = _cell(cell)
     _check_int("steps", steps)
     _check_int("batch", batch)
-    shapes = tuple((n, (steps, batch, sizes[d])) for n, d in c.ir.inputs)
-    return _arrays(shapes, _dtype(dtype), float(bound))
+    b = float(bound)
+    return _arrays(tuple((n, (steps, batch, sizes[d]), -b, b) for n, d in c.ir.inputs), _dtype(dtype))
 
 
 def states(cell, sizes: dict, batch: int, dtype=np.float64, bound: float = 1.0):
@@ -207,20 +198,17 @@ def states(cell, sizes: dict, batch: int, dtype=np.float64, bound: float = 1.0):
     scaled by bound (xLSTM's normaliser n in [0, bound])."""
     c = _cell(cell)
     _check_int("batch", batch)
-    spec = c.ir.spec
-    shapes = tuple((s, (batch, sizes[d]), spec.state_range(s)) for s, d in c.ir.states)
-    return _state_arrays(shapes, _dtype(dtype), float(bound))
+    ranges = {s: c.ir.spec.state_range(s) for s, _ in c.ir.states}
+    b = float(bound)
+    return _arrays(tuple((s, (batch, sizes[d]), ranges[s][0] * b, ranges[s][1] * b) for s, d in c.ir.states),
+                   _dtype(dtype))  # fmt: skip
 
 
 @lru_cache(maxsize=4096)
-def _state_arrays(shapes: tuple, dtype, bound: float) -> st.SearchStrategy:
-    return st.fixed_dictionaries({n: hnp.arrays(dtype, shape, elements=_floats_in(dtype, lo * bound, hi * bound))
-                                  for n, shape, (lo, hi) in shapes})  # fmt: skip
-
-
-@lru_cache(maxsize=4096)
-def _arrays(shapes: tuple, dtype, bound: float) -> st.SearchStrategy:
-    return st.fixed_dictionaries({n: _array(dtype, shape, bound) for n, shape in shapes})
+def _arrays(shapes: tuple, dtype) -> st.SearchStrategy:
+    """Arrays by name from (name, shape, low, high) entries."""
+    return st.fixed_dictionaries({n: hnp.arrays(dtype, shape, elements=_floats(dtype, lo, hi))
+                                  for n, shape, lo, hi in shapes})  # fmt: skip
 
 
 @st.composite

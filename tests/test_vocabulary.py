@@ -12,7 +12,6 @@ import sympy
 
 import lstm_verify as lv
 from lstm_verify.check import backward_vs_autograd, backward_vs_finite_differences, forward_vs_mpmath
-from lstm_verify.codegen import PRELUDE
 from lstm_verify.errors import ShapeError, SpecError
 from lstm_verify.functions import FUNCTIONS, maximum, minimum, softplus
 from lstm_verify.reference import _compiled
@@ -62,24 +61,36 @@ def test_exact_derivatives_match_mpmath_numeric_differentiation(expr):
             assert abs(numeric - exact) <= mpmath.mpf(10) ** -25 * max(1, abs(exact)), (expr, var, point)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_softplus_and_log_sigmoid_are_finite_and_accurate_at_extremes(dtype):
-    """The printed NumPy and torch forms against mpmath, including where log(1 + exp(x)) and
-    log(sigmoid(x)) as written overflow or give log(0)."""
+def _one_step(equation, bias, dtype, backend):
+    """h' = equation with lin(x, h) equal to ``bias`` exactly (zero weights, zero state): the
+    generated code's value of a function at the points ``bias``."""
     import torch
 
+    spec = parse_spec(f'name = "one"\ncite = ["t"]\nstate = ["h"]\nequations = ["{equation}"]')
+    cell = Cell(build_ir(spec))
+    H = len(bias)
+    p = {"W_h_x": np.zeros((H, 1), dtype), "W_h_h": np.zeros((H, H), dtype), "b_h": np.asarray(bias, dtype)}
+    x, s = {"x": np.zeros((1, 1, 1), dtype)}, {"h": np.zeros((1, H), dtype)}
+    conv = torch.as_tensor if backend == "torch" else np.asarray
+    impl = cell.torch() if backend == "torch" else cell.numpy()
+    out = impl.forward({k: conv(v) for k, v in p.items()}, {"x": conv(x["x"])}, {"h": conv(s["h"])}).outputs
+    return np.asarray(out)[0, 0]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softplus_and_log_sigmoid_are_finite_and_accurate_at_extremes(dtype, backend):
+    """The generated NumPy and torch code against mpmath, including where log(1 + exp(x)) and
+    log(sigmoid(x)) as written overflow or give log(0)."""
     xs = np.array([-1000, -120, -50, -1, 0, 1, 20, 39, 41, 50, 120, 1000], dtype=dtype)
     f = FUNCTIONS["softplus"]
-    env = {"numpy": np, "torch": torch}
-    got_np = eval(f.numpy.format("x"), env, {"x": xs})  # noqa: S307 - the table's own format string
-    got_t = eval(f.torch.format("x"), env, {"x": torch.tensor(xs)}).numpy()  # noqa: S307
-    exact = np.array([float(f.mpmath(mpmath.mpf(float(x)))) for x in xs])
-    eps = np.finfo(dtype).eps
-    for got in (got_np, got_t):
+    eps, tiny = np.finfo(dtype).eps, np.finfo(dtype).tiny
+    for equation, sign in (("h' = softplus(lin(x, h))", 1), ("h' = log(sigmoid(lin(x, h)))", -1)):
+        got = _one_step(equation, xs, dtype, backend)
+        exact = np.array([sign * float(f.mpmath(mpmath.mpf(sign * float(x)))) for x in xs])
         assert got.dtype == dtype
-        assert np.all(np.isfinite(got))
-        tiny = np.finfo(dtype).tiny
-        assert np.all(np.abs(got - exact) <= 4 * eps * np.maximum(np.abs(exact), tiny)), (got, exact)
+        assert np.all(np.isfinite(got)), (equation, got)
+        assert np.all(np.abs(got - exact) <= 4 * eps * np.maximum(np.abs(exact), tiny)), (equation, got, exact)
 
 
 def test_log_of_sigmoid_is_written_as_minus_softplus():
@@ -127,11 +138,20 @@ def test_ties_give_each_argument_half_as_torch_does(op):
     np.testing.assert_array_equal(th.grad.numpy(), d_out[0])
 
 
-def test_max_grad_helpers_keep_the_dtype():
-    env: dict = {}
-    exec(PRELUDE["numpy"], env)  # noqa: S102 - the generator's own prelude
-    a32 = np.array([1.0, 2.0, 3.0], dtype=np.float32)
-    g = env["_max_grad"](a32, np.float32(2.0))
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_max_gradients_keep_the_dtype(backend):
+    """h' = max(lin(x, h), 2) at lin = 1, 2, 3 in float32: gradients 0, 1/2, 1, in float32."""
+    import torch
+
+    spec = parse_spec('name = "m"\ncite = ["t"]\nstate = ["h"]\nequations = ["h\' = max(lin(x, h), 2)"]')
+    cell = Cell(build_ir(spec))
+    conv = torch.as_tensor if backend == "torch" else np.asarray
+    impl = cell.torch() if backend == "torch" else cell.numpy()
+    f32 = np.float32
+    p = {"W_h_x": conv(np.zeros((3, 1), f32)), "W_h_h": conv(np.zeros((3, 3), f32)),
+         "b_h": conv(np.array([1, 2, 3], f32))}  # fmt: skip
+    run = impl.forward(p, {"x": conv(np.zeros((1, 1, 1), f32))}, {"h": conv(np.zeros((1, 3), f32))}, save=True)
+    g = np.asarray(impl.backward(p, run.cache, conv(np.ones((1, 1, 3), f32))).params["b_h"])
     assert g.dtype == np.float32 and g.tolist() == [0.0, 0.5, 1.0]
 
 
