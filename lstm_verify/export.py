@@ -9,7 +9,10 @@ the same spec gives byte-identical files on any machine.
   generated backward. Python output is the generator's own text, written to read well
   within 100 columns; no formatter runs, so nothing outside this package can change it.
 * ``c``: forward inference, one step and a sequence, float64 (``_f64``) and float32 (``_f32``),
-  row-major arrays, C99 (``gcc -O2 -Wall -Werror`` clean).
+  row-major arrays, C99 (``gcc -O2 -Wall -Werror`` clean). A reduction (``sum``, ``mean``,
+  ``var``) and every node of size ``"1"`` is one number per batch row, a local read without the
+  unit index wherever a pointwise expression broadcasts it; ``var`` is two-pass, the mean of the
+  squared deviations from its ``center`` mean node.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from .codegen import fold_constants, generate
 from .errors import LstmVerifyError
 from .functions import BY_SYMPY
 from .hygiene import audit_python, c_comment, quoted_lines
-from .ir import Affine
+from .ir import Affine, Pointwise, Reduce, dependencies
+from .spec import SCALAR, display
 
 TARGETS = ("numpy", "torch", "c")
 SUFFIX = {"numpy": ".py", "torch": ".py", "c": ".c"}
@@ -268,6 +272,11 @@ class _CPrinter(C99CodePrinter):
 
     def _print_Pow(self, expr):
         base, e = expr.as_base_exp()
+        if e.is_Rational and e.q == 2 and abs(e.p) <= 17:  # base**(k/2), k odd: s, s*base, ...
+            s = f"lv_sqrt{self.suffix}({self._print(base)})"
+            k = abs(int(e.p))
+            prod = s if k == 1 else f"({s}*{self._print(base ** ((k - 1) // 2))})"
+            return prod if e > 0 else f"(1/{prod})"
         if e.is_Integer and 0 < e <= 8:
             b = self.parenthesize(base, 100)
             return "(" + "*".join([b] * int(e)) + ")"
@@ -309,6 +318,7 @@ _C_HELPERS = {
 }}""",
     "tanh": "static {T} lv_tanh{S}({T} x) {{ return {TANH}(x); }}",
     "exp": "static {T} lv_exp{S}({T} x) {{ return {EXP}(x); }}",
+    "sqrt": "static {T} lv_sqrt{S}({T} x) {{ return {SQRT}(x); }}",
     "relu": "static {T} lv_relu{S}({T} x) {{ return x > 0 ? x : 0; }}",
     "hard_sigmoid": """static {T} lv_hard_sigmoid{S}({T} x) {{
     {T} y = x / 6 + ({T})0.5;
@@ -328,10 +338,13 @@ _C_HELPERS = {
 def _used_functions(ir) -> list[str]:
     names = set()
     for node in ir.nodes:
-        if not isinstance(node, Affine):
-            for f in fold_constants(node.expr).atoms(sympy.Function):
+        if isinstance(node, Pointwise):
+            expr = fold_constants(node.expr)
+            for f in expr.atoms(sympy.Function):
                 if type(f) in BY_SYMPY:
                     names.add(BY_SYMPY[type(f)].name)
+            if any(e.exp.is_Rational and e.exp.q == 2 for e in expr.atoms(sympy.Pow)):
+                names.add("sqrt")
     return [n for n in _C_HELPERS if n in names]
 
 
@@ -377,7 +390,7 @@ def _c(cell: Cell) -> str:
            f"typedef struct {{ {' '.join(f'int {s};' for s in sizes)} }} {name}_sizes;", ""]  # fmt: skip
     for suffix, real, fn in (("_f64", "double", ""), ("_f32", "float", "f")):
         names = dict(T=real, S=suffix, EXP=f"exp{fn}", FABS=f"fabs{fn}", TANH=f"tanh{fn}", FMOD=f"fmod{fn}",
-                     LOG=f"log{fn}", LOG1P=f"log1p{fn}")
+                     LOG=f"log{fn}", LOG1P=f"log1p{fn}", SQRT=f"sqrt{fn}")
         out += [_C_HELPERS[f].format(**names) for f in _used_functions(cell.ir)] + [""]
         out += _c_backend(cell, suffix, real)
     return "\n".join(out).rstrip() + "\n"
@@ -402,8 +415,7 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     lines.append("    for (int b = 0; b < batch; ++b) {")
     ind = "        "
     # rows of the vectors some node reads (a state whose new value ignores its old one has none)
-    read = {a for node in ir.nodes for a in ([a for _, a in node.terms] if isinstance(node, Affine)
-                                              else [sym.name for sym in node.expr.free_symbols])}  # fmt: skip
+    read = {a for node in ir.nodes for a in dependencies(node)}
     for x, d in ir.inputs + ir.states:
         if x in read:
             lines.append(f"{ind}const {real} *R_{x} = A_{x} + (size_t)b * n->{d};")
@@ -411,6 +423,13 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     for node in ir.nodes:
         d = node.dim
         var = f"V_{node.name}"
+        if isinstance(node, Reduce):
+            lines += _c_reduce(ir, node, real, vec, ind)
+            continue
+        if d == SCALAR:  # one number per batch row
+            expr = _c_expr(ir, node, real, vec, printer)
+            lines.append(f"{ind}{real} {var} = {expr};")
+            continue
         lines.append(f"{ind}{real} {var}[n->{d}];")
         lines.append(f"{ind}for (int j = 0; j < n->{d}; ++j) {{")
         if isinstance(node, Affine):
@@ -424,18 +443,7 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
                 lines.append(f"{ind}        " + (f"if ({cond}) acc += {term};" if cond else f"acc += {term};"))
             lines.append(f"{ind}    {var}[j] = acc;")
         else:
-            subs = {}
-            for sym in node.expr.free_symbols:
-                n_ = sym.name
-                if n_ == ir.step:
-                    subs[sym] = sympy.Symbol(f"(({real})t)")
-                elif n_ in vec:
-                    subs[sym] = sympy.Symbol(f"{vec[n_]}[j]")
-                elif n_ in ir.node_map:
-                    subs[sym] = sympy.Symbol(f"V_{n_}[j]")
-                else:  # diagonal parameter or buffer
-                    subs[sym] = sympy.Symbol(f"p->{n_}[j]")
-            lines.append(f"{ind}    {var}[j] = {printer.doprint(fold_constants(node.expr).xreplace(subs))};")
+            lines.append(f"{ind}    {var}[j] = {_c_expr(ir, node, real, vec, printer)};")
         lines.append(f"{ind}}}")
     for s, d in ir.states:
         lines.append(f"{ind}memcpy(N_{s} + (size_t)b * n->{d}, V_{ir.new(s)}, sizeof({real}) * (size_t)n->{d});")
@@ -463,6 +471,49 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
                  f"sizeof({real}) * (size_t)batch * (size_t)n->{out_dim});")  # fmt: skip
     lines.append("    }")
     lines += [f"    free(X_{s});" for s in states] + ["    return 0;", "}", ""]
+    return lines
+
+
+def _c_expr(ir, node, real: str, vec: dict, printer) -> str:
+    """A pointwise node's value at unit ``j`` (or its one value, for a node of size 1): vectors
+    are read at ``[j]``, size-1 values (reductions and nodes of size 1) as they are."""
+    subs = {}
+    for sym in node.expr.free_symbols:
+        n_ = sym.name
+        if n_ == ir.step:
+            subs[sym] = sympy.Symbol(f"(({real})t)")
+        elif ir.dims.get(n_) == SCALAR:
+            subs[sym] = sympy.Symbol(f"V_{n_}")
+        elif node.dim == SCALAR:
+            raise LstmVerifyError(f"{ir.name}: size-1 node {display(node.name)} reads the vector "
+                                  f"{display(n_)}; cannot export to C")  # fmt: skip
+        elif n_ in vec:
+            subs[sym] = sympy.Symbol(f"{vec[n_]}[j]")
+        elif n_ in ir.node_map:
+            subs[sym] = sympy.Symbol(f"V_{n_}[j]")
+        else:  # diagonal parameter or buffer
+            subs[sym] = sympy.Symbol(f"p->{n_}[j]")
+    return printer.doprint(fold_constants(node.expr).xreplace(subs))
+
+
+def _c_reduce(ir, node: Reduce, real: str, vec: dict, ind: str) -> list[str]:
+    """A reduction over the units of its arguments together: one number per batch row. ``var``
+    is two-pass: the mean of the squared deviations from its center (the mean node, already
+    computed)."""
+    var = f"V_{node.name}"
+    lines = [f"{ind}{real} {var} = 0;"]
+    for a in node.args:
+        src = vec.get(a, f"V_{a}")
+        lines.append(f"{ind}for (int j = 0; j < n->{ir.dims[a]}; ++j) {{")
+        if node.op == "var":
+            lines.append(f"{ind}    {real} dev = {src}[j] - V_{node.center};")
+            lines.append(f"{ind}    {var} += dev * dev;")
+        else:
+            lines.append(f"{ind}    {var} += {src}[j];")
+        lines.append(f"{ind}}}")
+    if node.op != "sum":
+        count = " + ".join(f"n->{ir.dims[a]}" for a in node.args)
+        lines.append(f"{ind}{var} /= ({real})({count});")
     return lines
 
 

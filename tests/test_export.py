@@ -21,7 +21,7 @@ from lstm_verify.compare import errors
 from lstm_verify.export import SUFFIX, TARGETS, c_compiler, export
 
 GOLDEN = Path(__file__).parent / "golden"
-GOLDEN_CELLS = ("lstm", "gru", "clockwork_rnn")
+GOLDEN_CELLS = ("lstm", "gru", "clockwork_rnn", "layernorm_lstm")
 CELLS = lv.catalog()
 T, B = 5, 2
 
@@ -173,6 +173,32 @@ def test_every_cell_exports_to_c_that_compiles_clean_and_matches(tmp_path, name)
         _, one = cell.numpy().step(p, {k: v[0] for k, v in x.items()}, s)
         for k in one:
             np.testing.assert_allclose(new[k], one[k], rtol=limit * 10, atol=limit)
+
+
+def test_c_half_integer_powers_and_size_one_values(tmp_path):
+    """sqrt and x**(k/2) print as products of the C square root (x**(-3/2) is
+    1/(sqrt(x)*x)), and each compiles clean and agrees with the exact value."""
+    import sympy
+
+    from lstm_verify.export import _C_HELPERS, _CPrinter
+
+    x = sympy.Symbol("x", positive=True)
+    exprs = [sympy.sqrt(x), x ** sympy.Rational(3, 2), x ** sympy.Rational(-1, 2),
+             x ** sympy.Rational(-3, 2), x ** sympy.Rational(5, 2), 1 / sympy.sqrt(x + sympy.Rational(1, 100000))]  # fmt: skip
+    printer = _CPrinter("_f64", "double")
+    assert printer.doprint(x ** sympy.Rational(-3, 2)) == "(1/(lv_sqrt_f64(x)*x))"
+    body = "\n".join(f"double e{k}(double x) {{ return {printer.doprint(e)}; }}"
+                     for k, e in enumerate(exprs))
+    helper = _C_HELPERS["sqrt"].format(T="double", S="_f64", SQRT="sqrt")
+    lib = _compile(tmp_path, "halfpow", "#include <math.h>\n" + helper + "\n" + body + "\n")
+    for k, e in enumerate(exprs):
+        f = getattr(lib, f"e{k}")
+        f.restype, f.argtypes = ctypes.c_double, [ctypes.c_double]
+        for v in (0.25, 2.0, 7.5):
+            assert f(v) == pytest.approx(float(e.subs(x, v)), rel=1e-15), (e, v)
+    # the new catalog cells reduce over units and broadcast size-1 values: one local per row
+    text = export(lv.load("layernorm_lstm"), "c")
+    assert "double V_var_sx = 0;" in text and "/V_sx" in text and "V_sx[" not in text
 
 
 def test_exported_torch_layer_trains_with_gradients_equal_to_autograd(tmp_path):
