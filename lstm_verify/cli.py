@@ -167,7 +167,6 @@ def _list(args) -> int:
 
 def _show(args) -> int:
     from .cell import load
-    from .derive import block_latex, block_text
     from .spec import display
 
     cell = load(args.cell)
@@ -201,13 +200,22 @@ def _show(args) -> int:
         form = None
     if form is not None:  # gates and candidate free of the state: cell.scan(...) runs it
         print("runs as an associative scan (cell.scan): " + "; ".join(str(r) for r in form.recurrences))
-    print("one-step Jacobian blocks:")
-    for (of, wrt), terms in cell.jacobian_blocks().items():
-        body = block_latex(terms) if args.latex else block_text(terms)
+    from .derive import shown_blocks
+
+    rows = shown_blocks(ir)
+    if ir.reduces:
+        print("local Jacobians of the equations with reductions, the other vectors held fixed "
+              "([u] a column, [v]ᵀ a row, (s) a number, n the units reduced):")  # fmt: skip
+    heading = False
+    for local, of, wrt, text, latex in rows:
+        if not local and not heading:
+            print("one-step Jacobian blocks:")
+            heading = True
+        body = latex if args.latex else text
         if args.latex:
-            print(f"  \\frac{{\\partial {display(of)}}}{{\\partial {wrt}}} = {body}")
+            print(f"  \\frac{{\\partial {of}}}{{\\partial {wrt}}} = {body}")
         else:
-            print(f"  d{display(of)}/d{wrt} = {body}")
+            print(f"  d{of}/d{wrt} = {body}")
     return 0
 
 

@@ -30,8 +30,8 @@ from sympy.printing.pycode import PythonCodePrinter
 from .derive import partials
 from .functions import FUNCTIONS
 from .hygiene import ident, quoted_lines
-from .ir import Affine, CellIR, Pointwise, dependencies
-from .spec import _constant_value, display
+from .ir import Affine, CellIR, Pointwise, Reduce, dependencies
+from .spec import SCALAR, _constant_value, display
 
 BACKENDS = ("numpy", "torch")
 
@@ -59,8 +59,20 @@ def _v(name: str) -> str:
 class _Printer(PythonCodePrinter):
     backend = "numpy"
 
+    def _half_power(self, base, exp) -> str | None:
+        """base**(k/2), k odd, with the backend's square root s: s, s*base, 1/s, 1/(s*base)."""
+        if not (exp.is_Rational and exp.q == 2):
+            return None
+        s = getattr(FUNCTIONS["sqrt"], self.backend).format(self._print(base))
+        k = abs(int(exp.p))
+        prod = s if k == 1 else f"({s}*{self.parenthesize(base ** ((k - 1) // 2), PRECEDENCE['Mul'])})"
+        return prod if exp > 0 else f"1/{prod}"
+
     def _print_Pow(self, expr):
         base, exp = expr.as_base_exp()
+        half = self._half_power(base, exp)
+        if half is not None:
+            return half
         if exp.is_Integer and exp < 0:
             return f"1/{self.parenthesize(base ** -exp, 100)}" if exp != -1 else (
                 f"1/{self.parenthesize(base, 100)}"
@@ -162,6 +174,9 @@ class TorchPrinter(_Printer):
 
     def _print_Pow(self, expr):
         base, exp = expr.as_base_exp()
+        half = self._half_power(base, exp)
+        if half is not None:
+            return half
         if exp == 2 and base.is_Symbol:  # parenthesised: a divisor too (c/(n*n), not c/n*n)
             b = self.parenthesize(base, PRECEDENCE["Mul"])
             return f"({b}*{b})"
@@ -206,6 +221,16 @@ def _tick(t, period):
 def _max_grad(a, b):
     # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
     return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
+
+
+def _rsum(x):
+    # the sum over a vector's units, kept as an axis of size 1 (a reduction's value)
+    return x.sum(-1, keepdims=True)
+
+
+def _bcast(x, n):
+    # a reduction's gradient (size 1) spread over n units
+    return numpy.broadcast_to(x, x.shape[:-1] + (n,))
 
 
 def _cat(xs, axis):
@@ -265,6 +290,16 @@ def _max_grad(a, b):
     # d max(a, b)/da: 1 where a > b, 1/2 at a tie, 0 where a < b (torch.maximum's convention)
     dtype = a.dtype if torch.is_tensor(a) else b.dtype
     return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
+
+
+def _rsum(x):
+    # the sum over a vector's units, kept as an axis of size 1 (a reduction's value)
+    return x.sum(-1, keepdim=True)
+
+
+def _bcast(x, n):
+    # a reduction's gradient (size 1) spread over n units
+    return x.expand(*x.shape[:-1], n)
 
 
 def _cat(xs, axis):
@@ -456,7 +491,7 @@ def schedule(ir: CellIR) -> list:
     remaining = list(ir.nodes)
     order = []
     while remaining:
-        for kind in (Affine, Pointwise):
+        for kind in (Affine, (Pointwise, Reduce)):
             progress = True
             while progress:
                 progress = False
@@ -467,7 +502,7 @@ def schedule(ir: CellIR) -> list:
                         order.append(n)
                         ready.add(n.name)
                         remaining.remove(n)
-                        progress = kind is Pointwise
+                        progress = kind is not Affine
     return order
 
 
@@ -668,9 +703,46 @@ def _batched(ir: CellIR) -> set[str]:
     """Vectors with a batch axis: inputs, states and whatever depends on them."""
     out = {n for n, _ in ir.inputs} | {s for s, _ in ir.states}
     for n in ir.nodes:
-        if isinstance(n, Affine) or any(s.name in out for s in n.expr.free_symbols):
+        if isinstance(n, Affine) or any(d in out for d in dependencies(n)):
             out.add(n.name)
     return out
+
+
+def _size_code(ir: CellIR, dim: str, state: str) -> str:
+    """Code for a size, read off a parameter, a state (in the dict named ``state``) or an
+    input of that size."""
+    for w in ir.weights:
+        if w.out_dim == dim:
+            return f"{_v(w.name)}.shape[0]"
+        if w.in_dim == dim:
+            return f"{_v(w.name)}.shape[1]"
+    for p, d in list(ir.biases) + list(ir.diagonals):
+        if d == dim:
+            return f"{_v(p)}.shape[0]"
+    for s, d in ir.states:
+        if d == dim:
+            return f"{state}[{s!r}].shape[-1]"
+    for n, d in ir.inputs:
+        if d == dim:
+            return f"_X_{n}.shape[-1]"
+    raise AssertionError(f"no tensor has size {dim!r}")  # pragma: no cover - every size is some vector's
+
+
+def _counts(code: _Code, ir: CellIR, state: str):
+    """``_n_<node>``: how many units each reduction sums over."""
+    for n in ir.nodes:
+        if isinstance(n, Reduce):
+            code(f"_n_{n.name} = {' + '.join(_size_code(ir, ir.dims[a], state) for a in n.args)}")
+
+
+def _reduce_code(node: Reduce) -> str:
+    if node.op == "var":
+        c = _v(node.center)
+        parts = [f"_rsum(({_v(a)} - {c})*({_v(a)} - {c}))" for a in node.args]
+    else:
+        parts = [f"_rsum({_v(a)})" for a in node.args]
+    total = " + ".join(parts)
+    return total if node.op == "sum" else f"({total}) / _n_{node.name}"
 
 
 def _paired(ir: CellIR, p: Plan) -> dict[str, tuple[str, int, int]]:
@@ -759,12 +831,14 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         width = _width(ir, out_new)
         if isinstance(ir.node_map.get(out_new), Pointwise) and out_new not in targets and width:
             targets[out_new] = ("_out[_t] if _direct else None", width)
+    _counts(code, ir, "state")
     consts_at = len(code.lines)
     code("for _t in range(_T):")
     code.indent = 2
     if ir.step:
         code(f"{_v(ir.step)} = t0 + _t")
     read = {s.name for n in ir.nodes if isinstance(n, Pointwise) for s in n.expr.free_symbols}
+    read |= {d for n in ir.nodes if isinstance(n, Reduce) for d in dependencies(n)}
     for n, _ in ir.inputs:
         if n in read:  # inputs that only enter affine maps are in the hoisted GEMM
             code(f"{_v(n)} = _X_{n}[_t]")
@@ -785,6 +859,9 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             run.append(node)
             continue
         flush()
+        if isinstance(node, Reduce):
+            code(f"{_v(node.name)} = {_reduce_code(node)}")
+            continue
         pair = next((paired[a] for _, a in node.terms if a in paired), None)
         if pair is not None:  # both terms in one fused multiply-add for the whole stack
             rec = next(a for _, a in node.terms if a in paired)
@@ -936,6 +1013,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     pointwise_inputs = [n for n in inputs if any(n in d for d in p.partials.values())]
     for n in pointwise_inputs:
         code(f"_DX_{n} = None")
+    _counts(code, ir, "_state0")
     consts_at = len(code.lines)
     code("for _t in range(_T - 1, -1, -1):")
     code.indent = 2
@@ -1029,6 +1107,15 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 term = f"_d_{node.name}"
             else:
                 term = (f"_d_{node.name}", printer.doprint(factor))
+            if isinstance(node, Reduce):  # a size-1 gradient spread over the argument's units
+                text = " * ".join(term) if isinstance(term, tuple) else term
+                if all(ir.dims.get(x.name, SCALAR) == SCALAR for x in expr.free_symbols):
+                    text = f"_bcast({text}, {_size_code(ir, ir.dims[s], '_state0')})"
+                add(s, text)
+                continue
+            if ir.dims.get(s) == SCALAR and node.dim != SCALAR:  # a broadcast value: summed back
+                add(s, f"_rsum({' * '.join(term) if isinstance(term, tuple) else term})")
+                continue
             if s in diagonals:
                 code(f"_grad_{s} = _grad_{s} + ({' * '.join(term) if isinstance(term, tuple) else term}).sum(0)")
             else:

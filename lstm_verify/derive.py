@@ -14,8 +14,32 @@ from functools import lru_cache
 import sympy
 
 from .errors import LstmVerifyError
-from .ir import Affine, CellIR, Pointwise
-from .spec import NEW, display
+from .ir import Affine, CellIR, Pointwise, Reduce, dependencies
+from .spec import NEW, SCALAR, display
+
+ONES = "𝟙"  # in a Term's weights: the column of ones that broadcasts a size-1 value
+REDUCE = "𝟙ᵀ:"  # + a size name: the row of ones that sums that size's units into one value
+
+
+def count(node: str) -> sympy.Symbol:
+    """The number of units a reduction node sums over (its arguments' sizes together)."""
+    return sympy.Symbol(f"_n_{node}", integer=True, positive=True)
+
+
+def reduce_partials(node: Reduce) -> dict[str, sympy.Expr]:
+    """d node / d arg per unit of each argument: 1 (sum), 1/n (mean), 2*(arg - center)/n (var;
+    the derivative through the center is exactly 0, since the deviations sum to 0)."""
+    out: dict[str, sympy.Expr] = {}
+    n = count(node.name)
+    for a in node.args:
+        if node.op == "sum":
+            d = sympy.Integer(1)
+        elif node.op == "mean":
+            d = 1 / n
+        else:
+            d = 2 * (sympy.Symbol(a, real=True) - sympy.Symbol(node.center, real=True)) / n
+        out[a] = out.get(a, 0) + d
+    return out
 
 
 def forward_values(ir: CellIR) -> dict:
@@ -36,8 +60,15 @@ def partials(ir: CellIR) -> dict[str, dict[str, sympy.Expr]]:
     """For each pointwise node, d(node)/d(symbol) for every vector or diagonal symbol in it."""
     values = forward_values(ir)
     wanted = vector_names(ir) | {p for p, _ in ir.diagonals}
+    # a reduction's value read under the name of the node that only names it (mx = mean(...))
+    alias = {n.expr: sympy.Symbol(n.name, real=True) for n in ir.nodes if isinstance(n, Pointwise)
+             and isinstance(n.expr, sympy.Symbol) and isinstance(ir.node_map.get(n.expr.name), Reduce)}
+    # square roots that are nodes (s = sqrt(v + eps)) also stand for their powers: 1/(2*s)
+    roots = {e: v for e, v in values.items() if e.is_Pow and e.exp == sympy.Rational(1, 2)}
     out = {}
     for n in ir.nodes:
+        if isinstance(n, Reduce):
+            out[n.name] = {a: d.xreplace(alias) for a, d in reduce_partials(n).items()}
         if not isinstance(n, Pointwise):
             continue
         own = {k: v for k, v in values.items() if v.name != n.name}
@@ -45,7 +76,11 @@ def partials(ir: CellIR) -> dict[str, dict[str, sympy.Expr]]:
         for s in sorted(n.expr.free_symbols, key=lambda s: s.name):
             if s.name in wanted:
                 d = sympy.diff(n.expr, s)
-                out[n.name][s.name] = d.xreplace({n.expr: sympy.Symbol(n.name, real=True)}).xreplace(own)
+                d = d.xreplace({n.expr: sympy.Symbol(n.name, real=True)}).xreplace(own)
+                for e, v in roots.items():
+                    if d.has(e.base):
+                        d = d.subs(e, v)
+                out[n.name][s.name] = d.xreplace(alias) if n.expr not in alias else d
     return out
 
 
@@ -60,22 +95,39 @@ class Term:
     weights: tuple[str, ...]
     path: tuple[str, ...]  # node names from the target back to the source
 
-    def text(self) -> str:
+    def _parts(self, show, diag, column, row, scalar, weight, ones) -> list[str]:
+        """The factors as printed: diag(d) · 1 is the column [d], 1ᵀ · diag(d) the row [d]ᵀ,
+        and a size-1 factor between them a scalar (d), so a reduction's rank-one terms read as
+        outer products."""
         parts = []
+        w = self.weights
         for k, d in enumerate(self.diags):
-            if d != 1:
-                parts.append(f"diag({_plain(d)})")
-            if k < len(self.weights):
-                parts.append(self.weights[k])
+            before = w[k - 1] if k else None
+            after = w[k] if k < len(w) else None
+            if before is not None and before.startswith(REDUCE) and after == ONES:
+                parts[-1] = scalar("sum(" + show(d) + ")")  # 1ᵀ diag(d) 1: a number
+            elif before is not None and before.startswith(REDUCE):
+                parts[-1] = row(show(d))  # the row replaces its 1ᵀ
+            elif after == ONES:
+                parts.append(column(show(d)))
+            elif before == ONES or (after is not None and after.startswith(REDUCE)):
+                if d != 1:
+                    parts.append(scalar(show(d)))
+            elif d != 1:
+                parts.append(diag(show(d)))
+            if after is not None and after != ONES:
+                parts.append(ones if after.startswith(REDUCE) else weight(after))
+        return parts
+
+    def text(self) -> str:
+        parts = self._parts(_plain, lambda d: f"diag({d})", lambda d: f"[{d}]", lambda d: f"[{d}]ᵀ",
+                            lambda d: f"({d})", lambda w: w, "1ᵀ")  # fmt: skip
         return " · ".join(parts) if parts else "I"
 
     def latex(self) -> str:
-        parts = []
-        for k, d in enumerate(self.diags):
-            if d != 1:
-                parts.append(r"\operatorname{diag}\left(" + _latex(d) + r"\right)")
-            if k < len(self.weights):
-                parts.append(_latex_weight(self.weights[k]))
+        parts = self._parts(_latex, lambda d: r"\operatorname{diag}\left(" + d + r"\right)",
+                            lambda d: r"\left[" + d + r"\right]", lambda d: r"\left[" + d + r"\right]^{\top}",
+                            lambda d: r"\left(" + d + r"\right)", _latex_weight, r"\mathbf{1}^{\top}")  # fmt: skip
         return r" ".join(parts) if parts else "I"
 
 
@@ -168,14 +220,94 @@ def jacobian(ir: CellIR, of: str, wrt: str) -> tuple[Term, ...]:
             for w, arg in node.terms:
                 for t in terms_of(arg):
                     result.append(Term((sympy.Integer(1),) + t.diags, (w,) + t.weights, (name,) + t.path))
-        else:
+        elif isinstance(node, Reduce):  # 1ᵀ diag(d): a row
             for s, d in pd[name].items():
                 for t in terms_of(s):
-                    result.append(Term((d * t.diags[0],) + t.diags[1:], t.weights, (name,) + t.path))
+                    result.append(Term((sympy.Integer(1), d * t.diags[0]) + t.diags[1:],
+                                       (REDUCE + ir.dims[s],) + t.weights, (name,) + t.path))  # fmt: skip
+        else:
+            for s, d in pd[name].items():
+                spread = ir.dims.get(s) == SCALAR and node.dim != SCALAR  # diag(d) 1: a column
+                for t in terms_of(s):
+                    if spread:
+                        result.append(Term((d,) + t.diags, (ONES,) + t.weights, (name,) + t.path))
+                    else:
+                        result.append(Term((d * t.diags[0],) + t.diags[1:], t.weights, (name,) + t.path))
         memo[name] = _merge(result)
         return memo[name]
 
     return tuple(t for t in terms_of(of) if t.diags[0] != 0)
+
+
+def local_jacobian(ir: CellIR, of: str, wrt: str) -> Jacobian:
+    """d(of)/d(wrt) with every other vector held fixed: only paths through reductions' values
+    (size 1) and pointwise nodes of size 1 are followed. For a normalised vector it is the
+    normalisation's own structured Jacobian: diagonal plus rank-one terms."""
+    pd = partials(ir)
+    memo: dict[str, list[Term]] = {}
+
+    def terms_of(name: str) -> list[Term]:
+        if name == wrt:
+            return [Term((sympy.Integer(1),), (), (name,))]
+        node = ir.node_map.get(name)
+        if node is None or isinstance(node, Affine) or (name != of and not _inner(ir, name)):
+            return []
+        if name not in memo:
+            result = []
+            for s, d in pd[name].items():
+                spread = ir.dims.get(s) == SCALAR and ir.dims[name] != SCALAR
+                for t in terms_of(s):
+                    if isinstance(node, Reduce):
+                        result.append(Term((sympy.Integer(1), d * t.diags[0]) + t.diags[1:],
+                                           (REDUCE + ir.dims[s],) + t.weights, (name,) + t.path))  # fmt: skip
+                    elif spread:
+                        result.append(Term((d,) + t.diags, (ONES,) + t.weights, (name,) + t.path))
+                    else:
+                        result.append(Term((d * t.diags[0],) + t.diags[1:], t.weights, (name,) + t.path))
+            memo[name] = _merge(result)
+        return memo[name]
+
+    terms = tuple(t for t in terms_of(of) if t.diags[0] != 0)
+    return Jacobian(display(of), display(wrt), terms)
+
+
+def _inner(ir: CellIR, name: str) -> bool:
+    """A node local Jacobians look through: a reduction, a value of size 1, or a pointwise
+    argument of a reduction that the spec does not name (``c'**2`` in ``mean(c'**2)``)."""
+    node = ir.node_map.get(name)
+    if node is None or isinstance(node, Affine):
+        return False
+    named = {eq.lhs for eq in ir.spec.equations}
+    return ir.dims[name] == SCALAR or (isinstance(node, Pointwise) and name not in named)
+
+
+def local_blocks(ir: CellIR) -> dict[tuple[str, str], Jacobian]:
+    """For every node that reads a reduction's value: its local Jacobian with respect to each
+    vector the reduction reads (and to the vectors it reads itself)."""
+    scalar_deps: dict[str, set[str]] = {}  # inner node -> the vectors its reductions read
+    for n in ir.nodes:
+        if not _inner(ir, n.name):
+            continue
+        deps = set()
+        for d in dependencies(n):
+            deps |= scalar_deps.get(d, set()) if _inner(ir, d) else {d}
+        scalar_deps[n.name] = deps
+    out = {}
+    for n in ir.nodes:
+        if not isinstance(n, Pointwise) or n.dim == SCALAR:
+            continue
+        if _inner(ir, n.name):
+            continue
+        read = [d for d in dependencies(n) if ir.dims.get(d) == SCALAR and d in scalar_deps]
+        if not read:
+            continue
+        wrt = set().union(*(scalar_deps[d] for d in read)) | {
+            d for d in dependencies(n) if d in ir.dims and ir.dims[d] != SCALAR and d not in dict(ir.diagonals)}
+        for w in sorted(wrt, key=lambda v: list(ir.dims).index(v)):
+            j = local_jacobian(ir, n.name, w)
+            if not j.is_zero:
+                out[(n.name, w)] = j
+    return out
 
 
 def _merge(terms: list[Term]) -> list[Term]:
@@ -199,6 +331,28 @@ def jacobian_blocks(ir: CellIR) -> dict[tuple[str, str], tuple[Term, ...]]:
     }
 
 
+LONG_BLOCK = 800  # characters: a longer one-step block is summarised where it is shown
+
+
+def shown_blocks(ir: CellIR) -> list[tuple[bool, str, str, str, str]]:
+    """(local, of, wrt, plain, latex) for display: for a cell with reductions first the local
+    blocks of its normalised equations (other vectors held fixed), then every one-step block. A
+    one-step block longer than LONG_BLOCK characters is named by its number of path terms: it
+    is the local blocks chained through the equations, and :func:`jacobian` holds it in full."""
+    rows = []
+    if ir.reduces:
+        for (of, wrt), j in local_blocks(ir).items():
+            rows.append((True, display(of), display(wrt), str(j), j.latex()))
+    for (of, wrt), terms in jacobian_blocks(ir).items():
+        text, latex = block_text(terms), block_latex(terms)
+        if len(text) > LONG_BLOCK:
+            text = latex = (f"{len(terms)} path terms, {len(text)} characters: the local blocks "
+                            f"chained through the equations; cell.jacobian({display(of)!r}, {wrt!r}) "
+                            "holds it in full")  # fmt: skip
+        rows.append((False, display(of), wrt, text, latex))
+    return rows
+
+
 def block_text(terms: tuple[Term, ...]) -> str:
     return " + ".join(t.text() for t in terms) if terms else "0"
 
@@ -208,7 +362,9 @@ def block_latex(terms: tuple[Term, ...]) -> str:
 
 
 def _rename(expr):
-    return expr.xreplace({s: sympy.Symbol(display(s.name)) for s in expr.free_symbols})
+    """Symbols as written in specs (``h'``); a reduction's unit count ``_n_<node>`` as ``n``."""
+    return expr.xreplace({s: sympy.Symbol("n" if s.name.startswith("_n_") else display(s.name))
+                          for s in expr.free_symbols})
 
 
 def _plain(expr) -> str:
@@ -261,7 +417,16 @@ def explicit_step(ir: CellIR, sizes: dict[str, int], buffers=None, step_value=0)
         sym[ir.step] = sympy.Integer(step_value)
     values = {n: sym[n] for n, _ in list(ir.inputs) + list(ir.states)}
     for node in ir.nodes:
-        if isinstance(node, Affine):
+        if isinstance(node, Reduce):
+            units = [e for a in node.args for e in values[a]]
+            n = sympy.Integer(len(units))
+            sym[count(node.name).name] = n
+            if node.op == "var":
+                c = values[node.center][0]
+                units = [(e - c) ** 2 for e in units]
+            total = sympy.Add(*units)
+            values[node.name] = sympy.Matrix([total if node.op == "sum" else total / n])
+        elif isinstance(node, Affine):
             acc = sympy.zeros(sizes[node.dim], 1)
             for w, arg in node.terms:
                 acc += sym[w] * values[arg]
@@ -270,18 +435,23 @@ def explicit_step(ir: CellIR, sizes: dict[str, int], buffers=None, step_value=0)
             values[node.name] = acc
         else:
             values[node.name] = sympy.Matrix(
-                [_unit(ir, node.expr, values, sym, k) for k in range(sizes[node.dim])]
+                [_unit(ir, node.expr, values, sym, k) for k in range(_size(sizes, node.dim))]
             )
     return values, sym
 
 
+def _size(sizes, dim) -> int:
+    return 1 if dim == SCALAR else sizes[dim]
+
+
 def _unit(ir, expr, values, sym, k):
-    """A per-unit expression evaluated at unit k of the explicit vectors."""
+    """A per-unit expression evaluated at unit k of the explicit vectors (size-1 values
+    broadcast)."""
     subs = {}
     for s in expr.free_symbols:
         if s.name in values:
-            subs[s] = values[s.name][k]
-        elif s.name == ir.step:
+            subs[s] = values[s.name][0 if ir.dims.get(s.name) == SCALAR else k]
+        elif s.name.startswith("_n_") or s.name == ir.step:
             subs[s] = sym[s.name]
         else:
             subs[s] = sym[s.name][k]
@@ -291,14 +461,19 @@ def _unit(ir, expr, values, sym, k):
 def structured_matrix(ir: CellIR, terms, values, sym, sizes, out_dim, in_dim):
     """Expand a structured block into an explicit Matrix using explicit node values."""
     weights = {w.name: w for w in ir.weights}
+
+    def source_dim(w):
+        return SCALAR if w == ONES else w[len(REDUCE):] if w.startswith(REDUCE) else weights[w].in_dim
+
     total = sympy.zeros(sizes[out_dim], sizes[in_dim])
     for t in terms:
-        dims = [out_dim] + [weights[w].in_dim for w in t.weights]
+        dims = [out_dim] + [source_dim(w) for w in t.weights]
         prod = None
         for k, d in enumerate(t.diags):
-            diag = sympy.diag(*[_unit(ir, d, values, sym, u) for u in range(sizes[dims[k]])])
+            diag = sympy.diag(*[_unit(ir, d, values, sym, u) for u in range(_size(sizes, dims[k]))])
             prod = diag if prod is None else prod * diag
             if k < len(t.weights):
-                prod = prod * sym[t.weights[k]]
+                w = t.weights[k]
+                prod = prod * (sym[w] if w in weights else sympy.ones(_size(sizes, dims[k]), _size(sizes, dims[k + 1])))
         total += prod
     return total

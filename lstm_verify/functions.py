@@ -19,6 +19,8 @@ callable for the arbitrary-precision reference. Derivatives live on the SymPy cl
 * ``softplus``: log(1 + exp(x)), derivative ``sigmoid(x)``. NumPy prints ``logaddexp(0, x)``,
   torch ``softplus(x, threshold=40)`` (x itself beyond 40, where the rest, exp(-40) = 4e-18, is
   below float64's resolution of 40), C ``max(x, 0) + log1p(exp(-|x|))``: none overflows.
+* ``sqrt``: SymPy's ``sqrt``, a power with exponent 1/2; the printers spell half-integer
+  powers with the backend's square root (``x**(-3/2)`` is ``1/(sqrt(x)*sqrt(x)*sqrt(x))``).
 * ``max(a, b)``, ``min(a, b)``: piecewise; at a tie (a == b) each argument gets half the
   derivative, as torch.maximum/minimum have it, so the exact derivative and autograd agree
   everywhere, and max(a, b) and max(b, a) have the same derivative. ``max_grad(a, b)`` is
@@ -212,6 +214,8 @@ FUNCTIONS: dict[str, Func] = {
              _pairwise(numpy.maximum)),  # fmt: skip
         Func("min", minimum, 2, "numpy.minimum({0}, {1})", "torch.minimum({0}, {1})", min,
              _pairwise(numpy.minimum)),  # fmt: skip
+        Func("sqrt", sympy.sqrt, 1, "numpy.sqrt({0})", "torch.sqrt({0})", mpmath.sqrt,
+             _monotone(lambda u: numpy.sqrt(numpy.maximum(numpy.asarray(u, dtype=float), 0)))),  # fmt: skip
         Func("tick", tick, 2, "_tick({0}, {1})", "_tick({0}, {1})", _mp_tick, _unit),
         Func(
             "step",
@@ -247,7 +251,7 @@ FUNCTIONS: dict[str, Func] = {
 }
 
 SPEC_FUNCTIONS = {name: f for name, f in FUNCTIONS.items() if f.public}
-BY_SYMPY = {f.sympy: f for f in FUNCTIONS.values()}
+BY_SYMPY = {f.sympy: f for f in FUNCTIONS.values() if isinstance(f.sympy, type)}
 
 
 def _check_table() -> None:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .cell import Cell, prepare
+from .spec import SCALAR
 
 
 def _arguments(cell: Cell, params, inputs, state):
@@ -184,13 +185,13 @@ def node_values(cell: Cell, params, inputs, state=None) -> dict:
     params, inputs, state = _arguments(cell, params, inputs, state)
     from .functions import FUNCTIONS
     from .hygiene import lambdify
-    from .ir import Affine
+    from .ir import Affine, Reduce
 
     ir = cell.ir
     table = {f.sympy.__name__: _np_function(f.name) for f in FUNCTIONS.values()}
     compiled = {}
     for node in ir.nodes:
-        if not isinstance(node, Affine):
+        if not isinstance(node, (Affine, Reduce)):
             compiled[node.name] = lambdify(node.expr, [table, "numpy"])
     masked = {}
     for w in ir.weights:
@@ -210,10 +211,15 @@ def node_values(cell: Cell, params, inputs, state=None) -> dict:
             if isinstance(node, Affine):
                 v = sum(vals[a] @ masked[w].T for w, a in node.terms)
                 vals[node.name] = v + (params[node.bias] if node.bias else 0.0)
+            elif isinstance(node, Reduce):
+                units = np.concatenate([vals[a] for a in node.args], axis=-1)
+                if node.op == "var":
+                    units = (units - vals[node.center]) ** 2
+                vals[node.name] = units.sum(-1, keepdims=True) if node.op == "sum" else units.mean(-1, keepdims=True)
             else:
                 names, fn = compiled[node.name]
                 args = [t if n == ir.step else vals[n] if n in vals else np.asarray(params[n]) for n in names]
-                vals[node.name] = np.broadcast_to(fn(*args), (B, sizes[node.dim]))
+                vals[node.name] = np.broadcast_to(fn(*args), (B, 1 if node.dim == SCALAR else sizes[node.dim]))
             trace[node.name].append(vals[node.name])
         S = {s: vals[ir.new(s)] for s, _ in ir.states}
     return {k: np.stack(v) for k, v in trace.items()}
@@ -234,4 +240,5 @@ def _np_function(name):
         "max": np.maximum,
         "min": np.minimum,
         "max_grad": lambda a, b: (a > b) + 0.5 * (a == b),
+        "sqrt": np.sqrt,
     }[name]

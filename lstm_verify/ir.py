@@ -4,6 +4,9 @@ Every ``lin(...)`` becomes an :class:`Affine` node (one weight per argument, one
 every equation becomes a :class:`Pointwise` node whose SymPy expression is in per-unit scalars
 of earlier nodes, previous states, inputs, diagonal parameters, buffers and the step counter.
 A ``lin`` argument that is an expression (``lin(x, r*h)``) becomes a pointwise node of its own.
+Every ``sum``, ``mean`` or ``var`` becomes a :class:`Reduce` node of size ``"1"`` (one number per
+batch row), likewise with expression arguments as nodes of their own; a pointwise expression
+that reads a size-1 value broadcasts it over its units.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sympy
 
 from .errors import SpecError
 from .masks import Mask, parse_mask
-from .spec import NEW, BufferSpec, CellSpec, display
+from .spec import NEW, SCALAR, BufferSpec, CellSpec, display
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,20 @@ class Pointwise:
 
 
 @dataclass(frozen=True)
+class Reduce:
+    """``op`` over the units of ``args`` together: ``sum``, ``mean``, or ``var`` (population
+    variance, two-pass: the mean of (arg - center)**2, ``center`` the mean node of the same
+    arguments). Its value has size ``"1"``."""
+
+    name: str
+    dim: str
+    op: str
+    args: tuple[str, ...]
+    center: str | None
+    equation: str
+
+
+@dataclass(frozen=True)
 class Weight:
     name: str
     out_dim: str
@@ -50,7 +67,7 @@ class CellIR:
     inputs: tuple[tuple[str, str], ...]  # (name, size name)
     states: tuple[tuple[str, str], ...]
     output: str
-    nodes: tuple[Affine | Pointwise, ...]  # topological order
+    nodes: tuple[Affine | Pointwise | Reduce, ...]  # topological order
     weights: tuple[Weight, ...]
     biases: tuple[tuple[str, str], ...]
     diagonals: tuple[tuple[str, str], ...]
@@ -60,6 +77,11 @@ class CellIR:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def reduces(self) -> bool:
+        """Whether any node couples units (a reduction)."""
+        return any(isinstance(n, Reduce) for n in self.nodes)
 
     @cached_property
     def node_map(self) -> dict:
@@ -89,7 +111,7 @@ class CellIR:
     def size_names(self) -> tuple[str, ...]:
         names = {w.out_dim for w in self.weights} | {w.in_dim for w in self.weights}
         names |= set(self.dims.values())
-        return tuple(sorted(names))
+        return tuple(sorted(names - {SCALAR}))
 
     def new(self, state: str) -> str:
         """Node name holding the new value of a state."""
@@ -104,6 +126,7 @@ def build_ir(spec: CellSpec) -> CellIR:
     fail = lambda msg, eq=None, col=None: (_ for _ in ()).throw(  # noqa: E731
         SpecError(msg, path=spec.path, equation=eq, column=col)
     )
+    reduced: dict[tuple, str] = {}  # (op, args, center) -> Reduce node
     for eq in spec.equations:
         base = eq.lhs[:-1] if eq.lhs.endswith(NEW) else eq.lhs
         replace = {}
@@ -126,6 +149,25 @@ def build_ir(spec: CellSpec) -> CellIR:
             aname = f"lin_{base}{suffix}"
             nodes.append(Affine(aname, eq.dim, tuple(terms), bias, eq.text))
             replace[lin.symbol] = sympy.Symbol(aname, real=True)
+        ops = [r.op for r in eq.reductions]
+        for k, red in enumerate(eq.reductions):
+            rname = f"{red.op}_{base}" if ops.count(red.op) == 1 else f"{red.op}{k}_{base}"
+            args = []
+            for j, arg in enumerate(red.args):
+                expr = arg.expr.xreplace(replace)
+                if isinstance(expr, sympy.Symbol):
+                    args.append(expr.name)
+                else:
+                    args.append(f"{rname}_in{j}")
+                    nodes.append(Pointwise(args[-1], arg.dim, expr, eq.text))
+            center = replace[red.center].name if red.center is not None else None
+            key = (red.op, tuple(args), center)
+            if key in reduced:  # the same reduction in an earlier equation: computed once
+                rname = reduced[key]
+            else:
+                reduced[key] = rname
+                nodes.append(Reduce(rname, SCALAR, red.op, tuple(args), center, eq.text))
+            replace[red.symbol] = sympy.Symbol(rname, real=True)
         nodes.append(Pointwise(eq.lhs, eq.dim, eq.expr.xreplace(replace), eq.text))
 
     masks = dict(spec.masks)
@@ -177,6 +219,8 @@ def build_ir(spec: CellSpec) -> CellIR:
 def dependencies(node) -> list[str]:
     if isinstance(node, Affine):
         return [arg for _, arg in node.terms]
+    if isinstance(node, Reduce):
+        return list(node.args) + ([node.center] if node.center else [])
     return sorted(s.name for s in node.expr.free_symbols)
 
 

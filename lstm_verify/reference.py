@@ -16,7 +16,7 @@ import sympy
 
 from .functions import FUNCTIONS
 from .hygiene import lambdify
-from .ir import Affine, CellIR
+from .ir import Affine, CellIR, Reduce
 
 DPS = 60
 
@@ -55,6 +55,8 @@ def reference_forward(ir: CellIR, params, inputs, state, t0=0, dps=DPS, trace=No
             for node in ir.nodes:
                 if isinstance(node, Affine):
                     values[node.name] = _affine(node, values, W, P)
+                elif isinstance(node, Reduce):
+                    values[node.name] = _reduce(node, values)
                 else:
                     values[node.name] = _pointwise(ir, node, values, P, t0 + t)
             S = {s: values[ir.new(s)] for s, _ in ir.states}
@@ -77,6 +79,20 @@ def _affine(node, values, W, P):
     return out
 
 
+def _reduce(node, values):
+    """sum, mean or two-pass variance over the units of all arguments, per batch row."""
+    units = np.concatenate([values[a] for a in node.args], axis=1)
+    out = np.empty((units.shape[0], 1), dtype=object)
+    for b in range(units.shape[0]):
+        row = list(units[b])
+        if node.op == "var":
+            c = values[node.center][b, 0]
+            row = [(u - c) ** 2 for u in row]
+        total = mpmath.fsum(row)
+        out[b, 0] = total if node.op == "sum" else total / len(row)
+    return out
+
+
 def _pointwise(ir, node, values, P, t):
     names, fn = _compiled(node.expr)
     B = next(v for v in values.values() if getattr(v, "ndim", 0) == 2).shape[0]
@@ -88,7 +104,7 @@ def _pointwise(ir, node, values, P, t):
                 if n == ir.step:
                     args.append(mpmath.mpf(t))
                 elif n in values:
-                    args.append(values[n][b, j])
+                    args.append(values[n][b, j if values[n].shape[1] > 1 else 0])
                 else:
                     args.append(P[n][j])
             out[b, j] = mpmath.mpf(fn(*args))
@@ -96,13 +112,12 @@ def _pointwise(ir, node, values, P, t):
 
 
 def _width(names, values, P):
-    for n in names:
-        if n in values:
-            return values[n].shape[1]
-    for n in names:
-        if n in P:
-            return P[n].shape[0]
-    raise AssertionError("pointwise node without vector operands")
+    """Units of a pointwise node: its widest operand (a reduction's value, width 1, broadcasts)."""
+    widths = [values[n].shape[1] for n in names if n in values]
+    widths += [P[n].shape[0] for n in names if n not in values and n in P]
+    if not widths:
+        raise AssertionError("pointwise node without vector operands")
+    return max(widths)
 
 
 def _numpy(a):

@@ -27,7 +27,8 @@ import sympy
 
 from .errors import SaturationError
 from .functions import BY_SYMPY
-from .ir import Affine, CellIR
+from .ir import Affine, CellIR, Pointwise, Reduce
+from .spec import SCALAR
 
 SATURATING = ("sigmoid", "hard_sigmoid", "tanh")
 
@@ -47,10 +48,10 @@ def applications(ir: CellIR) -> list[Application]:
     affine = {n.name: n for n in ir.nodes if isinstance(n, Affine)}
     # a node that only names an affine map (xLSTM's "ot = lin(x, h)") stands for it
     alias = {n.name: n.expr.name for n in ir.nodes
-             if not isinstance(n, Affine) and isinstance(n.expr, sympy.Symbol) and n.expr.name in affine}
+             if isinstance(n, Pointwise) and isinstance(n.expr, sympy.Symbol) and n.expr.name in affine}
     out, used = [], set()
     for node in ir.nodes:
-        if isinstance(node, Affine):
+        if not isinstance(node, Pointwise):
             continue
         for app in sympy.preorder_traversal(node.expr):
             if not isinstance(app, sympy.Function) or BY_SYMPY.get(type(app)) is None:
@@ -111,10 +112,32 @@ def _interval_of(expr, B):
         away = (lo > 0) | (hi < 0)  # an interval without zero: its reciprocal is [1/hi, 1/lo]
         return (np.where(away, 1 / np.where(away, hi, 1.0), -np.inf),
                 np.where(away, 1 / np.where(away, lo, 1.0), np.inf))
+    if expr.is_Pow and expr.exp.is_Rational:  # a root: defined where the base is >= 0
+        lo, hi = _interval_of(expr.base, B)
+        e = float(expr.exp)
+        lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+        with np.errstate(divide="ignore"):
+            a, b = lo**e, hi**e
+        return (a, b) if e > 0 else (b, a)
     func = BY_SYMPY.get(type(expr))
     if func is not None:
         return func.interval(*[_interval_of(a, B) for a in expr.args])
     return -np.inf, np.inf
+
+
+def _reduce_interval(node, B):
+    """Bounds of a reduction's value: a mean lies within its units' bounds; a sum adds them; a
+    population variance of values in [lo, hi] is at most (hi - lo)**2 / 4."""
+    lo = np.concatenate([np.broadcast_to(B[a][0], np.shape(B[a][1])) for a in node.args])
+    hi = np.concatenate([np.broadcast_to(B[a][1], np.shape(B[a][0])) for a in node.args])
+    with np.errstate(invalid="ignore", over="ignore"):
+        if node.op == "sum":
+            out = lo.sum(), hi.sum()
+        elif node.op == "mean":
+            out = lo.min(), hi.max()
+        else:
+            out = 0.0, (hi.max() - lo.min()) ** 2 / 4
+    return tuple(np.array([np.inf if np.isnan(v) else v]) for v in out)
 
 
 def _bound(expr, B):
@@ -132,8 +155,10 @@ def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozense
         B[ir.step] = (float(t), float(t))
     for node in ir.nodes:
         if node.name in free:
-            n = (sizes[node.dim],)
+            n = (1 if node.dim == SCALAR else sizes[node.dim],)
             B[node.name] = (np.full(n, -np.inf), np.full(n, np.inf))
+        elif isinstance(node, Reduce):
+            B[node.name] = _reduce_interval(node, B)
         elif isinstance(node, Affine):
             with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf, overflow: unbounded
                 acc = sum(np.abs(B[w][0]) @ np.maximum(np.abs(B[a][0]), np.abs(B[a][1])) for w, a in node.terms)
@@ -142,7 +167,7 @@ def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozense
             B[node.name] = (b - acc, b + acc)
         else:
             lo, hi = _interval(node.expr, B)
-            n = (sizes[node.dim],)
+            n = (1 if node.dim == SCALAR else sizes[node.dim],)
             B[node.name] = (np.broadcast_to(lo, n), np.broadcast_to(hi, n))
     return B
 

@@ -129,12 +129,11 @@ def build(st: Settings, progress=True) -> dict:
         data["saturation"][name] = {k: {kk: (_r(vv) if isinstance(vv, float) else vv) for kk, vv in v.items()}
                                     for k, v in gf.saturation(cell, p, x, s).items()}  # fmt: skip
         bar.update()
-        from .derive import block_latex, block_text
-        from .spec import display
+        from .derive import shown_blocks
 
         data["closed_forms"][name] = [
-            {"of": display(of), "wrt": wrt, "text": block_text(t), "latex": block_latex(t)}
-            for (of, wrt), t in cell.jacobian_blocks().items()
+            {"of": of, "wrt": wrt + (" (the other vectors held fixed)" if local else ""), "text": text, "latex": latex}
+            for local, of, wrt, text, latex in shown_blocks(cell.ir)
         ]
         bar.update()
     data["exact"] = exact_results(st, bar)

@@ -37,6 +37,13 @@ MAX_NAME = 64  # characters of a name: names become file, C and Python identifie
 MAX_FOLDED = 1e38  # constant sub-expressions must stay within float32's range (3.4e38)
 NEW = "_"  # suffix of a state's new value: h' is spelled h_ inside
 RESERVED = {"lin", "numpy", "torch", "mpmath", "math", "params", "inputs", "state", "bias"}
+# reductions over a vector's units (their value is one number per batch row, size "1"), and the
+# forms built from them; every one of these names is reserved
+REDUCTIONS = {"sum", "mean", "var"}
+NORMS = {"rms", "layernorm", "rmsnorm"}
+RESERVED |= REDUCTIONS | NORMS
+SCALAR = "1"  # the size of a reduction's value: broadcast against any vector
+DEFAULT_EPS = "1e-5"  # layernorm and rmsnorm: x/sqrt(var + eps), torch.nn.LayerNorm's default
 # buffer initialisers (lstm_verify.params.BUFFER_INITS) and their options: name -> (min, max)
 BUFFER_OPTIONS = {
     "clockwork_periods": {"modules": (1, 1024), "base": (2, 1024)},
@@ -78,6 +85,19 @@ class Lin:
 
 
 @dataclass(frozen=True)
+class Reduction:
+    """``sum(a, b, ...)``, ``mean(...)`` or ``var(...)`` over the units of all its arguments
+    together (their concatenation); ``var`` is the population variance about ``center``, the
+    ``mean`` of the same arguments."""
+
+    symbol: sympy.Symbol  # placeholder standing for the reduction's value
+    op: str
+    args: tuple[LinArg, ...]
+    column: int
+    center: sympy.Symbol | None = None
+
+
+@dataclass(frozen=True)
 class Equation:
     lhs: str  # internal name (h_ for h')
     text: str
@@ -85,6 +105,7 @@ class Equation:
     lins: tuple[Lin, ...]
     dim: str
     rhs_offset: int  # column (0-based) where the right-hand side starts in text
+    reductions: tuple[Reduction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -529,6 +550,7 @@ class _Parser:
         for n in states:
             self.dims[n] = self.dims[n + NEW] = sizes.get(n, "hidden")
         defined = {}
+        scalar = None
         for text, (lhs, _) in zip(texts, heads):
             col = text.index(lhs) + 1
             if lhs.endswith("'"):
@@ -545,7 +567,9 @@ class _Parser:
                     self.fail(f"cannot assign to {lhs!r}, which is a {kind}{hint}",
                               equation=text, column=col)
                 self.kinds[lhs] = "node"
-                self.dims[lhs] = sizes.get(lhs, "hidden")
+                if scalar is None:
+                    scalar = self.scalar_nodes(texts, heads)
+                self.dims[lhs] = SCALAR if lhs in scalar else sizes.get(lhs, "hidden")
             if lhs in defined:
                 self.fail(f"{display(lhs)!r} is defined twice", equation=text, column=col)
             defined[lhs] = text
@@ -561,6 +585,44 @@ class _Parser:
             self.equation(text, lhs if not lhs.endswith("'") else lhs[:-1] + NEW, offset)
             for text, (lhs, offset) in zip(texts, heads)
         )
+
+    def sizes_or_empty(self) -> dict:
+        return self.data.get("sizes", {}) if isinstance(self.data.get("sizes"), dict) else {}
+
+    def scalar_nodes(self, texts, heads) -> set[str]:
+        """Nodes whose value is one number per batch row: every vector they read outside a
+        reduction is itself such a node. Found before the equations are built, since a size is
+        needed to check each name; equations that do not parse are left to ``equation``."""
+        trees = {}
+        for text, (lhs, offset) in zip(texts, heads):
+            source = re.sub(r"([A-Za-z0-9_])'", r"\1" + NEW, text[offset:]).strip()
+            if lhs.endswith("'") or lhs in self.sizes_or_empty() or _depth(source) > MAX_DEPTH:
+                continue
+            try:
+                trees[lhs] = ast.parse(source, mode="eval")
+            except (SyntaxError, RecursionError, MemoryError, ValueError):
+                continue
+        outside, reduces = {}, {}
+        for lhs, tree in trees.items():
+            inner = set()
+            for sub in ast.walk(tree):
+                if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id in REDUCTIONS | {"rms"}:
+                    inner |= {id(x) for x in ast.walk(sub)}
+            reduces[lhs] = bool(inner)
+            outside[lhs] = {x.id for x in ast.walk(tree) if isinstance(x, ast.Name) and id(x) not in inner}
+        vectors = {n for n, k in self.kinds.items() if k in ("input", "state", "new")} | set(trees) | {"lin"}
+        vectors |= {h[0] for h in heads if not h[0].endswith("'")} - set(trees)
+        vectors |= set(self.sizes_or_empty())
+        scalar: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for lhs in trees:
+                read = outside[lhs] & vectors
+                if lhs not in scalar and read <= scalar and (reduces[lhs] or read):
+                    scalar.add(lhs)
+                    changed = True
+        return scalar
 
     def check_text(self, text):
         """One line of printable text; ASCII before a ``#`` comment (Python would read a
@@ -584,12 +646,8 @@ class _Parser:
     def equation(self, text, lhs, offset):
         rhs = text[offset:]
         source = re.sub(r"([A-Za-z0-9_])'", r"\1" + NEW, rhs)
-        depth = 0
-        for pos, ch in enumerate(source):
-            depth += ch in "([{"
-            depth -= ch in ")]}"
-            if depth > MAX_DEPTH:
-                self.fail(f"nesting deeper than {MAX_DEPTH}", equation=text, column=offset + pos + 1)
+        if _depth(source) > MAX_DEPTH:
+            self.fail(f"nesting deeper than {MAX_DEPTH}", equation=text, column=offset + _depth(source, at=True) + 1)
         try:
             tree = ast.parse(source.strip() and source.lstrip(), mode="eval")
         except SyntaxError as exc:
@@ -601,7 +659,8 @@ class _Parser:
         lead = len(source) - len(source.lstrip())
         walker = _Walker(self, text, offset + lead, self.dims[lhs], lhs)
         expr = walker.top(tree.body)
-        return Equation(lhs, text, expr, tuple(walker.lins), self.dims[lhs], offset + lead)
+        return Equation(lhs, text, expr, tuple(walker.lins), self.dims[lhs], offset + lead,
+                        tuple(walker.reductions))
 
 
 class _Walker:
@@ -614,6 +673,8 @@ class _Walker:
         self.dim = dim
         self.lhs = lhs
         self.lins: list[Lin] = []
+        self.reductions: list[Reduction] = []
+        self.in_reduction = ""  # "reduce" inside sum, mean, var, rms; "norm" in a norm's vector
         self.depth = 0
 
     def fail(self, message, node):
@@ -680,6 +741,9 @@ class _Walker:
             if name.endswith(NEW) and name[:-1] in self.p.kinds:
                 self.fail(f"{shown!r}: only state variables take a prime", node)
             self.fail(f"unknown name {shown!r}; known: {sorted(map(display, self.p.kinds))}", node)
+        if kind in ("diagonal", "buffer") and dim == SCALAR:
+            self.fail(f"{kind} {name!r} is per unit; this equation's value is one number per row "
+                      "(a reduction's)", node)
         if kind in ("diagonal", "buffer"):
             have = self.p.dims.setdefault(name, self.p.sizes_given.get(name, dim))
             if have != dim:
@@ -687,6 +751,11 @@ class _Walker:
                           node)
         elif kind != "step":
             have = self.p.dims[name]
+            if have == SCALAR and kind == "node":  # one number per row: broadcast
+                if self.in_reduction:
+                    self.fail(f"{name!r} is already a reduction's value (one number per row); "
+                              "a reduction's arguments are vectors", node)
+                return self.p.symbols[name]
             if have != dim:
                 self.fail(
                     f"size mismatch: {display(name)!r} has size {have!r} but this expression's "
@@ -738,7 +807,15 @@ class _Walker:
         if fname == "lin":
             if in_lin:
                 self.fail("lin(...) cannot be nested inside lin(...)", node)
+            if self.in_reduction == "reduce":
+                self.fail("lin(...) cannot appear inside sum, mean, var or rms; give it its own "
+                          "equation", node)
             return self.lin(node, dim)
+        if fname in REDUCTIONS or fname in NORMS:
+            if in_lin or self.in_reduction:
+                self.fail(f"{fname}(...) cannot appear inside lin(...) or another reduction; "
+                          "give it its own equation", node)
+            return self.reduction(node, dim, fname)
         func = SPEC_FUNCTIONS.get(fname)
         if func is None:
             self.fail(
@@ -752,6 +829,78 @@ class _Walker:
         if func.name == "log" and isinstance(args[0], sigmoid):
             return -softplus(-args[0].args[0])  # log(sigmoid(u)), finite for every u
         return func.sympy(*args)
+
+    def vector_dim(self, a):
+        """Size of the first vector (not a reduction's value) an argument reads, or fail."""
+        names = sorted((s for s in ast.walk(a) if isinstance(s, ast.Name)
+                        and self.p.kinds.get(s.id) in ("input", "state", "new", "node")
+                        and self.p.dims.get(s.id) != SCALAR), key=lambda s: s.col_offset)  # fmt: skip
+        if not names:
+            self.fail("this argument must involve a vector variable (reductions and norms act "
+                      "on vectors)", a)
+        return self.p.dims[names[0].id]
+
+    def reduction(self, node, dim, fname):
+        """sum, mean and var over the units of their arguments; rms, layernorm and rmsnorm in
+        terms of them (see the module's REDUCTIONS and NORMS)."""
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+            self.fail(f"{fname}() takes plain positional arguments only", node)
+        column = self.offset + node.col_offset + 1
+        if fname in REDUCTIONS | {"rms"}:
+            if not node.args:
+                self.fail(f"{fname}() needs one or more vector arguments", node)
+            args = []
+            self.in_reduction = "reduce"
+            try:
+                for a in node.args:
+                    adim = self.vector_dim(a)
+                    args.append(LinArg(str(len(args)), self.build(a, adim, False), adim,
+                                       self.offset + a.col_offset + 1))
+            finally:
+                self.in_reduction = ""
+            if fname == "rms":  # sqrt(mean(a**2, b**2, ...))
+                args = [LinArg(a.key, a.expr**2, a.dim, a.column) for a in args]
+                return sympy.sqrt(self.reduce("mean", args, column))
+            return self.reduce(fname, args, column)
+        # layernorm(v, gain, bias, eps = 1e-5), rmsnorm(v, gain, eps = 1e-5): v's units
+        want = 3 if fname == "layernorm" else 2
+        if len(node.args) not in (want, want + 1):
+            shown = "v, gain, bias" if fname == "layernorm" else "v, gain"
+            self.fail(f"{fname}() takes ({shown}) and optionally eps, a positive number "
+                      f"(default {DEFAULT_EPS}, inside the square root)", node)
+        if dim == SCALAR:
+            self.fail(f"{fname}() gives a vector; this equation's value is one number per row", node)
+        self.vector_dim(node.args[0])
+        self.in_reduction = "norm"
+        try:
+            v = self.build(node.args[0], dim, False)
+        finally:
+            self.in_reduction = ""
+        rest = [self.build(a, dim, False) for a in node.args[1:want]]
+        eps = sympy.Rational(DEFAULT_EPS)
+        if len(node.args) > want:
+            e = node.args[want]
+            if not (isinstance(e, ast.Constant) and type(e.value) in (int, float) and 0 < e.value <= 1):
+                self.fail(f"{fname}(): eps must be a number in (0, 1], e.g. 1e-5", e)
+            eps = sympy.Rational(repr(e.value))
+        arg = [LinArg("0", v, dim, self.offset + node.args[0].col_offset + 1)]
+        if fname == "layernorm":
+            mean = self.reduce("mean", arg, column)
+            var = self.reduce("var", arg, column)
+            return rest[0] * (v - mean) / sympy.sqrt(var + eps) + rest[1]
+        square = [LinArg("0", v**2, dim, arg[0].column)]
+        return rest[0] * v / sympy.sqrt(self.reduce("mean", square, column) + eps)
+
+    def reduce(self, op, args, column):
+        """The placeholder of a reduction, shared by identical ones in this equation."""
+        key = (op, tuple((a.expr, a.dim) for a in args))
+        for r in self.reductions:
+            if (r.op, tuple((a.expr, a.dim) for a in r.args)) == key:
+                return r.symbol
+        center = self.reduce("mean", args, column) if op == "var" else None
+        symbol = sympy.Symbol(f"red{len(self.reductions)}@{self.lhs}", real=True)
+        self.reductions.append(Reduction(symbol, op, tuple(args), column, center))
+        return symbol
 
     def lin(self, node, dim):
         if not node.args or any(isinstance(a, ast.Starred) for a in node.args):
@@ -780,6 +929,9 @@ class _Walker:
                 key=lambda s: s.col_offset,
             )
             arg_dim = self.p.dims[first.id]
+            if arg_dim == SCALAR:
+                self.fail(f"{first.id!r} is a reduction's value (one number per row); lin() "
+                          "arguments are vectors", a)
             expr = self.build(a, arg_dim, in_lin=True)
             key = names[-1] if isinstance(a, ast.Name) else sorted(
                 (s for s in ast.walk(a) if isinstance(s, ast.Name) and s.id in names),
@@ -792,6 +944,19 @@ class _Walker:
         placeholder = sympy.Symbol(f"lin{len(self.lins)}@{self.lhs}", real=True)
         self.lins.append(Lin(placeholder, tuple(args), bias, self.offset + node.col_offset + 1))
         return placeholder
+
+
+def _depth(source: str, at: bool = False) -> int:
+    """Greatest bracket depth of ``source`` (``at``: the position where it first exceeds
+    MAX_DEPTH)."""
+    depth = deepest = 0
+    for pos, ch in enumerate(source):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if at and depth > MAX_DEPTH:
+            return pos
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _constant_value(expr) -> mpmath.mpf:

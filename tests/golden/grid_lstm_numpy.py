@@ -88,6 +88,16 @@ def _max_grad(a, b):
     return ((a > b) + 0.5 * (a == b)).astype(numpy.result_type(a, b))
 
 
+def _rsum(x):
+    # the sum over a vector's units, kept as an axis of size 1 (a reduction's value)
+    return x.sum(-1, keepdims=True)
+
+
+def _bcast(x, n):
+    # a reduction's gradient (size 1) spread over n units
+    return numpy.broadcast_to(x, x.shape[:-1] + (n,))
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
 

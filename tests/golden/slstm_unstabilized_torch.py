@@ -65,6 +65,16 @@ def _max_grad(a, b):
     return (a > b).to(dtype) + 0.5 * (a == b).to(dtype)
 
 
+def _rsum(x):
+    # the sum over a vector's units, kept as an axis of size 1 (a reduction's value)
+    return x.sum(-1, keepdim=True)
+
+
+def _bcast(x, n):
+    # a reduction's gradient (size 1) spread over n units
+    return x.expand(*x.shape[:-1], n)
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
