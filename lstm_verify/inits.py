@@ -16,6 +16,9 @@ the complement that keeps), and a gate multiplying anything else is the *write* 
   2**(1/T_max)): Li et al. 2018's initialisation of the last layer, where a T-step memory is
   needed, inside their constraint |u| <= 2**(1/T) (with relu, gradient growth at most 2 over T
   steps). Cells without such a weight are left at torch default.
+Every one of them starts the gains of normalised vectors (layernorm's, rmsnorm's) at 1, as
+torch.nn.LayerNorm and Ba et al. do; a normalised gate's bias is a diagonal parameter added to
+the normalised pre-activation, and the keep gate's is moved as above.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 import sympy
 
 from .functions import BY_SYMPY
-from .ir import Affine, CellIR
+from .ir import Affine, CellIR, Pointwise
+from .spec import SCALAR
 
 NAMED = ("torch_default", "forget_bias_1", "chrono", "orthogonal", "indrnn")
 
@@ -43,9 +47,10 @@ class GateRole:
 def _sigmoid_gates(ir: CellIR) -> dict[str, str]:
     """Gate node -> bias of the affine map inside its sigmoid."""
     affine = {n.name: n for n in ir.nodes if isinstance(n, Affine)}
+    diagonals = {p for p, _ in ir.diagonals}
     out = {}
     for node in ir.nodes:
-        if isinstance(node, Affine):
+        if not isinstance(node, Pointwise):
             continue
         e = node.expr
         if isinstance(e, sympy.Function) and BY_SYMPY.get(type(e)) and BY_SYMPY[type(e)].name in (
@@ -54,6 +59,24 @@ def _sigmoid_gates(ir: CellIR) -> dict[str, str]:
                 if isinstance(term, sympy.Symbol) and term.name in affine and affine[term.name].bias:
                     out[node.name] = affine[term.name].bias
                     break
+                if isinstance(term, sympy.Symbol) and term.name in diagonals:  # a normalised gate's bias
+                    out[node.name] = term.name
+                    break
+    return out
+
+
+def norm_gains(ir: CellIR) -> list[str]:
+    """Diagonal parameters that scale a normalised vector: a factor of a product that also reads
+    a reduction's value (``a_ix*(ix - mx)/sx``, layernorm's gain)."""
+    diagonals = {sympy.Symbol(p, real=True) for p, _ in ir.diagonals}
+    scalars = {sympy.Symbol(n.name, real=True) for n in ir.nodes if n.dim == SCALAR}
+    out: list[str] = []
+    for node in ir.nodes:
+        if not isinstance(node, Pointwise):
+            continue
+        for e in sympy.preorder_traversal(node.expr):
+            if e.is_Mul and e.free_symbols & scalars:
+                out += sorted(p.name for p in diagonals & set(e.args) if p.name not in out)
     return out
 
 
@@ -62,7 +85,7 @@ def gate_roles(ir: CellIR) -> list[GateRole]:
     gate_syms = {sympy.Symbol(g, real=True) for g in gates}
     # nodes that are plain arithmetic of gates (CIFG's f = 1 - i) are written through
     derived = {sympy.Symbol(n.name, real=True): n.expr for n in ir.nodes
-               if not isinstance(n, Affine) and n.name not in gates and n.expr.free_symbols <= gate_syms
+               if isinstance(n, Pointwise) and n.name not in gates and n.expr.free_symbols <= gate_syms
                and not n.expr.atoms(sympy.Function)}  # fmt: skip
     nodes = {n.name for n in ir.nodes if not isinstance(n, Affine)}
     out = []
@@ -106,6 +129,8 @@ def apply(ir: CellIR, params: dict, name: str, rng: np.random.Generator, t_max: 
     if name not in NAMED:
         raise ValueError(f"unknown initialisation {name!r}; choose from {NAMED}")
     params = {k: np.array(v, copy=True) for k, v in params.items()}
+    for g in norm_gains(ir):  # as torch.nn.LayerNorm and Ba et al. start them
+        params[g] = np.ones_like(params[g])
     roles = gate_roles(ir)
     if name == "forget_bias_1":
         for r in roles:

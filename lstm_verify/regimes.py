@@ -38,7 +38,7 @@ class Application:
     node: str  # the pointwise node that applies the function
     function: str
     argument: sympy.Expr
-    driver: str  # affine node whose bias is set
+    driver: str  # affine node whose bias is set, or the bias itself (a diagonal parameter)
     bias: str
     rest: sympy.Expr  # argument minus the driver
 
@@ -49,6 +49,7 @@ def applications(ir: CellIR) -> list[Application]:
     # a node that only names an affine map (xLSTM's "ot = lin(x, h)") stands for it
     alias = {n.name: n.expr.name for n in ir.nodes
              if isinstance(n, Pointwise) and isinstance(n.expr, sympy.Symbol) and n.expr.name in affine}
+    diagonals = {p for p, _ in ir.diagonals}
     out, used = [], set()
     for node in ir.nodes:
         if not isinstance(node, Pointwise):
@@ -61,6 +62,11 @@ def applications(ir: CellIR) -> list[Application]:
                 continue
             (arg,) = app.args
             for term in sympy.Add.make_args(arg):
+                if isinstance(term, sympy.Symbol) and term.name in diagonals and term.name not in used:
+                    # a normalised gate's own bias (sigmoid(a*(u - m)/s + b)): it drives alone
+                    used.add(term.name)
+                    out.append(Application(node.name, name, arg, term.name, term.name, arg - term))
+                    break
                 if isinstance(term, sympy.Symbol) and (term.name in affine or term.name in alias):
                     driver = alias.get(term.name, term.name)
                     bias = affine[driver].bias
@@ -201,10 +207,10 @@ def saturate(ir: CellIR, params: dict, inputs: dict, state: dict, level: float, 
         for t in range(T):
             B = _step_bounds(ir, params, sizes, x_bounds[t], s_bounds, t0 + t, free)
             for a in apps:
-                node = ir.node_map[a.driver]
+                node = ir.node_map.get(a.driver)  # None: the driver is the bias itself
                 with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf, overflow: made inf below
                     others = sum(np.abs(params[w]) @ np.maximum(np.abs(B[arg][0]), np.abs(B[arg][1]))
-                                 for w, arg in node.terms)  # fmt: skip
+                                 for w, arg in (node.terms if node else ()))  # fmt: skip
                     n = level + others + _bound(a.rest, B)
                 need[a.bias] = np.maximum(need[a.bias], np.where(np.isnan(n), np.inf, n))
             s_bounds = {s: B[ir.new(s)] for s, _ in ir.states}
@@ -229,7 +235,7 @@ def saturate(ir: CellIR, params: dict, inputs: dict, state: dict, level: float, 
         if not apply(need):
             return params
     # bounds that hold for any driver bias: one pass, and the biases it sets keep them valid
-    need = needs(frozenset(a.driver for a in apps))
+    need = needs(frozenset(a.driver for a in apps if a.driver in ir.node_map))
     for a in apps:
         if not np.all(np.isfinite(need[a.bias])):
             raise SaturationError(f"{ir.name}: no finite bias saturates {a.function} in {a.node!r}")
@@ -253,7 +259,7 @@ def preactivations(ir: CellIR, params: dict, trace, t0: int = 0) -> dict[str, np
                 if name == ir.step:
                     return t0 + t
                 v = values[name] if name in values else params[name]
-                return v[b, j] if np.ndim(v) == 2 else v[j]
+                return v[b, j if np.shape(v)[1] > 1 else 0] if np.ndim(v) == 2 else v[j]  # size 1: broadcast
 
             steps.append([[float(fn(*[arg(m, b, j) for m in names])) for j in range(n)]
                           for b in range(B)])  # fmt: skip

@@ -105,7 +105,7 @@ BOUNDED = {
     "lstm_depth_gated": "h", "greff_cifg": "h", "greff_fgr": "h", "greff_nfg": "h",
     "greff_niaf": "h", "greff_nig": "h", "greff_np": "h", "lstm_proj": "m",
     "gru": "h", "gru_cho": "h", "mgu": "h", "mgu_flax": "h", "mut1": "h", "mut2": "h", "mut3": "h",
-    "multiplicative_lstm": "h", "grid_lstm": "hu",
+    "multiplicative_lstm": "h", "grid_lstm": "hu", "layernorm_lstm": "h", "rmsnorm_lstm": "h",
 }  # fmt: skip
 UNBOUNDED = {"rnn_relu", "greff_noaf", "indrnn", "sru", "min_gru", "min_lstm", "slstm", "slstm_expf",
              "slstm_unstabilized"}  # fmt: skip

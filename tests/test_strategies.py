@@ -269,6 +269,8 @@ GATE_BIASES = {
     "slstm_expf": {"b_zt", "b_ot"},
     "slstm_unstabilized": {"b_zt", "b_ft", "b_ot"},
     "sru": {"b_f", "b_r"},
+    "layernorm_lstm": {"b_i", "b_f", "b_g", "b_o", "b_c"},  # gate biases after the norm; LN(c')'s bias
+    "rmsnorm_lstm": {"b_i", "b_f", "b_g", "b_o"},
 }
 
 
