@@ -752,9 +752,6 @@ class _Walker:
         elif kind != "step":
             have = self.p.dims[name]
             if have == SCALAR and kind == "node":  # one number per row: broadcast
-                if self.in_reduction:
-                    self.fail(f"{name!r} is already a reduction's value (one number per row); "
-                              "a reduction's arguments are vectors", node)
                 return self.p.symbols[name]
             if have != dim:
                 self.fail(
