@@ -220,19 +220,8 @@ def jacobian(ir: CellIR, of: str, wrt: str) -> tuple[Term, ...]:
             for w, arg in node.terms:
                 for t in terms_of(arg):
                     result.append(Term((sympy.Integer(1),) + t.diags, (w,) + t.weights, (name,) + t.path))
-        elif isinstance(node, Reduce):  # 1ᵀ diag(d): a row
-            for s, d in pd[name].items():
-                for t in terms_of(s):
-                    result.append(Term((sympy.Integer(1), d * t.diags[0]) + t.diags[1:],
-                                       (REDUCE + ir.dims[s],) + t.weights, (name,) + t.path))  # fmt: skip
         else:
-            for s, d in pd[name].items():
-                spread = ir.dims.get(s) == SCALAR and node.dim != SCALAR  # diag(d) 1: a column
-                for t in terms_of(s):
-                    if spread:
-                        result.append(Term((d,) + t.diags, (ONES,) + t.weights, (name,) + t.path))
-                    else:
-                        result.append(Term((d * t.diags[0],) + t.diags[1:], t.weights, (name,) + t.path))
+            result = _through(ir, node, pd[name], terms_of)
         memo[name] = _merge(result)
         return memo[name]
 
@@ -253,18 +242,7 @@ def local_jacobian(ir: CellIR, of: str, wrt: str) -> Jacobian:
         if node is None or isinstance(node, Affine) or (name != of and not _inner(ir, name)):
             return []
         if name not in memo:
-            result = []
-            for s, d in pd[name].items():
-                spread = ir.dims.get(s) == SCALAR and ir.dims[name] != SCALAR
-                for t in terms_of(s):
-                    if isinstance(node, Reduce):
-                        result.append(Term((sympy.Integer(1), d * t.diags[0]) + t.diags[1:],
-                                           (REDUCE + ir.dims[s],) + t.weights, (name,) + t.path))  # fmt: skip
-                    elif spread:
-                        result.append(Term((d,) + t.diags, (ONES,) + t.weights, (name,) + t.path))
-                    else:
-                        result.append(Term((d * t.diags[0],) + t.diags[1:], t.weights, (name,) + t.path))
-            memo[name] = _merge(result)
+            memo[name] = _merge(_through(ir, node, pd[name], terms_of))
         return memo[name]
 
     terms = tuple(t for t in terms_of(of) if t.diags[0] != 0)
@@ -308,6 +286,24 @@ def local_blocks(ir: CellIR) -> dict[tuple[str, str], Jacobian]:
             if not j.is_zero:
                 out[(n.name, w)] = j
     return out
+
+
+def _through(ir: CellIR, node, partials_of: dict, terms_of) -> list[Term]:
+    """The terms of a pointwise or reduction node: each partial times the terms of what it
+    reads. A reduction contributes 1ᵀ diag(d) (a row), a vector reading a size-1 value
+    diag(d) 1 (a column), anything else diag(d)."""
+    result = []
+    for s, d in partials_of.items():
+        spread = ir.dims.get(s) == SCALAR and node.dim != SCALAR
+        for t in terms_of(s):
+            if isinstance(node, Reduce):
+                result.append(Term((sympy.Integer(1), d * t.diags[0]) + t.diags[1:],
+                                   (REDUCE + ir.dims[s],) + t.weights, (node.name,) + t.path))  # fmt: skip
+            elif spread:
+                result.append(Term((d,) + t.diags, (ONES,) + t.weights, (node.name,) + t.path))
+            else:
+                result.append(Term((d * t.diags[0],) + t.diags[1:], t.weights, (node.name,) + t.path))
+    return result
 
 
 def _merge(terms: list[Term]) -> list[Term]:
