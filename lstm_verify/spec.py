@@ -890,6 +890,11 @@ class _Walker:
 
     def reduce(self, op, args, column):
         """The placeholder of a reduction, shared by identical ones in this equation."""
+        for a in args:  # h - h folds to 0: nothing left to reduce over
+            if not any(self.p.kinds.get(x.name) in ("input", "state", "new", "node") or "@" in x.name
+                       for x in a.expr.free_symbols):  # fmt: skip
+                self.p.fail("this reduction's argument simplifies to a constant; it must vary with "
+                            "a vector", equation=self.text, column=a.column)
         key = (op, tuple((a.expr, a.dim) for a in args))
         for r in self.reductions:
             if (r.op, tuple((a.expr, a.dim) for a in r.args)) == key:

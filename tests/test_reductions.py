@@ -59,6 +59,8 @@ def test_layernorm_is_its_definition():
     (("h' = tanh(layernorm(h, a))",), "layernorm() takes (v, gain, bias)"),
     (("h' = tanh(mean())",), "needs one or more vector arguments"),
     (("h' = tanh(h + mean(2))",), "must involve a vector"),
+    (("h' = tanh(h + mean(h - h))",), "simplifies to a constant"),
+    (("h' = tanh(layernorm(0*h, a, b))",), "simplifies to a constant"),
     (("m = mean(h)", "h' = tanh(layernorm(m, a, b))"), "must involve a vector"),
 ])  # fmt: skip
 def test_bad_reductions_are_spec_errors(equations, message):
