@@ -16,8 +16,8 @@ the complement that keeps), and a gate multiplying anything else is the *write* 
   2**(1/T_max)): Li et al. 2018's initialisation of the last layer, where a T-step memory is
   needed, inside their constraint |u| <= 2**(1/T) (with relu, gradient growth at most 2 over T
   steps). Cells without such a weight are left at torch default.
-Every one of them starts the gains of normalised vectors (layernorm's, rmsnorm's) at 1, as
-torch.nn.LayerNorm and Ba et al. do; a normalised gate's bias is a diagonal parameter added to
+Every one of them but ``torch_default`` (uniform for everything, gains too) starts the gains of
+normalised vectors (layernorm's, rmsnorm's) at 1, as torch.nn.LayerNorm and Ba et al. do; a normalised gate's bias is a diagonal parameter added to
 the normalised pre-activation, and the keep gate's is moved as above.
 """
 
