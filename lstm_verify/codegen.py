@@ -686,11 +686,15 @@ def _folded_biases(ir: CellIR, p: Plan) -> dict[str, list[str]]:
 
 
 def _width(ir: CellIR, name: str) -> str | None:
-    """Code for the number of features of a node's values, read off a tensor of that size."""
-    dim = ir.dims.get(name)
+    """Code for the number of features of a node's values, read off a state or a weight of that
+    size (None if neither has it)."""
+    return _dim_width(ir, ir.dims.get(name), "state")
+
+
+def _dim_width(ir: CellIR, dim: str | None, state: str) -> str | None:
     for s, d in ir.states:
         if d == dim:
-            return f"state[{s!r}].shape[-1]"
+            return f"{state}[{s!r}].shape[-1]"
     for w in ir.weights:
         if w.out_dim == dim:
             return f"{_v(w.name)}.shape[0]"
@@ -709,19 +713,14 @@ def _batched(ir: CellIR) -> set[str]:
 
 
 def _size_code(ir: CellIR, dim: str, state: str) -> str:
-    """Code for a size, read off a parameter, a state (in the dict named ``state``) or an
-    input of that size."""
-    for w in ir.weights:
-        if w.out_dim == dim:
-            return f"{_v(w.name)}.shape[0]"
-        if w.in_dim == dim:
-            return f"{_v(w.name)}.shape[1]"
+    """Code for a size: :func:`_dim_width` (a state in the dict named ``state``, a weight), else
+    a bias, a diagonal parameter or an input of that size."""
+    found = _dim_width(ir, dim, state)
+    if found:
+        return found
     for p, d in list(ir.biases) + list(ir.diagonals):
         if d == dim:
             return f"{_v(p)}.shape[0]"
-    for s, d in ir.states:
-        if d == dim:
-            return f"{state}[{s!r}].shape[-1]"
     for n, d in ir.inputs:
         if d == dim:
             return f"_X_{n}.shape[-1]"

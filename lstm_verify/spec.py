@@ -568,7 +568,7 @@ class _Parser:
                               equation=text, column=col)
                 self.kinds[lhs] = "node"
                 if scalar is None:
-                    scalar = self.scalar_nodes(texts, heads)
+                    scalar = self.scalar_nodes(texts, heads, sizes)
                 self.dims[lhs] = SCALAR if lhs in scalar else sizes.get(lhs, "hidden")
             if lhs in defined:
                 self.fail(f"{display(lhs)!r} is defined twice", equation=text, column=col)
@@ -586,17 +586,14 @@ class _Parser:
             for text, (lhs, offset) in zip(texts, heads)
         )
 
-    def sizes_or_empty(self) -> dict:
-        return self.data.get("sizes", {}) if isinstance(self.data.get("sizes"), dict) else {}
-
-    def scalar_nodes(self, texts, heads) -> set[str]:
+    def scalar_nodes(self, texts, heads, sizes) -> set[str]:
         """Nodes whose value is one number per batch row: every vector they read outside a
         reduction is itself such a node. Found before the equations are built, since a size is
         needed to check each name; equations that do not parse are left to ``equation``."""
         trees = {}
         for text, (lhs, offset) in zip(texts, heads):
             source = re.sub(r"([A-Za-z0-9_])'", r"\1" + NEW, text[offset:]).strip()
-            if lhs.endswith("'") or lhs in self.sizes_or_empty() or _depth(source) > MAX_DEPTH:
+            if lhs.endswith("'") or lhs in sizes or _depth(source) > MAX_DEPTH:
                 continue
             try:
                 trees[lhs] = ast.parse(source, mode="eval")
@@ -612,7 +609,7 @@ class _Parser:
             outside[lhs] = {x.id for x in ast.walk(tree) if isinstance(x, ast.Name) and id(x) not in inner}
         vectors = {n for n, k in self.kinds.items() if k in ("input", "state", "new")} | set(trees) | {"lin"}
         vectors |= {h[0] for h in heads if not h[0].endswith("'")} - set(trees)
-        vectors |= set(self.sizes_or_empty())
+        vectors |= set(sizes)
         scalar: set[str] = set()
         changed = True
         while changed:

@@ -31,6 +31,7 @@ from lstm_verify.derive import (
 from lstm_verify.errors import LstmVerifyError
 from lstm_verify.functions import BY_SYMPY, max_grad
 from lstm_verify.functions import step as step_function
+from lstm_verify.ir import Reduce
 from lstm_verify.reference import reference_forward
 from lstm_verify.spec import NEW
 
@@ -287,7 +288,7 @@ def _numeric_terms(ir, terms, trace, params, step, sizes, out_dim):
     forward values (the mpmath reference's trace), dense NumPy weights with masks applied."""
     weights = {w.name: w for w in ir.weights}
     # a reduction's unit count, from the sizes of what it reads
-    counts = {f"_n_{n.name}": sum(sizes[ir.dims[a]] for a in n.args) for n in ir.nodes if hasattr(n, "op")}
+    counts = {f"_n_{n.name}": sum(sizes[ir.dims[a]] for a in n.args) for n in ir.nodes if isinstance(n, Reduce)}
 
     def source(w):  # the size a factor maps from: ones columns from size 1, rows of ones from a size
         return "1" if w == ONES else w[len(REDUCE):] if w.startswith(REDUCE) else weights[w].in_dim

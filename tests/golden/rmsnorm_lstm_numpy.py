@@ -169,9 +169,9 @@ def forward(params, inputs, state, t0=0, save=False):
     v_c = state['c']
     _out = None
     _saved = {'c_': None, 'f': None, 'fh': None, 'fx': None, 'g': None, 'gh': None, 'gx': None, 'i': None, 'ih': None, 'ix': None, 'mean_h': None, 'o': None, 'oh': None, 'ox': None, 'rh': None, 'rx': None} if save else None
-    _n_mean_rx = v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0]
-    _n_mean_rh = v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0]
-    _n_mean_h = v_W_ix_x.shape[0]
+    _n_mean_rx = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_mean_rh = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_mean_h = state['h'].shape[-1]
     for _t in range(_T):
         _g_x = _G_x[_t]
         v_lin_ix = _g_x[..., _off_x[0]:_off_x[1]]
@@ -319,9 +319,9 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
-    _n_mean_rx = v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0]
-    _n_mean_rh = v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0] + v_W_ix_x.shape[0]
-    _n_mean_h = v_W_ix_x.shape[0]
+    _n_mean_rx = _state0['h'].shape[-1] + _state0['h'].shape[-1] + _state0['h'].shape[-1] + _state0['h'].shape[-1]
+    _n_mean_rh = _state0['h'].shape[-1] + _state0['h'].shape[-1] + _state0['h'].shape[-1] + _state0['h'].shape[-1]
+    _n_mean_h = _state0['h'].shape[-1]
     for _t in range(_T - 1, -1, -1):
         v_c = _S_c[_t]
         v_c_ = _S_c_[_t]
@@ -425,7 +425,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_c_ = _d_c_ + _d_h_ * _p49_h__c_
         _d_mean_h = _rsum(_d_h_ * _p50_h__mean_h)
         _d_o = _d_h_ * _p51_h__o
-        _d_mean_h_in0 = _bcast(_d_mean_h * _p47_mean_h_mean_h_in0, v_W_ix_x.shape[0])
+        _d_mean_h_in0 = _bcast(_d_mean_h * _p47_mean_h_mean_h_in0, _state0['h'].shape[-1])
         _d_c_ = _d_c_ + _d_mean_h_in0 * _p46_mean_h_in0_c_
         _d_c = _d_c_ * v_f
         _d_f = _d_c_ * v_c
@@ -460,19 +460,19 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_rh = _d_rh + _rsum(_d_i * _p23_i_rh)
         _d_rx = _d_rx + _rsum(_d_i * _p24_i_rx)
         _d_mean_rh = _d_rh * _p17_rh_mean_rh
-        _d_mean_rh_in0 = _bcast(_d_mean_rh * _p13_mean_rh_mean_rh_in0, v_W_ix_x.shape[0])
-        _d_mean_rh_in1 = _bcast(_d_mean_rh * _p14_mean_rh_mean_rh_in1, v_W_ix_x.shape[0])
-        _d_mean_rh_in2 = _bcast(_d_mean_rh * _p15_mean_rh_mean_rh_in2, v_W_ix_x.shape[0])
-        _d_mean_rh_in3 = _bcast(_d_mean_rh * _p16_mean_rh_mean_rh_in3, v_W_ix_x.shape[0])
+        _d_mean_rh_in0 = _bcast(_d_mean_rh * _p13_mean_rh_mean_rh_in0, _state0['h'].shape[-1])
+        _d_mean_rh_in1 = _bcast(_d_mean_rh * _p14_mean_rh_mean_rh_in1, _state0['h'].shape[-1])
+        _d_mean_rh_in2 = _bcast(_d_mean_rh * _p15_mean_rh_mean_rh_in2, _state0['h'].shape[-1])
+        _d_mean_rh_in3 = _bcast(_d_mean_rh * _p16_mean_rh_mean_rh_in3, _state0['h'].shape[-1])
         _d_oh = _d_oh + _d_mean_rh_in3 * _p12_mean_rh_in3_oh
         _d_gh = _d_gh + _d_mean_rh_in2 * _p11_mean_rh_in2_gh
         _d_fh = _d_fh + _d_mean_rh_in1 * _p10_mean_rh_in1_fh
         _d_ih = _d_ih + _d_mean_rh_in0 * _p9_mean_rh_in0_ih
         _d_mean_rx = _d_rx * _p8_rx_mean_rx
-        _d_mean_rx_in0 = _bcast(_d_mean_rx * _p4_mean_rx_mean_rx_in0, v_W_ix_x.shape[0])
-        _d_mean_rx_in1 = _bcast(_d_mean_rx * _p5_mean_rx_mean_rx_in1, v_W_ix_x.shape[0])
-        _d_mean_rx_in2 = _bcast(_d_mean_rx * _p6_mean_rx_mean_rx_in2, v_W_ix_x.shape[0])
-        _d_mean_rx_in3 = _bcast(_d_mean_rx * _p7_mean_rx_mean_rx_in3, v_W_ix_x.shape[0])
+        _d_mean_rx_in0 = _bcast(_d_mean_rx * _p4_mean_rx_mean_rx_in0, _state0['h'].shape[-1])
+        _d_mean_rx_in1 = _bcast(_d_mean_rx * _p5_mean_rx_mean_rx_in1, _state0['h'].shape[-1])
+        _d_mean_rx_in2 = _bcast(_d_mean_rx * _p6_mean_rx_mean_rx_in2, _state0['h'].shape[-1])
+        _d_mean_rx_in3 = _bcast(_d_mean_rx * _p7_mean_rx_mean_rx_in3, _state0['h'].shape[-1])
         _d_ox = _d_ox + _d_mean_rx_in3 * _p3_mean_rx_in3_ox
         _d_gx = _d_gx + _d_mean_rx_in2 * _p2_mean_rx_in2_gx
         _d_fx = _d_fx + _d_mean_rx_in1 * _p1_mean_rx_in1_fx
