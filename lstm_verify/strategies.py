@@ -17,6 +17,11 @@ Regimes, chosen on purpose rather than left to chance:
 * ``near_zero``: states within 1e-6 of zero (zeros and subnormals included).
 * ``long``: 50 to 200 steps, small sizes, batch 1; ``long_saturated``: both (a saturated
   LSTM unit with i = f = 1 and g = 1 grows its cell by 1 per step).
+* ``flat``: every vector nearly constant across its units, where a normalisation's epsilon
+  governs: weights scaled by 1e-6 (so ``W x`` spreads by at most 1e-6 * |x|_1 * max |w|), every
+  bias and diagonal parameter one value repeated over its units, and every state one value per
+  row plus at most 1e-6 per unit. A variance over units then falls near or below 1e-5, the
+  default eps of ``layernorm`` (inside the square root); the regime is asked for by name.
 
 Building a saturated case never fails: the biases come from a construction that always
 settles (:func:`lstm_verify.regimes.saturate`); the rare draw that no finite bias can saturate
@@ -39,7 +44,9 @@ from hypothesis import reject, strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 
-REGIMES = ("ordinary", "saturated", "near_zero", "long", "long_saturated")
+REGIMES = ("ordinary", "saturated", "near_zero", "long", "long_saturated", "flat")
+FLAT_WEIGHT_SCALE = 1e-6  # the flat regime: weights times this
+FLAT_STATE_SPREAD = 1e-6  # and states within this of one value per row
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 INITS = ("torch_default", "uniform", "normal")
 
@@ -232,6 +239,8 @@ def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch, fix
     x = draw(inputs(c, sz, T, B, dt))
     s = draw(states(c, sz, B, dt, bound=1e-6 if regime == "near_zero" else 1.0))
     t0 = draw(st.integers(0, 16)) if c.ir.step else 0
+    if regime == "flat":
+        p, s = draw(_flattened(c, p, s, dt))
     if regime in ("saturated", "long_saturated"):
         from .errors import SaturationError
         from .regimes import applications, saturate
@@ -260,11 +269,29 @@ def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch, fix
     return Case(c.name, regime, dt, sz, p, x, s, t0)
 
 
+@st.composite
+def _flattened(draw, c, params, state, dtype):
+    """The flat regime's parameters and states from drawn ones (see the module docstring)."""
+    ir = c.ir
+    p = dict(params)
+    for w in ir.weights:
+        p[w.name] = (params[w.name] * FLAT_WEIGHT_SCALE).astype(dtype)
+    for name, _ in list(ir.biases) + list(ir.diagonals):
+        p[name] = np.full_like(params[name], params[name][0])
+    s = {}
+    for name, v in state.items():
+        lo, hi = ir.spec.state_range(name)
+        level = draw(hnp.arrays(dtype, (v.shape[0], 1), elements=_floats(dtype, lo, hi)))
+        spread = draw(hnp.arrays(dtype, v.shape, elements=_floats(dtype, -FLAT_STATE_SPREAD, FLAT_STATE_SPREAD)))
+        s[name] = np.clip(level + spread, lo, hi).astype(dtype)
+    return p, s
+
+
 def cases(cell, regime: str | None = None, dtype=None, init: str | None = None, max_size: int = 5,
           saturation: float = 20.0, steps: int | None = None, batch: int | None = None,
           sizes: dict | None = None):  # fmt: skip
     """Whole problems for a cell. ``None`` for dtype or init draws it too; ``None`` for regime
-    draws ordinary, saturated or near_zero (the long regimes are asked for by name); ``sizes``
+    draws ordinary, saturated or near_zero (the long and flat regimes are asked for by name); ``sizes``
     fixes the sizes (a model file's) instead of drawing them."""
     c = _cell(cell)
     if regime is not None and regime not in REGIMES:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hypothesis import given, settings, strategies as st
+
 import lstm_verify as lv
+from lstm_verify import strategies as lst
 from lstm_verify.cli import main
 from lstm_verify.derive import ONES, REDUCE, local_jacobian
 from lstm_verify.errors import SpecError
 from lstm_verify.cell import Cell
 from lstm_verify.ir import Reduce, build_ir
+from lstm_verify.reference import reference_forward
 from lstm_verify.spec import SCALAR, parse_spec
 
 HEAD = 'name = "t"\ncite = ["test"]\ninput = "x"\nstate = ["h"]\ndiagonal = ["a", "b"]\n'
@@ -93,3 +97,49 @@ def test_show_prints_local_jacobians_and_summarises_long_blocks(capsys):
     assert "path terms" in out  # dh'/dh: summarised, cell.jacobian holds it
     assert main(["show", "lstm"]) == 0
     assert "local Jacobians" not in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- the flat regime
+
+NORM_CELLS = ["layernorm_lstm", "rmsnorm_lstm"]
+EPS = 1e-5  # both catalog cells' eps, inside the square root
+
+
+@pytest.mark.parametrize("name", NORM_CELLS + ["lstm"])
+@settings(max_examples=5)
+@given(data=st.data())
+def test_flat_regime_makes_every_vector_nearly_constant(name, data):
+    """Weights scaled by 1e-6, biases and diagonals one value repeated, states one value per row
+    within 1e-6 (and within the state's range)."""
+    cell = lv.load(name)
+    case = data.draw(lst.cases(cell, regime="flat", max_size=3), label="case")
+    assert case.regime == "flat"
+    for w in cell.ir.weights:  # normal's 3 sigma, 3/sqrt(fan_in), is the widest drawn bound
+        assert np.abs(case.params[w.name]).max() <= 3 * lst.FLAT_WEIGHT_SCALE
+    for p, _ in list(cell.ir.biases) + list(cell.ir.diagonals):
+        assert np.all(case.params[p] == case.params[p][0]), p
+    for s, v in case.state.items():
+        spread = v.max(axis=1) - v.min(axis=1)
+        assert np.all(spread <= 2 * lst.FLAT_STATE_SPREAD * 1.0001), (s, spread)
+
+
+@pytest.mark.parametrize("name", ["layernorm_lstm"])
+@settings(max_examples=10)
+@given(data=st.data())
+def test_flat_regime_puts_layernorm_variances_below_eps(name, data):
+    """What the regime is for: every variance LN-LSTM normalises is below its eps, so eps
+    governs the normalised values; and the generated code agrees with the mpmath reference
+    there (forward, float64)."""
+    cell = lv.load(name)
+    ir = cell.ir
+    case = data.draw(lst.cases(cell, regime="flat", dtype="float64", max_size=4), label="case")
+    trace = []
+    ref = reference_forward(ir, case.params, case.inputs, case.state, case.t0, dps=30, trace=trace)
+    variances = [n.name for n in ir.nodes if isinstance(n, Reduce) and n.op == "var"]
+    assert len(variances) == 3
+    worst = max(float(np.max(np.abs(np.asarray(step[v], dtype=float)))) for step in trace for v in variances)
+    assert worst < EPS, worst
+    for backend in ("numpy", "torch"):
+        run = getattr(cell, backend)().forward(case.params, case.inputs, case.state, t0=case.t0)
+        out = np.asarray(run.outputs, dtype=float)
+        np.testing.assert_allclose(out, np.asarray(ref[0], dtype=float), rtol=1e-12, atol=1e-13)
