@@ -12,7 +12,11 @@ the same spec gives byte-identical files on any machine.
   row-major arrays, C99 (``gcc -O2 -Wall -Werror`` clean). A reduction (``sum``, ``mean``,
   ``var``) and every node of size ``"1"`` is one number per batch row, a local read without the
   unit index wherever a pointwise expression broadcasts it; ``var`` is two-pass, the mean of the
-  squared deviations from its ``center`` mean node.
+  squared deviations from its ``center`` mean node. A set input is (batch, L, n), L = the size
+  ``set``, fixed over time (the sequence passes the same pointer to every step); a node with the
+  set axis is an array of L rows (``V_x[m][j]``, or ``V_x[m]`` for size 1) computed member by
+  member, reading values without the axis as they are (broadcast over the members); ``setsum`` /
+  ``setmax`` reduce over the members, and ``lin`` of a set input is computed per member.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from .errors import LstmVerifyError
 from .functions import BY_SYMPY
 from .hygiene import audit_python, c_comment, quoted_lines
 from .ir import Affine, Pointwise, Reduce, dependencies
-from .spec import SCALAR, display
+from .spec import SCALAR, SET, display
 
 TARGETS = ("numpy", "torch", "c")
 SUFFIX = {"numpy": ".py", "torch": ".py", "c": ".c"}
@@ -119,6 +123,29 @@ def step(params, x, state, t=0):
     _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
     return new
 '''
+
+_STEP_SETS = '''
+
+def step(params, x, state, t=0):
+    """One step. x: (B, n) array for the input, or a dict for several inputs, set inputs
+    (B, L, n) as they are; returns the new state as a dict."""
+    if not isinstance(x, dict):
+        x = {INPUTS[0]: x}
+    _, new, _ = forward(params, {k: v if k in _SETS else v[None] for k, v in x.items()}, state, t)
+    return new
+'''
+
+# a cell with set inputs: the Layer passes them on (after the per-step inputs) and takes the
+# batch size from the first per-step input
+_TORCH_LAYER_SETS = [
+    ("    forward(inputs, state=None, t0=0): inputs (T, B, n) (a dict for several inputs);\n",
+     "    forward(inputs, state=None, t0=0): inputs (T, B, n) (a dict for several inputs; set\n"
+     "    inputs (B, L, n), fixed over time);\n"),
+    ("first = next(iter(inputs.values()))", "first = inputs[INPUTS[0]]"),
+    ("names = (pnames, tuple(INPUTS), tuple(STATES))",
+     "names = (pnames, tuple(INPUTS) + tuple(_SETS), tuple(STATES))"),
+    ("[inputs[n] for n in INPUTS]", "[inputs[n] for n in INPUTS + _SETS]"),
+]
 
 _TORCH_LAYER = '''
 
@@ -224,16 +251,21 @@ def _python(cell: Cell, target: str) -> str:
         _table("BUFFERS", "{}", [f"{b!r}: ({d!r}, {bs.init!r}, {dict(bs.options)!r})"
                                  for b, d, bs in ir.buffers]),
         _table("INPUTS", "[]", [repr(n) for n, _ in ir.inputs]),
+        *([_table("_SETS", "[]", [repr(n) for n, _ in ir.sets])] if ir.sets else []),
         _table("STATES", "{}", [f"{s!r}: {d!r}" for s, d in ir.states]),
     ]
-    text = doc + "\n" + body + "\n".join(tables) + "\n" + _STEP
+    text = doc + "\n" + body + "\n".join(tables) + "\n" + (_STEP_SETS if ir.sets else _STEP)
     if target == "torch":
         inits = "".join(_BUFFER_INIT_CODE[bs.init] for _, _, bs in ir.buffers)
         width_of = [f"{s!r}: {_param_of_width(ir, d)!r}" for s, d in ir.states]
         buffer_inits = [f"{bs.init!r}: _{bs.init}" for _, _, bs in ir.buffers]
         text += "\n" + _table("_WIDTH_OF", "{}", width_of) + "\n" + inits
         text += "\n" + _table("_BUFFER_INITS", "{}", buffer_inits)
-        text += "\n" + _TORCH_LAYER
+        layer = _TORCH_LAYER
+        for a, b in _TORCH_LAYER_SETS if ir.sets else ():
+            assert a in layer, a
+            layer = layer.replace(a, b)
+        text += "\n" + layer
         text = text.replace("\nimport torch\n", "\nimport math\n\nimport torch\n", 1)
     audit_python(text, f"export of {ir.name} ({target})")
     return text
@@ -380,12 +412,14 @@ def _c(cell: Cell) -> str:
     _c_check_names(ir)
     name = ir.name
     sizes = list(ir.size_names)
+    sets = ", <set inputs (batch, L, n)>" if ir.sets else ""
     out = ["/*", *[(" * " + c_comment(line)).rstrip() for line in _about(cell, "c")], " *",
            " * API (row-major; batch rows of length <size>; p->W[j*in + k] is weight row j, column k):",
-           f" *   {name}_step_f64(n, p, <inputs>, <states>, <new states>, batch, t)",
-           f" *   {name}_sequence_f64(n, p, <input sequences (T, batch, n)>, <states, updated in place>,",
+           f" *   {name}_step_f64(n, p, <inputs>{sets}, <states>, <new states>, batch, t)",
+           f" *   {name}_sequence_f64(n, p, <input sequences (T, batch, n)>{sets}, <states, updated in place>,",
            " *                      outputs (T, batch, n) or NULL, T, batch, t0)  -> 0, or -1 if out of memory",
            " * and the same with _f32 and float. Forward inference only.",
+           *_c_set_text(ir),
            " */", "", "#include <math.h>", "#include <stdlib.h>", "#include <string.h>", "",
            f"typedef struct {{ {' '.join(f'int {s};' for s in sizes)} }} {name}_sizes;", ""]  # fmt: skip
     for suffix, real, fn in (("_f64", "double", ""), ("_f32", "float", "f")):
@@ -396,6 +430,17 @@ def _c(cell: Cell) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def _c_set_text(ir) -> list[str]:
+    """What the header says of set inputs (nothing for a cell without them)."""
+    if not ir.sets:
+        return []
+    names = ", ".join(f"{x} ({d})" for x, d in ir.sets)
+    return [" * Set inputs: " + c_comment(names) + ".",
+            f" * A set input is (batch, L, size) with L = n->{SET} >= 1 members, fixed over time: the",
+            " * sequence passes the same array to every step. Values with the set axis are computed",
+            " * member by member."]  # fmt: skip
+
+
 def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     ir = cell.ir
     name = ir.name
@@ -403,28 +448,36 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     params = list(ir.param_names) + [b for b, _, _ in ir.buffers]
     ptype = f"{name}_params{suffix}"
     lines = ["typedef struct {", *[f"    const {real} *{p};" for p in params], f"}} {ptype};", ""]
-    inputs = [n for n, _ in ir.inputs]
+    inputs = [n for n, _ in ir.inputs] + [n for n, _ in ir.sets]  # per-step inputs, then set inputs
     states = [s for s, _ in ir.states]
     # spec names reach C identifiers only behind an upper-case role prefix (A_ argument, N_ new
     # state, R_ batch row, V_ node, X_ next state); the generator's own locals are lower case
     args = ", ".join([f"const {real} *A_{x}" for x in inputs] + [f"const {real} *A_{s}" for s in states]
                      + [f"{real} *N_{s}" for s in states])  # fmt: skip
-    lines.append("/* One step for a batch: new states from inputs and states, (batch, size) each. */")
+    if ir.sets:
+        lines.append("/* One step for a batch: new states from inputs and states, (batch, size) each, and set")
+        lines.append(f"   inputs, (batch, n->{SET}, size) each. */")
+    else:
+        lines.append("/* One step for a batch: new states from inputs and states, (batch, size) each. */")
     lines.append(f"void {name}_step{suffix}(const {name}_sizes *n, const {ptype} *p, {args}, int batch, long t)")
     lines.append("{")
     lines.append("    for (int b = 0; b < batch; ++b) {")
     ind = "        "
     # rows of the vectors some node reads (a state whose new value ignores its old one has none)
     read = {a for node in ir.nodes for a in dependencies(node)}
-    for x, d in ir.inputs + ir.states:
+    for x, d in ir.inputs + ir.sets + ir.states:
         if x in read:
-            lines.append(f"{ind}const {real} *R_{x} = A_{x} + (size_t)b * n->{d};")
+            rows = f"(size_t)b * n->{SET} * n->{d}" if x in ir.set_vectors else f"(size_t)b * n->{d}"
+            lines.append(f"{ind}const {real} *R_{x} = A_{x} + {rows};")
     vec = {x: f"R_{x}" for x in inputs} | {s: f"R_{s}" for s in states}
     for node in ir.nodes:
         d = node.dim
         var = f"V_{node.name}"
         if isinstance(node, Reduce):
             lines += _c_reduce(ir, node, real, vec, ind)
+            continue
+        if node.name in ir.set_vectors:  # one row per member of the set
+            lines += _c_set_node(ir, node, real, vec, printer, ind)
             continue
         if d == SCALAR:  # one number per batch row
             expr = _c_expr(ir, node, real, vec, printer)
@@ -451,8 +504,13 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     # sequence
     seq_args = ", ".join([f"const {real} *A_{x}" for x in inputs] + [f"{real} *A_{s}" for s in states])
     out_dim = dict(ir.states)[ir.output]
-    lines.append(f"/* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, {out_dim})")
-    lines.append("   receives the output state after every step (NULL: not kept). */")
+    if ir.sets:
+        lines.append(f"/* A sequence: inputs (T, batch, size); set inputs (batch, n->{SET}, size), the same at every")
+        lines.append(f"   step; states updated in place; outputs (T, batch, {out_dim}) receives the output state after")
+        lines.append("   every step (NULL: not kept). */")
+    else:
+        lines.append(f"/* A sequence: inputs (T, batch, size); states updated in place; outputs (T, batch, {out_dim})")
+        lines.append("   receives the output state after every step (NULL: not kept). */")
     lines.append(f"int {name}_sequence{suffix}(const {name}_sizes *n, const {ptype} *p, {seq_args}, {real} *outputs, "
                  f"int T, int batch, long t0)")  # fmt: skip
     lines.append("{")
@@ -461,8 +519,8 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     lines.append("    if (" + " || ".join(f"!X_{s}" for s in states) + ") {")
     lines += [f"        free(X_{s});" for s in states] + ["        return -1;", "    }"]
     lines.append("    for (int t = 0; t < T; ++t) {")
-    call = ", ".join([f"A_{x} + (size_t)t * batch * n->{d}" for x, d in ir.inputs] + [f"A_{s}" for s in states]
-                     + [f"X_{s}" for s in states])  # fmt: skip
+    call = ", ".join([f"A_{x} + (size_t)t * batch * n->{d}" for x, d in ir.inputs] + [f"A_{x}" for x, _ in ir.sets]
+                     + [f"A_{s}" for s in states] + [f"X_{s}" for s in states])  # fmt: skip
     lines.append(f"        {name}_step{suffix}(n, p, {call}, batch, t0 + t);")
     for s, d in ir.states:
         lines.append(f"        memcpy(A_{s}, X_{s}, sizeof({real}) * (size_t)batch * (size_t)n->{d});")
@@ -474,47 +532,130 @@ def _c_backend(cell: Cell, suffix: str, real: str) -> list[str]:
     return lines
 
 
+def _c_value(ir, name: str, vec: dict, m: str = "m", j: str = "j") -> str:
+    """The C expression of value ``name`` at unit ``j`` (and member ``m`` if it has the set axis):
+    a set input's row is (members, size), a node with the set axis V_x[m][j] (V_x[m] for size 1);
+    a size-1 value is one local, an input or state row R_x[j], a node V_x[j], a parameter or
+    buffer p->x[j]."""
+    d = ir.dims.get(name)
+    if name in ir.set_vectors:
+        if name in vec:  # a set input
+            return f"{vec[name]}[(size_t){m} * n->{d} + {j}]"
+        return f"V_{name}[{m}]" if d == SCALAR else f"V_{name}[{m}][{j}]"
+    if d == SCALAR:
+        return f"V_{name}"
+    if name in vec:
+        return f"{vec[name]}[{j}]"
+    if name in ir.node_map:
+        return f"V_{name}[{j}]"
+    return f"p->{name}[{j}]"  # diagonal parameter or buffer
+
+
 def _c_expr(ir, node, real: str, vec: dict, printer) -> str:
     """A pointwise node's value at unit ``j`` (or its one value, for a node of size 1): vectors
-    are read at ``[j]``, size-1 values (reductions and nodes of size 1) as they are."""
+    are read at ``[j]``, size-1 values (reductions and nodes of size 1) as they are. In a node
+    with the set axis (member ``m``), values with the axis are read at member ``m``, values
+    without it as they are (broadcast over the members)."""
     subs = {}
     for sym in node.expr.free_symbols:
         n_ = sym.name
         if n_ == ir.step:
             subs[sym] = sympy.Symbol(f"(({real})t)")
-        elif ir.dims.get(n_) == SCALAR:
-            subs[sym] = sympy.Symbol(f"V_{n_}")
-        elif node.dim == SCALAR:
+        elif node.dim == SCALAR and ir.dims.get(n_) != SCALAR:
             raise LstmVerifyError(f"{ir.name}: size-1 node {display(node.name)} reads the vector "
                                   f"{display(n_)}; cannot export to C")  # fmt: skip
-        elif n_ in vec:
-            subs[sym] = sympy.Symbol(f"{vec[n_]}[j]")
-        elif n_ in ir.node_map:
-            subs[sym] = sympy.Symbol(f"V_{n_}[j]")
-        else:  # diagonal parameter or buffer
-            subs[sym] = sympy.Symbol(f"p->{n_}[j]")
+        else:
+            subs[sym] = sympy.Symbol(_c_value(ir, n_, vec))
     return printer.doprint(fold_constants(node.expr).xreplace(subs))
 
 
+def _c_set_node(ir, node, real: str, vec: dict, printer, ind: str) -> list[str]:
+    """A pointwise or affine node with the set axis: ``V_x[n->set][n->size]`` (``V_x[n->set]``
+    for size 1), member by member. An affine node's terms without the axis are summed once per
+    unit and shared by the members; its set-input terms are added per member."""
+    d, var = node.dim, f"V_{node.name}"
+    if d == SCALAR:
+        return [f"{ind}{real} {var}[n->{SET}];",
+                f"{ind}for (int m = 0; m < n->{SET}; ++m) {{",
+                f"{ind}    {var}[m] = {_c_expr(ir, node, real, vec, printer)};",
+                f"{ind}}}"]  # fmt: skip
+    lines = [f"{ind}{real} {var}[n->{SET}][n->{d}];"]
+    if not isinstance(node, Affine):
+        return lines + [f"{ind}for (int m = 0; m < n->{SET}; ++m) {{",
+                        f"{ind}    for (int j = 0; j < n->{d}; ++j) {{",
+                        f"{ind}        {var}[m][j] = {_c_expr(ir, node, real, vec, printer)};",
+                        f"{ind}    }}", f"{ind}}}"]  # fmt: skip
+
+    def term_lines(w, a, acc, deeper):
+        weight = next(x for x in ir.weights if x.name == w)
+        cond = _c_mask(weight.mask)
+        term = f"p->{w}[(size_t)j * n->{weight.in_dim} + k] * {_c_value(ir, a, vec, 'm', 'k')}"
+        return [f"{deeper}for (int k = 0; k < n->{weight.in_dim}; ++k)",
+                f"{deeper}    " + (f"if ({cond}) {acc} += {term};" if cond else f"{acc} += {term};")]  # fmt: skip
+
+    lines.append(f"{ind}for (int j = 0; j < n->{d}; ++j) {{")
+    lines.append(f"{ind}    {real} acc = {f'p->{node.bias}[j]' if node.bias else '0'};")
+    for w, a in node.terms:
+        if a not in ir.set_vectors:
+            lines += term_lines(w, a, "acc", ind + "    ")
+    lines.append(f"{ind}    for (int m = 0; m < n->{SET}; ++m) {{")
+    lines.append(f"{ind}        {real} acc_m = acc;")
+    for w, a in node.terms:
+        if a in ir.set_vectors:
+            lines += term_lines(w, a, "acc_m", ind + "        ")
+    lines += [f"{ind}        {var}[m][j] = acc_m;", f"{ind}    }}", f"{ind}}}"]
+    return lines
+
+
 def _c_reduce(ir, node: Reduce, real: str, vec: dict, ind: str) -> list[str]:
-    """A reduction over the units of its arguments together: one number per batch row. ``var``
-    is two-pass: the mean of the squared deviations from its center (the mean node, already
-    computed)."""
+    """A reduction over the units of its arguments together: one number per batch row (per
+    member, in a node with the set axis). ``var`` is two-pass: the mean of the squared
+    deviations from its center (the mean node, already computed). ``setsum`` / ``setmax``
+    reduce over the members: a value of the argument's size without the set axis."""
+    if node.over_set:
+        return _c_set_reduce(ir, node, real, vec, ind)
+    if node.name in ir.set_vectors:  # one number per member
+        var = f"V_{node.name}[m]"
+        lines = [f"{ind}{real} V_{node.name}[n->{SET}];", f"{ind}for (int m = 0; m < n->{SET}; ++m) {{"]
+        lines += _c_units_sum(ir, node, real, vec, ind + "    ", var, f"{var} = 0;")
+        return lines + [f"{ind}}}"]
     var = f"V_{node.name}"
-    lines = [f"{ind}{real} {var} = 0;"]
+    return _c_units_sum(ir, node, real, vec, ind, var, f"{real} {var} = 0;")
+
+
+def _c_units_sum(ir, node: Reduce, real: str, vec: dict, ind: str, var: str, first: str) -> list[str]:
+    lines = [f"{ind}{first}"]
     for a in node.args:
-        src = vec.get(a, f"V_{a}")
         lines.append(f"{ind}for (int j = 0; j < n->{ir.dims[a]}; ++j) {{")
         if node.op == "var":
-            lines.append(f"{ind}    {real} dev = {src}[j] - V_{node.center};")
+            lines.append(f"{ind}    {real} dev = {_c_value(ir, a, vec)} - {_c_value(ir, node.center, vec)};")
             lines.append(f"{ind}    {var} += dev * dev;")
         else:
-            lines.append(f"{ind}    {var} += {src}[j];")
+            lines.append(f"{ind}    {var} += {_c_value(ir, a, vec)};")
         lines.append(f"{ind}}}")
     if node.op != "sum":
         count = " + ".join(f"n->{ir.dims[a]}" for a in node.args)
         lines.append(f"{ind}{var} /= ({real})({count});")
     return lines
+
+
+def _c_set_reduce(ir, node: Reduce, real: str, vec: dict, ind: str) -> list[str]:
+    """``setsum`` (0 plus every member in order) or ``setmax`` (member 0, then every larger
+    member; NaN propagates, as numpy's max) of the one argument, at every unit."""
+    (a,) = node.args
+    d, var = node.dim, f"V_{node.name}"
+    at = "" if d == SCALAR else "[j]"
+    first = "0" if node.op == "setsum" else _c_value(ir, a, vec, "0")
+    x = _c_value(ir, a, vec)
+    if node.op == "setsum":
+        body, start = f"{var}{at} += {x};", "0"
+    else:
+        body, start = f"if ({x} > {var}{at} || {x} != {x}) {var}{at} = {x};", "1"
+    loop = [f"for (int m = {start}; m < n->{SET}; ++m) {{", f"    {body}", "}"]
+    if d == SCALAR:
+        return [f"{ind}{real} {var} = {first};", *[ind + line for line in loop]]
+    return [f"{ind}{real} {var}[n->{d}];", f"{ind}for (int j = 0; j < n->{d}; ++j) {{",
+            f"{ind}    {var}[j] = {first};", *[ind + "    " + line for line in loop], f"{ind}}}"]  # fmt: skip
 
 
 def _c_mask(mask) -> str | None:

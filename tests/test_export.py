@@ -19,6 +19,7 @@ import lstm_verify as lv
 from lstm_verify.cli import main
 from lstm_verify.compare import errors
 from lstm_verify.export import SUFFIX, TARGETS, c_compiler, export
+from lstm_verify.spec import SET
 
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_CELLS = ("lstm", "gru", "clockwork_rnn", "layernorm_lstm")
@@ -26,14 +27,26 @@ CELLS = lv.catalog()
 T, B = 5, 2
 
 
+# L = 4 members of a set input, and member and attention sizes unlike the others, so that an
+# index that mixes them up reads the wrong values (or out of bounds)
+SIZES = {"input": 3, "hidden": 4, "proj": 2, "item": 5, "attn": 3, SET: 4}
+
+
 def _problem(cell, seed=0, dtype=np.float64):
-    sizes = {k: {"input": 3, "hidden": 4, "proj": 2}[k] for k in cell.ir.size_names}
+    sizes = {k: SIZES[k] for k in cell.ir.size_names}
     rng = np.random.default_rng(seed)
     p = cell.init_params(sizes=sizes, init="uniform", seed=seed, dtype=dtype)
-    x = {n: rng.uniform(-2, 2, (T, B, sizes[d])).astype(dtype) for n, d in cell.ir.inputs}
+    # per-step inputs (T, B, n), then set inputs (B, L, n), fixed over time
+    x = {n: rng.uniform(-2, 2, shape).astype(dtype) for n, shape in cell.ir.input_shapes(sizes, T, B).items()}
     s = {k: rng.uniform(*cell.spec.state_range(k), (B, sizes[d])).astype(dtype) for k, d in cell.ir.states}
     d_out = rng.standard_normal((T, B, sizes[dict(cell.ir.states)[cell.ir.output]]))
     return sizes, p, x, s, d_out
+
+
+def _first_step(cell, x):
+    """The inputs of the first step: per-step inputs at t = 0, set inputs as they are."""
+    sets = dict(cell.ir.sets)
+    return {k: v if k in sets else v[0] for k, v in x.items()}
 
 
 RUNNER = textwrap.dedent('''
@@ -54,7 +67,8 @@ RUNNER = textwrap.dedent('''
         p, x, s = part("p:"), part("x:"), part("s:")
         out, final, cache = mod.forward(p, x, s, 0, True)
         grads, dx, ds = mod.backward(p, cache, conv(data["d_out"]), None)
-        new = mod.step(p, {k: v[0] for k, v in x.items()}, s)
+        sets = getattr(mod, "_SETS", [])  # set inputs have no step axis
+        new = mod.step(p, {k: v if k in sets else v[0] for k, v in x.items()}, s)
         res = {"out": out} | {f"final:{k}": v for k, v in final.items()}
         res |= {f"g:{k}": v for k, v in grads.items()} | {f"dx:{k}": v for k, v in dx.items()}
         res |= {f"ds:{k}": v for k, v in ds.items()} | {f"step:{k}": v for k, v in new.items()}
@@ -107,7 +121,7 @@ def _verify_python(name, got):
         np.testing.assert_allclose(got[f"dx:{k}"], v, rtol=1e-12, atol=1e-14)
     for k, v in g.state.items():
         np.testing.assert_allclose(got[f"ds:{k}"], v, rtol=1e-12, atol=1e-14)
-    _, one = impl.step(p, {k: v[0] for k, v in x.items()}, s)
+    _, one = impl.step(p, _first_step(cell, x), s)
     for k, v in one.items():
         np.testing.assert_allclose(got[f"step:{k}"], v, rtol=1e-13, atol=1e-15)
 
@@ -139,7 +153,10 @@ def _run_c(lib, cell, dtype, sizes, p, x, s):
     Params = type("Params", (ctypes.Structure,), {"_fields_": [(k, ctypes.POINTER(ct)) for k in names]})
     keep = {k: np.ascontiguousarray(p[k], dtype=dtype) for k in names}
     params = Params(**{k: keep[k].ctypes.data_as(ctypes.POINTER(ct)) for k in names})
-    xs = [np.ascontiguousarray(x[n], dtype=dtype) for n, _ in ir.inputs]
+    # per-step inputs, then set inputs: the order of the C arguments
+    names_x = [n for n, _ in ir.inputs] + [n for n, _ in ir.sets]
+    xs = [np.ascontiguousarray(x[n], dtype=dtype) for n in names_x]
+    per_step = [n not in dict(ir.sets) for n in names_x]
     st = {k: np.ascontiguousarray(s[k], dtype=dtype).copy() for k, _ in ir.states}
     out = np.zeros((T, B, sizes[dict(ir.states)[ir.output]]), dtype=dtype)
     fn = getattr(lib, f"{ir.name}_sequence{suffix}")
@@ -152,7 +169,8 @@ def _run_c(lib, cell, dtype, sizes, p, x, s):
     new = {k: np.zeros_like(v) for k, v in st.items()}
     step = getattr(lib, f"{ir.name}_step{suffix}")
     s0 = {k: np.ascontiguousarray(s[k], dtype=dtype) for k, _ in ir.states}
-    step(ctypes.byref(Sizes(**sizes)), ctypes.byref(params), *[ptr(np.ascontiguousarray(a[0])) for a in xs],
+    first = [np.ascontiguousarray(a[0]) if k else a for a, k in zip(xs, per_step)]  # a set input as it is
+    step(ctypes.byref(Sizes(**sizes)), ctypes.byref(params), *[ptr(a) for a in first],
          *[ptr(s0[k]) for k, _ in ir.states], *[ptr(new[k]) for k, _ in ir.states], B, ctypes.c_long(0))  # fmt: skip
     return out, st, new
 
@@ -170,9 +188,122 @@ def test_every_cell_exports_to_c_that_compiles_clean_and_matches(tmp_path, name)
             assert errors(final[k], ref_state[k], dtype).normwise < limit
         run = cell.numpy().forward(p, x, s)
         np.testing.assert_allclose(out, run.outputs, rtol=limit * 10, atol=limit)
-        _, one = cell.numpy().step(p, {k: v[0] for k, v in x.items()}, s)
+        _, one = cell.numpy().step(p, _first_step(cell, x), s)
         for k in one:
             np.testing.assert_allclose(new[k], one[k], rtol=limit * 10, atol=limit)
+
+
+def _c_matches_numpy(lib, cell, dtype, limit):
+    """Whether the C sequence and one C step agree with the generated NumPy implementation
+    (and the sequence with the exact reference) to ``limit``."""
+    sizes, p, x, s, _ = _problem(cell, dtype=dtype)
+    out, final, new = _run_c(lib, cell, dtype, sizes, p, x, s)
+    run = cell.numpy().forward(p, x, s)
+    _, one = cell.numpy().step(p, _first_step(cell, x), s)
+    ref_out, _ = cell.reference(p, x, s)
+    return (errors(out, ref_out, dtype).normwise < limit
+            and np.allclose(out, run.outputs, rtol=limit * 10, atol=limit)
+            and all(np.allclose(final[k], run.state[k], rtol=limit * 10, atol=limit) for k in final)
+            and all(np.allclose(new[k], one[k], rtol=limit * 10, atol=limit) for k in one))  # fmt: skip
+
+
+def test_c_attention_decoder_set_is_fixed_over_time_and_softmax_is_over_members(tmp_path):
+    """The set input (B, L, n) is passed unchanged to every step; the checks against NumPy and
+    the reference (L = 4 members, B = 2 rows, T = 5 steps) fail for C that reads another set
+    row as time goes on, or normalises the attention weights over anything but all members."""
+    cell = lv.load("attention_decoder")
+    assert cell.ir.input_shapes(SIZES, T, B)["a"] == (B, SIZES[SET], SIZES["item"]) and SIZES[SET] >= 3
+    text = export(cell, "c")
+    assert "A_y + (size_t)t * batch * n->input, A_a, A_h, A_c, X_h, X_c, batch, t0 + t);" in text
+    assert "(batch, L, size) with L = n->set >= 1 members, fixed over time" in text
+    lib = _compile(tmp_path, "attention_decoder", text)
+    assert _c_matches_numpy(lib, cell, np.float64, 1e-13) and _c_matches_numpy(lib, cell, np.float32, 2e-6)
+    # permuting the members changes nothing (up to rounding); another row of the set changes
+    # only its own batch row
+    sizes, p, x, s, _ = _problem(cell)
+    out, _, _ = _run_c(lib, cell, np.float64, sizes, p, x, s)
+    perm = dict(x, a=x["a"][:, [2, 0, 3, 1]])
+    np.testing.assert_allclose(_run_c(lib, cell, np.float64, sizes, p, perm, s)[0], out, rtol=1e-13, atol=1e-15)
+    other = dict(x, a=x["a"].copy())
+    other["a"][1] += 0.5
+    changed = _run_c(lib, cell, np.float64, sizes, p, other, s)[0]
+    assert np.array_equal(changed[:, 0], out[:, 0]) and not np.allclose(changed[:, 1], out[:, 1])
+    mutants = {
+        "the set row moves with t": ("const double *R_a = A_a + (size_t)b * n->set * n->item;",
+                                     "const double *R_a = A_a + (size_t)((b + t) % batch) * n->set * n->item;"),
+        "softmax normalised by one member": ("V_setsum_alpha += V_setsum_alpha_in0[m];",
+                                             "V_setsum_alpha += V_setsum_alpha_in0[0];"),
+        "context weighted by one member": ("*V_alpha[m];", "*V_alpha[0];"),
+    }  # fmt: skip
+    for k, (old, new) in enumerate(mutants.values()):
+        assert old in text, old  # (the float32 functions are not called)
+        bad = _compile(tmp_path, f"mutant{k}", text.replace(old, new))
+        assert not _c_matches_numpy(bad, cell, np.float64, 1e-13), list(mutants)[k]
+
+
+SET_PATHS = """
+name = "set_paths"
+title = "Every C path of set inputs"
+cite = ["lstm-verify tests"]
+input = "x"
+sets = ["a"]
+state = ["h"]
+diagonal = ["w"]
+sizes = { a = "item", k = "item", r = "item" }
+equations = [
+  "q = lin(a, x)",
+  "k = lin(a)",
+  "u = (q - mean(q))/sqrt(var(q) + 1) + sum(k, h)/8",
+  "alpha = softmax(u + h)",
+  "r = setsum(a)",
+  "h' = tanh(lin(x, h, r) + w*setsum(alpha*u))",
+]
+"""
+
+
+def test_c_set_paths_lin_reductions_and_vector_softmax(tmp_path):
+    """lin of a set input alone and with a per-step input, mean/var/sum per member (over set
+    and plain vectors together), a softmax over the members at every unit (setmax and setsum
+    of vectors) and setsum of the set input itself: C against NumPy and the reference."""
+    path = tmp_path / "set_paths.toml"
+    path.write_text(SET_PATHS)
+    cell = lv.load(path)
+    text = export(cell, "c")
+    assert "double V_mean_u[n->set];" in text and "double V_setmax_alpha[n->hidden];" in text
+    assert "V_setsum_r[j] += R_a[(size_t)m * n->item + j];" in text
+    lib = _compile(tmp_path, "set_paths", text)
+    assert _c_matches_numpy(lib, cell, np.float64, 1e-13)
+    assert _c_matches_numpy(lib, cell, np.float32, 2e-6)
+
+
+def test_exported_torch_layer_passes_set_inputs(tmp_path):
+    """The torch Layer of a cell with a set input takes it in the inputs dict (in any order)
+    and trains it with the generated backward: gradients equal autograd's through forward."""
+    import importlib.util
+
+    import torch
+
+    path = tmp_path / "attention_torch_mod.py"
+    path.write_text(export(lv.load("attention_decoder"), "torch"))
+    spec = importlib.util.spec_from_file_location("attention_torch_mod", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    layer = mod.Layer({k: SIZES[k] for k in ("input", "hidden", "item", "attn")}, seed=0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(T, B, SIZES["input"], generator=g, dtype=torch.float64)
+    a = torch.randn(B, SIZES[SET], SIZES["item"], generator=g, dtype=torch.float64, requires_grad=True)
+    out, _ = layer({"a": a, "y": y})
+    (out**2).sum().backward()
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in layer.named_parameters()}
+    a2 = a.detach().clone().requires_grad_(True)
+    zeros = {k: torch.zeros(B, SIZES["hidden"], dtype=torch.float64) for k in ("h", "c")}
+    out2, _, _ = mod.forward(params, {"y": y, "a": a2}, zeros)
+    (out2**2).sum().backward()
+    torch.testing.assert_close(out, out2, rtol=0, atol=0)
+    assert float(a2.grad.abs().max()) > 1e-3
+    torch.testing.assert_close(a.grad, a2.grad, rtol=1e-12, atol=1e-14)
+    for k, v in layer.named_parameters():
+        torch.testing.assert_close(v.grad, params[k].grad, rtol=1e-12, atol=1e-14)
 
 
 def test_c_half_integer_powers_and_size_one_values(tmp_path):
