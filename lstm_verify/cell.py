@@ -139,7 +139,7 @@ class Cell:
         from .reference import reference_forward
 
         params, inputs, state = prepare(self.ir, "numpy", params, inputs, state)
-        T, B = next(iter(inputs.values())).shape[:2]
+        T, B = inputs[self.ir.inputs[0][0]].shape[:2]
         if T == 0 or B == 0:
             out = np.empty((T, B, state[self.ir.output].shape[-1]), dtype=object)
             return out, {k: np.array(v, dtype=object) for k, v in state.items()}
@@ -218,7 +218,7 @@ class Implementation:
         dtype = next(iter(inputs.values())).dtype
         for k, v in params.items():
             _check_dtype(ir, "parameter", k, v, dtype, "the cached inputs")
-        T, B = tuple(next(iter(inputs.values())).shape)[:2]
+        T, B = tuple(inputs[ir.inputs[0][0]].shape)[:2]
         if d_outputs is not None:
             d_outputs = conv.value("d_outputs", "", d_outputs)
             want = (T, B, tuple(state0[ir.output].shape)[-1])
@@ -247,7 +247,7 @@ class Implementation:
         if not cache.get("empty"):
             return self.module.backward(params, cache, d_outputs, d_state, trace)
         inputs, state0 = cache["inputs"], cache["state0"]
-        T = next(iter(inputs.values())).shape[0]
+        T = inputs[ir.inputs[0][0]].shape[0]
         grads = {k: _zeros_like(params[k], tuple(params[k].shape)) for k in ir.param_names}
         d_inputs = {k: _zeros_like(v, tuple(v.shape)) for k, v in inputs.items()}
         d_state = d_state or {}
@@ -264,7 +264,9 @@ class Implementation:
         ir = self.cell.ir
         if not isinstance(inputs, dict):
             inputs = {ir.inputs[0][0]: inputs}
-        run = self.forward(params, {k: _add_step_axis(v) for k, v in inputs.items()}, state, t0=t, check=check)
+        sets = {n for n, _ in ir.sets}  # a set input has no step axis
+        run = self.forward(params, {k: v if k in sets else _add_step_axis(v) for k, v in inputs.items()}, state,
+                           t0=t, check=check)  # fmt: skip
         return run.outputs[0], run.state
 
 
@@ -398,7 +400,7 @@ def _copy(a):
 
 
 def normalize_inputs(ir: CellIR, inputs) -> dict:
-    names = [n for n, _ in ir.inputs]
+    names = [n for n, _ in ir.inputs] + [n for n, _ in ir.sets]
     if not isinstance(inputs, dict):
         if len(names) != 1:
             raise ShapeError(f"cell {ir.name!r} has inputs {names}: pass a dict")
@@ -496,6 +498,18 @@ def validate(ir: CellIR, params, inputs, state) -> None:
             raise ShapeError(f"{ir.name}: input {name!r} has shape {shape}; other inputs have T={T}, B={batch}")
         if dim in sizes and shape[2] != sizes[dim]:
             raise ShapeError(f"{ir.name}: input {name!r} has {shape[2]} features, the weights expect {dim}={sizes[dim]}")
+    members = None
+    for name, dim in ir.sets:
+        shape = tuple(inputs[name].shape)
+        if len(shape) != 3 or shape[0] != batch or shape[1] < 1:
+            raise ShapeError(f"{ir.name}: set input {name!r} must be (B, L, {dim}) with B={batch} and L >= 1 "
+                             f"members, fixed over time; got shape {shape}")  # fmt: skip
+        members = shape[1] if members is None else members
+        if shape[1] != members:
+            raise ShapeError(f"{ir.name}: set input {name!r} has {shape[1]} members, other set inputs {members}")
+        if dim in sizes and shape[2] != sizes[dim]:
+            raise ShapeError(f"{ir.name}: set input {name!r} has {shape[2]} features, the weights expect "
+                             f"{dim}={sizes[dim]}")  # fmt: skip
     unknown = sorted(str(k) for k in state if k not in dict(ir.states))
     if unknown:
         raise ShapeError(f"{ir.name}: state has unknown names {unknown}; states are {[s for s, _ in ir.states]}")

@@ -22,17 +22,20 @@ LIMITS = {
     "thirdparty": {"float64": 1e-12, "float32": 1e-5},  # max abs difference, outputs in [-1, 1]
 }
 
-DEFAULT_SIZES = {"input": 3, "hidden": 4, "proj": 2}
+DEFAULT_SIZES = {"input": 3, "hidden": 4, "proj": 2, "attn": 3, "item": 2, "set": 5}
+OTHER_SIZE = 3  # a size name the table does not know (a user's spec)
 
 
 def sizes_for(cell: Cell, base=None) -> dict[str, int]:
     """Small sizes every catalog cell accepts (input = hidden where the spec ties them)."""
     base = dict(base or DEFAULT_SIZES)
-    return {k: base[k] for k in cell.ir.size_names}
+    return {k: base.get(k, OTHER_SIZE) for k in cell.ir.size_names}
 
 
 def random_inputs(cell: Cell, sizes, T, batch, rng, scale=1.0, dtype=np.float64):
-    return {n: (scale * rng.standard_normal((T, batch, sizes[d]))).astype(dtype) for n, d in cell.ir.inputs}
+    """N(0, scale^2) inputs: (T, batch, n) per step, (batch, L, n) for a set input."""
+    return {n: (scale * rng.standard_normal(shape)).astype(dtype)
+            for n, shape in cell.ir.input_shapes(sizes, T, batch).items()}  # fmt: skip
 
 
 def random_state(cell: Cell, sizes, batch, rng, scale=0.5, dtype=np.float64):
@@ -211,12 +214,12 @@ def backward_vs_finite_differences(cell: Cell, T=50, batch=2, seed=0, directions
     torch = _torch()
     from .torch_cell import fused_forward
 
-    names = train + [n for n, _ in cell.ir.inputs] + [s for s, _ in cell.ir.states]
+    names = train + list(inputs) + [s for s, _ in cell.ir.states]
     buffers = {b: torch.tensor(v) for b, v in params.items() if b not in train}
-    leaves = [torch.tensor(params[k]) for k in train] + [torch.tensor(inputs[n]) for n, _ in cell.ir.inputs]
+    leaves = [torch.tensor(params[k]) for k in train] + [torch.tensor(v) for v in inputs.values()]
     leaves += [torch.tensor(state[s]) for s, _ in cell.ir.states]
     leaves = [t.requires_grad_(True) for t in leaves]
-    k, m = len(train), len(cell.ir.inputs)
+    k, m = len(train), len(inputs)
 
     def fn(*ts):
         p = dict(zip(names[:k], ts[:k])) | buffers

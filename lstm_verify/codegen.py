@@ -82,6 +82,24 @@ class _Printer(PythonCodePrinter):
     def _print_Symbol(self, expr):
         return _v(expr.name)
 
+    def _print_OverSet(self, expr):
+        return f"{self._print(expr.args[0])}[:, None]"
+
+
+class OverSet(sympy.Function):
+    """A value without the set axis, (B, n), read by a vector with it, (B, L, n): printed
+    ``x[:, None]`` so that it broadcasts over the L members."""
+
+
+def _in_set(ir: CellIR, name: str, expr: sympy.Expr) -> sympy.Expr:
+    """``expr`` of node ``name`` with every vector without the set axis wrapped in OverSet when
+    the node has the set axis."""
+    if name not in ir.set_vectors:
+        return expr
+    batched = _batched(ir)
+    return expr.xreplace({x: OverSet(x) for x in expr.free_symbols
+                          if x.name in batched and x.name not in ir.set_vectors})  # fmt: skip
+
 
 def _function_printer(func):
     def method(self, expr):
@@ -233,6 +251,20 @@ def _bcast(x, n):
     return numpy.broadcast_to(x, x.shape[:-1] + (n,))
 
 
+def _ssum(x):
+    # the sum over the set's members (axis 1 of (B, L, n))
+    return x.sum(1)
+
+
+def _smax(x):
+    return x.max(1)
+
+
+def _sbcast(x, n):
+    # a (B, m) gradient spread over the n members of the set: (B, n, m)
+    return numpy.broadcast_to(x[:, None], (x.shape[0], n) + x.shape[1:])
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
 
@@ -300,6 +332,20 @@ def _rsum(x):
 def _bcast(x, n):
     # a reduction's gradient (size 1) spread over n units
     return x.expand(*x.shape[:-1], n)
+
+
+def _ssum(x):
+    # the sum over the set's members (axis 1 of (B, L, n))
+    return x.sum(1)
+
+
+def _smax(x):
+    return x.amax(1)
+
+
+def _sbcast(x, n):
+    # a (B, m) gradient spread over the n members of the set: (B, n, m)
+    return x[:, None].expand(x.shape[0], n, *x.shape[1:])
 
 
 def _cat(xs, axis):
@@ -479,6 +525,7 @@ class Group:
     arg: str
     terms: tuple[tuple[str, str], ...]  # (affine node, weight)
     hoisted: bool  # the argument is an input: one GEMM for the whole sequence
+    const: bool = False  # the argument is a set input: one GEMM for every step
 
     @property
     def var(self) -> str:
@@ -508,12 +555,13 @@ def schedule(ir: CellIR) -> list:
 
 def groups(ir: CellIR) -> dict[str, Group]:
     inputs = {n for n, _ in ir.inputs}
+    sets = {n for n, _ in ir.sets}
     terms: dict[str, list] = {}
     for n in schedule(ir):
         if isinstance(n, Affine):
             for w, arg in n.terms:
                 terms.setdefault(arg, []).append((n.name, w))
-    return {a: Group(a, tuple(t), a in inputs) for a, t in terms.items()}
+    return {a: Group(a, tuple(t), a in inputs, a in sets) for a, t in terms.items()}
 
 
 @dataclass(frozen=True)
@@ -621,7 +669,7 @@ def _blocked_groups(ir: CellIR, p: Plan, backend: str) -> set[str]:
         return set()
     out_dim = {w.name: w.out_dim for w in ir.weights}
     return {g.arg for g in p.groups.values()
-            if not g.hoisted and len(g.terms) > 1 and len({out_dim[w] for _, w in g.terms}) == 1}  # fmt: skip
+            if not g.hoisted and not g.const and len(g.terms) > 1 and len({out_dim[w] for _, w in g.terms}) == 1}  # fmt: skip
 
 
 def _block(g: Group, k: int, tensor: str, rows=False, blocked=False) -> str:
@@ -715,6 +763,8 @@ def _batched(ir: CellIR) -> set[str]:
 def _size_code(ir: CellIR, dim: str, state: str) -> str:
     """Code for a size: :func:`_dim_width` (a state in the dict named ``state``, a weight), else
     a bias, a diagonal parameter or an input of that size."""
+    if dim == SCALAR:
+        return "1"
     found = _dim_width(ir, dim, state)
     if found:
         return found
@@ -730,16 +780,22 @@ def _size_code(ir: CellIR, dim: str, state: str) -> str:
 def _counts(code: _Code, ir: CellIR, state: str):
     """``_n_<node>``: how many units each reduction sums over."""
     for n in ir.nodes:
-        if isinstance(n, Reduce):
+        if isinstance(n, Reduce) and not n.over_set:
             code(f"_n_{n.name} = {' + '.join(_size_code(ir, ir.dims[a], state) for a in n.args)}")
 
 
-def _reduce_code(node: Reduce) -> str:
+def _reduce_code(ir: CellIR, node: Reduce) -> str:
+    if node.over_set:
+        return f"_ssum({_v(node.args[0])})" if node.op == "setsum" else f"_smax({_v(node.args[0])})"
+
+    def v(a):  # an argument without the set axis in a reduction with it: one per member
+        return _v(a) + ("[:, None]" if node.name in ir.set_vectors and a not in ir.set_vectors else "")
+
     if node.op == "var":
         c = _v(node.center)
-        parts = [f"_rsum(({_v(a)} - {c})*({_v(a)} - {c}))" for a in node.args]
+        parts = [f"_rsum(({v(a)} - {c})*({v(a)} - {c}))" for a in node.args]
     else:
-        parts = [f"_rsum({_v(a)})" for a in node.args]
+        parts = [f"_rsum({v(a)})" for a in node.args]
     total = " + ".join(parts)
     return total if node.op == "sum" else f"({total}) / _n_{node.name}"
 
@@ -752,7 +808,7 @@ def _paired(ir: CellIR, p: Plan) -> dict[str, tuple[str, int, int]]:
     out = {}
     taken = set()
     for r in p.groups.values():
-        if r.hoisted:
+        if r.hoisted or r.const:
             continue
         rec = [n for n, _ in r.terms]
         for g in p.groups.values():
@@ -778,6 +834,11 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     for n, _ in ir.inputs:
         code(f"_X_{n} = inputs[{n!r}]")
     code(f"_T, _B = _X_{first}.shape[0], _X_{first}.shape[1]")
+    for n, _ in ir.sets:  # fixed over time
+        code(f"{_v(n)} = inputs[{n!r}]")
+    for g in p.groups.values():
+        if g.const:  # one GEMM for every step: (B, L, out)
+            code(f"_G_{g.arg} = {_v(g.arg)} @ {g.var}.T")
     folded = _folded_biases(ir, p)
     folded_nodes = {ir.node_map[n].name for a in folded for n, _ in p.groups[a].terms}
     paired = _paired(ir, p)
@@ -797,7 +858,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     for g in p.groups.values():
         if g.arg in blocked:
             code(f"_mm_{g.arg} = _blocked({g.var}, {len(g.terms)})")
-        elif not g.hoisted:
+        elif not g.hoisted and not g.const:
             code(f"_mm_{g.arg} = _linear({g.var}, _B, _T)")
     for s, _ in ir.states:
         code(f"{_v(s)} = state[{s!r}]")
@@ -822,7 +883,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         batched = _batched(ir)
         for x in saved:
             width = _width(ir, x)
-            if width and x in batched:
+            if width and x in batched and x not in ir.set_vectors:
                 targets[x] = (f"None if _sv_{x} is None else _sv_{x}[_t + 1]" if x in shifted
                               else f"None if _sv_{x} is None else _sv_{x}[_t]", width)  # fmt: skip
         # and so are the outputs (the new values of the output state)
@@ -849,7 +910,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
 
     def flush():
         if run:
-            written.update(_cse_block(code, [(n.name, n.expr) for n in run], printer,
+            written.update(_cse_block(code, [(n.name, _in_set(ir, n.name, n.expr)) for n in run], printer,
                                       f"_f{next(cse_prefix)}_", {k: t for k, (t, _) in targets.items()}))  # fmt: skip
             run.clear()
 
@@ -859,7 +920,7 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
             continue
         flush()
         if isinstance(node, Reduce):
-            code(f"{_v(node.name)} = {_reduce_code(node)}")
+            code(f"{_v(node.name)} = {_reduce_code(ir, node)}")
             continue
         pair = next((paired[a] for _, a in node.terms if a in paired), None)
         if pair is not None:  # both terms in one fused multiply-add for the whole stack
@@ -878,12 +939,15 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
                 g = p.groups[arg]
                 if arg not in done_groups:
                     done_groups.add(arg)
-                    code(f"_g_{arg} = _G_{arg}[_t]" if g.hoisted else f"_g_{arg} = _mm_{arg}({_v(arg)})")
+                    code(f"_g_{arg} = _G_{arg}[_t]" if g.hoisted else f"_g_{arg} = _G_{arg}" if g.const
+                         else f"_g_{arg} = _mm_{arg}({_v(arg)})")  # fmt: skip
             parts = []
             for _, arg in node.terms:
                 g = p.groups[arg]
                 k = [a for a, _ in g.terms].index(node.name)
-                parts.append(_block(g, k, f"_g_{arg}", blocked=arg in blocked))
+                block = _block(g, k, f"_g_{arg}", blocked=arg in blocked)
+                spread = node.name in ir.set_vectors and arg not in ir.set_vectors
+                parts.append(f"{block}[:, None]" if spread else block)
         if node.bias and node.name not in folded_nodes:
             parts.append(_v(node.bias))
         code(f"{_v(node.name)} = {' + '.join(parts)}")
@@ -967,6 +1031,8 @@ def _deferred_diagonals(ir: CellIR, p: Plan) -> dict:
             readers[s] = readers.get(s, 0) + 1
     out = {}
     for node, d in p.partials.items():
+        if node in ir.set_vectors:  # (B, L, n) per step: reduced over the members at every step
+            continue
         for w, expr in d.items():
             if w not in diagonals or expr == 0:
                 continue
@@ -995,6 +1061,13 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     for n in inputs:
         code(f'_X_{n} = cache["inputs"][{n!r}]')
     code(f"_T, _B = _X_{inputs[0]}.shape[0], _X_{inputs[0]}.shape[1]")
+    sets = [n for n, _ in ir.sets]
+    for n in sets:  # fixed over time; their gradients are summed over the steps
+        code(f'_X_{n} = cache["inputs"][{n!r}]')
+        code(f"{_v(n)} = _X_{n}")
+        code(f"_DX_{n} = None")
+    if sets:
+        code(f"_L = _X_{sets[0]}.shape[1]")
     code('t0 = cache["t0"]')
     code('_state0 = cache["state0"]')
     for s in p.saved:
@@ -1007,7 +1080,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         code(f"_grad_{d} = _zeros({_v(d)}.shape, {_v(d)})")
     for g in p.groups.values():
         code(f"_GBs_{g.arg} = None")
-        if not g.hoisted:
+        if not g.hoisted and not g.const:
             code(f"_mmT_{g.arg} = _linear({g.var}.T, _B, _T)")
     pointwise_inputs = [n for n in inputs if any(n in d for d in p.partials.values())]
     for n in pointwise_inputs:
@@ -1035,7 +1108,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 names[(node, s)] = fold_constants(expr)
             else:
                 key = f"_p{len(items)}_{node}_{s}"  # numbered: node_s alone could collide
-                items.append((key, expr))
+                items.append((key, _in_set(ir, node, expr)))
                 names[(node, s)] = sympy.Symbol(key)
     _cse_block(code, items, printer, "_q")
     bars: set[str] = set()
@@ -1072,10 +1145,16 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         g = p.groups[arg]
         parts = []
         for aff, w in g.terms:
-            if aff in bars:
+            if aff in bars and aff in ir.set_vectors and not g.const:  # summed over the members
+                parts.append(f"_ssum(_d_{aff})")
+            elif aff in bars:
                 parts.append(f"_d_{aff}")
             else:
-                parts.append(f"_zeros((_B, {_v(w)}.shape[0]), {_v(w)})")
+                parts.append(f"_zeros((_B, {'_L, ' if g.const else ''}{_v(w)}.shape[0]), {_v(w)})")
+        if g.const:  # a set input's blocks, summed over the steps
+            block = f"_cat([{', '.join(parts)}], -1)"
+            code(f"_GBs_{arg} = {block} if _GBs_{arg} is None else _GBs_{arg} + {block}")
+            return
         # another argument feeds the same affine maps, or a run of its maps: the per-step
         # values are kept once, and this stack is (a view of) that one
         for other, owner in stacked.items():
@@ -1106,21 +1185,24 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 term = f"_d_{node.name}"
             else:
                 term = (f"_d_{node.name}", printer.doprint(factor))
-            if isinstance(node, Reduce):  # a size-1 gradient spread over the argument's units
-                text = " * ".join(term) if isinstance(term, tuple) else term
+            text = " * ".join(term) if isinstance(term, tuple) else term
+            members = node.name in ir.set_vectors
+            if s in diagonals:
+                code(f"_grad_{s} = _grad_{s} + ({text}).sum({'(0, 1)' if members else '0'})")
+                continue
+            if isinstance(node, Reduce) and node.over_set:  # spread over the members
+                term = f"_sbcast({text}, _L)"
+            elif isinstance(node, Reduce):  # a size-1 gradient spread over the argument's units
                 if all(ir.dims.get(x.name, SCALAR) == SCALAR for x in expr.free_symbols):
                     text = f"_bcast({text}, {_size_code(ir, ir.dims[s], '_state0')})"
-                add(s, text)
-                continue
-            if ir.dims.get(s) == SCALAR and node.dim != SCALAR:  # a broadcast value: summed back
-                add(s, f"_rsum({' * '.join(term) if isinstance(term, tuple) else term})")
-                continue
-            if s in diagonals:
-                code(f"_grad_{s} = _grad_{s} + ({' * '.join(term) if isinstance(term, tuple) else term}).sum(0)")
-            else:
-                add(s, term)
+                term = text
+            elif ir.dims.get(s) == SCALAR and node.dim != SCALAR:  # a broadcast value: summed back
+                term = f"_rsum({text})"
+            if members and s not in ir.set_vectors:  # read by every member: summed over them
+                term = f"_ssum({' * '.join(term) if isinstance(term, tuple) else term})"
+            add(s, term)
     # wider stacks first, so that a narrower one can be a view of a wider one
-    for src in sorted(states + inputs, key=lambda a: -len(p.groups[a].terms) if a in p.groups else 0):
+    for src in sorted(states + inputs + sets, key=lambda a: -len(p.groups[a].terms) if a in p.groups else 0):
         flush_group(src)
     for s in states:
         code(f"_carry_{s} = _d_{s}" if s in bars else f"_carry_{s} = _zeros(_carry_{s}.shape, _carry_{s})")
@@ -1129,15 +1211,19 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
     for n in pointwise_inputs:
         code(f"_DX_{n} = _put(_DX_{n}, _t, _d_{n}, _T)" if n in bars else
              f"_DX_{n} = _put(_DX_{n}, _t, _zeros({_v(n)}.shape, {_v(n)}), _T)")  # fmt: skip
+    for n in sets:
+        if n in bars:
+            code(f"_DX_{n} = _d_{n} if _DX_{n} is None else _DX_{n} + _d_{n}")
     code.indent = 1
     _constants(code, printer, consts_at, f"_X_{inputs[0]}")
     code("grads = {}")
     code("d_inputs = {}")
     for g in p.groups.values():
         code(f"_GBs = {alias.get(g.arg, f'_GBs_{g.arg}')}")
-        src = f"_X_{g.arg}" if g.hoisted else f"_S_{g.arg}"
+        src = f"_X_{g.arg}" if g.hoisted or g.const else f"_S_{g.arg}"
         code("_m = _GBs.shape[2]")
-        code(f"_GW = _GBs.reshape(_T * _B, _m).T @ {src}.reshape(_T * _B, {src}.shape[2])")
+        rows = "_B * _L" if g.const else "_T * _B"  # a set input's blocks: (B, L, m) over all steps
+        code(f"_GW = _GBs.reshape({rows}, _m).T @ {src}.reshape({rows}, {src}.shape[2])")
         if any(ir.node_map[aff].bias and ir.node_map[aff].terms[0][1] == g.arg for aff, _ in g.terms):
             code("_Gb = _GBs.sum((0, 1))")
         for k, (aff, w) in enumerate(g.terms):
@@ -1149,10 +1235,12 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 code(f"grads[{node.bias!r}] = {_block(g, k, '_Gb')}")
         if g.hoisted:
             code(f"d_inputs[{g.arg!r}] = (_GBs.reshape(_T * _B, _m) @ {g.var}).reshape(_T, _B, -1)")
-    for n in pointwise_inputs:
+        if g.const:
+            code(f"d_inputs[{g.arg!r}] = _GBs @ {g.var}")
+    for n in pointwise_inputs + [n for n in sets if n in bars]:
         code(f"_dx = _DX_{n}")
         code(f"d_inputs[{n!r}] = d_inputs[{n!r}] + _dx if {n!r} in d_inputs else _dx")
-    for n in inputs:
+    for n in inputs + sets:
         code(f"if {n!r} not in d_inputs:")
         code(f"    d_inputs[{n!r}] = _zeros(_X_{n}.shape, _X_{n})")
     for (_, w), (a, u) in deferred.items():
@@ -1164,7 +1252,7 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         code(f"grads[{d!r}] = _grad_{d}")
     states_map = ", ".join(f"{s!r}: _carry_{s}" for s in states)
     if printer.backend == "torch":
-        owned = [f"_GBs_{a}" for a in p.groups if a not in alias]
+        owned = [f"_GBs_{a}" for a, g in p.groups.items() if a not in alias and not g.const]
         carries = ", ".join(f"_carry_{s}" for s in states)
         code("if not torch.is_grad_enabled():")
         code(f"    _release([{', '.join(owned)}], [*grads.values(), *d_inputs.values(), {carries}])")

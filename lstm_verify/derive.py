@@ -28,11 +28,14 @@ def count(node: str) -> sympy.Symbol:
 
 def reduce_partials(node: Reduce) -> dict[str, sympy.Expr]:
     """d node / d arg per unit of each argument: 1 (sum), 1/n (mean), 2*(arg - center)/n (var;
-    the derivative through the center is exactly 0, since the deviations sum to 0)."""
+    the derivative through the center is exactly 0, since the deviations sum to 0); over the
+    set, 1 per member (setsum) and 0 (setmax: the shift of a softmax, which does not change it)."""
     out: dict[str, sympy.Expr] = {}
     n = count(node.name)
     for a in node.args:
-        if node.op == "sum":
+        if node.op == "setmax":
+            d = sympy.Integer(0)
+        elif node.op in ("sum", "setsum"):
             d = sympy.Integer(1)
         elif node.op == "mean":
             d = 1 / n
@@ -52,7 +55,7 @@ def forward_values(ir: CellIR) -> dict:
 
 
 def vector_names(ir: CellIR) -> set[str]:
-    return {n for n, _ in ir.inputs} | {n for n, _ in ir.states} | {n.name for n in ir.nodes}
+    return {n for n, _ in ir.inputs} | {n for n, _ in ir.sets} | {n for n, _ in ir.states} | {n.name for n in ir.nodes}
 
 
 @lru_cache(maxsize=256)

@@ -52,7 +52,7 @@ def _problem(cell: Cell, sizes, steps, batch, seed, init, t_max=None, input_scal
     params = cell.init_params(sizes=sizes, seed=seed)
     if init != "torch_default":
         params = apply(cell.ir, params, init, rng, t_max=t_max or steps)
-    inputs = {n: input_scale * rng.standard_normal((steps, batch, sizes[d])) for n, d in cell.ir.inputs}
+    inputs = {n: input_scale * rng.standard_normal(shape) for n, shape in cell.ir.input_shapes(sizes, steps, batch).items()}
     state = {s: np.zeros((batch, sizes[d])) for s, d in cell.ir.states}
     return params, inputs, state, rng
 
@@ -124,12 +124,14 @@ def step_jacobians(cell: Cell, params, inputs, state=None, row=0):
     widths = [np.asarray(state[s]).shape[1] for s in names]
     n = sum(widths)
     offs = np.cumsum([0] + widths)
-    T = next(iter(inputs.values())).shape[0]
+    T = inputs[ir.inputs[0][0]].shape[0]
+    sets = {k for k, _ in ir.sets}
     cur = {s: np.asarray(state[s])[row : row + 1] for s in names}
     out = np.empty((T, n, n))
     eye = np.eye(n)
     for t in range(T):
-        x = {k: np.repeat(np.asarray(v)[t : t + 1, row : row + 1], n, axis=1) for k, v in inputs.items()}
+        x = {k: np.repeat(np.asarray(v)[row : row + 1], n, axis=0) if k in sets else
+             np.repeat(np.asarray(v)[t : t + 1, row : row + 1], n, axis=1) for k, v in inputs.items()}  # fmt: skip
         s = {k: np.repeat(v, n, axis=0) for k, v in cur.items()}
         run = impl.forward(params, x, s, t0=t, save=True, check=False)
         d = {names[j]: eye[:, offs[j] : offs[j + 1]] for j in range(len(names))}
@@ -180,8 +182,9 @@ def saturation(cell: Cell, params, inputs, state=None, low=0.05, high=0.95) -> d
 
 
 def node_values(cell: Cell, params, inputs, state=None) -> dict:
-    """Every node's value at every step, (T, B, n), from a float64 walk of the IR (SymPy's NumPy
-    printer; the generated code saves only what its backward needs)."""
+    """Every node's value at every step, (T, B, n) ((T, B, L, n) with the set axis), from a
+    float64 walk of the IR (SymPy's NumPy printer; the generated code saves only what its
+    backward needs)."""
     params, inputs, state = _arguments(cell, params, inputs, state)
     from .functions import FUNCTIONS
     from .hygiene import lambdify
@@ -203,23 +206,36 @@ def node_values(cell: Cell, params, inputs, state=None) -> dict:
 
     sizes = infer_sizes(ir, params)
     S = {k: np.asarray(v, dtype=float) for k, v in state.items()}
-    T, B = next(iter(inputs.values())).shape[:2]
+    T, B = inputs[ir.inputs[0][0]].shape[:2]
+    sets = {k for k, _ in ir.sets}
+    L = inputs[next(iter(sets))].shape[1] if sets else None
     trace: dict = {n.name: [] for n in ir.nodes}
     for t in range(T):
-        vals = dict(S) | {k: np.asarray(v[t], dtype=float) for k, v in inputs.items()}
+        vals = dict(S) | {k: np.asarray(v if k in sets else v[t], dtype=float) for k, v in inputs.items()}
         for node in ir.nodes:
+            members = node.name in ir.set_vectors
+
+            def val(a):  # a value without the set axis, read by a node with it: over the members
+                return vals[a][:, None] if members and a not in ir.set_vectors else vals[a]
+
             if isinstance(node, Affine):
-                v = sum(vals[a] @ masked[w].T for w, a in node.terms)
+                v = sum(val(a) @ masked[w].T for w, a in node.terms)
                 vals[node.name] = v + (params[node.bias] if node.bias else 0.0)
+            elif isinstance(node, Reduce) and node.over_set:
+                v = vals[node.args[0]]
+                vals[node.name] = v.sum(1) if node.op == "setsum" else v.max(1)
             elif isinstance(node, Reduce):
-                units = np.concatenate([vals[a] for a in node.args], axis=-1)
+                lead = (B, L) if members else (B,)
+                units = np.concatenate([np.broadcast_to(val(a), lead + val(a).shape[len(lead):]) for a in node.args],
+                                       axis=-1)  # fmt: skip
                 if node.op == "var":
                     units = (units - vals[node.center]) ** 2
                 vals[node.name] = units.sum(-1, keepdims=True) if node.op == "sum" else units.mean(-1, keepdims=True)
             else:
                 names, fn = compiled[node.name]
-                args = [t if n == ir.step else vals[n] if n in vals else np.asarray(params[n]) for n in names]
-                vals[node.name] = np.broadcast_to(fn(*args), (B, 1 if node.dim == SCALAR else sizes[node.dim]))
+                args = [t if n == ir.step else val(n) if n in vals else np.asarray(params[n]) for n in names]
+                shape = (B, L) if members else (B,)
+                vals[node.name] = np.broadcast_to(fn(*args), shape + (1 if node.dim == SCALAR else sizes[node.dim],))
             trace[node.name].append(vals[node.name])
         S = {s: vals[ir.new(s)] for s, _ in ir.states}
     return {k: np.stack(v) for k, v in trace.items()}

@@ -7,6 +7,13 @@ A ``lin`` argument that is an expression (``lin(x, r*h)``) becomes a pointwise n
 Every ``sum``, ``mean`` or ``var`` becomes a :class:`Reduce` node of size ``"1"`` (one number per
 batch row), likewise with expression arguments as nodes of their own; a pointwise expression
 that reads a size-1 value broadcasts it over its units.
+
+Set inputs (``sets = ["a"]``) are (B, L, n), fixed over time. Every vector that reads one has
+the set axis too (:attr:`CellIR.set_vectors`: its values are (B, L, n) per step), and a vector
+without it that such a vector reads is broadcast over the L members. ``setsum`` (a
+:class:`Reduce` with ``op="setsum"``) sums over the members and removes the axis; ``softmax(e)``
+is ``exp(e - m)/setsum(exp(e - m))`` with ``m = setmax(e)``, whose derivative is taken as 0: the
+softmax does not change when e is shifted, so the exact derivative through m is 0.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import sympy
 
 from .errors import SpecError
 from .masks import Mask, parse_mask
-from .spec import NEW, SCALAR, BufferSpec, CellSpec, display
+from .spec import NEW, SCALAR, SET, SET_OPS, BufferSpec, CellSpec, display
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,8 @@ class Pointwise:
 class Reduce:
     """``op`` over the units of ``args`` together: ``sum``, ``mean``, or ``var`` (population
     variance, two-pass: the mean of (arg - center)**2, ``center`` the mean node of the same
-    arguments). Its value has size ``"1"``."""
+    arguments). Its value has size ``"1"``. Or ``setsum`` / ``setmax`` over the set axis of its
+    one argument: its value has the argument's size."""
 
     name: str
     dim: str
@@ -51,6 +59,10 @@ class Reduce:
     args: tuple[str, ...]
     center: str | None
     equation: str
+
+    @property
+    def over_set(self) -> bool:
+        return self.op in SET_OPS
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ class CellIR:
     diagonals: tuple[tuple[str, str], ...]
     buffers: tuple[tuple[str, str, BufferSpec], ...]
     step: str | None
+    sets: tuple[tuple[str, str], ...] = ()  # set inputs (name, size name of a member)
+    set_vectors: frozenset = frozenset()  # set inputs and every node with the set axis
 
     @property
     def name(self) -> str:
@@ -90,7 +104,7 @@ class CellIR:
     @cached_property
     def dims(self) -> dict[str, str]:
         """Size name of every vector, parameter and buffer."""
-        d = dict(self.inputs) | dict(self.states) | {n.name: n.dim for n in self.nodes}
+        d = dict(self.inputs) | dict(self.sets) | dict(self.states) | {n.name: n.dim for n in self.nodes}
         d |= dict(self.biases) | dict(self.diagonals) | {b: dim for b, dim, _ in self.buffers}
         return d
 
@@ -110,8 +124,13 @@ class CellIR:
     @property
     def size_names(self) -> tuple[str, ...]:
         names = {w.out_dim for w in self.weights} | {w.in_dim for w in self.weights}
-        names |= set(self.dims.values())
+        names |= set(self.dims.values()) | ({SET} if self.sets else set())
         return tuple(sorted(names - {SCALAR}))
+
+    def input_shapes(self, sizes: dict[str, int], steps: int, batch: int) -> dict[str, tuple[int, ...]]:
+        """The shape of every input: (steps, batch, n) per step, (batch, L, n) for a set."""
+        out = {n: (steps, batch, sizes[d]) for n, d in self.inputs}
+        return out | {n: (batch, sizes[SET], sizes[d]) for n, d in self.sets}
 
     def new(self, state: str) -> str:
         """Node name holding the new value of a state."""
@@ -160,13 +179,16 @@ def build_ir(spec: CellSpec) -> CellIR:
                 else:
                     args.append(f"{rname}_in{j}")
                     nodes.append(Pointwise(args[-1], arg.dim, expr, eq.text))
+                    if red.op == "setsum":  # softmax's exp(e - m) is read from its node, not recomputed
+                        replace[arg.expr] = sympy.Symbol(args[-1], real=True)
             center = replace[red.center].name if red.center is not None else None
             key = (red.op, tuple(args), center)
             if key in reduced:  # the same reduction in an earlier equation: computed once
                 rname = reduced[key]
             else:
                 reduced[key] = rname
-                nodes.append(Reduce(rname, SCALAR, red.op, tuple(args), center, eq.text))
+                dim = red.args[0].dim if red.op in SET_OPS else SCALAR
+                nodes.append(Reduce(rname, dim, red.op, tuple(args), center, eq.text))
             replace[red.symbol] = sympy.Symbol(rname, real=True)
         nodes.append(Pointwise(eq.lhs, eq.dim, eq.expr.xreplace(replace), eq.text))
 
@@ -183,7 +205,8 @@ def build_ir(spec: CellSpec) -> CellIR:
 
     # every name must be unique across vectors, parameters and buffers
     seen: dict[str, str] = {}
-    named = [(n, "input") for n in spec.inputs] + [(n, "state") for n in spec.states]
+    named = [(n, "input") for n in spec.inputs] + [(n, "set input") for n in spec.sets]
+    named += [(n, "state") for n in spec.states]
     named += [(n.name, "node") for n in nodes] + [(w.name, "weight") for w in weights]
     named += [(b, "bias") for b, _ in biases] + [(p, "diagonal parameter") for p in spec.diagonal]
     named += [(b, "buffer") for b, _ in spec.buffers] + ([(spec.step, "step")] if spec.step else [])
@@ -194,17 +217,20 @@ def build_ir(spec: CellSpec) -> CellIR:
         seen[name] = kind
 
     dims = dict(spec.dims)
+    nodes = _toposort(nodes, spec)
     ir = CellIR(
         spec=spec,
         inputs=tuple((n, dims[n]) for n in spec.inputs),
         states=tuple((n, dims[n]) for n in spec.states),
         output=spec.output,
-        nodes=tuple(_toposort(nodes, spec)),
+        nodes=tuple(nodes),
         weights=tuple(weights),
         biases=tuple(biases),
         diagonals=tuple((p, dims[p]) for p in spec.diagonal),
         buffers=tuple((b, dims[b], bs) for b, bs in spec.buffers),
         step=spec.step,
+        sets=tuple((n, dims[n]) for n in spec.sets),
+        set_vectors=_set_vectors(spec, nodes),
     )
     for w in ir.weights:
         if w.mask is not None:
@@ -214,6 +240,33 @@ def build_ir(spec: CellSpec) -> CellIR:
                          f"which does not match the weight's {o.side} size")
     _check_layouts(ir)
     return ir
+
+
+def _set_vectors(spec: CellSpec, nodes) -> frozenset:
+    """Set inputs and every node that reads one (through anything but setsum or setmax). A
+    set reduction must read the set axis, and no state's new value may carry it."""
+    out = set(spec.sets)
+    for n in nodes:
+        reads = any(d in out for d in dependencies(n))
+        if isinstance(n, Reduce) and n.over_set:
+            if not reads:
+                col = next((r.column for eq in spec.equations if eq.text == n.equation for r in eq.reductions
+                            if r.op in SET_OPS), None)  # fmt: skip
+                raise SpecError(f"{'softmax' if n.op == 'setmax' else n.op}() reduces over the set axis, but its "
+                                "argument reads no set input", path=spec.path, equation=n.equation, column=col)
+        elif reads:
+            out.add(n.name)
+        if isinstance(n, Affine) and any(arg in out and arg not in spec.sets for _, arg in n.terms):
+            raise SpecError("lin() reads a vector with the set axis; lin() takes set inputs themselves "
+                            "(lin(a, h)), not expressions or nodes computed from them", path=spec.path,
+                            equation=n.equation)  # fmt: skip
+    for s in spec.states:
+        if s + NEW in out:
+            eq = next(e.text for e in spec.equations if e.lhs == s + NEW)
+            raise SpecError(f"the new value of {s!r} has the set axis (one value per member of the set); "
+                            "reduce it over the set with setsum(...) or softmax(...)", path=spec.path,
+                            equation=eq)  # fmt: skip
+    return frozenset(out)
 
 
 def dependencies(node) -> list[str]:

@@ -3,7 +3,8 @@
 Independent of the generated code: it walks the IR nodes, does affine maps with ``mpmath.fsum``
 and evaluates pointwise expressions through SymPy's own mpmath printer (``lambdify``) with the
 function table's mpmath callables. Inputs and parameters are taken exactly (every float is an
-exact rational), so results are correct to about ``dps`` digits.
+exact rational), so results are correct to about ``dps`` digits. A node with the set axis is
+evaluated member by member, each member seeing its own slice of the set vectors.
 """
 
 from __future__ import annotations
@@ -47,23 +48,35 @@ def reference_forward(ir: CellIR, params, inputs, state, t0=0, dps=DPS, trace=No
                 keep = w.mask.evaluate({b: np.array([float(v) for v in P[b]]) for b, _, _ in ir.buffers})
                 m = np.where(keep, m, mpmath.mpf(0))
             W[name] = m
-        T = next(iter(X.values())).shape[0]
+        sets = {k for k, _ in ir.sets}
+        T = next(v for k, v in X.items() if k not in sets).shape[0]
         outputs = []
         for t in range(T):
             values = dict(S)
-            values.update({k: v[t] for k, v in X.items()})
+            values.update({k: v if k in sets else v[t] for k, v in X.items()})
             for node in ir.nodes:
-                if isinstance(node, Affine):
-                    values[node.name] = _affine(node, values, W, P)
-                elif isinstance(node, Reduce):
-                    values[node.name] = _reduce(node, values)
+                if node.name in ir.set_vectors:  # member by member
+                    L = next(values[k] for k in sets).shape[1]
+                    members = []
+                    for m in range(L):
+                        view = {k: v[:, m] if k in ir.set_vectors else v for k, v in values.items()}
+                        members.append(_node(ir, node, view, W, P, t0 + t))
+                    values[node.name] = np.stack(members, axis=1)
                 else:
-                    values[node.name] = _pointwise(ir, node, values, P, t0 + t)
+                    values[node.name] = _node(ir, node, values, W, P, t0 + t)
             S = {s: values[ir.new(s)] for s, _ in ir.states}
             if trace is not None:
                 trace.append(values)
             outputs.append(S[ir.output])
         return np.stack(outputs), S
+
+
+def _node(ir, node, values, W, P, t):
+    if isinstance(node, Affine):
+        return _affine(node, values, W, P)
+    if isinstance(node, Reduce):
+        return _reduce(node, values)
+    return _pointwise(ir, node, values, P, t)
 
 
 def _affine(node, values, W, P):
@@ -80,7 +93,16 @@ def _affine(node, values, W, P):
 
 
 def _reduce(node, values):
-    """sum, mean or two-pass variance over the units of all arguments, per batch row."""
+    """sum, mean or two-pass variance over the units of all arguments, per batch row; or sum
+    or maximum over the set's members."""
+    if node.over_set:
+        (arg,) = node.args
+        v = values[arg]  # (B, L, n)
+        out = np.empty((v.shape[0], v.shape[2]), dtype=object)
+        for b in range(v.shape[0]):
+            for j in range(v.shape[2]):
+                out[b, j] = mpmath.fsum(v[b, :, j]) if node.op == "setsum" else max(v[b, :, j])
+        return out
     units = np.concatenate([values[a] for a in node.args], axis=1)
     out = np.empty((units.shape[0], 1), dtype=object)
     for b in range(units.shape[0]):

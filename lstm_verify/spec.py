@@ -41,8 +41,14 @@ RESERVED = {"lin", "numpy", "torch", "mpmath", "math", "params", "inputs", "stat
 # forms built from them; every one of these names is reserved
 REDUCTIONS = {"sum", "mean", "var"}
 NORMS = {"rms", "layernorm", "rmsnorm"}
-RESERVED |= REDUCTIONS | NORMS
+# over the set axis of set inputs (sets = [...], each (B, L, n), fixed over time): setsum sums
+# over the L members, softmax normalises over them; "setmax" is internal (softmax's shift)
+SET_FUNCTIONS = {"setsum", "softmax"}
+SET_OPS = {"setsum", "setmax"}
+RESERVED |= REDUCTIONS | NORMS | SET_FUNCTIONS | SET_OPS
 SCALAR = "1"  # the size of a reduction's value: broadcast against any vector
+SET = "set"  # the size name of the set axis: the number of members L of the set inputs
+VECTOR_KINDS = ("input", "set", "state", "new", "node")
 DEFAULT_EPS = "1e-5"  # layernorm and rmsnorm: x/sqrt(var + eps), torch.nn.LayerNorm's default
 # buffer initialisers (lstm_verify.params.BUFFER_INITS) and their options: name -> (min, max)
 BUFFER_OPTIONS = {
@@ -55,7 +61,7 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 _EQUATION = re.compile(r"\s*([A-Za-z][A-Za-z0-9_]*'?)\s*=(?!=)")
 _KEYS = {
     "name", "title", "cite", "notes", "input", "inputs", "state", "output", "diagonal",
-    "sizes", "buffers", "step", "masks", "equations", "layouts", "same_as", "ranges",
+    "sizes", "buffers", "step", "masks", "equations", "layouts", "same_as", "ranges", "sets",
 }  # fmt: skip
 
 
@@ -88,7 +94,8 @@ class Lin:
 class Reduction:
     """``sum(a, b, ...)``, ``mean(...)`` or ``var(...)`` over the units of all its arguments
     together (their concatenation); ``var`` is the population variance about ``center``, the
-    ``mean`` of the same arguments."""
+    ``mean`` of the same arguments. ``setsum`` and ``setmax`` (one argument) reduce over the set
+    axis instead: their value is a vector of the argument's size."""
 
     symbol: sympy.Symbol  # placeholder standing for the reduction's value
     op: str
@@ -164,6 +171,7 @@ class CellSpec:
     # state -> (lo, hi): where drawn initial states lie (default [-1, 1]); a normaliser that
     # divides must stay positive (xLSTM's n)
     ranges: tuple[tuple[str, tuple[float, float]], ...] = ()
+    sets: tuple[str, ...] = ()  # set inputs: (B, L, n), fixed over time, L the size "set"
 
     def dim(self, name: str) -> str:
         return dict(self.dims)[name]
@@ -297,17 +305,18 @@ class _Parser:
         if output not in states:
             self.fail(f"'output' {output!r} is not one of the states {list(states)}")
         diagonal = self.names("diagonal")
+        sets = self.names("sets")
         step = self.data.get("step")
         if step is not None:
             self.check_name(self.string("step"), "step")
         buffers = self.buffers()
-        declared = list(inputs) + list(states) + list(diagonal) + [b for b, _ in buffers]
+        declared = list(inputs) + list(sets) + list(states) + list(diagonal) + [b for b, _ in buffers]
         declared += [step] if step else []
         if len(set(declared)) != len(declared):
-            self.fail("inputs, states, diagonal parameters, buffers and step share a name")
+            self.fail("inputs, sets, states, diagonal parameters, buffers and step share a name")
         self.declared = declared
         sizes = self.sizes()
-        equations = self.equations(inputs, states, diagonal, buffers, step, sizes)
+        equations = self.equations(inputs, states, diagonal, buffers, step, sizes, sets)
         masks, in_masks = self.masks({b for b, _ in buffers})
         for b in sorted(in_masks):  # a buffer used only in masks: per hidden unit
             self.dims.setdefault(b, sizes.get(b, "hidden"))
@@ -335,6 +344,7 @@ class _Parser:
             data=self.data,
             same_as=self.same_as(name),
             ranges=self.ranges(states),
+            sets=sets,
         )
 
     def ranges(self, states):
@@ -405,6 +415,8 @@ class _Parser:
             isinstance(k, str) and isinstance(v, str) and _NAME.match(v) for k, v in table.items()
         ):
             self.fail("'sizes' must map names to size names, e.g. { h = \"proj\" }")
+        if SET in table.values():
+            self.fail(f"'sizes': {SET!r} is reserved: it is the number of members of the set inputs")
         return dict(table)
 
     def masks(self, buffers):
@@ -515,7 +527,7 @@ class _Parser:
 
     # ----- equations
 
-    def equations(self, inputs, states, diagonal, buffers, step, sizes):
+    def equations(self, inputs, states, diagonal, buffers, step, sizes, sets=()):
         texts = self.data["equations"]
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             self.fail("'equations' must be a list of strings like \"h' = tanh(lin(x, h))\"")
@@ -538,6 +550,7 @@ class _Parser:
             heads.append((m.group(1), m.end()))
         # classify names
         self.kinds = {n: "input" for n in inputs}
+        self.kinds.update({n: "set" for n in sets})
         self.kinds.update({n: "state" for n in states})
         self.kinds.update({n + NEW: "new" for n in states})
         self.kinds.update({n: "diagonal" for n in diagonal})
@@ -547,6 +560,8 @@ class _Parser:
         self.dims = {}
         for n in list(inputs):
             self.dims[n] = sizes.get(n, "input")
+        for n in sets:
+            self.dims[n] = sizes.get(n, "item")
         for n in states:
             self.dims[n] = self.dims[n + NEW] = sizes.get(n, "hidden")
         defined = {}
@@ -607,7 +622,7 @@ class _Parser:
                     inner |= {id(x) for x in ast.walk(sub)}
             reduces[lhs] = bool(inner)
             outside[lhs] = {x.id for x in ast.walk(tree) if isinstance(x, ast.Name) and id(x) not in inner}
-        vectors = {n for n, k in self.kinds.items() if k in ("input", "state", "new")} | set(trees) | {"lin"}
+        vectors = {n for n, k in self.kinds.items() if k in ("input", "set", "state", "new")} | set(trees) | {"lin"}
         vectors |= {h[0] for h in heads if not h[0].endswith("'")} - set(trees)
         vectors |= set(sizes)
         scalar: set[str] = set()
@@ -671,7 +686,7 @@ class _Walker:
         self.lhs = lhs
         self.lins: list[Lin] = []
         self.reductions: list[Reduction] = []
-        self.in_reduction = ""  # "reduce" inside sum, mean, var, rms; "norm" in a norm's vector
+        self.in_reduction = ""  # "reduce" inside sum, mean, var, rms, setsum, softmax; "norm" in a norm's vector
         self.depth = 0
 
     def fail(self, message, node):
@@ -686,9 +701,7 @@ class _Walker:
 
     def has_vector(self, node):
         for sub in ast.walk(node):
-            if isinstance(sub, ast.Name) and self.p.kinds.get(sub.id) in (
-                "input", "state", "new", "node"
-            ):  # fmt: skip
+            if isinstance(sub, ast.Name) and self.p.kinds.get(sub.id) in VECTOR_KINDS:
                 return True
             if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "lin":
                 return True
@@ -802,13 +815,15 @@ class _Walker:
             if in_lin:
                 self.fail("lin(...) cannot be nested inside lin(...)", node)
             if self.in_reduction == "reduce":
-                self.fail("lin(...) cannot appear inside sum, mean, var or rms; give it its own "
-                          "equation", node)
+                self.fail("lin(...) cannot appear inside sum, mean, var, rms, setsum or softmax; "
+                          "give it its own equation", node)
             return self.lin(node, dim)
-        if fname in REDUCTIONS or fname in NORMS:
+        if fname in REDUCTIONS or fname in NORMS or fname in SET_FUNCTIONS:
             if in_lin or self.in_reduction:
                 self.fail(f"{fname}(...) cannot appear inside lin(...) or another reduction; "
                           "give it its own equation", node)
+            if fname in SET_FUNCTIONS:
+                return self.over_set(node, dim, fname)
             return self.reduction(node, dim, fname)
         func = SPEC_FUNCTIONS.get(fname)
         if func is None:
@@ -827,12 +842,40 @@ class _Walker:
     def vector_dim(self, a):
         """Size of the first vector (not a reduction's value) an argument reads, or fail."""
         names = sorted((s for s in ast.walk(a) if isinstance(s, ast.Name)
-                        and self.p.kinds.get(s.id) in ("input", "state", "new", "node")
+                        and self.p.kinds.get(s.id) in VECTOR_KINDS
                         and self.p.dims.get(s.id) != SCALAR), key=lambda s: s.col_offset)  # fmt: skip
         if not names:
             self.fail("this argument must involve a vector variable (reductions and norms act "
                       "on vectors)", a)
         return self.p.dims[names[0].id]
+
+    def over_set(self, node, dim, fname):
+        """setsum(v): the sum over the set's members, a vector of v's size; softmax(e): over the
+        members, exp(e - max)/setsum(exp(e - max)) (the shift by the maximum changes neither
+        the value nor the derivative). Whether v has the set axis is checked in the IR."""
+        if node.keywords or any(isinstance(a, ast.Starred) for a in node.args) or len(node.args) != 1:
+            self.fail(f"{fname}() takes one positional argument", node)
+        column = self.offset + node.col_offset + 1
+        a = node.args[0]
+        names = sorted((s for s in ast.walk(a) if isinstance(s, ast.Name)
+                        and self.p.kinds.get(s.id) in VECTOR_KINDS), key=lambda s: s.col_offset)  # fmt: skip
+        if not names:
+            self.fail(f"{fname}() needs a vector with the set axis (a set input or what reads one)", a)
+        wide = [s for s in names if self.p.dims.get(s.id) != SCALAR]
+        adim = self.p.dims[wide[0].id] if wide else SCALAR
+        if adim != SCALAR and adim != dim:
+            self.fail(f"size mismatch: {fname}() gives a vector of size {adim!r} but this expression's "
+                      f"vectors have size {dim!r}", node)
+        self.in_reduction = "reduce"
+        try:
+            v = self.build(a, adim, False)
+        finally:
+            self.in_reduction = ""
+        arg = LinArg("0", v, adim, self.offset + a.col_offset + 1)
+        if fname == "setsum":
+            return self.reduce("setsum", [arg], column)
+        shifted = sympy.exp(v - self.reduce("setmax", [arg], column))
+        return shifted / self.reduce("setsum", [LinArg("0", shifted, adim, arg.column)], column)
 
     def reduction(self, node, dim, fname):
         """sum, mean and var over the units of their arguments; rms, layernorm and rmsnorm in
@@ -888,7 +931,7 @@ class _Walker:
     def reduce(self, op, args, column):
         """The placeholder of a reduction, shared by identical ones in this equation."""
         for a in args:  # h - h folds to 0: nothing left to reduce over
-            if not any(self.p.kinds.get(x.name) in ("input", "state", "new", "node") or "@" in x.name
+            if not any(self.p.kinds.get(x.name) in VECTOR_KINDS or "@" in x.name
                        for x in a.expr.free_symbols):  # fmt: skip
                 self.p.fail("this reduction's argument simplifies to a constant; it must vary with "
                             "a vector", equation=self.text, column=a.column)
@@ -919,7 +962,7 @@ class _Walker:
         for a in node.args:
             names = [
                 s.id for s in ast.walk(a)
-                if isinstance(s, ast.Name) and self.p.kinds.get(s.id) in ("input", "state", "new", "node")
+                if isinstance(s, ast.Name) and self.p.kinds.get(s.id) in VECTOR_KINDS
             ]  # fmt: skip
             if not names:
                 self.fail("each lin() argument must involve a vector variable", a)

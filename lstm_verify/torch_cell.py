@@ -45,7 +45,7 @@ def fused_forward(cell: Cell, params, inputs, state=None, t0=0, check=True):
     ir = cell.ir
     params, inputs, state = prepare(ir, "torch", params, inputs, state, check)
     pnames = tuple(ir.param_names) + tuple(b for b, _, _ in ir.buffers)
-    inames = tuple(n for n, _ in ir.inputs)
+    inames = tuple(n for n, _ in ir.inputs) + tuple(n for n, _ in ir.sets)
     snames = tuple(s for s, _ in ir.states)
     layout = (pnames, inames, snames, frozenset(ir.param_names))
     tensors = [params[n] for n in pnames] + [inputs[n] for n in inames] + [state[n] for n in snames]

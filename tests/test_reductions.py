@@ -139,7 +139,11 @@ def test_flat_regime_puts_layernorm_variances_below_eps(name, data):
     assert len(variances) == 3
     worst = max(float(np.max(np.abs(np.asarray(step[v], dtype=float)))) for step in trace for v in variances)
     assert worst < EPS, worst
+    # here layer norm is ill-conditioned: the rounding of c' - mean(c') (1e-16 of |c'| <= 1) is
+    # divided by sqrt(var + eps) >= sqrt(1e-5) and multiplied by the gain (|a_c| <= 3): up to
+    # ~1e-13 per step, measured 1.2e-13 after 5 steps; 1e-11 leaves room for 6 steps and is
+    # 1e9 times below the 1e-2 that eps outside the square root changes (test_norm_oracles)
     for backend in ("numpy", "torch"):
         run = getattr(cell, backend)().forward(case.params, case.inputs, case.state, t0=case.t0)
         out = np.asarray(run.outputs, dtype=float)
-        np.testing.assert_allclose(out, np.asarray(ref[0], dtype=float), rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(out, np.asarray(ref[0], dtype=float), rtol=1e-12, atol=1e-11)

@@ -55,6 +55,20 @@ def _bcast(x, n):
     return numpy.broadcast_to(x, x.shape[:-1] + (n,))
 
 
+def _ssum(x):
+    # the sum over the set's members (axis 1 of (B, L, n))
+    return x.sum(1)
+
+
+def _smax(x):
+    return x.max(1)
+
+
+def _sbcast(x, n):
+    # a (B, m) gradient spread over the n members of the set: (B, n, m)
+    return numpy.broadcast_to(x[:, None], (x.shape[0], n) + x.shape[1:])
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else numpy.concatenate(xs, axis)
 

@@ -53,6 +53,20 @@ def _bcast(x, n):
     return x.expand(*x.shape[:-1], n)
 
 
+def _ssum(x):
+    # the sum over the set's members (axis 1 of (B, L, n))
+    return x.sum(1)
+
+
+def _smax(x):
+    return x.amax(1)
+
+
+def _sbcast(x, n):
+    # a (B, m) gradient spread over the n members of the set: (B, n, m)
+    return x[:, None].expand(x.shape[0], n, *x.shape[1:])
+
+
 def _cat(xs, axis):
     return xs[0] if len(xs) == 1 else torch.cat(xs, axis)
 
