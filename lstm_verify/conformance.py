@@ -211,6 +211,10 @@ class Runner:
 
     def __init__(self, subj: Subject, cell, sizes: dict, dtype, layout=None, state_order=None):
         self.subject, self.cell, self.ir, self.sizes = subj, cell, cell.ir, dict(sizes)
+        if cell.ir.sets:
+            raise ShapeError(f"{cell.name} has set inputs ({', '.join(n for n, _ in cell.ir.sets)}, fixed over time): "
+                             "checking another implementation against such a cell is not supported; its generated "
+                             "code is checked by `lstm-verify check`")  # fmt: skip
         self.dtype = np.dtype(dtype)
         kwargs = {f"{k}_size": v for k, v in sizes.items()}
         try:

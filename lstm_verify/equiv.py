@@ -85,10 +85,10 @@ import sympy
 from . import functions
 from . import params as _params
 from .cell import Cell, load
-from .ir import Affine, CellIR, Reduce
+from .ir import Affine, CellIR
 from .limits import CallTimeout, available, time_limit
-from .reference import _affine, _pointwise, _reduce
-from .spec import display
+from .reference import step_values
+from .spec import SET, display
 
 DPS = (30, 60)  # screen and search precision, then the confirmation precision
 SCREEN_POINTS = 6  # half at the smallest sizes, half at 3 units (one unit hides transposes)
@@ -363,7 +363,7 @@ def _decide(ca: Cell, cb: Cell, rng, points, budget, pinned) -> _Decision:
     if not candidates:
         notes += ("no state map between the cells' states: compared from the zero state only",)
     if big.ir.reduces or small.ir.reduces:
-        notes += ("a cell has reductions (mean, var over units): compared numerically only, no proof",)
+        notes += ("a cell has reductions (over units, or over the members of a set): compared numerically only, no proof",)
     elif not survivors and found is not None and len(candidates) > 1:
         notes += (f"none of the {len(candidates)} candidate state maps commutes with the step",)
     if found is not None:
@@ -386,8 +386,8 @@ def _shapes(ir: CellIR) -> dict[str, tuple[str, ...]]:
 def _interface(a: CellIR, b: CellIR):
     """(reasons the cells cannot share data, parameters only one has, reasons for those)."""
     blocking = []
-    if dict(a.inputs) != dict(b.inputs):
-        sig = lambda ir: ", ".join(f"{n} ({d})" for n, d in ir.inputs)
+    if dict(a.inputs) != dict(b.inputs) or dict(a.sets) != dict(b.sets):
+        sig = lambda ir: ", ".join([f"{n} ({d})" for n, d in ir.inputs] + [f"set {n} ({d})" for n, d in ir.sets])
         blocking.append(f"the inputs differ: {a.name} takes {sig(a)}, {b.name} takes {sig(b)}")
     if a.dims[a.output] != b.dims[b.output]:
         blocking.append(f"the output sizes differ: {a.name}'s {a.output} has size {a.dims[a.output]}, "
@@ -442,12 +442,10 @@ def _trace(ir: CellIR, params: dict, inputs: dict, state: dict, dps: int) -> lis
             W[w.name] = m
         X = {k: _mp(v) for k, v in inputs.items()}
         S, out = dict(state), []
-        for t in range(next(iter(X.values())).shape[0]):
-            values = dict(S) | {k: v[t] for k, v in X.items()}
-            for node in ir.nodes:
-                values[node.name] = (_affine(node, values, W, P) if isinstance(node, Affine)
-                                     else _reduce(node, values) if isinstance(node, Reduce)
-                                     else _pointwise(ir, node, values, P, t))  # fmt: skip
+        sets = {k for k, _ in ir.sets}
+        for t in range(X[ir.inputs[0][0]].shape[0]):
+            values = dict(S) | {k: v if k in sets else v[t] for k, v in X.items()}
+            step_values(ir, values, W, P, t)
             S = {s: values[ir.new(s)] for s, _ in ir.states}
             out.append(values)
         return out
@@ -496,7 +494,7 @@ class _Pair:
         for name, dims in self.shapes.items():
             shape = tuple(sizes[d] for d in dims)
             p[name] = np.zeros(shape) if name in self.pinned else r(-scale, scale, shape)
-        x = {n: r(-2 * scale, 2 * scale, (steps, batch, sizes[d])) for n, d in self.big.ir.inputs}
+        x = {n: r(-2 * scale, 2 * scale, shape) for n, shape in self.big.ir.input_shapes(sizes, steps, batch).items()}
         s = {}
         ranges = getattr(self.big.spec, "state_range", lambda n: (-1.0, 1.0))
         shared = {t for t, _, _, _ in phi.rules} if phi is not None else set()
@@ -539,7 +537,8 @@ class _Pair:
         difference at ``dps`` digits."""
         rows = list(rows)
         pick = lambda a: a[..., rows, :] if a.ndim == 3 else a[rows]
-        inputs = {k: pick(v) for k, v in data["inputs"].items()}
+        sets = {k for k, _ in self.big.ir.sets}
+        inputs = {k: v[rows] if k in sets else pick(v) for k, v in data["inputs"].items()}
         with mpmath.workdps(dps):
             sb = {k: _mp(pick(v)) for k, v in data["state"].items()}
             ss = self.small_state(sb, phi, mode, data["sizes"])
@@ -779,7 +778,7 @@ def _first_nonfinite(cell: Cell, sizes: dict, z: np.ndarray, dtype) -> np.ndarra
     x = {
         n: np.broadcast_to(z[None, :, None], (RAMP_STEPS, len(z), sz[d])).astype(dtype)
         for n, d in ir.inputs
-    }
+    } | {n: np.broadcast_to(z[:, None, None], (len(z), sz[SET], sz[d])).astype(dtype) for n, d in ir.sets}
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = np.asarray(cell.numpy().forward(p, x, check=False).outputs)

@@ -269,7 +269,7 @@ def catalog_candidates(cell, kind="module", runner_layout=None, engine=None):
             for lay in other.spec.layouts:
                 if runner_layout is not None and {t for t, _ in lay.tensors} == {t for t, _ in runner_layout.tensors}:
                     out.append(Candidate(other, describe(other), lay))
-        elif [x for x, _ in other.ir.inputs] == [x for x, _ in cell.ir.inputs] and \
+        elif [x for x, _ in other.ir.inputs] == [x for x, _ in cell.ir.inputs] and other.ir.sets == cell.ir.sets and \
                 sorted(s for s, _ in other.ir.states) == sorted(s for s, _ in cell.ir.states):  # fmt: skip
             out.append(Candidate(other, describe(other)))
     return out
@@ -321,7 +321,7 @@ def _probes(cell, seeds=range(PROBES), sizes=None, dtype="float64"):
     for seed in seeds:
         rng = np.random.default_rng(1000 + seed)
         params = cell.init_params(sizes=sizes, init="uniform", scale=0.8, seed=1000 + seed)
-        inputs = {n: rng.uniform(-1.5, 1.5, (PROBE_STEPS, PROBE_BATCH, sizes[d])) for n, d in cell.ir.inputs}
+        inputs = {n: rng.uniform(-1.5, 1.5, shape) for n, shape in cell.ir.input_shapes(sizes, PROBE_STEPS, PROBE_BATCH).items()}
         state = {s: 0.8 * rng.uniform(*cell.spec.state_range(s), (PROBE_BATCH, sizes[d])) for s, d in cell.ir.states}
         if dt != np.float64:
             params, inputs, state = ({k: v.astype(dt) for k, v in d.items()} for d in (params, inputs, state))

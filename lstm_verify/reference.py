@@ -54,21 +54,28 @@ def reference_forward(ir: CellIR, params, inputs, state, t0=0, dps=DPS, trace=No
         for t in range(T):
             values = dict(S)
             values.update({k: v if k in sets else v[t] for k, v in X.items()})
-            for node in ir.nodes:
-                if node.name in ir.set_vectors:  # member by member
-                    L = next(values[k] for k in sets).shape[1]
-                    members = []
-                    for m in range(L):
-                        view = {k: v[:, m] if k in ir.set_vectors else v for k, v in values.items()}
-                        members.append(_node(ir, node, view, W, P, t0 + t))
-                    values[node.name] = np.stack(members, axis=1)
-                else:
-                    values[node.name] = _node(ir, node, values, W, P, t0 + t)
+            step_values(ir, values, W, P, t0 + t)
             S = {s: values[ir.new(s)] for s, _ in ir.states}
             if trace is not None:
                 trace.append(values)
             outputs.append(S[ir.output])
         return np.stack(outputs), S
+
+
+def step_values(ir: CellIR, values: dict, W: dict, P: dict, t) -> None:
+    """Add every node's value of one step to ``values`` (states and this step's inputs), in
+    mpmath: a node with the set axis member by member, each member seeing its own slice of the
+    set vectors."""
+    for node in ir.nodes:
+        if node.name in ir.set_vectors:
+            L = next(values[k] for k, _ in ir.sets).shape[1]
+            members = []
+            for m in range(L):
+                view = {k: v[:, m] if k in ir.set_vectors else v for k, v in values.items()}
+                members.append(_node(ir, node, view, W, P, t))
+            values[node.name] = np.stack(members, axis=1)
+        else:
+            values[node.name] = _node(ir, node, values, W, P, t)
 
 
 def _node(ir, node, values, W, P, t):

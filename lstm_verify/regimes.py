@@ -28,7 +28,7 @@ import sympy
 from .errors import SaturationError
 from .functions import BY_SYMPY
 from .ir import Affine, CellIR, Pointwise, Reduce
-from .spec import SCALAR
+from .spec import SCALAR, SET
 
 SATURATING = ("sigmoid", "hard_sigmoid", "tanh")
 
@@ -131,9 +131,15 @@ def _interval_of(expr, B):
     return -np.inf, np.inf
 
 
-def _reduce_interval(node, B):
+def _reduce_interval(node, B, members=None):
     """Bounds of a reduction's value: a mean lies within its units' bounds; a sum adds them; a
-    population variance of values in [lo, hi] is at most (hi - lo)**2 / 4."""
+    population variance of values in [lo, hi] is at most (hi - lo)**2 / 4. Over a set of
+    ``members``, per unit: a sum adds the members' bounds, a maximum lies within them."""
+    if node.over_set:
+        lo, hi = B[node.args[0]]
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = (lo * members, hi * members) if node.op == "setsum" else (lo, hi)
+        return tuple(np.where(np.isnan(v), np.inf if k else -np.inf, v) for k, v in enumerate(out))
     lo = np.concatenate([np.broadcast_to(B[a][0], np.shape(B[a][1])) for a in node.args])
     hi = np.concatenate([np.broadcast_to(B[a][1], np.shape(B[a][0])) for a in node.args])
     with np.errstate(invalid="ignore", over="ignore"):
@@ -164,7 +170,7 @@ def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozense
             n = (1 if node.dim == SCALAR else sizes[node.dim],)
             B[node.name] = (np.full(n, -np.inf), np.full(n, np.inf))
         elif isinstance(node, Reduce):
-            B[node.name] = _reduce_interval(node, B)
+            B[node.name] = _reduce_interval(node, B, sizes.get(SET))
         elif isinstance(node, Affine):
             with np.errstate(invalid="ignore", over="ignore"):  # 0 * inf, overflow: unbounded
                 acc = sum(np.abs(B[w][0]) @ np.maximum(np.abs(B[a][0]), np.abs(B[a][1])) for w, a in node.terms)
@@ -193,9 +199,14 @@ def saturate(ir: CellIR, params: dict, inputs: dict, state: dict, level: float, 
     params = {k: np.array(v, dtype=float, copy=True) for k, v in params.items()}
     signs = signs or {}
     extra = extra or {}
-    T = next(iter(inputs.values())).shape[0]
-    x_bounds = [{n: np.abs(np.asarray(v, dtype=float)[t]).max(axis=0, initial=0.0) for n, v in inputs.items()}
+    sets = {n for n, _ in ir.sets}
+    T = inputs[ir.inputs[0][0]].shape[0]
+    # a bound per unit over the batch rows (and a set's members: one bound holds for every member)
+    x_bounds = [{n: np.abs(np.asarray(v, dtype=float) if n in sets else np.asarray(v, dtype=float)[t])
+                 .reshape(-1, np.shape(v)[-1]).max(axis=0, initial=0.0) for n, v in inputs.items()}
                 for t in range(T)]  # fmt: skip
+    if sets:
+        sizes[SET] = np.shape(inputs[next(iter(sets))])[1]
     s0 = {s: (np.asarray(v, dtype=float).min(axis=0), np.asarray(v, dtype=float).max(axis=0))
           for s, v in state.items()}  # fmt: skip
     if not apps:
@@ -253,15 +264,24 @@ def preactivations(ir: CellIR, params: dict, trace, t0: int = 0) -> dict[str, np
         names, fn = _compiled(a.argument)
         steps = []
         for t, values in enumerate(trace):
-            B, n = values[a.node].shape
-
-            def arg(name, b, j):
-                if name == ir.step:
-                    return t0 + t
-                v = values[name] if name in values else params[name]
-                return v[b, j if np.shape(v)[1] > 1 else 0] if np.ndim(v) == 2 else v[j]  # size 1: broadcast
-
-            steps.append([[float(fn(*[arg(m, b, j) for m in names])) for j in range(n)]
-                          for b in range(B)])  # fmt: skip
+            if a.node in ir.set_vectors:  # (B, L, n): member by member
+                L = values[a.node].shape[1]
+                views = [{k: v[:, m] if k in ir.set_vectors else v for k, v in values.items()} for m in range(L)]
+                steps.append(np.stack([_arguments(ir, a, names, fn, view, params, t0 + t) for view in views], axis=1))
+            else:
+                steps.append(_arguments(ir, a, names, fn, values, params, t0 + t))
         out[f"{a.function}:{a.node}"] = np.array(steps)
     return out
+
+
+def _arguments(ir, a, names, fn, values, params, t):
+    """The argument of application ``a`` from one step's values, (B, n) floats."""
+    B, n = values[a.node].shape
+
+    def arg(name, b, j):
+        if name == ir.step:
+            return t
+        v = values[name] if name in values else params[name]
+        return v[b, j if np.shape(v)[1] > 1 else 0] if np.ndim(v) == 2 else v[j]  # size 1: broadcast
+
+    return np.array([[float(fn(*[arg(m, b, j) for m in names])) for j in range(n)] for b in range(B)])

@@ -192,12 +192,14 @@ def _params(c, sizes: tuple, init: str, dtype) -> st.SearchStrategy:
 
 
 def inputs(cell, sizes: dict, steps: int, batch: int, dtype=np.float64, bound: float = 2.0):
-    """Input sequences, (steps, batch, size) per input, in [-bound, bound]."""
+    """Input sequences, (steps, batch, size) per input, and set inputs, (batch, L, size) with L
+    the size "set", in [-bound, bound]."""
     c = _cell(cell)
     _check_int("steps", steps)
     _check_int("batch", batch)
     b = float(bound)
-    return _arrays(tuple((n, (steps, batch, sizes[d]), -b, b) for n, d in c.ir.inputs), _dtype(dtype))
+    shapes = c.ir.input_shapes(sizes, steps, batch)
+    return _arrays(tuple((n, shape, -b, b) for n, shape in shapes.items()), _dtype(dtype))
 
 
 def states(cell, sizes: dict, batch: int, dtype=np.float64, bound: float = 1.0):

@@ -79,6 +79,9 @@ def train(cell, task: str, T: int, seed: int = 0, init: str = "torch_default", h
 
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if cell.ir.sets:
+        raise ValueError(f"{cell.name} reads a set input ({', '.join(n for n, _ in cell.ir.sets)}); the {task} task "
+                         "gives one input sequence and no set")  # fmt: skip
     make = adding if task == "adding" else order
     n_in = 2 if task == "adding" else 8
     n_out = 1 if task == "adding" else 4
