@@ -27,7 +27,7 @@ import sympy
 
 from .errors import SaturationError
 from .functions import BY_SYMPY
-from .ir import Affine, CellIR, Pointwise, Reduce
+from .ir import Affine, CellIR, Pointwise, Reduce, dependencies
 from .spec import SCALAR, SET
 
 SATURATING = ("sigmoid", "hard_sigmoid", "tanh")
@@ -285,3 +285,68 @@ def _arguments(ir, a, names, fn, values, params, t):
         return v[b, j if np.shape(v)[1] > 1 else 0] if np.ndim(v) == 2 else v[j]  # size 1: broadcast
 
     return np.array([[float(fn(*[arg(m, b, j) for m in names])) for j in range(n)] for b in range(B)])
+
+
+# ----------------------------------------------------------------------------- peaked softmax
+
+
+def softmaxes(ir: CellIR) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(setmax node, setsum node, score parameters) of every softmax: its weights are
+    exp(e - m)/s with m = setmax(e) and s = setsum(exp(e - m)), so the largest weight is 1/s.
+    The score parameters are the diagonal parameters the scores e read through nodes with the
+    set axis (w_e in e = sum(w_e*tanh(p))): scaling them scales the scores' differences."""
+    diagonals = {p for p, _ in ir.diagonals}
+    out = []
+    for m in ir.nodes:
+        if not (isinstance(m, Reduce) and m.op == "setmax"):
+            continue
+        shifted = sympy.exp(sympy.Symbol(m.args[0], real=True) - sympy.Symbol(m.name, real=True))
+        for s in ir.nodes:
+            arg = ir.node_map.get(s.args[0]) if isinstance(s, Reduce) and s.op == "setsum" else None
+            if isinstance(arg, Pointwise) and arg.expr == shifted:
+                params, todo, seen = set(), [m.args[0]], set()
+                while todo:
+                    name = todo.pop()
+                    node = ir.node_map.get(name)
+                    if name in seen or node is None or isinstance(node, Affine) or name not in ir.set_vectors:
+                        continue
+                    seen.add(name)
+                    for d in dependencies(node) if isinstance(node, Reduce) else [x.name for x in node.expr.free_symbols]:
+                        if d in diagonals:
+                            params.add(d)
+                        else:
+                            todo.append(d)
+                out.append((m.name, s.name, tuple(sorted(params))))
+    return out
+
+
+def peak_softmax(cell, params: dict, inputs: dict, state: dict, weight: float = 1 - 1e-6, t0: int = 0,
+                 max_doublings: int = 40) -> dict:  # fmt: skip
+    """Parameters whose score parameters are scaled by a power of 2 so that every softmax puts
+    at least ``weight`` on one member, at every step and batch row (checked on a float64 walk
+    of the IR, :func:`lstm_verify.gradflow.node_values`). Raises SaturationError when no scale
+    does it: tied scores, scores without parameters to scale, or values that stop being finite."""
+    from .gradflow import node_values
+
+    ir = cell.ir
+    found = softmaxes(ir)
+    if not found:
+        return params
+    if any(not names for _, _, names in found):
+        raise SaturationError(f"{ir.name}: a softmax's scores read no diagonal parameter to scale")
+    scaled = {n for _, _, names in found for n in names}
+    params = {k: np.array(v, dtype=float, copy=True) for k, v in params.items()}
+    inputs = {k: np.asarray(v, dtype=float) for k, v in inputs.items()}
+    state = {k: np.asarray(v, dtype=float) for k, v in state.items()}
+    base = {k: params[k].copy() for k in scaled}
+    for j in range(max_doublings + 1):
+        p = params | {k: base[k] * 2.0**j for k in scaled}
+        with np.errstate(all="ignore"):
+            values = node_values(cell, p, inputs, state)
+        peaks = [1 / values[s] for _, s, _ in found]
+        if not all(np.all(np.isfinite(v)) for v in values.values()):
+            break
+        if all(np.min(v) >= weight for v in peaks):
+            return p
+    raise SaturationError(f"{ir.name}: no scale of {sorted(scaled)} puts weight {weight} on one member "
+                          "(tied scores, or values beyond float64)")  # fmt: skip

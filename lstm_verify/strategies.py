@@ -22,6 +22,10 @@ Regimes, chosen on purpose rather than left to chance:
   bias and diagonal parameter one value repeated over its units, and every state one value per
   row plus at most 1e-6 per unit. A variance over units then falls near or below 1e-5, the
   default eps of ``layernorm`` (inside the square root); the regime is asked for by name.
+* ``peaked``: as ordinary, then the parameters a softmax's scores read (w_e in
+  e = sum(w_e*tanh(p))) are scaled by a power of 2 until every softmax puts at least 1 - 1e-6
+  on one member at every step (checked on a float64 walk of the IR; tied scores are rejected).
+  A cell without a softmax is drawn as ordinary; asked for by name.
 
 Building a saturated case never fails: the biases come from a construction that always
 settles (:func:`lstm_verify.regimes.saturate`); the rare draw that no finite bias can saturate
@@ -44,7 +48,8 @@ from hypothesis import reject, strategies as st
 from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 
-REGIMES = ("ordinary", "saturated", "near_zero", "long", "long_saturated", "flat")
+REGIMES = ("ordinary", "saturated", "near_zero", "long", "long_saturated", "flat", "peaked")
+PEAK_WEIGHT = 1 - 1e-6  # the peaked regime: every softmax's largest weight at least this
 FLAT_WEIGHT_SCALE = 1e-6  # the flat regime: weights times this
 FLAT_STATE_SPREAD = 1e-6  # and states within this of one value per row
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
@@ -243,6 +248,15 @@ def _cases(draw, c, regime, dtype, init, max_size, saturation, steps, batch, fix
     t0 = draw(st.integers(0, 16)) if c.ir.step else 0
     if regime == "flat":
         p, s = draw(_flattened(c, p, s, dt))
+    if regime == "peaked":
+        from .errors import SaturationError
+        from .regimes import peak_softmax
+
+        try:
+            p64 = peak_softmax(c, p, x, s, PEAK_WEIGHT, t0)
+        except SaturationError:  # tied scores: another case, never a failure
+            reject()
+        p = {k: v.astype(dt) for k, v in p64.items()}  # scaled by powers of 2: exact in the dtype
     if regime in ("saturated", "long_saturated"):
         from .errors import SaturationError
         from .regimes import applications, saturate
@@ -293,7 +307,7 @@ def cases(cell, regime: str | None = None, dtype=None, init: str | None = None, 
           saturation: float = 20.0, steps: int | None = None, batch: int | None = None,
           sizes: dict | None = None):  # fmt: skip
     """Whole problems for a cell. ``None`` for dtype or init draws it too; ``None`` for regime
-    draws ordinary, saturated or near_zero (the long and flat regimes are asked for by name); ``sizes``
+    draws ordinary, saturated or near_zero (the long, flat and peaked regimes are asked for by name); ``sizes``
     fixes the sizes (a model file's) instead of drawing them."""
     c = _cell(cell)
     if regime is not None and regime not in REGIMES:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import find, given, settings, strategies as st
 
 import lstm_verify as lv
+from lstm_verify import strategies as lst
 from lstm_verify.errors import ShapeError, SpecError
 from lstm_verify.ir import build_ir
+from lstm_verify.reference import reference_forward
 from lstm_verify.spec import parse_spec
 
 torch = pytest.importorskip("torch", reason="torch is not installed: pip install 'lstm-verify[torch]'")
@@ -212,3 +215,29 @@ def test_step_takes_the_set_without_a_step_axis(cell):
     out, state = cell.numpy().step(p, {"y": x["y"][0], "a": x["a"]}, s)
     run = cell.numpy().forward(p, {"y": x["y"][:1], "a": x["a"]}, s)
     np.testing.assert_array_equal(out, run.outputs[0])
+
+
+# --------------------------------------------------------------------------- the peaked regime
+
+
+@settings(max_examples=6)
+@given(data=st.data())
+def test_peaked_regime_puts_one_weight_near_1_and_the_code_matches_the_reference(data):
+    """The regime's promise checked on the mpmath trace (1/setsum is the largest weight), and
+    the generated forward equal to the reference there."""
+    cell = lv.load("attention_decoder")
+    case = data.draw(lst.cases(cell, regime="peaked", max_size=3), label="case")
+    trace = []
+    ref, _ = reference_forward(cell.ir, case.params, case.inputs, case.state, case.t0, dps=30, trace=trace)
+    peak = min(float(1 / v) for step in trace for v in np.ravel(step["setsum_alpha"]))
+    assert peak >= lst.PEAK_WEIGHT * (1 - 1e-9)  # float32 rounding of the inputs moves it by ~1e-7 of 1e-6
+    tol = 1e-13 if case.dtype == np.float64 else 2e-6
+    for backend in ("numpy", "torch"):
+        run = getattr(cell, backend)().forward(case.params, case.inputs, case.state, t0=case.t0)
+        got = np.asarray(run.outputs.numpy() if hasattr(run.outputs, "numpy") else run.outputs, dtype=float)
+        np.testing.assert_allclose(got, np.asarray(ref, dtype=float), rtol=0, atol=tol)
+
+
+def test_peaked_regime_leaves_cells_without_softmax_alone():
+    case = find(lst.cases("lstm", regime="peaked", dtype="float64", init="uniform"), lambda c: True)
+    assert np.abs(case.params["W_i_x"]).max() <= 1.0  # not scaled
