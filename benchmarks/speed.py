@@ -143,15 +143,15 @@ def _summary(groups: list, ref: str):
     return out
 
 
-def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, eager_peer=True):
+def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, eager_peer=True, members=16):
     """{implementation: (forward ms, forward ratio, fwd+bwd ms, fwd+bwd ratio)} for one cell
     and shape (None where an implementation has no forward-only timing)."""
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     cell = lv.load(name)
-    sizes = {k: {"input": I, "hidden": H, "proj": H // 2}.get(k, H) for k in cell.ir.size_names}
+    sizes = {k: {"input": I, "hidden": H, "proj": H // 2, "set": members}.get(k, H) for k in cell.ir.size_names}
     g = torch.Generator().manual_seed(0)
-    xs = {n: torch.randn(T, B, sizes[d], generator=g).to(dev) for n, d in cell.ir.inputs}
+    xs = {n: torch.randn(*shape, generator=g).to(dev) for n, shape in cell.ir.input_shapes(sizes, T, B).items()}
     x = xs[cell.ir.inputs[0][0]]
     fns_f, fns_fb = {}, {}
     ref_name = "torch.nn.GRU" if name in GRU_LIKE else "torch.nn.LSTM"
@@ -317,6 +317,7 @@ def main(argv=None) -> int:
     ap.add_argument("--input", type=int, default=128)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--members", type=int, default=16, help="members of a set input (attention_decoder)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--compile", action="store_true", help="also torch.compile the eager loop")
     ap.add_argument("--sweep", action="store_true", help="T, H and batch sweeps and peak memory")
@@ -333,7 +334,7 @@ def main(argv=None) -> int:
            "|---|---|---|---|---|---|"], out)  # fmt: skip
     for name in cells:
         res, ref_name, comp = measure(name, args.T, args.batch, args.input, args.hidden, args.device,
-                                      args.repeat, args.compile)  # fmt: skip
+                                      args.repeat, args.compile, members=args.members)  # fmt: skip
         raw["cells"][name] = {"ref": ref_name, "compile_s": comp, "implementations": {
             k: dict(zip(("forward_ms", "forward_ratio", "fwd_bwd_ms", "fwd_bwd_ratio"), v)) for k, v in res.items()}}
         rows = []
