@@ -167,7 +167,7 @@ def _list(args) -> int:
 
 def _show(args) -> int:
     from .cell import load
-    from .spec import display
+    from .spec import SET, display
 
     cell = load(args.cell)
     ir = cell.ir
@@ -179,7 +179,8 @@ def _show(args) -> int:
         print(f"  source: {c}")
     if ir.spec.notes:
         print(f"  note: {ir.spec.notes}")
-    print(f"inputs: {', '.join(f'{n} ({d})' for n, d in ir.inputs)}; "
+    sets = "".join(f"; set input: {n} ({SET}, {d}), fixed over time" for n, d in ir.sets)
+    print(f"inputs: {', '.join(f'{n} ({d})' for n, d in ir.inputs)}{sets}; "
           f"state: {', '.join(f'{n} ({d})' for n, d in ir.states)}; output: {ir.output}")  # fmt: skip
     print("equations:")
     for eq in ir.spec.equations:
@@ -206,6 +207,9 @@ def _show(args) -> int:
     if ir.reduces:
         print("local Jacobians of the equations with reductions, the other vectors held fixed "
               "([u] a column, [v]ᵀ a row, (s) a number, n the units reduced):")  # fmt: skip
+    if ir.sets:
+        print("  over the set's members: xᵢ member i of the vector differentiated, xₖ member k of the one "
+              "differentiated by, Σₘ(...) a sum over the members m, δᵢₖ 1 where i = k and 0 elsewhere")  # fmt: skip
     heading = False
     for local, of, wrt, text, latex in rows:
         if not local and not heading:

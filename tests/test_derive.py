@@ -5,6 +5,7 @@ from each spec's equations. Every block of every catalog cell is then checked nu
 tiny sizes against three oracles: the explicit-matrix expansion differentiated entry by entry
 (``explicit_step``), the structured form evaluated from the mpmath reference's saved forward
 values with NumPy weights, and, for several cells, torch autograd through the generated step.
+Cells with set inputs are covered too (their set-axis factors: tests/test_set_jacobians.py).
 """
 
 import zlib
@@ -19,6 +20,8 @@ import lstm_verify as lv
 from lstm_verify.derive import (
     ONES,
     REDUCE,
+    SET_IN,
+    SET_OUT,
     Term,
     block_latex,
     block_text,
@@ -26,6 +29,7 @@ from lstm_verify.derive import (
     jacobian,
     jacobian_blocks,
     partials,
+    spaces,
     structured_matrix,
 )
 from lstm_verify.errors import LstmVerifyError
@@ -33,12 +37,15 @@ from lstm_verify.functions import BY_SYMPY, max_grad
 from lstm_verify.functions import step as step_function
 from lstm_verify.ir import Reduce
 from lstm_verify.reference import reference_forward
-from lstm_verify.spec import NEW
+from lstm_verify.spec import NEW, SCALAR, SET
 
 TOL = 1e-12
-SIZES = {"input": 2, "hidden": 3, "proj": 2}
-# multiplicative_lstm's explicit expansion (m = W x * W h feeding five maps) takes 20 s at hidden 3
-SMALLER = {"multiplicative_lstm": {"input": 2, "hidden": 2}}
+SIZES = {"input": 2, "hidden": 3, "proj": 2, "item": 2, "attn": 2, "set": 3}  # the cell's own are used
+# multiplicative_lstm's explicit expansion (m = W x * W h feeding five maps) takes 20 s at hidden 3;
+# attention_decoder's (every gate reads z, which reads h through all 3 members' scores) 4 s at
+# hidden 2, 5.5 at 3
+SMALLER = {"multiplicative_lstm": {"input": 2, "hidden": 2},
+           "attention_decoder": {"input": 2, "hidden": 2, "item": 2, "attn": 2, "set": 3}}  # fmt: skip
 CLOCKWORK_SIZES = {"input": 2, "hidden": 4}  # 4 modules (or heads) need at least 4 units: periods 1, 2, 4, 8
 
 
@@ -207,8 +214,9 @@ def test_rnn_tanh_blocks():
 # ------------------------------------------------ 5. numeric: structured == explicit == torch
 
 
-def evaluate(exprs, point: dict) -> np.ndarray:
-    """Evaluate a matrix of SymPy expressions at 30 digits; shared subtrees once."""
+def evaluate(exprs, point: dict, as_float=True) -> np.ndarray:
+    """Evaluate a matrix of SymPy expressions at 30 digits; shared subtrees once. Floats, or
+    with ``as_float=False`` the mpmath numbers (30 digits)."""
     memo: dict = {}
 
     def ev(e):
@@ -233,14 +241,19 @@ def evaluate(exprs, point: dict) -> np.ndarray:
         return r
 
     with mpmath.workdps(30):
+        if not as_float:
+            return np.array([[+ev(sympy.sympify(e)) for e in row] for row in exprs], dtype=object)
         return np.array([[float(ev(sympy.sympify(e))) for e in row] for row in exprs], dtype=float)
 
 
-# cells with reductions: SymPy differentiates their explicit expansion for minutes even at hidden 2
-# (every unit reads every gate unit through the mean and variance); their structured blocks are
-# checked against torch autograd of the generated step instead (test_reduction_blocks_...)
+# cells with normalisations: SymPy differentiates their explicit expansion for minutes even at
+# hidden 2 (every unit reads every gate unit through the mean and variance); their structured
+# blocks are checked against torch autograd of the generated step instead (test_reduction_...).
+# A cell with sets (attention_decoder: a softmax over 3 members, sums over 2 units) expands in
+# seconds, so it is checked both ways.
 REDUCING = [n for n in lv.catalog() if lv.load(n).ir.reduces]
-CASES = [(n, 0) for n in lv.catalog() if n != "clockwork_rnn" and n not in REDUCING]
+SLOW_EXPANSION = [n for n in REDUCING if not lv.load(n).ir.sets]
+CASES = [(n, 0) for n in lv.catalog() if n != "clockwork_rnn" and n not in SLOW_EXPANSION]
 CASES += [("clockwork_rnn", 0), ("clockwork_rnn", 1), ("clockwork_rnn", 2)]
 
 
@@ -253,6 +266,8 @@ def setup(name, step):
     rng = np.random.default_rng([zlib.crc32(name.encode()), step])
     params = cell.init_params(sizes=sizes, init="uniform", seed=int(rng.integers(1 << 30)))
     sources = {n: 0.7 * rng.standard_normal(sizes[d]) for n, d in list(ir.states) + list(ir.inputs)}
+    # a set input: (L, n), member m's units at m*n + u when flattened, as explicit_step orders them
+    sources |= {n: 0.7 * rng.standard_normal((sizes[SET], sizes[d])) for n, d in ir.sets}
     bufs = {b: params[b] for b, _, _ in ir.buffers}
     values, sym = explicit_step(ir, sizes, bufs, step)
     point = {}
@@ -283,47 +298,63 @@ def test_structured_equals_explicit_expansion(name, step):
         np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=f"{name} d{of}/d{wrt}")
 
 
-def _numeric_terms(ir, terms, trace, params, step, sizes, out_dim):
+def _numeric_terms(ir, terms, trace, params, step, sizes, out_dim, row=0, as_float=True):
     """The structured form evaluated the way a backward pass would: diagonals from saved
-    forward values (the mpmath reference's trace), dense NumPy weights with masks applied."""
+    forward values (the mpmath reference's trace, batch row ``row``), dense NumPy weights with
+    masks applied. On the set axis a space is the members' units one after the other (member
+    m's unit u at m*n + u): a factor W there is kron(I_L, W), a column or row of ones one per
+    member, SET_IN kron(1_L, I_n) (the members read the same vector), SET_OUT kron(1_Lᵀ, I_n)
+    (a sum over the members). ``as_float=False`` keeps the mpmath numbers."""
     weights = {w.name: w for w in ir.weights}
-    # a reduction's unit count, from the sizes of what it reads
-    counts = {f"_n_{n.name}": sum(sizes[ir.dims[a]] for a in n.args) for n in ir.nodes if isinstance(n, Reduce)}
+    L = sizes.get(SET, 1)
 
-    def source(w):  # the size a factor maps from: ones columns from size 1, rows of ones from a size
-        return "1" if w == ONES else w[len(REDUCE):] if w.startswith(REDUCE) else weights[w].in_dim
+    def units(dim):
+        return 1 if dim == SCALAR else sizes[dim]
+
+    # a reduction's unit count, from the sizes of what it reads (per member on the set axis)
+    counts = {f"_n_{n.name}": sum(units(ir.dims[a]) for a in n.args)
+              for n in ir.nodes if isinstance(n, Reduce) and not n.over_set}  # fmt: skip
+
+    def factor(w, left, right):  # the matrix of weights[k] between spaces k and k + 1
+        if w in (SET_IN, SET_OUT):
+            ones = np.ones((L, 1)) if w == SET_IN else np.ones((1, L))
+            return np.kron(ones, np.eye(units(right[0])))
+        if w not in weights:  # a column or row of ones
+            block = np.ones((units(left[0]), units(right[0])))
+        else:
+            block = params[w]
+            mask = weights[w].mask
+            if mask is not None:
+                block = np.where(mask.evaluate({b: params[b] for b, _, _ in ir.buffers}), block, 0.0)
+        return np.kron(np.eye(L), block) if left[1] else block
 
     total = 0
     for t in terms:
-        dims = [out_dim] + [source(w) for w in t.weights]
+        sp = spaces(ir, t)
         prod = None
         for k, d in enumerate(t.diags):
-            n = 1 if dims[k] == "1" else sizes[dims[k]]
+            dim, on_set = sp[k]
             entries = []
-            for u in range(n):
-                pt = {}
-                for s in d.free_symbols:
-                    if s.name == ir.step:
-                        pt[s] = mpmath.mpf(step)
-                    elif s.name in counts:
-                        pt[s] = mpmath.mpf(counts[s.name])
-                    elif s.name in trace:
-                        v = trace[s.name][0]
-                        pt[s] = v[u if len(v) > 1 else 0]
-                    else:
-                        pt[s] = mpmath.mpf(float(params[s.name][u]))
-                entries.append(evaluate([[d]], pt)[0, 0])
-            diag = np.diag(entries)
+            for m in range(L) if on_set else [None]:
+                for u in range(units(dim)):
+                    pt = {}
+                    for s in d.free_symbols:
+                        if s.name == ir.step:
+                            pt[s] = mpmath.mpf(step)
+                        elif s.name in counts:
+                            pt[s] = mpmath.mpf(counts[s.name])
+                        elif s.name in trace:
+                            v = trace[s.name][row]
+                            if s.name in ir.set_vectors:
+                                v = v[m]  # fails for a member-less space: a wrong term
+                            pt[s] = v[u if len(v) > 1 else 0]
+                        else:
+                            pt[s] = mpmath.mpf(float(params[s.name][u]))
+                    entries.append(evaluate([[d]], pt, as_float)[0, 0])
+            diag = np.diag(np.array(entries, dtype=float if as_float else object))
             prod = diag if prod is None else prod @ diag
             if k < len(t.weights):
-                if t.weights[k] not in weights:  # a column or row of ones
-                    prod = prod @ np.ones((prod.shape[1], 1 if dims[k + 1] == "1" else sizes[dims[k + 1]]))
-                    continue
-                w = weights[t.weights[k]]
-                m = params[w.name]
-                if w.mask is not None:
-                    m = np.where(w.mask.evaluate({b: params[b] for b, _, _ in ir.buffers}), m, 0.0)
-                prod = prod @ m
+                prod = prod @ factor(t.weights[k], sp[k], sp[k + 1])
         total = total + prod
     return total
 
@@ -332,7 +363,7 @@ def _numeric_terms(ir, terms, trace, params, step, sizes, out_dim):
 def test_structured_from_saved_forward_values_equals_explicit(name, step):
     cell, sizes, params, sources, values, sym, point, explicit = setup(name, step)
     ir = cell.ir
-    inputs = {n: sources[n][None, None, :] for n, _ in ir.inputs}
+    inputs = {n: sources[n][None, None, :] for n, _ in ir.inputs} | {n: sources[n][None] for n, _ in ir.sets}
     state = {n: sources[n][None, :] for n, _ in ir.states}
     trace: list = []
     reference_forward(ir, params, inputs, state, t0=step, dps=30, trace=trace)
@@ -429,32 +460,35 @@ def test_reduction_blocks_from_saved_values_equal_torch_autograd(name):
 
     cell = lv.load(name)
     ir = cell.ir
-    sizes = cell.sizes(sizes={"input": 3, "hidden": 4})
+    sizes = cell.sizes(sizes={"input": 3, "hidden": 4, "item": 2, "attn": 3, "set": 3})
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     params = cell.init_params(sizes=sizes, init="uniform", seed=int(rng.integers(1 << 30)))
     states = [n for n, _ in ir.states]
     inputs = [n for n, _ in ir.inputs]
     srcs = states + inputs
     sources = {n: 0.7 * rng.standard_normal(sizes[ir.dims[n]]) for n in srcs}
+    sets = {n: 0.7 * rng.standard_normal((1, sizes[SET], sizes[d])) for n, d in ir.sets}  # fixed here
     trace: list = []
-    reference_forward(ir, params, {n: sources[n][None, None, :] for n in inputs},
+    reference_forward(ir, params, {n: sources[n][None, None, :] for n in inputs} | sets,
                       {n: sources[n][None, :] for n in states}, dps=30, trace=trace)  # fmt: skip
     tp = {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()}
     impl = cell.torch()
 
     def step_fn(*ts):
         d = dict(zip(srcs, ts))
-        _, new_state = impl.step(tp, {n: d[n] for n in inputs}, {n: d[n] for n in states}, t=0)
+        given = {n: d[n] for n in inputs} | {n: torch.tensor(v) for n, v in sets.items()}
+        _, new_state = impl.step(tp, given, {n: d[n] for n in states}, t=0)
         return tuple(new_state[s] for s in states)
 
     jac = torch.autograd.functional.jacobian(step_fn, tuple(torch.tensor(sources[n][None, :]) for n in srcs))
     rank_one = 0
     for (of, wrt), terms in jacobian_blocks(ir).items():
-        rank_one += sum(ONES in t.weights for t in terms)
+        rank_one += sum(ONES in t.weights or SET_IN in t.weights for t in terms)
         got = _numeric_terms(ir, terms, trace[0], params, 0, sizes, ir.dims[of])
         want = jac[states.index(of[:-1])][srcs.index(wrt)][0, :, 0, :].numpy()
-        np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=0, atol=1e-12, err_msg=f"{name} d{of}/d{wrt}")
-    assert rank_one > 0  # the normalisations' rank-one terms were among those checked
+        np.testing.assert_allclose(np.asarray(got, dtype=float), want, rtol=0, atol=1e-12,
+                                   err_msg=f"{name} d{of}/d{wrt}")  # fmt: skip
+    assert rank_one > 0  # the normalisations' (or the softmax's) rank-one terms were among those checked
 
 
 # ------------------------------------------------------------------ 6. blocks and rendering
@@ -472,7 +506,8 @@ def test_jacobian_blocks_cover_every_pair(name):
         assert terms == jacobian(ir, of[:-1] + "'", wrt)
         for t in terms:
             assert len(t.diags) == len(t.weights) + 1 and t.path[0] == of and t.path[-1] == wrt
-            assert all(w in {x.name for x in ir.weights} or w == ONES or w.startswith(REDUCE) for w in t.weights)
+            tokens = {x.name for x in ir.weights} | {ONES, SET_IN, SET_OUT}
+            assert all(w in tokens or w.startswith(REDUCE) for w in t.weights)
 
 
 def test_bad_names_are_errors():
