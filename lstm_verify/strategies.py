@@ -71,6 +71,7 @@ class Case:
 
     @property
     def steps(self) -> int:
+        """Steps of the first input (a per-step input: set inputs come after them)."""
         return next(iter(self.inputs.values())).shape[0]
 
     @property
@@ -204,7 +205,9 @@ def inputs(cell, sizes: dict, steps: int, batch: int, dtype=np.float64, bound: f
     _check_int("batch", batch)
     b = float(bound)
     shapes = c.ir.input_shapes(sizes, steps, batch)
-    return _arrays(tuple((n, shape, -b, b) for n, shape in shapes.items()), _dtype(dtype))
+    drawn = _arrays(tuple((n, shape, -b, b) for n, shape in shapes.items()), _dtype(dtype))
+    # per-step inputs first, whatever order the dictionary strategy gives: Case.steps reads the first
+    return drawn.map(lambda d: {n: d[n] for n in shapes}) if c.ir.sets else drawn
 
 
 def states(cell, sizes: dict, batch: int, dtype=np.float64, bound: float = 1.0):

@@ -17,7 +17,7 @@ def _setup(name, dtype, T=9, B=3):
     sizes = {k: {"input": 5, "hidden": 8}.get(k, 4) for k in cell.ir.size_names}
     params = cell.init_params(sizes=sizes, dtype=np.float64)
     rng = np.random.default_rng(0)
-    xs = {n: rng.standard_normal((T, B, sizes[d])) for n, d in cell.ir.inputs}
+    xs = {n: rng.standard_normal(shape) for n, shape in cell.ir.input_shapes(sizes, T, B).items()}
     state = {s: rng.standard_normal((B, sizes[d])) * 0.5 for s, d in cell.ir.states}
     d_out = rng.standard_normal((T, B, sizes[dict(cell.ir.states)[cell.ir.output]]))
     t = lambda a: torch.tensor(a, dtype=dtype)  # noqa: E731

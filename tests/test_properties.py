@@ -89,7 +89,8 @@ def short_cases(name, **kw):
 #   clockwork_rnn            h' = tick*tanh(...) + (1 - tick)*h: updated to tanh or kept (|h0| <= 1)
 #   greff_nog                h' = tanh(c')
 #   lstm, lstm_peephole, lstm_cifg, lstm_nofg, lstm_depth_gated, greff_cifg, greff_fgr,
-#   greff_nfg, greff_niaf, greff_nig, greff_np: h' = o*tanh(c'), 0 <= o <= 1
+#   greff_nfg, greff_niaf, greff_nig, greff_np, layernorm_lstm, rmsnorm_lstm (tanh of the
+#   normalised c'), attention_decoder: h' = o*tanh(c'), 0 <= o <= 1
 #   lstm_proj                m = o*tanh(c') (saved in the cache); h' = W_h_m m is not bounded
 #   gru, gru_cho, mgu, mgu_flax, mut1, mut2, mut3: h' a convex combination of h and a tanh
 #   (|h0| <= 1)
@@ -106,6 +107,7 @@ BOUNDED = {
     "greff_niaf": "h", "greff_nig": "h", "greff_np": "h", "lstm_proj": "m",
     "gru": "h", "gru_cho": "h", "mgu": "h", "mgu_flax": "h", "mut1": "h", "mut2": "h", "mut3": "h",
     "multiplicative_lstm": "h", "grid_lstm": "hu", "layernorm_lstm": "h", "rmsnorm_lstm": "h",
+    "attention_decoder": "h",
 }  # fmt: skip
 UNBOUNDED = {"rnn_relu", "greff_noaf", "indrnn", "sru", "min_gru", "min_lstm", "slstm", "slstm_expf",
              "slstm_unstabilized"}  # fmt: skip
@@ -280,6 +282,8 @@ def relabel(ir, case, perms):
         params[name] = case.params[name][perms[dim]]
     assert set(params) == set(case.params)
     inputs = {n: case.inputs[n][..., perms[d]] for n, d in ir.inputs}
+    # a set's members relabelled too: a set has no order, so nothing else moves with them
+    inputs |= {n: case.inputs[n][:, perms["set"]][..., perms[d]] for n, d in ir.sets}
     state = {s: case.state[s][..., perms[d]] for s, d in ir.states}
     return params, inputs, state
 
@@ -317,7 +321,8 @@ def test_batch_rows_are_independent(name, backend, data):
     case = data.draw(short_cases(name, batch=B), label="case")
     out, final = forward_finite(name, backend, case.params, case.inputs, case.state, case.t0)
     for b in range(B):
-        row_x = {k: v[:, b : b + 1] for k, v in case.inputs.items()}
+        sets = {n for n, _ in CELL[name].ir.sets}  # (B, L, n): the batch is the first axis
+        row_x = {k: v[b : b + 1] if k in sets else v[:, b : b + 1] for k, v in case.inputs.items()}
         row_s = {k: v[b : b + 1] for k, v in case.state.items()}
         out_b, final_b = forward_finite(name, backend, case.params, row_x, row_s, case.t0)
         near(out_b, out[:, b : b + 1], case.dtype, f"row {b} outputs")
@@ -336,8 +341,9 @@ def test_running_in_two_pieces_equals_running_at_once(name, backend, data):
     k = data.draw(st.integers(1, T - 1), label="split")
     case = data.draw(short_cases(name, steps=T), label="case")
     out, final = forward_finite(name, backend, case.params, case.inputs, case.state, case.t0)
-    first = {n: v[:k] for n, v in case.inputs.items()}
-    rest = {n: v[k:] for n, v in case.inputs.items()}
+    sets = {n for n, _ in CELL[name].ir.sets}  # fixed over time: both pieces read all of it
+    first = {n: v if n in sets else v[:k] for n, v in case.inputs.items()}
+    rest = {n: v if n in sets else v[k:] for n, v in case.inputs.items()}
     out1, mid = forward_finite(name, backend, case.params, first, case.state, case.t0)
     out2, final2 = forward_finite(name, backend, case.params, rest, mid, case.t0 + k)
     near(np.concatenate([out1, out2]), out, case.dtype, "outputs")

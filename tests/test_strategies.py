@@ -111,9 +111,11 @@ def check_case(cell, case, max_size):
     for b, dim, _ in ir.buffers:
         assert case.params[b].shape == (case.sizes[dim],)
     T, B = case.steps, case.batch
-    assert set(case.inputs) == {n for n, _ in ir.inputs}
+    assert set(case.inputs) == {n for n, _ in ir.inputs} | {n for n, _ in ir.sets}
     for n, dim in ir.inputs:
         assert case.inputs[n].shape == (T, B, case.sizes[dim]), n
+    for n, dim in ir.sets:  # fixed over time: no step axis
+        assert case.inputs[n].shape == (B, case.sizes["set"], case.sizes[dim]), n
     assert set(case.state) == {s for s, _ in ir.states}
     for s, dim in ir.states:
         assert case.state[s].shape == (B, case.sizes[dim]), s
@@ -271,6 +273,9 @@ GATE_BIASES = {
     "sru": {"b_f", "b_r"},
     "layernorm_lstm": {"b_i", "b_f", "b_g", "b_o", "b_c"},  # gate biases after the norm; LN(c')'s bias
     "rmsnorm_lstm": {"b_i", "b_f", "b_g", "b_o"},
+    # the scores' tanh(p) with p = lin(a, h), per member, and the LSTM's gates; the gating
+    # scalar beta = sigmoid(sum(w_b*h + b_b)) holds no affine map or diagonal bias of its own
+    "attention_decoder": {"b_p", "b_i", "b_f", "b_o", "b_g"},
 }
 
 
@@ -307,7 +312,8 @@ def min_margin(cell, case, saturation):
     worst = np.inf
     for a in applications(ir):
         z = pre[f"{a.function}:{a.node}"]  # (T, B, n)
-        assert z.shape == (case.steps, case.batch, case.sizes[ir.dims[a.bias]])
+        members = (case.sizes["set"],) if a.node in ir.set_vectors else ()  # one z per member
+        assert z.shape == (case.steps, case.batch) + members + (case.sizes[ir.dims[a.bias]],)
         bias = np.abs(case.params[a.bias].astype(np.float64))
         slack = 4 * np.spacing(bias.astype(case.dtype)).astype(np.float64)
         margin = np.abs(z) - saturation + slack  # broadcasts over units
@@ -431,7 +437,8 @@ def arbitrary_problems(draw, cell):
     elems = st.floats(-4, 4, allow_nan=False)
     params = {n: draw(hnp.arrays(np.float64, ir.param_shape(n, sz), elements=elems)) for n in ir.param_names}
     params |= {k: v for k, v in cell.init_params(sizes=sz).items() if k not in ir.param_names}
-    inputs = {n: draw(hnp.arrays(np.float64, (T, 1, sz[d]), elements=st.floats(-2, 2))) for n, d in ir.inputs}
+    inputs = {n: draw(hnp.arrays(np.float64, shape, elements=st.floats(-2, 2)))
+              for n, shape in ir.input_shapes(sz, T, 1).items()}  # fmt: skip
     state = {s: draw(hnp.arrays(np.float64, (1, sz[d]), elements=st.floats(-1, 1))) for s, d in ir.states}
     signs = {a.bias: draw(hnp.arrays(np.float64, sz[ir.dims[a.bias]], elements=st.sampled_from([-1.0, 1.0])))
              for a in applications(ir)}  # fmt: skip
