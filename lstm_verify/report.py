@@ -96,7 +96,8 @@ def build(st: Settings, progress=True) -> dict:
 
     start = time.perf_counter()
     data: dict = {"settings": {k: v for k, v in st.__dict__.items()}, "flow": {}, "spectra": {},
-                  "saturation": {}, "closed_forms": {}, "exact": {}, "learning": [], "trained": {}}  # fmt: skip
+                  "saturation": {}, "closed_forms": {}, "exact": {}, "learning": [], "trained": {},
+                  "attention": {}}  # fmt: skip
     data["settings"]["learn_cells"] = [list(x) for x in st.learn_cells]
     lags = _sample_lags(st.lags)
     learn_jobs = [(c, i, task, T, seed) for c, i in st.learn_cells for task, Ts in st.learn_T.items()
@@ -128,6 +129,8 @@ def build(st: Settings, progress=True) -> dict:
         }  # fmt: skip
         data["saturation"][name] = {k: {kk: (_r(vv) if isinstance(vv, float) else vv) for kk, vv in v.items()}
                                     for k, v in gf.saturation(cell, p, x, s).items()}  # fmt: skip
+        if cell.ir.sets:
+            data["attention"][name] = _attention(cell, p, x, s)
         bar.update()
         from .derive import shown_blocks
 
@@ -147,6 +150,24 @@ def build(st: Settings, progress=True) -> dict:
     bar.close()
     data["seconds"] = round(time.perf_counter() - start, 1)
     return data
+
+
+def _attention(cell, p, x, s) -> dict:
+    """How a cell's softmaxes spread their weight at initialisation: the mean largest weight
+    (1/setsum) and the mean entropy as a fraction of log L (1: uniform over the L members)."""
+    from .regimes import softmaxes
+
+    values = gf.node_values(cell, p, x, s)
+    out = {}
+    for m, ssum, _ in softmaxes(cell.ir):
+        shifted = values[cell.ir.node_map[ssum].args[0]]  # exp(e - max), (T, B, L, n)
+        w = shifted / values[ssum][:, :, None]
+        L = w.shape[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(w > 0, w * np.log(w), 0.0).sum(axis=2)
+        out[m.removeprefix("setmax_")] = {"members": L, "mean_max_weight": _r(float(w.max(axis=2).mean())),
+                                          "entropy_over_log_L": _r(float(entropy.mean() / np.log(L))) if L > 1 else 0.0}
+    return out
 
 
 def exact_results(st: Settings, bar) -> dict:
@@ -411,6 +432,20 @@ def _tables(data) -> list:
                 parts.append(f"{g}: <0.05 {v['below']:.0%}, >0.95 {v['above']:.0%}, mean {v['mean']:.2f}")
         sat_rows.append([c, "; ".join(parts) or "-"])
     t.append(("Gate saturation at initialisation (fraction of unit-steps)", ["cell", "gates"], sat_rows))
+    compared = [c for c in ("lstm", "layernorm_lstm", "rmsnorm_lstm", "attention_decoder") if c in cells]
+    if len(compared) > 1 and "lstm" in compared:
+        def hz(c, i):
+            h = data["flow"][c][i]["horizon"]
+            return h if h is not None else f">{K}"
+
+        t.append(("Normalisation and attention against the LSTM: memory horizon by initialisation",
+                  ["init"] + compared, [[i] + [hz(c, i) for c in compared] for i in NAMED]))  # fmt: skip
+    attention = data.get("attention", {})
+    if attention:
+        t.append(("Attention weights at initialisation (torch default)",
+                  ["cell", "softmax", "members L", "mean largest weight", "entropy / log L"],
+                  [[c, k, v["members"], v["mean_max_weight"], v["entropy_over_log_L"]]
+                   for c, d in attention.items() for k, v in d.items()]))  # fmt: skip
     ex = data["exact"]
     t.append(("rnn_tanh: measured decay against the bound (gamma sigma_max(U))^k, gamma = 1",
               ["U scaled by", "sigma_max(U)", "vanishing guaranteed", "measured decay", "max over k of measured / bound"],

@@ -18,6 +18,7 @@ from lstm_verify import strategies as lst
 from lstm_verify.errors import ShapeError, SpecError
 from lstm_verify.ir import build_ir
 from lstm_verify.reference import reference_forward
+from lstm_verify.regimes import peak_softmax
 from lstm_verify.spec import parse_spec
 
 torch = pytest.importorskip("torch", reason="torch is not installed: pip install 'lstm-verify[torch]'")
@@ -241,3 +242,17 @@ def test_peaked_regime_puts_one_weight_near_1_and_the_code_matches_the_reference
 def test_peaked_regime_leaves_cells_without_softmax_alone():
     case = find(lst.cases("lstm", regime="peaked", dtype="float64", init="uniform"), lambda c: True)
     assert np.abs(case.params["W_i_x"]).max() <= 1.0  # not scaled
+
+
+def test_report_attention_statistics(cell):
+    """The report's attention table: scores all 0 spread the weight evenly (largest weight 1/L,
+    entropy log L); a peaked softmax puts it on one member."""
+    pytest.importorskip("matplotlib", reason="the report needs matplotlib: pip install 'lstm-verify[report]'")
+    from lstm_verify.report import _attention
+
+    p, x, s, _, _ = _problem(cell, seed=6)
+    flat = _attention(cell, dict(p) | {"w_e": np.zeros_like(p["w_e"])}, x, s)["alpha"]
+    assert flat["members"] == L
+    assert flat["mean_max_weight"] == pytest.approx(1 / L, abs=1e-4) and flat["entropy_over_log_L"] == pytest.approx(1.0, abs=1e-4)
+    peaked = _attention(cell, peak_softmax(cell, p, x, s), x, s)["alpha"]
+    assert peaked["mean_max_weight"] > 1 - 1e-5 and peaked["entropy_over_log_L"] < 1e-3
