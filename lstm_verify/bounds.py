@@ -1,0 +1,122 @@
+"""Upper bounds on the per-step state Jacobian, from the cell's closed-form blocks.
+
+Every block d(s_i')/d(s_j) of one step is a sum of path terms
+``diag(d0) · W1 · diag(d1) · ... · diag(dk)`` (:func:`lstm_verify.derive.jacobian`), so
+
+    ||block||_2 <= sum over terms of  prod_k sup|d_k| * prod_k ||W_k||_2
+
+(the triangle inequality, then submultiplicativity), where each sup is taken over the values the
+nodes a diagonal reads can reach: interval arithmetic over the IR from the ranges of the inputs
+and of the previous state (:func:`lstm_verify.regimes._step_bounds`, the same propagation the
+saturated regimes rest on). The tokens of reductions and sets are matrices of ones with known
+norms: a column or row of n ones has norm sqrt(n), the broadcast over the L members of a set
+and the sum over them sqrt(L). The whole state Jacobian, blocks stacked, is bounded by the
+spectral norm of the matrix of block bounds (the norm of a block matrix is at most the norm of
+the matrix of its blocks' norms).
+
+The bound holds for every parameter, input and state within the ranges it is given; it is a
+number, computed for the parameters at hand. For the tanh RNN it is Pascanu et al.'s
+sup|1 - h'^2| * sigma_max(W_h_h) <= sigma_max(W_h_h).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from .derive import ONES, REDUCE, SET_TOKENS, count, jacobian, spaces
+from .ir import CellIR, Reduce
+from .regimes import _bound, _step_bounds
+from .spec import NEW, SCALAR, SET
+
+
+@dataclass
+class StepBound:
+    """An upper bound on ||d s'/d s||_2 for one step (all states stacked in spec order)."""
+
+    cell: str
+    bound: float
+    blocks: dict = field(default_factory=dict)  # (new state, previous state) -> bound on its norm
+    terms: dict = field(default_factory=dict)  # (new state, previous state) -> [bound of each term]
+
+
+def weight_norms(ir: CellIR, params: dict) -> dict[str, float]:
+    """sigma_max of every weight as the generated code uses it (masked where the spec masks it)."""
+    out = {}
+    for w in ir.weights:
+        m = np.asarray(params[w.name], dtype=float)
+        if w.mask is not None:
+            m = np.where(w.mask.evaluate({b: np.asarray(params[b]) for b, _, _ in ir.buffers}), m, 0.0)
+        out[w.name] = float(np.linalg.norm(m, 2)) if m.size else 0.0
+    return out
+
+
+def node_ranges(ir: CellIR, params: dict, sizes: dict, input_bound, state_ranges: dict, t: int = 0) -> dict:
+    """Intervals (lo, hi) per unit of every vector at one step: inputs within ``input_bound``
+    (a number, or a dict by input) in magnitude, each previous state within ``state_ranges``
+    (state -> (lo, hi), numbers or arrays per unit); reduction counts as exact numbers."""
+    if not isinstance(input_bound, dict):
+        input_bound = {n: input_bound for n, _ in list(ir.inputs) + list(ir.sets)}
+    x = {n: np.broadcast_to(np.asarray(input_bound[n], dtype=float), (sizes[d],))
+         for n, d in list(ir.inputs) + list(ir.sets)}  # fmt: skip
+    s = {k: tuple(np.broadcast_to(np.asarray(v, dtype=float), (sizes[ir.dims[k]],)) for v in state_ranges[k])
+         for k, _ in ir.states}  # fmt: skip
+    B = _step_bounds(ir, params, sizes, x, s, t)
+    for n in ir.nodes:
+        if isinstance(n, Reduce) and not n.over_set:
+            c = float(sum(sizes[ir.dims[a]] if ir.dims[a] != SCALAR else 1 for a in n.args))
+            B[count(n.name).name] = (np.array([c]), np.array([c]))
+    return B
+
+
+def step_bound(cell, params: dict, input_bound, state_ranges: dict, sizes: dict | None = None, t: int = 0) -> StepBound:
+    """The bound for these parameters, inputs with |x| <= input_bound and previous states in
+    ``state_ranges``. ``sizes`` is needed only for the number of members of a set (size "set")."""
+    from .cell import infer_sizes
+
+    ir = cell.ir
+    sz = infer_sizes(ir, params) | dict(sizes or {})
+    if ir.sets and SET not in sz:
+        raise ValueError(f"{ir.name} reads a set: give sizes={{'set': L}}, the number of its members")
+    B = node_ranges(ir, params, sz, input_bound, state_ranges, t)
+    norms = weight_norms(ir, params)
+    states = [s for s, _ in ir.states]
+    blocks, terms = {}, {}
+    M = np.zeros((len(states), len(states)))
+    for i, s in enumerate(states):
+        for j, r in enumerate(states):
+            per = [_term_bound(ir, term, B, norms, sz) for term in jacobian(ir, s + NEW, r)]
+            terms[(s, r)] = per
+            blocks[(s, r)] = M[i, j] = math.fsum(per) if per else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = float(np.linalg.norm(M, 2)) if np.all(np.isfinite(M)) else math.inf
+    return StepBound(ir.name, bound, blocks, terms)
+
+
+def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict) -> float:
+    """prod sup|d_k| * prod ||factor_k|| for one path term."""
+    total = 1.0
+    where = spaces(ir, term)
+    for k, d in enumerate(term.diags):
+        if d != 1:
+            sup = float(np.max(_bound(sympy.sympify(d), B)))
+            if sup == 0.0:
+                return 0.0
+            total *= sup
+    for k, w in enumerate(term.weights):
+        if w == ONES:  # diag k's units read one value: a column of ones
+            total *= math.sqrt(_width(where[k][0], sizes))
+        elif w.startswith(REDUCE):
+            total *= math.sqrt(_width(w[len(REDUCE):], sizes))
+        elif w in SET_TOKENS:
+            total *= math.sqrt(sizes[SET])
+        else:
+            total *= norms[w]
+    return total
+
+
+def _width(dim: str, sizes: dict) -> int:
+    return 1 if dim == SCALAR else sizes[dim]

@@ -1,0 +1,87 @@
+"""The per-step Jacobian bound (lstm_verify.bounds) against the measured Jacobian, on drawn
+cases of every cell, and against Pascanu et al.'s bound for the tanh RNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import lstm_verify as lv
+from lstm_verify import gradflow as gf
+from lstm_verify import strategies as lst
+from lstm_verify.bounds import step_bound
+
+CELLS = lv.catalog()
+CELL = {name: lv.load(name) for name in CELLS}
+
+
+def ranges_of(case):
+    """|x| <= X per input and every state within its drawn values' range per unit."""
+    X = {k: float(np.abs(v).max(initial=0.0)) for k, v in case.inputs.items()}
+    S = {k: (v.astype(float).min(axis=0), v.astype(float).max(axis=0)) for k, v in case.state.items()}
+    return X, S
+
+
+def measured(cell, case):
+    """max over batch rows of ||d s'/d s||_2 at the first step, from the generated backward."""
+    p = {k: np.asarray(v, dtype=float) for k, v in case.params.items()}
+    x = {k: np.asarray(v, dtype=float) for k, v in case.inputs.items()}
+    s = {k: np.asarray(v, dtype=float) for k, v in case.state.items()}
+    worst = 0.0
+    for row in range(case.batch):
+        J = gf.step_jacobians(cell, p, x, s, row=row)
+        worst = max(worst, float(np.linalg.norm(J[0], 2)))
+    return worst
+
+
+@pytest.mark.parametrize("name", CELLS)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_the_bound_holds_on_drawn_cases(name, data):
+    cell = CELL[name]
+    regime = data.draw(st.sampled_from(["ordinary", "saturated", "near_zero"]), label="regime")
+    case = data.draw(lst.cases(cell, regime=regime, dtype="float64", max_size=3, steps=1), label="case")
+    X, S = ranges_of(case)
+    b = step_bound(cell, case.params, X, S, sizes=case.sizes, t=case.t0)
+    assert b.bound >= 0
+    assert measured(cell, case) <= b.bound * (1 + 1e-9) + 1e-300
+
+
+def test_rnn_tanh_reduces_to_pascanus_bound():
+    """One path, diag(1 - h'^2) · W_h_h: the bound is sup(1 - h'^2) * sigma_max(W_h_h), which is
+    sigma_max itself when the pre-activation can reach 0, and below it when the bias keeps it away."""
+    cell = CELL["rnn_tanh"]
+    p = cell.init_params(sizes={"input": 3, "hidden": 5}, seed=1)
+    sigma = np.linalg.norm(p["W_h_h"], 2)
+    b = step_bound(cell, p, 1.0, {"h": (-np.ones(5), np.ones(5))})
+    assert len(b.terms[("h", "h")]) == 1
+    assert b.bound == pytest.approx(sigma, rel=1e-12)
+    far = dict(p) | {"b_h": np.full(5, 30.0)}  # tanh'(z) <= tanh'(30 - |W x| - |U h|) everywhere
+    lo = 30.0 - np.abs(p["W_h_x"]).sum(1) - np.abs(p["W_h_h"]).sum(1)
+    b_far = step_bound(cell, far, 1.0, {"h": (-np.ones(5), np.ones(5))})
+    assert b_far.bound == pytest.approx(float(np.max(1 - np.tanh(lo) ** 2)) * sigma, rel=1e-9)
+    assert b_far.bound < 1e-10 * sigma
+
+
+def test_lstm_cell_block_is_the_forget_gates_range():
+    """d c'/d c = diag(f): its bound is the largest f the ranges allow, and the block bound
+    grows with the forget bias as the gate opens."""
+    cell = CELL["lstm"]
+    p = cell.init_params(sizes={"input": 3, "hidden": 4}, seed=0)
+    ranges = {"h": (-np.ones(4), np.ones(4)), "c": (-np.ones(4), np.ones(4))}
+    hi = []
+    for bf in (0.0, 3.0, 10.0):
+        q = dict(p) | {"b_f": np.full(4, bf)}
+        acc = np.abs(q["W_f_x"]).sum(1) + np.abs(q["W_f_h"]).sum(1)
+        b = step_bound(cell, q, 1.0, ranges)
+        assert b.blocks[("c", "c")] == pytest.approx(1 / (1 + np.exp(-(bf + acc).max())), rel=1e-12)
+        hi.append(b.blocks[("c", "c")])
+    assert hi == sorted(hi) and hi[-1] > 0.9999
+
+
+def test_a_set_cell_needs_its_number_of_members():
+    cell = CELL["attention_decoder"]
+    p = cell.init_params(sizes={"input": 2, "hidden": 3, "item": 2, "attn": 2, "set": 4})
+    with pytest.raises(ValueError, match="number of its members"):
+        step_bound(cell, p, 1.0, {"h": (-1.0, 1.0), "c": (-1.0, 1.0)})
