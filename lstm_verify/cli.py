@@ -120,6 +120,14 @@ def main(argv=None) -> int:
     eq.add_argument("--ramp", action=argparse.BooleanOptionalAction, default=True,
                     help="when equivalent, compare non-finite outputs of both cells' NumPy code in "
                     "float32 and float64 on a ramp of pre-activations (default: on)")  # fmt: skip
+    bounds = sub.add_parser("bounds", help="an upper bound on the per-step state Jacobian and on the gradient over "
+                            "k steps, from the closed-form blocks, and its tightness at an initialisation")  # fmt: skip
+    bounds.add_argument("cell", help="catalog name or path to a spec .toml")
+    bounds.add_argument("--init", default="torch_default", help="named initialisation (default torch_default)")
+    bounds.add_argument("--input-bound", type=float, default=1.0, help="|x| <= this for every input (default 1)")
+    bounds.add_argument("--steps", type=int, default=10, help="lags of the k-step bound (default 10)")
+    bounds.add_argument("--seed", type=int, default=0)
+    bounds.add_argument("--json", action="store_true", help="print the numbers as JSON")
     export = sub.add_parser("export", help="a standalone NumPy, torch or C module for a cell")
     export.add_argument("cell", help="catalog name or spec path")
     export.add_argument("--target", required=True, choices=["numpy", "torch", "c"])
@@ -130,7 +138,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         return {"list": _list, "show": _show, "check": _check, "identify": _identify,
                 "report": _report, "export": _export, "equiv": _equiv,
-                "conformance-report": _conformance_report}[args.command](args)  # fmt: skip
+                "conformance-report": _conformance_report, "bounds": _bounds}[args.command](args)  # fmt: skip
     except LstmVerifyError as exc:
         print(f"lstm-verify: error: {_message(exc)}", file=sys.stderr)
         return 2
@@ -153,6 +161,35 @@ def _message(exc) -> str:
     """An error's text as the command line says it: options as flags (``--layout``), where the
     library's own message names keyword arguments (``layout=``)."""
     return getattr(exc, "cli_message", None) or str(exc)
+
+
+def _bounds(args) -> int:
+    import json
+    import math
+
+    from .bounds import summary
+    from .cell import load
+    from .errors import LstmVerifyError
+    from .inits import NAMED
+
+    if args.init not in NAMED:
+        raise LstmVerifyError(f"unknown initialisation {args.init!r}; known: {', '.join(NAMED)}")
+    if not (math.isfinite(args.input_bound) and args.input_bound >= 0) or args.steps < 1:
+        raise LstmVerifyError("--input-bound must be a finite number >= 0 and --steps at least 1")
+    s = summary(load(args.cell), args.init, args.input_bound, args.steps, seed=args.seed)
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    ranges = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in s["state_ranges"].items())
+    print(f"{s['cell']} ({s['init']}, sizes {s['sizes']}): |x| <= {s['input_bound']:g}, {ranges}")
+    print(f"  ||d s'/d s||_2 <= {s['step_bound']:.4g} per step; measured up to {s['measured_step_norm']:.4g} "
+          f"(tightness {s['step_tightness']:.3g})" if s["step_tightness"] is not None else
+          f"  ||d s'/d s||_2 <= {s['step_bound']:.4g} per step")  # fmt: skip
+    for k, v in s["blocks"].items():
+        print(f"    {k} <= {v:.4g}")
+    T = s["steps"]
+    print(f"  ||d s_{T}/d s_0||_2 <= {s['lag_bounds'][-1]:.4g}; measured up to {s['measured_lag_norm']:.4g}")
+    return 0
 
 
 def _list(args) -> int:

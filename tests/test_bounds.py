@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 import lstm_verify as lv
 from lstm_verify import gradflow as gf
 from lstm_verify import strategies as lst
-from lstm_verify.bounds import step_bound
+from lstm_verify.bounds import lag_bounds, reachable_ranges, step_bound
 
 CELLS = lv.catalog()
 CELL = {name: lv.load(name) for name in CELLS}
@@ -85,3 +85,50 @@ def test_a_set_cell_needs_its_number_of_members():
     p = cell.init_params(sizes={"input": 2, "hidden": 3, "item": 2, "attn": 2, "set": 4})
     with pytest.raises(ValueError, match="number of its members"):
         step_bound(cell, p, 1.0, {"h": (-1.0, 1.0), "c": (-1.0, 1.0)})
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru", "mgu", "layernorm_lstm", "attention_decoder", "slstm"])
+@settings(max_examples=6)
+@given(data=st.data())
+def test_lag_bounds_hold_over_several_steps(name, data):
+    """||d s_T / d s_0|| (the product of the measured step Jacobians) against the product of the
+    per-step bounds over the ranges the states can reach from the drawn ones."""
+    cell = CELL[name]
+    T = data.draw(st.integers(1, 6), label="steps")
+    case = data.draw(lst.cases(cell, regime="ordinary", dtype="float64", max_size=3, steps=T), label="case")
+    X, S = ranges_of(case)
+    bounds = lag_bounds(cell, case.params, X, S, T, sizes=case.sizes, t0=case.t0)
+    assert len(bounds) == T + 1 and bounds[0] == 1.0
+    p = {k: np.asarray(v, dtype=float) for k, v in case.params.items()}
+    for row in range(case.batch):
+        J = gf.step_jacobians(cell, p, case.inputs, case.state, row=row)
+        P = np.eye(J.shape[1])
+        for k in range(T):
+            P = J[k] @ P
+            assert np.linalg.norm(P, 2) <= bounds[k + 1] * (1 + 1e-9) + 1e-300, (row, k)
+
+
+def test_lstm_cell_range_grows_by_at_most_one_a_step():
+    cell = CELL["lstm"]
+    p = cell.init_params(sizes={"input": 2, "hidden": 3}, seed=0)
+    ranges = reachable_ranges(cell, p, 1.0, {"h": (-1.0, 1.0), "c": (-0.5, 0.5)}, 6)
+    for t, r in enumerate(ranges):
+        assert np.all(r["c"][1] <= 0.5 + t + 1e-12) and np.all(r["c"][0] >= -0.5 - t - 1e-12)
+        assert t == 0 or (np.all(r["h"][1] <= 1) and np.all(r["h"][0] >= -1))
+
+
+def test_cli_prints_the_bound_and_its_tightness(capsys):
+    import json
+
+    from lstm_verify.cli import main
+
+    assert main(["bounds", "rnn_tanh", "--json", "--steps", "3"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["measured_step_norm"] <= s["step_bound"] and s["measured_lag_norm"] <= s["lag_bounds"][-1]
+    assert len(s["lag_bounds"]) == 4 and 0 < s["step_tightness"] <= 1
+    assert main(["bounds", "lstm"]) == 0
+    out = capsys.readouterr().out
+    assert "dc'/dc <= " in out and "tightness" in out
+    assert main(["bounds", "lstm", "--init", "bogus"]) == 2
+    assert "unknown initialisation" in capsys.readouterr().err
+    assert main(["bounds", "lstm", "--input-bound", "nan"]) == 2
