@@ -41,6 +41,7 @@ class StepBound:
     bound: float
     blocks: dict = field(default_factory=dict)  # (new state, previous state) -> bound on its norm
     terms: dict = field(default_factory=dict)  # (new state, previous state) -> [bound of each term]
+    matrix: np.ndarray | None = None  # the block bounds, states in spec order
 
 
 def weight_norms(ir: CellIR, params: dict) -> dict[str, float]:
@@ -93,7 +94,7 @@ def step_bound(cell, params: dict, input_bound, state_ranges: dict, sizes: dict 
             blocks[(s, r)] = M[i, j] = math.fsum(per) if per else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         bound = float(np.linalg.norm(M, 2)) if np.all(np.isfinite(M)) else math.inf
-    return StepBound(ir.name, bound, blocks, terms)
+    return StepBound(ir.name, bound, blocks, terms, M)
 
 
 def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict) -> float:
@@ -141,11 +142,17 @@ def reachable_ranges(cell, params: dict, input_bound, state_ranges: dict, steps:
 def lag_bounds(cell, params: dict, input_bound, state_ranges: dict, steps: int, sizes: dict | None = None,
                t0: int = 0) -> list[float]:  # fmt: skip
     """Upper bounds on ||d s_k / d s_0||_2 for k = 0..steps (the state after k steps against the
-    state entering step 0): products of the per-step bounds over the reachable ranges."""
-    out, total = [1.0], 1.0
+    state entering step 0), over the reachable ranges: the norm of the product of the per-step
+    matrices of block bounds. (The block norms of a product are at most the products of the
+    block-norm matrices, entry by entry, and a larger nonnegative matrix has a larger norm; the
+    states' cross terms are kept, where a product of the per-step norms would not.)"""
+    out, total = [1.0], None
     for t, ranges in enumerate(reachable_ranges(cell, params, input_bound, state_ranges, steps, sizes, t0)):
-        total *= step_bound(cell, params, input_bound, ranges, sizes, t0 + t).bound
-        out.append(total)
+        M = step_bound(cell, params, input_bound, ranges, sizes, t0 + t).matrix
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = M if total is None else M @ total
+            finite = bool(np.all(np.isfinite(total)))
+        out.append(float(np.linalg.norm(total, 2)) if finite else math.inf)
     return out
 
 
