@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy
 
-from .derive import ONES, REDUCE, SET_TOKENS, count, jacobian, spaces
+from .derive import ONES, REDUCE, SET_TOKENS, _plain, count, jacobian, spaces
 from .ir import CellIR, Reduce
 from .regimes import _bound, _step_bounds
 from .spec import NEW, SCALAR, SET
@@ -119,6 +119,27 @@ def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict) -> float:
     return total
 
 
+def block_expression(ir: CellIR, of: str, wrt: str) -> str:
+    """The bound on ||d of'/d wrt||_2 as it is computed, in words: a sum over the path terms of
+    sup|d| of each diagonal over the ranges, times ||W||_2 of each weight (sqrt(n) for a
+    column or row of n ones, sqrt(L) for a set's broadcast or sum)."""
+    parts = []
+    for term in jacobian(ir, of + NEW, wrt):
+        where = spaces(ir, term)
+        factors = [f"sup|{_plain(d)}|" for d in term.diags if d != 1]
+        for k, w in enumerate(term.weights):
+            if w == ONES:
+                factors.append(f"sqrt({where[k][0]})")
+            elif w.startswith(REDUCE):
+                factors.append(f"sqrt({w[len(REDUCE):]})")
+            elif w in SET_TOKENS:
+                factors.append(f"sqrt({SET})")
+            else:
+                factors.append(f"||{w}||")
+        parts.append(" * ".join(factors) or "1")
+    return " + ".join(parts) or "0"
+
+
 def _width(dim: str, sizes: dict) -> int:
     return 1 if dim == SCALAR else sizes[dim]
 
@@ -187,6 +208,7 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
         "state_ranges": {s: list(r) for s, r in ranges.items()},
         "step_bound": first.bound,
         "blocks": {f"d{s}'/d{r}": v for (s, r), v in first.blocks.items()},
+        "expressions": {f"d{s}'/d{r}": block_expression(ir, s, r) for (s, r) in first.blocks},
         "lag_bounds": lags, "steps": steps,
         "measured_step_norm": step_norm, "step_tightness": step_norm / first.bound if first.bound else None,
         "measured_lag_norm": lag_norm, "lag_tightness": lag_norm / lags[-1] if lags[-1] else None,

@@ -186,7 +186,7 @@ def _bounds(args) -> int:
           f"(tightness {s['step_tightness']:.3g})" if s["step_tightness"] is not None else
           f"  ||d s'/d s||_2 <= {s['step_bound']:.4g} per step")  # fmt: skip
     for k, v in s["blocks"].items():
-        print(f"    {k} <= {v:.4g}")
+        print(f"    {k} <= {s['expressions'][k]} = {v:.4g}")
     T = s["steps"]
     print(f"  ||d s_{T}/d s_0||_2 <= {s['lag_bounds'][-1]:.4g}; measured up to {s['measured_lag_norm']:.4g}")
     return 0
