@@ -129,7 +129,7 @@ def test_cli_prints_the_bound_and_its_tightness(capsys):
     assert main(["bounds", "lstm"]) == 0
     out = capsys.readouterr().out
     assert "dc'/dc <= sup|f| = " in out and "tightness" in out
-    assert "dh'/dh <= sup|o*(1 - o)*tanh(c')| * ||W_o_h||" in out.replace(" + ", "\n    dh'/dh <= ")
+    assert "sup|o*(1 - o)*tanh(c')| * ||W_o_h||" in out  # the output gate's path in dh'/dh
     assert main(["bounds", "lstm", "--init", "bogus"]) == 2
     assert "unknown initialisation" in capsys.readouterr().err
     assert main(["bounds", "lstm", "--input-bound", "nan"]) == 2
