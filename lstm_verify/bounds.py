@@ -29,7 +29,7 @@ import sympy
 
 from .derive import ONES, REDUCE, SET_TOKENS, _plain, count, jacobian, spaces
 from .ir import CellIR, Reduce
-from .regimes import _bound, _step_bounds
+from .regimes import _bound, _interval, _step_bounds
 from .spec import NEW, SCALAR, SET
 
 
@@ -119,6 +119,36 @@ def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict) -> float:
     return total
 
 
+def carousels(ir: CellIR) -> dict[str, sympy.Expr]:
+    """States whose own block d s'/d s is one diagonal, diag(d), with no weight on the path (the
+    LSTM's c: diag(f)): state -> d. Along that path alone the gradient over k steps is the
+    product of the k diagonals."""
+    out = {}
+    for s, _ in ir.states:
+        terms = jacobian(ir, s + NEW, s)
+        if len(terms) == 1 and not terms[0].weights:
+            out[s] = terms[0].diags[0]
+    return out
+
+
+def carousel_lower_bounds(cell, params: dict, input_bound, state_ranges: dict, sizes: dict | None = None,
+                          t: int = 0) -> dict[str, float]:  # fmt: skip
+    """For each carousel state, a lower bound on |d| over the ranges (min over units of the
+    interval's distance from 0): along the carousel alone the gradient over k steps is at least
+    this to the power k, unit by unit, whatever the other paths add."""
+    from .cell import infer_sizes
+
+    ir = cell.ir
+    sz = infer_sizes(ir, params) | dict(sizes or {})
+    B = node_ranges(ir, params, sz, input_bound, state_ranges, t)
+    out = {}
+    for s, d in carousels(ir).items():
+        lo, hi = _interval(sympy.sympify(d), B)
+        low = np.where((np.asarray(lo) > 0) | (np.asarray(hi) < 0), np.minimum(np.abs(lo), np.abs(hi)), 0.0)
+        out[s] = float(np.min(low))
+    return out
+
+
 def block_expression(ir: CellIR, of: str, wrt: str) -> str:
     """The bound on ||d of'/d wrt||_2 as it is computed, in words: a sum over the path terms of
     sup|d| of each diagonal over the ranges, times ||W||_2 of each weight (sqrt(n) for a
@@ -195,6 +225,10 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
     state = {s: rng.uniform(*ranges[s], (batch, sz[d])) for s, d in ir.states}
     first = step_bound(cell, params, input_bound, ranges, sz)
     lags = lag_bounds(cell, params, input_bound, ranges, steps, sz)
+    along = {}  # carousel state -> lower bound over the lags, from the reachable ranges
+    for t, r in enumerate(reachable_ranges(cell, params, input_bound, ranges, steps, sz)):
+        for s, low in carousel_lower_bounds(cell, params, input_bound, r, sz, t).items():
+            along[s] = along.get(s, 1.0) * low
     step_norm = lag_norm = 0.0
     for row in range(batch):
         J = gf.step_jacobians(cell, params, inputs, state, row=row)
@@ -212,4 +246,6 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
         "lag_bounds": lags, "steps": steps,
         "measured_step_norm": step_norm, "step_tightness": step_norm / first.bound if first.bound else None,
         "measured_lag_norm": lag_norm, "lag_tightness": lag_norm / lags[-1] if lags[-1] else None,
+        "carousels": {s: str(d) for s, d in carousels(ir).items()},
+        "carousel_lower_bounds": along,
     }  # fmt: skip

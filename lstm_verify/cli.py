@@ -189,6 +189,9 @@ def _bounds(args) -> int:
         print(f"    {k} <= {s['expressions'][k]} = {v:.4g}")
     T = s["steps"]
     print(f"  ||d s_{T}/d s_0||_2 <= {s['lag_bounds'][-1]:.4g}; measured up to {s['measured_lag_norm']:.4g}")
+    for k, d in s["carousels"].items():
+        print(f"  along {k}'s own path (d {k}'/d {k} = diag({d})) alone, every unit keeps at least "
+              f"{s['carousel_lower_bounds'][k]:.4g} of its gradient over {T} steps")  # fmt: skip
     return 0
 
 

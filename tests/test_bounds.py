@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 import lstm_verify as lv
 from lstm_verify import gradflow as gf
 from lstm_verify import strategies as lst
-from lstm_verify.bounds import lag_bounds, reachable_ranges, step_bound
+from lstm_verify.bounds import carousel_lower_bounds, lag_bounds, reachable_ranges, step_bound
 
 CELLS = lv.catalog()
 CELL = {name: lv.load(name) for name in CELLS}
@@ -133,3 +133,32 @@ def test_cli_prints_the_bound_and_its_tightness(capsys):
     assert main(["bounds", "lstm", "--init", "bogus"]) == 2
     assert "unknown initialisation" in capsys.readouterr().err
     assert main(["bounds", "lstm", "--input-bound", "nan"]) == 2
+
+
+@pytest.mark.parametrize("name, state, factor", [("lstm", "c", "f"), ("lstm_peephole", "c", None), ("min_gru", "h", None)])
+@settings(max_examples=6)
+@given(data=st.data())
+def test_the_carousel_keeps_at_least_its_lower_bound(name, state, factor, data):
+    """Along d s'/d s = diag(d) alone the gradient over T steps is prod_t d_t, unit by unit: at
+    least the product of the per-step lower bounds over the reachable ranges."""
+    cell = CELL[name]
+    T = data.draw(st.integers(1, 6), label="steps")
+    case = data.draw(lst.cases(cell, regime="ordinary", dtype="float64", max_size=3, steps=T), label="case")
+    X, S = ranges_of(case)
+    p = {k: np.asarray(v, dtype=float) for k, v in case.params.items()}
+    low = 1.0
+    for t, r in enumerate(reachable_ranges(cell, p, X, S, T, sizes=case.sizes)):
+        low *= carousel_lower_bounds(cell, p, X, r, case.sizes, t)[state]
+    J = gf.step_jacobians(cell, p, case.inputs, case.state, row=0)
+    width = case.state[state].shape[1]
+    at = [s for s, _ in cell.ir.states].index(state)
+    off = sum(case.state[s].shape[1] for s, _ in cell.ir.states[:at])
+    diag = np.ones(width)
+    for k in range(T):  # the carousel's own factor at each step: the diagonal of its block
+        block = J[k][off : off + width, off : off + width]
+        assert np.allclose(block, np.diag(np.diag(block)), atol=0), "the block is diagonal"
+        diag = diag * np.diag(block)
+    if factor:  # and for the LSTM that diagonal is f itself
+        f = gf.node_values(cell, p, case.inputs, case.state)[factor][:, 0]
+        np.testing.assert_allclose(diag, np.prod(f, axis=0), rtol=1e-12)
+    assert np.all(np.abs(diag) >= low * (1 - 1e-9))
