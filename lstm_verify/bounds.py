@@ -84,12 +84,13 @@ def step_bound(cell, params: dict, input_bound, state_ranges: dict, sizes: dict 
         raise ValueError(f"{ir.name} reads a set: give sizes={{'set': L}}, the number of its members")
     B = node_ranges(ir, params, sz, input_bound, state_ranges, t)
     norms = weight_norms(ir, params)
+    sups: dict = {}  # diagonal expression -> its bound: many paths share a factor
     states = [s for s, _ in ir.states]
     blocks, terms = {}, {}
     M = np.zeros((len(states), len(states)))
     for i, s in enumerate(states):
         for j, r in enumerate(states):
-            per = [_term_bound(ir, term, B, norms, sz) for term in jacobian(ir, s + NEW, r)]
+            per = [_term_bound(ir, term, B, norms, sz, sups) for term in jacobian(ir, s + NEW, r)]
             terms[(s, r)] = per
             blocks[(s, r)] = M[i, j] = math.fsum(per) if per else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
@@ -97,13 +98,15 @@ def step_bound(cell, params: dict, input_bound, state_ranges: dict, sizes: dict 
     return StepBound(ir.name, bound, blocks, terms, M)
 
 
-def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict) -> float:
+def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict, sups: dict) -> float:
     """prod sup|d_k| * prod ||factor_k|| for one path term."""
     total = 1.0
     where = spaces(ir, term)
     for k, d in enumerate(term.diags):
         if d != 1:
-            sup = float(np.max(_bound(sympy.sympify(d), B)))
+            if d not in sups:
+                sups[d] = sup_abs(sympy.sympify(d), B)
+            sup = sups[d]
             if sup == 0.0:
                 return 0.0
             total *= sup
@@ -168,6 +171,38 @@ def block_expression(ir: CellIR, of: str, wrt: str) -> str:
                 factors.append(f"||{w}||")
         parts.append(" * ".join(factors) or "1")
     return " + ".join(parts) or "0"
+
+
+SPLITS = {1: 32, 2: 6, 3: 3}  # pieces per symbol's range, by how many symbols are split
+
+
+def sup_abs(expr: sympy.Expr, B: dict) -> float:
+    """An upper bound on |expr| over the ranges B, tighter than one interval evaluation: the
+    ranges of up to three of the symbols it reads more than once (finite, of positive width)
+    are cut into pieces and the largest bound over the pieces is taken. Interval arithmetic
+    forgets that f*(1 - f) reads one f twice and gives 1 on [0, 1]; over 32 pieces it gives
+    0.28. A symbol read once loses nothing."""
+    names = sorted(s.name for s in expr.free_symbols if s.name in B and expr.count(s) > 1)
+    split = []
+    for n in names:
+        lo, hi = (np.asarray(v, dtype=float) for v in B[n])
+        if lo.shape == hi.shape and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.any(hi > lo):
+            split.append(n)
+    split = split[:3]
+    if not split:
+        return float(np.max(_bound(expr, B)))
+    k = SPLITS[len(split)]
+    worst = 0.0
+    for idx in np.ndindex(*([k] * len(split))):
+        piece = dict(B)
+        for n, j in zip(split, idx):
+            lo, hi = (np.asarray(v, dtype=float) for v in B[n])
+            step = (hi - lo) / k
+            piece[n] = (lo + j * step, hi if j == k - 1 else lo + (j + 1) * step)
+        worst = max(worst, float(np.max(_bound(expr, piece))))
+        if not np.isfinite(worst):
+            break
+    return worst
 
 
 def _width(dim: str, sizes: dict) -> int:

@@ -160,11 +160,13 @@ def _bound(expr, B):
 
 def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozenset()):
     """Intervals of every vector at one step, from those of the inputs and the previous state.
-    Affine nodes named in ``free`` are unbounded (their bias may be anything)."""
-    B = {k: (np.asarray(v, dtype=float), np.asarray(v, dtype=float)) for k, v in params.items()}
+    Affine nodes named in ``free`` are unbounded (their bias may be anything). A parameter, and
+    the step ``t``, may be given as an interval (lo, hi) instead of a value."""
+    B = {k: tuple(np.asarray(x, dtype=float) for x in v) if isinstance(v, tuple) else
+         (np.asarray(v, dtype=float), np.asarray(v, dtype=float)) for k, v in params.items()}  # fmt: skip
     B |= {k: (-v, v) for k, v in x_bounds.items()} | dict(s_bounds)
     if ir.step:
-        B[ir.step] = (float(t), float(t))
+        B[ir.step] = tuple(float(x) for x in t) if isinstance(t, tuple) else (float(t), float(t))
     for node in ir.nodes:
         if node.name in free:
             n = (1 if node.dim == SCALAR else sizes[node.dim],)
