@@ -28,9 +28,9 @@ import numpy as np
 import sympy
 
 from .derive import ONES, REDUCE, SET_TOKENS, _plain, count, jacobian, spaces
-from .ir import CellIR, Reduce
+from .ir import Affine, CellIR, Reduce, dependencies
 from .regimes import _bound, _interval, _step_bounds
-from .spec import NEW, SCALAR, SET
+from .spec import NEW, SCALAR, SET, display
 
 
 @dataclass
@@ -134,6 +134,17 @@ def carousels(ir: CellIR) -> dict[str, sympy.Expr]:
     return out
 
 
+def self_paths(ir: CellIR) -> dict[str, sympy.Expr]:
+    """For each state, the sum of the terms of d s'/d s that cross no weight (diag(z) in the
+    GRU's h' = (1 - z)*n + z*h, diag(f) in the LSTM's c' = f*c + i*g), where there are any."""
+    out = {}
+    for s, _ in ir.states:
+        free = [t.diags[0] for t in jacobian(ir, s + NEW, s) if not t.weights]
+        if free:
+            out[s] = sympy.Add(*free)
+    return out
+
+
 def carousel_lower_bounds(cell, params: dict, input_bound, state_ranges: dict, sizes: dict | None = None,
                           t: int = 0) -> dict[str, float]:  # fmt: skip
     """For each carousel state, a lower bound on |d| over the ranges (min over units of the
@@ -158,17 +169,7 @@ def block_expression(ir: CellIR, of: str, wrt: str) -> str:
     column or row of n ones, sqrt(L) for a set's broadcast or sum)."""
     parts = []
     for term in jacobian(ir, of + NEW, wrt):
-        where = spaces(ir, term)
-        factors = [f"sup|{_plain(d)}|" for d in term.diags if d != 1]
-        for k, w in enumerate(term.weights):
-            if w == ONES:
-                factors.append(f"sqrt({where[k][0]})")
-            elif w.startswith(REDUCE):
-                factors.append(f"sqrt({w[len(REDUCE):]})")
-            elif w in SET_TOKENS:
-                factors.append(f"sqrt({SET})")
-            else:
-                factors.append(f"||{w}||")
+        factors = [f"sup|{_plain(d)}|" for d in term.diags if d != 1] + _factor_names(ir, term)
         parts.append(" * ".join(factors) or "1")
     return " + ".join(parts) or "0"
 
@@ -284,3 +285,159 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
         "carousels": {s: str(d) for s, d in carousels(ir).items()},
         "carousel_lower_bounds": along,
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------- for all weights
+
+
+@dataclass
+class Theorem:
+    """The per-step bound for all weights, biases and inputs (:func:`theorem`): each block's
+    bound as a sum of constants times weight norms (sqrt of a size for a row or column of
+    ones), at a step whose previous state lies in ``ranges``."""
+
+    cell: str
+    ranges: dict  # state -> (lo, hi): where the previous state lies
+    kept: dict  # state -> (lo, hi) of the new state: within ``ranges`` where the step keeps them
+    blocks: dict  # (new state, state) -> [(constant, (norm factors...))]
+    unbounded: dict  # (new state, state) -> factors whose sup is infinite
+    open_carousels: dict  # state -> (d, affine maps d reads): its own weight-free path reaches 1
+    capped: dict = field(default_factory=dict)  # state -> (sign, sup of that d with those maps of that sign)
+
+    def block_text(self, key) -> str:
+        parts = []
+        for c, factors in self.blocks[key]:
+            head = [] if c == 1 and factors else [f"{c:.4g}" if np.isfinite(c) else "inf"]
+            parts.append(" * ".join(head + list(factors)))
+        return " + ".join(parts) or "0"
+
+    def statements(self) -> list[str]:
+        def kept(s):
+            lo, hi = self.kept[s]
+            if self.ranges[s][0] <= lo and hi <= self.ranges[s][1]:
+                return "kept by the step, so at every later step too"
+            return f"not kept: the new {display(s)} in [{lo:.4g}, {hi:.4g}]"
+
+        shown = "; ".join(f"{display(s)} in [{lo:g}, {hi:g}] ({kept(s)})" for s, (lo, hi) in self.ranges.items())
+        out = [f"For all weights, biases and inputs, at a step whose state has {shown}:"]
+        for s, r in self.blocks:
+            out.append(f"  ||d{display(s)}'/d{display(r)}||_2 <= {self.block_text((s, r))}")
+        if not any(self.unbounded.values()) and not self.open_carousels:
+            rows = [row for rows in self.blocks.values() for row in rows]
+            if len(self.blocks) == 1 and len(rows) == 1:
+                c, factors = rows[0]
+                out.append(f"  so vanishing is guaranteed when {' * '.join(factors)} < {1 / c:.4g}")
+            else:
+                out.append("  so vanishing is guaranteed when the spectral norm of the matrix of these bounds is below 1")
+        for (s, r), factors in self.unbounded.items():
+            if factors:
+                out.append(f"  no bound on d{display(s)}'/d{display(r)} for all weights: {'; '.join(factors)} "
+                           "can be arbitrarily large")  # fmt: skip
+        for s, (d, affine) in self.open_carousels.items():
+            line = (f"  no vanishing guarantee for all biases: d{display(s)}'/d{display(s)} holds diag({d}) on a "
+                    f"path without weights, and it reaches 1")  # fmt: skip
+            if s in self.capped:
+                sign, value = self.capped[s]
+                line += (f"; with {' and '.join(display(a) + (' <= 0' if sign < 0 else ' >= 0') for a in affine)} "
+                         f"(a bound on the biases), sup|{d}| <= {value:.4g}")  # fmt: skip
+            out.append(line)
+        return out
+
+
+def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict | None = None) -> Theorem:
+    """Block bounds for all weights: affine maps and inputs unbounded, diagonal parameters in
+    ``diagonal_ranges`` (default unbounded), the previous state in ``state_ranges`` (default
+    the spec's ranges, [-1, 1] unless it says otherwise). Whether the step keeps each state in
+    its range is said too ([-1, 1] is kept by o*tanh(...); an LSTM's c is not). Constants are
+    bounds per unit (every size 1; a set's L unbounded)."""
+    sizes = {k: 1 for k in ir.size_names} | ({SET: math.inf} if ir.sets else {})
+    one = lambda lo, hi: (np.array([float(lo)]), np.array([float(hi)]))  # noqa: E731
+    params = {p: one(*(diagonal_ranges or {}).get(p, (-math.inf, math.inf))) for p, _ in ir.diagonals}
+    params |= {b: one(-math.inf, math.inf) for b, _ in ir.biases} | {b: one(-math.inf, math.inf) for b, _, _ in ir.buffers}
+    x = {n: np.array([math.inf]) for n, _ in list(ir.inputs) + list(ir.sets)}
+    free = {n.name: one(-math.inf, math.inf) for n in ir.nodes if isinstance(n, Affine)}
+    always = (-math.inf, math.inf)  # any step
+
+    def image(states, given=free):
+        return _step_bounds(ir, params, sizes, x, states, always, given=given)
+
+    ranges = {s: tuple(map(float, (state_ranges or {}).get(s, ir.spec.state_range(s)))) for s, _ in ir.states}
+    reached = {s: one(*ranges[s]) for s, _ in ir.states}
+    B = image(reached)
+    kept = {s: (float(B[ir.new(s)][0].min()), float(B[ir.new(s)][1].max())) for s, _ in ir.states}
+    for n in ir.nodes:
+        if isinstance(n, Reduce) and not n.over_set:
+            B[count(n.name).name] = one(1, math.inf)
+    sups: dict = {}
+
+    def sup(d):
+        if d not in sups:
+            sups[d] = sup_abs(sympy.sympify(d), B)
+        return sups[d]
+
+    blocks, unbounded = {}, {}
+    for s, _ in ir.states:
+        for r, _ in ir.states:
+            rows, bad = [], set()
+            for term in jacobian(ir, s + NEW, r):
+                c = math.prod(sup(d) for d in term.diags if d != 1)
+                bad |= {_plain(d) for d in term.diags if d != 1 and not np.isfinite(sup(d))}
+                if c != 0:
+                    rows.append((c, tuple(_factor_names(ir, term))))
+            blocks[(s, r)], unbounded[(s, r)] = rows, sorted(bad)
+    opened, capped = {}, {}
+    for s, d in self_paths(ir).items():
+        if sup(d) >= 1:
+            affine = sorted(a for a in free if _reads(ir, d, a))
+            opened[s] = (_plain(d), affine)
+            if affine:  # the affine maps it reads held to one side of 0: the side that helps
+                sides = []
+                for sign in (-1, 1):
+                    side = one(-math.inf, 0.0) if sign < 0 else one(0.0, math.inf)
+                    sides.append((sign, sup_abs(sympy.sympify(d), image(reached, free | {a: side for a in affine}))))
+                capped[s] = min(sides, key=lambda x: x[1])
+    return Theorem(ir.name, ranges, kept, blocks, unbounded, opened, capped)
+
+
+def _factor_names(ir: CellIR, term) -> list[str]:
+    where = spaces(ir, term)
+    out = []
+    for k, w in enumerate(term.weights):
+        if w == ONES:
+            out.append(f"sqrt({where[k][0]})")
+        elif w.startswith(REDUCE):
+            out.append(f"sqrt({w[len(REDUCE):]})")
+        elif w in SET_TOKENS:
+            out.append(f"sqrt({SET})")
+        else:
+            out.append(f"||{w}||")
+    return out
+
+
+def _reads(ir: CellIR, expr, name: str) -> bool:
+    """Whether ``expr`` reads node ``name``, directly or through pointwise nodes and reductions."""
+    todo, seen = [s.name for s in sympy.sympify(expr).free_symbols], set()
+    while todo:
+        n = todo.pop()
+        if n == name:
+            return True
+        node = ir.node_map.get(n)
+        if n in seen or node is None or isinstance(node, Affine):
+            continue
+        seen.add(n)
+        todo += dependencies(node)
+    return False
+
+
+def evaluate(th: Theorem, params: dict, sizes: dict) -> dict:
+    """The theorem's block bounds for these weights and sizes: (new state, state) -> number."""
+    norms = {f"||{k}||": v for k, v in weight_norms_by_name(params).items()}
+    norms |= {f"sqrt({k})": math.sqrt(v) for k, v in sizes.items()}
+    with np.errstate(invalid="ignore", over="ignore"):
+        return {key: math.fsum(c * math.prod(norms[f] for f in factors) if c else 0.0 for c, factors in rows)
+                for key, rows in th.blocks.items()}  # fmt: skip
+
+
+def weight_norms_by_name(params: dict) -> dict[str, float]:
+    """sigma_max of every 2-D parameter (masks aside: a mask only lowers the norm)."""
+    return {k: float(np.linalg.norm(np.asarray(v, dtype=float), 2)) for k, v in params.items() if np.ndim(v) == 2}

@@ -260,6 +260,12 @@ def _show(args) -> int:
             print(f"  \\frac{{\\partial {of}}}{{\\partial {wrt}}} = {body}")
         else:
             print(f"  d{of}/d{wrt} = {body}")
+    if not args.latex:
+        from .bounds import theorem
+
+        print("gradient bound per step (lstm-verify bounds CELL evaluates it for given weights):")
+        for line in theorem(ir).statements():
+            print("  " + line)
     return 0
 
 

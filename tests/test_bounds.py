@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 import lstm_verify as lv
 from lstm_verify import gradflow as gf
 from lstm_verify import strategies as lst
-from lstm_verify.bounds import carousel_lower_bounds, lag_bounds, reachable_ranges, step_bound
+from lstm_verify.bounds import carousel_lower_bounds, evaluate, lag_bounds, reachable_ranges, step_bound, theorem
 
 CELLS = lv.catalog()
 CELL = {name: lv.load(name) for name in CELLS}
@@ -162,3 +162,45 @@ def test_the_carousel_keeps_at_least_its_lower_bound(name, state, factor, data):
         f = gf.node_values(cell, p, case.inputs, case.state)[factor][:, 0]
         np.testing.assert_allclose(diag, np.prod(f, axis=0), rtol=1e-12)
     assert np.all(np.abs(diag) >= low * (1 - 1e-9))
+
+
+# --------------------------------------------------------------------------- for all weights
+
+
+def test_theorems_of_the_classic_cells():
+    """The statements the tool makes, as the note quotes them."""
+    rnn = "\n".join(theorem(CELL["rnn_tanh"].ir).statements())
+    assert "||dh'/dh||_2 <= ||W_h_h||" in rnn and "vanishing is guaranteed when ||W_h_h|| < 1" in rnn  # Pascanu, gamma = 1
+    lstm = "\n".join(theorem(CELL["lstm"].ir).statements())
+    assert "||dc'/dc||_2 <= 1" in lstm and "h in [-1, 1] (kept by the step" in lstm and "not kept: the new c in [-2, 2]" in lstm
+    assert "diag(f) on a path without weights, and it reaches 1; with lin_f <= 0" in lstm and "sup|f| <= 0.5" in lstm
+    gru = "\n".join(theorem(CELL["gru"].ir).statements())
+    assert "diag(z) on a path without weights" in gru and "with lin_z <= 0" in gru and "sup|z| <= 0.5" in gru
+    mgu = "\n".join(theorem(CELL["mgu"].ir).statements())
+    assert "diag(1 - f) on a path without weights" in mgu and "with lin_f >= 0" in mgu and "sup|1 - f| <= 0.5" in mgu
+    assert "vanishing is guaranteed" not in lstm + gru + mgu  # none holds for every bias
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru_cho", "mgu", "min_gru", "lstm_cifg", "mut1"])
+@settings(max_examples=8)
+@given(data=st.data())
+def test_the_theorem_holds_for_drawn_weights(name, data):
+    """Each block of the measured step Jacobian against the theorem's bound evaluated with the
+    drawn weights' norms, at states within the theorem's ranges ([-1, 1])."""
+    cell = CELL[name]
+    regime = data.draw(st.sampled_from(["ordinary", "saturated"]), label="regime")
+    init = data.draw(st.sampled_from(["uniform", "normal"]), label="init")
+    case = data.draw(lst.cases(cell, regime=regime, init=init, dtype="float64", max_size=3, steps=1), label="case")
+    th = theorem(cell.ir)
+    bound = evaluate(th, case.params, case.sizes)
+    assert all(np.isfinite(v) for v in bound.values())  # these cells' theorems bound every block
+    p = {k: np.asarray(v, dtype=float) for k, v in case.params.items()}
+    states = [s for s, _ in cell.ir.states]
+    widths = [case.state[s].shape[1] for s in states]
+    off = np.cumsum([0] + widths)
+    for row in range(case.batch):
+        J = gf.step_jacobians(cell, p, case.inputs, case.state, row=row)[0]
+        for i, s in enumerate(states):
+            for j, r in enumerate(states):
+                block = J[off[i] : off[i + 1], off[j] : off[j + 1]]
+                assert np.linalg.norm(block, 2) <= bound[(s, r)] * (1 + 1e-9) + 1e-300, (s, r)
