@@ -97,12 +97,12 @@ def build(st: Settings, progress=True) -> dict:
     start = time.perf_counter()
     data: dict = {"settings": {k: v for k, v in st.__dict__.items()}, "flow": {}, "spectra": {},
                   "saturation": {}, "closed_forms": {}, "exact": {}, "learning": [], "trained": {},
-                  "attention": {}}  # fmt: skip
+                  "attention": {}, "bounds": {}, "theorems": {}}  # fmt: skip
     data["settings"]["learn_cells"] = [list(x) for x in st.learn_cells]
     lags = _sample_lags(st.lags)
     learn_jobs = [(c, i, task, T, seed) for c, i in st.learn_cells for task, Ts in st.learn_T.items()
                   for T in Ts for seed in range(st.seeds)]  # fmt: skip
-    total = len(st.cells) * (len(NAMED) + 2) + 4 + len(learn_jobs) + len({c for c, _ in st.learn_cells})
+    total = len(st.cells) * (len(NAMED) + 2) + 5 + len(learn_jobs) + len({c for c, _ in st.learn_cells})
     bar = tqdm(total=total, desc="report", unit="job", disable=not progress, file=sys.stderr)
     for name in st.cells:
         cell = load(name)
@@ -131,6 +131,13 @@ def build(st: Settings, progress=True) -> dict:
                                     for k, v in gf.saturation(cell, p, x, s).items()}  # fmt: skip
         if cell.ir.sets:
             data["attention"][name] = _attention(cell, p, x, s)
+        from .bounds import summary, theorem
+
+        b = summary(cell)
+        data["bounds"][name] = {k: (_r(v) if isinstance(v, float) else v) for k, v in b.items()
+                                if k in ("step_bound", "measured_step_norm", "step_tightness", "lag_bounds",
+                                         "measured_lag_norm", "lag_tightness", "carousel_lower_bounds", "steps")}  # fmt: skip
+        data["theorems"][name] = theorem(cell.ir).statements()
         bar.update()
         from .derive import shown_blocks
 
@@ -237,7 +244,50 @@ def exact_results(st: Settings, bar) -> dict:
                  "note": "the input gate's peephole p_i*c adds g*i*(1-i)*p_i to the diagonal"})  # fmt: skip
     out["carousel"] = rows
     bar.update()
+    out["bound_sweep"] = _bound_sweep(st)
     bar.update()
+    return out
+
+
+SWEEP_SIGMAS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+SWEEP_CELLS = ("rnn_tanh", "lstm", "gru")
+
+
+def _recurrent(cell) -> list[str]:
+    """The weights that read a state: the recurrent blocks."""
+    from .ir import Affine
+
+    states = {s for s, _ in cell.ir.states}
+    return [w for n in cell.ir.nodes if isinstance(n, Affine) for w, a in n.terms if a in states]
+
+
+def _bound_sweep(st: Settings) -> dict:
+    """Per-step bound and measured decay per step with the recurrent blocks scaled so that their
+    stacked sigma_max is each of SWEEP_SIGMAS, and where the named initialisations fall."""
+    from .bounds import step_bound
+
+    out = {}
+    K = min(st.lags, 200)
+    for name in SWEEP_CELLS:
+        cell = load(name)
+        sizes = _sizes(cell, st)
+        rec = _recurrent(cell)
+        rows, inits = [], []
+        for init in NAMED:
+            p, x, s, _ = gf._problem(cell, sizes, K + 1, st.batch, 0, init)
+            X = float(max(np.abs(v).max() for v in x.values()))
+            ranges = {k: cell.spec.state_range(k) for k, _ in cell.ir.states}
+            sigma = float(np.linalg.norm(np.concatenate([p[w] for w in rec], axis=0), 2))
+            if init == "torch_default":
+                for target in SWEEP_SIGMAS:
+                    q = dict(p) | {w: p[w] * (target / sigma) for w in rec}
+                    f = gf.flow(cell, q, x, s, st.threshold)
+                    rows.append({"sigma": target, "bound": _r(step_bound(cell, q, X, ranges).bound),
+                                 "measured_decay": _r(f.decay)})  # fmt: skip
+            f = gf.flow(cell, p, x, s, st.threshold)
+            inits.append({"init": init, "sigma": _r(sigma), "bound": _r(step_bound(cell, p, X, ranges).bound),
+                          "measured_decay": _r(f.decay)})  # fmt: skip
+        out[name] = {"sweep": rows, "inits": inits, "input_bound": "max |x| of the sequences"}
     return out
 
 
@@ -395,6 +445,27 @@ def _figures(data) -> dict:
         save("before_after.png", fig)
 
     sweep = data["exact"]["lstm_forget_bias"]
+    swept = data["exact"].get("bound_sweep", {})
+    if swept:
+        fig, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 4), squeeze=False)
+        for ax, (c, d) in zip(axes[0], swept.items()):
+            sig = [r["sigma"] for r in d["sweep"]]
+            ax.semilogy(sig, [r["bound"] for r in d["sweep"]], "o-", label="per-step bound")
+            ax.semilogy(sig, [r["measured_decay"] for r in d["sweep"]], "s-", label="measured decay per step")
+            ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+            safe = [r["sigma"] for r in d["sweep"] if r["bound"] < 1]
+            if safe:
+                ax.axvspan(min(sig), max(safe), color="tab:green", alpha=0.12, label="vanishing guaranteed")
+            for r in d["inits"]:
+                ax.plot(r["sigma"], r["measured_decay"], "k^", ms=5)
+                ax.annotate(r["init"], (r["sigma"], r["measured_decay"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+            ax.set_xlabel("sigma_max of the recurrent blocks")
+            ax.set_title(c)
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle("Per-step Jacobian bound against the measured decay (torch default scaled; inits marked)")
+        save("bounds.png", fig)
+
     fig, ax = plt.subplots(figsize=(6, 4))
     b = [r["forget_bias"] for r in sweep]
     ax.plot(b, [r["carousel_decay"] for r in sweep], "o-", label="forget-gate product (geometric mean of f)")
@@ -446,6 +517,15 @@ def _tables(data) -> list:
                   ["cell", "softmax", "members L", "mean largest weight", "entropy / log L"],
                   [[c, k, v["members"], v["mean_max_weight"], v["entropy_over_log_L"]]
                    for c, d in attention.items() for k, v in d.items()]))  # fmt: skip
+    bounds = data.get("bounds", {})
+    if bounds:
+        t.append(("Per-step gradient bound at initialisation (torch default, the sizes of lstm-verify check, |x| <= 1, "
+                  "states in the spec's ranges)", ["cell", "bound on ||ds'/ds||", "measured", "measured / bound",
+                  "bound at lag 10", "measured", "measured / bound", "along the carousel alone, at least"],
+                  [[c, b["step_bound"], b["measured_step_norm"], b["step_tightness"], f"{b['lag_bounds'][-1]:.3g}",
+                    b["measured_lag_norm"], b["lag_tightness"],
+                    ", ".join(f"{k}: {v:.3g}" for k, v in b["carousel_lower_bounds"].items()) or "-"]
+                   for c, b in bounds.items()]))  # fmt: skip
     ex = data["exact"]
     t.append(("rnn_tanh: measured decay against the bound (gamma sigma_max(U))^k, gamma = 1",
               ["U scaled by", "sigma_max(U)", "vanishing guaranteed", "measured decay", "max over k of measured / bound"],
@@ -518,9 +598,15 @@ def _render(data, command: str) -> dict:
     md.append("![gradient norm against lag](gradflow.png)\n\n![initialisations](gradflow_inits.png)\n\n"
               "![memory horizon](horizon.png)\n\n![Jacobian spectra](spectra.png)\n\n"
               "![forget bias](forget_bias.png)\n")  # fmt: skip
+    if "bounds.png" in figs:
+        md.append("![gradient bounds](bounds.png)\n")
     if "learning.png" in figs:
         md.append("![learning](learning.png)\n\n![before and after training](before_after.png)\n")
     md += [_md_table(*t) for t in tables]
+    if data.get("theorems"):
+        md.append("## Gradient bounds for all weights\n")
+        for c, lines in data["theorems"].items():
+            md.append(f"**{c}**\n\n```\n" + "\n".join(lines) + "\n```\n")
     md.append("## Closed-form one-step Jacobians\n")
     for c, blocks in data["closed_forms"].items():
         md.append(f"**{c}**\n\n```\n" + "\n".join(f"d{b['of']}/d{b['wrt']} = {b['text']}" for b in blocks) + "\n```\n")
@@ -531,6 +617,10 @@ def _render(data, command: str) -> dict:
     body = [f"<h1>Gradient flow in recurrent cells</h1><p>{html.escape(header)}</p><p>{html.escape(intro)}</p>"]
     body += [img(n) for n in figs]
     body += [_html_table(*t) for t in tables]
+    if data.get("theorems"):
+        body.append("<h2>Gradient bounds for all weights</h2>")
+        for c, lines in data["theorems"].items():
+            body.append(f"<h3>{html.escape(c)}</h3><pre>{html.escape(chr(10).join(lines))}</pre>")
     body.append("<h2>Closed-form one-step Jacobians</h2>")
     for c, blocks in data["closed_forms"].items():
         rows = "".join(f"<tr><td>d{html.escape(b['of'])}/d{html.escape(b['wrt'])}</td><td><code>{html.escape(b['text'])}"
