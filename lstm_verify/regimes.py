@@ -158,17 +158,21 @@ def _bound(expr, B):
     return np.maximum(np.abs(lo), np.abs(hi))
 
 
-def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozenset()):
+def _step_bounds(ir: CellIR, params, sizes, x_bounds, s_bounds, t, free=frozenset(), given=None):
     """Intervals of every vector at one step, from those of the inputs and the previous state.
-    Affine nodes named in ``free`` are unbounded (their bias may be anything). A parameter, and
-    the step ``t``, may be given as an interval (lo, hi) instead of a value."""
+    Affine nodes named in ``free`` are unbounded (their bias may be anything); nodes in
+    ``given`` have the interval it gives. A parameter, and the step ``t``, may be given as an
+    interval (lo, hi) instead of a value."""
+    given = given or {}
     B = {k: tuple(np.asarray(x, dtype=float) for x in v) if isinstance(v, tuple) else
          (np.asarray(v, dtype=float), np.asarray(v, dtype=float)) for k, v in params.items()}  # fmt: skip
     B |= {k: (-v, v) for k, v in x_bounds.items()} | dict(s_bounds)
     if ir.step:
         B[ir.step] = tuple(float(x) for x in t) if isinstance(t, tuple) else (float(t), float(t))
     for node in ir.nodes:
-        if node.name in free:
+        if node.name in given:
+            B[node.name] = given[node.name]
+        elif node.name in free:
             n = (1 if node.dim == SCALAR else sizes[node.dim],)
             B[node.name] = (np.full(n, -np.inf), np.full(n, np.inf))
         elif isinstance(node, Reduce):
