@@ -101,25 +101,21 @@ def step_bound(cell, params: dict, input_bound, state_ranges: dict, sizes: dict 
 def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict, sups: dict) -> float:
     """prod sup|d_k| * prod ||factor_k|| for one path term."""
     total = 1.0
-    where = spaces(ir, term)
-    for k, d in enumerate(term.diags):
+    for d in term.diags:
         if d != 1:
             if d not in sups:
                 sups[d] = sup_abs(sympy.sympify(d), B)
-            sup = sups[d]
-            if sup == 0.0:
+            if sups[d] == 0.0:
                 return 0.0
-            total *= sup
-    for k, w in enumerate(term.weights):
-        if w == ONES:  # diag k's units read one value: a column of ones
-            total *= math.sqrt(_width(where[k][0], sizes))
-        elif w.startswith(REDUCE):
-            total *= math.sqrt(_width(w[len(REDUCE):], sizes))
-        elif w in SET_TOKENS:
-            total *= math.sqrt(sizes[SET])
-        else:
-            total *= norms[w]
-    return total
+            total *= sups[d]
+    values = _factor_values(norms, sizes)
+    return total * math.prod(values[f] for f in _factor_names(ir, term))
+
+
+def _factor_values(norms: dict, sizes: dict) -> dict[str, float]:
+    """The numbers the factors of :func:`_factor_names` stand for."""
+    out = {f"||{w}||": v for w, v in norms.items()} | {f"sqrt({k})": math.sqrt(v) for k, v in sizes.items()}
+    return out | {f"sqrt({SCALAR})": 1.0}
 
 
 def carousels(ir: CellIR) -> dict[str, sympy.Expr]:
@@ -204,10 +200,6 @@ def sup_abs(expr: sympy.Expr, B: dict) -> float:
         if not np.isfinite(worst):
             break
     return worst
-
-
-def _width(dim: str, sizes: dict) -> int:
-    return 1 if dim == SCALAR else sizes[dim]
 
 
 def reachable_ranges(cell, params: dict, input_bound, state_ranges: dict, steps: int, sizes: dict | None = None,
@@ -400,6 +392,8 @@ def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict 
 
 
 def _factor_names(ir: CellIR, term) -> list[str]:
+    """A term's matrix factors: ||W|| for a weight, sqrt(n) for a column or row of n ones (the
+    units reading or reduced), sqrt(set) for a set's broadcast or sum."""
     where = spaces(ir, term)
     out = []
     for k, w in enumerate(term.weights):
@@ -429,15 +423,9 @@ def _reads(ir: CellIR, expr, name: str) -> bool:
     return False
 
 
-def evaluate(th: Theorem, params: dict, sizes: dict) -> dict:
-    """The theorem's block bounds for these weights and sizes: (new state, state) -> number."""
-    norms = {f"||{k}||": v for k, v in weight_norms_by_name(params).items()}
-    norms |= {f"sqrt({k})": math.sqrt(v) for k, v in sizes.items()}
-    with np.errstate(invalid="ignore", over="ignore"):
-        return {key: math.fsum(c * math.prod(norms[f] for f in factors) if c else 0.0 for c, factors in rows)
-                for key, rows in th.blocks.items()}  # fmt: skip
-
-
-def weight_norms_by_name(params: dict) -> dict[str, float]:
-    """sigma_max of every 2-D parameter (masks aside: a mask only lowers the norm)."""
-    return {k: float(np.linalg.norm(np.asarray(v, dtype=float), 2)) for k, v in params.items() if np.ndim(v) == 2}
+def evaluate(ir: CellIR, th: Theorem, params: dict, sizes: dict) -> dict:
+    """The theorem's block bounds for these weights (masked as the spec masks them) and sizes:
+    (new state, state) -> number."""
+    values = _factor_values(weight_norms(ir, params), sizes)
+    return {key: math.fsum(c * math.prod(values[f] for f in factors) if c else 0.0 for c, factors in rows)
+            for key, rows in th.blocks.items()}  # fmt: skip

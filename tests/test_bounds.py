@@ -181,7 +181,7 @@ def test_theorems_of_the_classic_cells():
     assert "vanishing is guaranteed" not in lstm + gru + mgu  # none holds for every bias
 
 
-@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru_cho", "mgu", "min_gru", "lstm_cifg", "mut1"])
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru_cho", "mgu", "min_gru", "lstm_cifg", "mut1", "clockwork_rnn"])
 @settings(max_examples=8)
 @given(data=st.data())
 def test_the_theorem_holds_for_drawn_weights(name, data):
@@ -192,7 +192,7 @@ def test_the_theorem_holds_for_drawn_weights(name, data):
     init = data.draw(st.sampled_from(["uniform", "normal"]), label="init")
     case = data.draw(lst.cases(cell, regime=regime, init=init, dtype="float64", max_size=3, steps=1), label="case")
     th = theorem(cell.ir)
-    bound = evaluate(th, case.params, case.sizes)
+    bound = evaluate(cell.ir, th, case.params, case.sizes)
     assert all(np.isfinite(v) for v in bound.values())  # these cells' theorems bound every block
     p = {k: np.asarray(v, dtype=float) for k, v in case.params.items()}
     states = [s for s, _ in cell.ir.states]
