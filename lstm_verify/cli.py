@@ -92,7 +92,7 @@ def main(argv=None) -> int:
                         help="write into an existing folder that is not a previous report: only the "
                         "report's own files (report.html, report.md, data.json, its PNG plots and the "
                         "marker) are replaced, one by one; no other file is touched")  # fmt: skip
-    report.add_argument("--quick", action="store_true", help="short lags, one seed: about a minute")
+    report.add_argument("--quick", action="store_true", help="200 lags, one seed, fewer training runs")
     report.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bar on stderr (default: on)")  # fmt: skip
     conf = sub.add_parser("conformance-report", help="the conformance matrix: every built-in framework "
