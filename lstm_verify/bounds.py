@@ -28,8 +28,8 @@ import numpy as np
 import sympy
 
 from .derive import ONES, REDUCE, SET_TOKENS, _plain, count, jacobian, spaces
-from .ir import Affine, CellIR, Reduce, dependencies
-from .regimes import _bound, _interval, _step_bounds
+from .ir import Affine, CellIR, Pointwise, Reduce, dependencies
+from .regimes import _interval, _step_bounds
 from .spec import NEW, SCALAR, SET, display
 
 
@@ -44,14 +44,15 @@ class StepBound:
     matrix: np.ndarray | None = None  # the block bounds, states in spec order
 
 
-def weight_norms(ir: CellIR, params: dict) -> dict[str, float]:
-    """sigma_max of every weight as the generated code uses it (masked where the spec masks it)."""
+def weight_norms(ir: CellIR, params: dict, order=2) -> dict[str, float]:
+    """sigma_max of every weight as the generated code uses it (masked where the spec masks it);
+    with ``order="inf"``, the largest row sum of its magnitudes instead."""
     out = {}
     for w in ir.weights:
         m = np.asarray(params[w.name], dtype=float)
         if w.mask is not None:
             m = np.where(w.mask.evaluate({b: np.asarray(params[b]) for b, _, _ in ir.buffers}), m, 0.0)
-        out[w.name] = float(np.linalg.norm(m, 2)) if m.size else 0.0
+        out[w.name] = float(np.linalg.norm(m, 2 if order == 2 else np.inf)) if m.size else 0.0
     return out
 
 
@@ -65,7 +66,7 @@ def node_ranges(ir: CellIR, params: dict, sizes: dict, input_bound, state_ranges
          for n, d in list(ir.inputs) + list(ir.sets)}  # fmt: skip
     s = {k: tuple(np.broadcast_to(np.asarray(v, dtype=float), (sizes[ir.dims[k]],)) for v in state_ranges[k])
          for k, _ in ir.states}  # fmt: skip
-    B = _step_bounds(ir, params, sizes, x, s, t)
+    B = _refine_states(ir, _step_bounds(ir, params, sizes, x, s, t))
     for n in ir.nodes:
         if isinstance(n, Reduce) and not n.over_set:
             c = float(sum(sizes[ir.dims[a]] if ir.dims[a] != SCALAR else 1 for a in n.args))
@@ -185,9 +186,9 @@ def sup_abs(expr: sympy.Expr, B: dict) -> float:
         lo, hi = (np.asarray(v, dtype=float) for v in B[n])
         if lo.shape == hi.shape and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.any(hi > lo):
             split.append(n)
-    split = split[:3]
+    split = [n for n in split if not _affine_in(expr, n)][:3]
     if not split:
-        return float(np.max(_bound(expr, B)))
+        return float(np.max(_abs(_range(expr, B))))
     k = SPLITS[len(split)]
     worst = 0.0
     for idx in np.ndindex(*([k] * len(split))):
@@ -196,10 +197,49 @@ def sup_abs(expr: sympy.Expr, B: dict) -> float:
             lo, hi = (np.asarray(v, dtype=float) for v in B[n])
             step = (hi - lo) / k
             piece[n] = (lo + j * step, hi if j == k - 1 else lo + (j + 1) * step)
-        worst = max(worst, float(np.max(_bound(expr, piece))))
+        worst = max(worst, float(np.max(_abs(_range(expr, piece)))))
         if not np.isfinite(worst):
             break
     return worst
+
+
+def _affine_in(expr: sympy.Expr, name: str) -> bool:
+    """Whether ``expr`` is affine in the symbol ``name`` (its derivative does not read it)."""
+    s = next(x for x in expr.free_symbols if x.name == name)  # with the assumptions it was made with
+    try:
+        return s not in sympy.diff(expr, s).free_symbols
+    except (TypeError, ValueError, NotImplementedError, AttributeError):
+        return False
+
+
+def _abs(r) -> np.ndarray:
+    return np.maximum(np.abs(r[0]), np.abs(r[1]))
+
+
+def _range(expr: sympy.Expr, B: dict, _depth: int = 0):
+    """(lo, hi) of ``expr`` per unit over the ranges B, exact in every symbol it reads more than
+    once but is affine in: such a symbol is set to each end of its range in turn and the hull
+    taken (for fixed values of the rest, an affine function lies between its values at the
+    ends). The GRU's h' = z*h + (1 - z)*n with h, n in [-1, 1] stays in [-1, 1], where interval
+    arithmetic alone, reading z twice, gives [-2, 2]. The rest by interval arithmetic."""
+    if _depth < 4:
+        for n in sorted(s.name for s in expr.free_symbols if s.name in B and expr.count(s) > 1):
+            lo, hi = (np.asarray(v, dtype=float) for v in B[n])
+            if np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.any(hi > lo) and _affine_in(expr, n):
+                a = _range(expr, B | {n: (lo, lo)}, _depth + 1)
+                b = _range(expr, B | {n: (hi, hi)}, _depth + 1)
+                return np.minimum(a[0], b[0]), np.maximum(a[1], b[1])
+    return _interval(expr, B)
+
+
+def _refine_states(ir: CellIR, B: dict) -> dict:
+    """B with each new state's interval intersected with :func:`_range` of its equation."""
+    for s, _ in ir.states:
+        node = ir.node_map.get(ir.new(s))
+        if isinstance(node, Pointwise):
+            lo, hi = _range(node.expr, B)
+            B[node.name] = (np.maximum(B[node.name][0], lo), np.minimum(B[node.name][1], hi))
+    return B
 
 
 def reachable_ranges(cell, params: dict, input_bound, state_ranges: dict, steps: int, sizes: dict | None = None,
@@ -257,6 +297,11 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
     for t, r in enumerate(reachable_ranges(cell, params, input_bound, ranges, steps, sz)):
         for s, low in carousel_lower_bounds(cell, params, input_bound, r, sz, t).items():
             along[s] = along.get(s, 1.0) * low
+    closed = {}
+    for s, cf in closed_forms(ir, ranges).items():
+        low, high = cf.values(ir, params, input_bound, ranges, sz)
+        closed[s] = {"d": cf.d, "low": cf.low, "high": cf.high, "low_value": low, "high_value": high,
+                     "ends": {a: [cf.end(a, "lo"), cf.end(a, "hi")] for a in cf.ends}}  # fmt: skip
     step_norm = lag_norm = 0.0
     for row in range(batch):
         J = gf.step_jacobians(cell, params, inputs, state, row=row)
@@ -275,8 +320,119 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
         "measured_step_norm": step_norm, "step_tightness": step_norm / first.bound if first.bound else None,
         "measured_lag_norm": lag_norm, "lag_tightness": lag_norm / lags[-1] if lags[-1] else None,
         "carousels": {s: str(d) for s, d in carousels(ir).items()},
-        "carousel_lower_bounds": along,
+        "carousel_lower_bounds": along, "closed_forms": closed,
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------- in closed form
+
+
+@dataclass
+class ClosedForm:
+    """Bounds on a state's weight-free self-path diagonal ``d`` (:func:`self_paths`) in closed
+    form, in the bias ranges, the weights' infinity norms (largest row sum of |W|) and an input
+    bound |x| <= X: each affine map ``a = W_1 v_1 + ... + b`` it reads lies per unit in
+
+        [min b - r(a), max b + r(a)],  r(a) = ||W_1||_inf * M(v_1) + ...
+
+    with M(v) = X for an input, the largest magnitude of a state's range, or sup|v| of another
+    vector; and ``d``, monotone in each of those maps (its derivative's interval says so), has
+    its extremes at the ends. ``low`` and ``high`` are ``d`` with each map at the end that
+    minimises, and maximises, it."""
+
+    state: str
+    d: str
+    expr: sympy.Expr  # d with the pointwise nodes written out, down to the affine maps
+    rising: dict  # affine map -> True if d rises with it
+    low: str
+    high: str
+    ends: dict  # affine map -> (its bias or None, text of r(a))
+
+    def end(self, a: str, side: str) -> str:
+        """The text of ``side`` ("lo" or "hi") of affine map ``a``'s range."""
+        bias, r = self.ends[a]
+        r = f"({r})" if " + " in r else r
+        if bias is None:
+            return f"-{r}" if side == "lo" else r
+        return f"min {bias} - {r}" if side == "lo" else f"max {bias} + {r}"
+
+    def bias_bound(self, a: str, sign: int) -> str:
+        """The bias bound that keeps ``a`` <= 0 (sign -1) or >= 0 (sign 1) for |x| <= X."""
+        bias, r = self.ends[a]
+        r = f"({r})" if " + " in r else r
+        if bias is None:
+            return f"{r} = 0"
+        return f"max {bias} <= -{r}" if sign < 0 else f"min {bias} >= {r}"
+
+    def values(self, ir: CellIR, params: dict, input_bound, state_ranges: dict, sizes: dict | None = None,
+               t: int = 0) -> tuple[float, float]:  # fmt: skip
+        """(low, high) for these weights and biases, |x| <= input_bound and states in
+        ``state_ranges``: inf d >= low and sup d <= high over every unit."""
+        from .cell import infer_sizes
+
+        sz = infer_sizes(ir, params) | dict(sizes or {})
+        inf_norms = weight_norms(ir, params, "inf")
+        B = node_ranges(ir, params, sz, input_bound, state_ranges, t)
+        at = {}
+        for a, rises in self.rising.items():
+            node = ir.node_map[a]
+            r = math.fsum(inf_norms[w] * float(np.max(np.abs(np.asarray(B[v], dtype=float)))) for w, v in node.terms)
+            b = np.asarray(params[node.bias], dtype=float) if node.bias else np.zeros(1)
+            lo, hi = float(b.min()) - r, float(b.max()) + r
+            at[a] = (lo, hi) if rises else (hi, lo)
+        point = lambda k: {a: (np.array([v[k]]), np.array([v[k]])) for a, v in at.items()}  # noqa: E731
+        return float(_interval(self.expr, point(0))[0][0]), float(_interval(self.expr, point(1))[1][0])
+
+
+def closed_forms(ir: CellIR, state_ranges: dict | None = None) -> dict[str, ClosedForm]:
+    """The self paths (:func:`self_paths`) that depend on the step's affine maps alone through
+    functions monotone in each, in closed form (:class:`ClosedForm`). A path reading a state, a
+    parameter, a reduction or the step directly, or not monotone, has none."""
+    ranges = {s: tuple(map(float, (state_ranges or {}).get(s, ir.spec.state_range(s)))) for s, _ in ir.states}
+    inputs = {n for n, _ in list(ir.inputs) + list(ir.sets)}
+    out = {}
+    for s, d in self_paths(ir).items():
+        expr = _in_affine(ir, sympy.sympify(d))
+        if expr is None or not expr.free_symbols:
+            continue
+        whole = {a.name: (np.array([-math.inf]), np.array([math.inf])) for a in expr.free_symbols}
+        rising = {}
+        for a in sorted(expr.free_symbols, key=lambda x: x.name):
+            lo, hi = _interval(sympy.diff(expr, a), whole)
+            if float(lo[0]) >= 0 or float(hi[0]) <= 0:
+                rising[a.name] = float(lo[0]) >= 0
+        if len(rising) < len(expr.free_symbols):
+            continue
+        ends = {}
+        for a in rising:
+            node = ir.node_map[a]
+            parts = []
+            for w, v in node.terms:
+                m = "X" if v in inputs else f"{max(map(abs, ranges[v])):g}" if v in ranges else f"sup|{display(v)}|"
+                parts.append(f"||{w}||_inf*{m}")
+            ends[a] = (node.bias, " + ".join(parts))
+        syms = {a.name: a for a in expr.free_symbols}
+        text = lambda k: sympy.sstr(expr.xreplace({syms[a]: sympy.Symbol(  # noqa: E731
+            f"{'lo' if rising[a] == (k == 0) else 'hi'}({a})") for a in rising}))
+        out[s] = ClosedForm(s, _plain(d), expr, rising, text(0), text(1), ends)
+    return out
+
+
+def _in_affine(ir: CellIR, expr: sympy.Expr) -> sympy.Expr | None:
+    """``expr`` with every pointwise node replaced by its equation, down to affine maps; None if
+    it reads anything else."""
+    for _ in range(len(ir.nodes) + 1):
+        subs = {}
+        for x in expr.free_symbols:
+            node = ir.node_map.get(x.name)
+            if isinstance(node, Pointwise):
+                subs[x] = node.expr
+            elif not isinstance(node, Affine):
+                return None
+        if not subs:
+            return expr
+        expr = expr.xreplace(subs)
+    return None
 
 
 # --------------------------------------------------------------------- for all weights
@@ -295,6 +451,8 @@ class Theorem:
     unbounded: dict  # (new state, state) -> factors whose sup is infinite
     open_carousels: dict  # state -> (d, affine maps d reads): its own weight-free path reaches 1
     capped: dict = field(default_factory=dict)  # state -> (sign, sup of that d with those maps of that sign)
+    closed: dict = field(default_factory=dict)  # state -> ClosedForm of its self path
+    carousels: tuple = ()  # states whose own block is that self path alone
 
     def block_text(self, key) -> str:
         parts = []
@@ -332,8 +490,32 @@ class Theorem:
                 sign, value = self.capped[s]
                 line += (f"; with {' and '.join(display(a) + (' <= 0' if sign < 0 else ' >= 0') for a in affine)} "
                          f"(a bound on the biases), sup|{d}| <= {value:.4g}")  # fmt: skip
+                cf = self.closed.get(s)
+                if cf is not None and set(affine) <= set(cf.ends):
+                    line += ", which holds when " + " and ".join(cf.bias_bound(a, sign) for a in affine)
             out.append(line)
+        for s, cf in self.closed.items():
+            ends = "; ".join(f"{k}({a}) = {cf.end(a, k)}" for a in cf.ends for k in ("lo", "hi")
+                             if f"{k}({a})" in (cf.low if s in self.carousels else cf.high))
+            if s in self.carousels:
+                read = {v for a in cf.rising for _, v in self._terms.get(a, ())} & set(self.ranges)
+                at = ("at every step" if all(self.keeps(v) for v in read) else
+                      "at the steps whose state lies in these ranges")  # fmt: skip
+                out.append(f"  along {display(s)}'s own path alone (d{display(s)}'/d{display(s)} = diag({cf.d})), "
+                           f"with |x| <= X, every unit keeps at least (inf {cf.d})^k of its gradient over k steps, "
+                           f"and inf {cf.d} >= {cf.low} {at}, {ends}: the gradient along it cannot vanish faster "
+                           "than that")  # fmt: skip
+            else:
+                out.append(f"  with |x| <= X, sup {cf.d} <= {cf.high} < 1 for bounded weights, biases and inputs, "
+                           f"{ends}")  # fmt: skip
         return out
+
+    _terms: dict = field(default_factory=dict)  # affine map -> its (weight, argument) terms
+
+    def keeps(self, s) -> bool:
+        """Whether the step keeps state ``s`` within its range."""
+        lo, hi = self.kept[s]
+        return self.ranges[s][0] <= lo and hi <= self.ranges[s][1]
 
 
 def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict | None = None) -> Theorem:
@@ -355,7 +537,7 @@ def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict 
 
     ranges = {s: tuple(map(float, (state_ranges or {}).get(s, ir.spec.state_range(s)))) for s, _ in ir.states}
     reached = {s: one(*ranges[s]) for s, _ in ir.states}
-    B = image(reached)
+    B = _refine_states(ir, image(reached))
     kept = {s: (float(B[ir.new(s)][0].min()), float(B[ir.new(s)][1].max())) for s, _ in ir.states}
     for n in ir.nodes:
         if isinstance(n, Reduce) and not n.over_set:
@@ -388,7 +570,9 @@ def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict 
                     side = one(-math.inf, 0.0) if sign < 0 else one(0.0, math.inf)
                     sides.append((sign, sup_abs(sympy.sympify(d), image(reached, free | {a: side for a in affine}))))
                 capped[s] = min(sides, key=lambda x: x[1])
-    return Theorem(ir.name, ranges, kept, blocks, unbounded, opened, capped)
+    closed = closed_forms(ir, ranges)
+    terms = {a: ir.node_map[a].terms for cf in closed.values() for a in cf.rising}
+    return Theorem(ir.name, ranges, kept, blocks, unbounded, opened, capped, closed, tuple(carousels(ir)), terms)
 
 
 def _factor_names(ir: CellIR, term) -> list[str]:

@@ -192,6 +192,10 @@ def _bounds(args) -> int:
     for k, d in s["carousels"].items():
         print(f"  along {k}'s own path (d {k}'/d {k} = diag({d})) alone, every unit keeps at least "
               f"{s['carousel_lower_bounds'][k]:.4g} of its gradient over {T} steps")  # fmt: skip
+    for k, c in s["closed_forms"].items():
+        ends = "; ".join(f"{a} in [{lo}, {hi}]" for a, (lo, hi) in c["ends"].items())
+        print(f"  in closed form ({ends}): {c['d']} in [{c['low']}, {c['high']}] = "
+              f"[{c['low_value']:.4g}, {c['high_value']:.4g}]")  # fmt: skip
     return 0
 
 

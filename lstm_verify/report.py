@@ -136,7 +136,8 @@ def build(st: Settings, progress=True) -> dict:
         b = summary(cell)
         data["bounds"][name] = {k: (_r(v) if isinstance(v, float) else v) for k, v in b.items()
                                 if k in ("step_bound", "measured_step_norm", "step_tightness", "lag_bounds",
-                                         "measured_lag_norm", "lag_tightness", "carousel_lower_bounds", "steps")}  # fmt: skip
+                                         "measured_lag_norm", "lag_tightness", "carousel_lower_bounds", "steps",
+                                         "closed_forms")}  # fmt: skip
         data["theorems"][name] = theorem(cell.ir).statements()
         bar.update()
         from .derive import shown_blocks
@@ -250,7 +251,7 @@ def exact_results(st: Settings, bar) -> dict:
 
 
 SWEEP_SIGMAS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
-SWEEP_CELLS = ("rnn_tanh", "lstm", "gru")
+SWEEP_CELLS = ("rnn_tanh", "lstm", "lstm_peephole", "gru", "mgu", "mut2", "layernorm_lstm", "slstm")  # a family each
 
 
 def _recurrent(cell) -> list[str]:
@@ -263,12 +264,13 @@ def _recurrent(cell) -> list[str]:
 
 def _bound_sweep(st: Settings) -> dict:
     """Per-step bound and measured decay per step with the recurrent blocks scaled so that their
-    stacked sigma_max is each of SWEEP_SIGMAS, and where the named initialisations fall."""
+    stacked sigma_max is each of SWEEP_SIGMAS, and where the named initialisations fall, for the
+    cells of SWEEP_CELLS (one per family) that the report covers."""
     from .bounds import step_bound
 
     out = {}
     K = min(st.lags, 200)
-    for name in SWEEP_CELLS:
+    for name in [c for c in SWEEP_CELLS if c in st.cells]:  # the families the report covers
         cell = load(name)
         sizes = _sizes(cell, st)
         rec = _recurrent(cell)
@@ -447,8 +449,12 @@ def _figures(data) -> dict:
     sweep = data["exact"]["lstm_forget_bias"]
     swept = data["exact"].get("bound_sweep", {})
     if swept:
-        fig, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 4), squeeze=False)
-        for ax, (c, d) in zip(axes[0], swept.items()):
+        cols = min(4, len(swept))
+        rows = -(-len(swept) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.8 * rows), squeeze=False)
+        for ax in axes.flat[len(swept) :]:
+            ax.set_visible(False)
+        for ax, (c, d) in zip(axes.flat, swept.items()):
             sig = [r["sigma"] for r in d["sweep"]]
             ax.semilogy(sig, [r["bound"] for r in d["sweep"]], "o-", label="per-step bound")
             ax.semilogy(sig, [r["measured_decay"] for r in d["sweep"]], "s-", label="measured decay per step")
@@ -521,11 +527,23 @@ def _tables(data) -> list:
     if bounds:
         t.append(("Per-step gradient bound at initialisation (torch default, the sizes of lstm-verify check, |x| <= 1, "
                   "states in the spec's ranges)", ["cell", "bound on ||ds'/ds||", "measured", "measured / bound",
-                  "bound at lag 10", "measured", "measured / bound", "along the carousel alone, at least"],
+                  "bound at lag 10", "measured", "measured / bound", "along the carousel alone, at least",
+                  "self path in closed form (bias ranges, infinity norms, X = 1)"],
                   [[c, b["step_bound"], b["measured_step_norm"], b["step_tightness"], f"{b['lag_bounds'][-1]:.3g}",
                     b["measured_lag_norm"], b["lag_tightness"],
-                    ", ".join(f"{k}: {v:.3g}" for k, v in b["carousel_lower_bounds"].items()) or "-"]
+                    ", ".join(f"{k}: {v:.3g}" for k, v in b["carousel_lower_bounds"].items()) or "-",
+                    ", ".join(f"{f['d']} in [{f['low_value']:.3g}, {f['high_value']:.3g}]"
+                              for f in b.get("closed_forms", {}).values()) or "-"]
                    for c, b in bounds.items()]))  # fmt: skip
+    for c, d in data["exact"].get("bound_sweep", {}).items():
+        t.append((f"{c}: per-step bound against the measured decay, torch default with the recurrent blocks scaled "
+                  "to sigma_max, and the named initialisations",
+                  ["weights", "sigma_max of the recurrent blocks", "bound on ||ds'/ds|| per step",
+                   "vanishing guaranteed", "measured decay per step"],
+                  [["scaled", r["sigma"], f"{r['bound']:.3g}", "yes" if r["bound"] < 1 else "no", r["measured_decay"]]
+                   for r in d["sweep"]] +
+                  [[r["init"], r["sigma"], f"{r['bound']:.3g}", "yes" if r["bound"] < 1 else "no", r["measured_decay"]]
+                   for r in d["inits"]]))  # fmt: skip
     ex = data["exact"]
     t.append(("rnn_tanh: measured decay against the bound (gamma sigma_max(U))^k, gamma = 1",
               ["U scaled by", "sigma_max(U)", "vanishing guaranteed", "measured decay", "max over k of measured / bound"],

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sympy
 from hypothesis import given, settings, strategies as st
 
 import lstm_verify as lv
 from lstm_verify import gradflow as gf
 from lstm_verify import strategies as lst
-from lstm_verify.bounds import carousel_lower_bounds, evaluate, lag_bounds, reachable_ranges, step_bound, theorem
+from lstm_verify.bounds import (
+    carousel_lower_bounds, closed_forms, evaluate, lag_bounds, reachable_ranges, self_paths, step_bound, theorem,
+)
 
 CELLS = lv.catalog()
 CELL = {name: lv.load(name) for name in CELLS}
@@ -179,6 +182,12 @@ def test_theorems_of_the_classic_cells():
     mgu = "\n".join(theorem(CELL["mgu"].ir).statements())
     assert "diag(1 - f) on a path without weights" in mgu and "with lin_f >= 0" in mgu and "sup|1 - f| <= 0.5" in mgu
     assert "vanishing is guaranteed" not in lstm + gru + mgu  # none holds for every bias
+    # in closed form: the carousel's floor, and the bias bounds that cap the open self paths
+    assert ("inf f >= sigmoid(lo(lin_f)) at every step, lo(lin_f) = min b_f - (||W_f_x||_inf*X + ||W_f_h||_inf*1): "
+            "the gradient along it cannot vanish faster than that") in lstm  # fmt: skip
+    assert "sup|z| <= 0.5, which holds when max b_z <= -(||W_z_x||_inf*X + ||W_z_h||_inf*1)" in gru
+    assert "h in [-1, 1] (kept by the step" in gru  # h' = z*h + (1 - z)*n: exact in z, which it reads twice
+    assert "sup|1 - f| <= 0.5, which holds when min b_f >= (||W_f_x||_inf*X + ||W_f_h||_inf*1)" in mgu
 
 
 @pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru_cho", "mgu", "min_gru", "lstm_cifg", "mut1", "clockwork_rnn"])
@@ -204,3 +213,85 @@ def test_the_theorem_holds_for_drawn_weights(name, data):
             for j, r in enumerate(states):
                 block = J[off[i] : off[i + 1], off[j] : off[j + 1]]
                 assert np.linalg.norm(block, 2) <= bound[(s, r)] * (1 + 1e-9) + 1e-300, (s, r)
+
+
+# --------------------------------------------------------------------------- in closed form
+
+CLOSED = {name: cf for name in CELLS if (cf := closed_forms(CELL[name].ir))}
+
+
+def test_closed_forms_are_found_where_the_self_path_is_a_monotone_gate():
+    assert {"lstm", "gru", "mgu", "min_gru", "min_lstm", "lstm_cifg", "mut1", "attention_decoder"} <= set(CLOSED)
+    assert not {"lstm_peephole", "layernorm_lstm", "slstm", "rnn_tanh"} & set(CLOSED)  # they read c, a norm, m
+    lstm = CLOSED["lstm"]["c"]
+    assert (lstm.d, lstm.low, lstm.high) == ("f", "sigmoid(lo(lin_f))", "sigmoid(hi(lin_f))")
+    assert lstm.end("lin_f", "lo") == "min b_f - (||W_f_x||_inf*X + ||W_f_h||_inf*1)"
+    mgu = CLOSED["mgu"]["h"]
+    assert (mgu.low, mgu.high) == ("1 - sigmoid(hi(lin_f))", "1 - sigmoid(lo(lin_f))")
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED))
+@settings(max_examples=6)
+@given(data=st.data())
+def test_the_closed_forms_hold_on_drawn_cases(name, data):
+    """The self-path diagonal d within the closed form's [low, high] at every step of drawn
+    sequences (d from a float64 walk of the IR), with |x| <= the inputs' largest magnitude and
+    the states in the spec's ranges; at the steps after the first only where the theorem says
+    the step keeps the states the bound reads. For a carousel, the diagonal of its measured
+    Jacobian block (generated backward) too. Up to rounding: the two evaluate sigmoid differently."""
+    cell = CELL[name]
+    ir = cell.ir
+    regime = data.draw(st.sampled_from(["ordinary", "saturated"]), label="regime")
+    T = data.draw(st.integers(1, 4), label="steps")
+    case = data.draw(lst.cases(cell, regime=regime, dtype="float64", max_size=3, steps=T), label="case")
+    ranges = {s: cell.spec.state_range(s) for s, _ in ir.states}
+    state = {s: np.clip(np.asarray(v, dtype=float), *ranges[s]) for s, v in case.state.items()}
+    p = {k: np.asarray(v, dtype=float) for k, v in case.params.items()}
+    X = {k: float(np.abs(v).max(initial=0.0)) for k, v in case.inputs.items()}
+    values = gf.node_values(cell, p, case.inputs, state)
+    th = theorem(ir)
+    J = gf.step_jacobians(cell, p, case.inputs, state, row=0)
+    names = [s for s, _ in ir.states]
+    tol = lambda v: 1e-12 * abs(v) + 1e-15  # noqa: E731 - the float64 rounding of a gate's value near 0 or 1
+    for s, cf in CLOSED[name].items():
+        low, high = cf.values(ir, p, X, ranges, case.sizes)
+        assert low <= high
+        d = self_paths(ir)[s]
+        syms = sorted(d.free_symbols, key=lambda x: x.name)
+        at = sympy.lambdify(syms, d, "numpy")
+        read = {v for a in cf.rising for _, v in ir.node_map[a].terms} & set(ranges)
+        steps = T if all(th.keeps(v) for v in read) else 1
+        for t in range(steps):
+            got = np.broadcast_to(at(*[values[x.name][t] for x in syms]), values[s + "_"][t].shape)
+            assert np.all(got >= low - tol(low)) and np.all(got <= high + tol(high)), (t, got, low, high)
+            if s in th.carousels:
+                off = sum(state[r].shape[1] for r in names[: names.index(s)])
+                width = state[s].shape[1]
+                diag = np.diag(J[t][off : off + width, off : off + width])
+                assert np.all(diag >= low - tol(low)) and np.all(diag <= high + tol(high))
+
+
+@pytest.mark.parametrize("name, state", [("lstm", "c"), ("gru", "h"), ("mgu", "h"), ("mut1", "h"), ("min_lstm", "h")])
+@settings(max_examples=6)
+@given(data=st.data())
+def test_the_bias_bound_the_theorem_gives_caps_the_self_path(name, state, data):
+    """With each bias the theorem names set at its stated bound (the weights drawn, |x| <= X,
+    states in [-1, 1]), the self path's diagonal stays at or below the stated cap."""
+    cell = CELL[name]
+    ir = cell.ir
+    th = theorem(ir)
+    sign, cap = th.capped[state]
+    case = data.draw(lst.cases(cell, regime="ordinary", dtype="float64", max_size=3, steps=2), label="case")
+    p = {k: np.asarray(v, dtype=float).copy() for k, v in case.params.items()}
+    X = float(max(np.abs(v).max(initial=0.0) for v in case.inputs.values()))
+    state0 = {s: np.clip(np.asarray(v, dtype=float), -1, 1) for s, v in case.state.items()}
+    norms = {w.name: float(np.linalg.norm(np.asarray(p[w.name]), np.inf)) for w in ir.weights}
+    for a in th.open_carousels[state][1]:
+        node = ir.node_map[a]
+        r = sum(norms[w] * (X if v in dict(ir.inputs) else 1.0) for w, v in node.terms)
+        p[node.bias] = np.full_like(p[node.bias], -r if sign < 0 else r)  # max b = -r, or min b = r
+    d = self_paths(ir)[state]
+    syms = sorted(d.free_symbols, key=lambda x: x.name)
+    values = gf.node_values(cell, p, case.inputs, state0)
+    got = sympy.lambdify(syms, d, "numpy")(*[values[x.name] for x in syms])
+    assert np.max(got) <= cap + 1e-12

@@ -71,6 +71,11 @@ def test_report_writes_every_part(tmp_path):
     assert "diag(f)" in md and "diag(1 - h'**2) · W_h_h" in md
     assert "## Gradient bounds for all weights" in md and "vanishing is guaranteed when ||W_h_h|| < 1" in md
     assert saved["bounds"]["rnn_tanh"]["measured_step_norm"] <= saved["bounds"]["rnn_tanh"]["step_bound"]
+    assert set(saved["exact"]["bound_sweep"]) == {"rnn_tanh", "lstm"}  # the families among the report's cells
+    for c in ("rnn_tanh", "lstm"):  # a table per family: the sweep and where the initialisations fall
+        assert f"{c}: per-step bound against the measured decay" in md
+    low = saved["bounds"]["lstm"]["closed_forms"]["c"]["low_value"]
+    assert 0 < low < 1 and f"f in [{low:.3g}, " in md  # the carousel's floor in closed form
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len([f for f in files if f.endswith(".png")])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
