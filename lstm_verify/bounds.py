@@ -281,7 +281,6 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
     the spec's state ranges with |x| <= input_bound, its blocks, the lag bounds over ``steps``
     steps, and the measured largest per-step Jacobian norm and lag-``steps`` gradient norm on
     ``batch`` sequences drawn uniformly within those ranges (generated backward, float64)."""
-    from . import gradflow as gf
     from .check import sizes_for
 
     ir = cell.ir
@@ -302,14 +301,14 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
         low, high = cf.values(ir, params, input_bound, ranges, sz)
         closed[s] = {"d": cf.d, "low": cf.low, "high": cf.high, "low_value": low, "high_value": high,
                      "ends": {a: [cf.end(a, "lo"), cf.end(a, "hi")] for a in cf.ends}}  # fmt: skip
-    step_norm = lag_norm = 0.0
-    for row in range(batch):
-        J = gf.step_jacobians(cell, params, inputs, state, row=row)
-        step_norm = max(step_norm, float(np.linalg.norm(J[0], 2)))
-        P = np.eye(J.shape[1])
-        for j in J:
-            P = j @ P
-        lag_norm = max(lag_norm, float(np.linalg.norm(P, 2)))
+    step_norm, lag_norm = _measured(cell, params, inputs, state)
+    extremes = {}  # the per-step bound's tightness away from initialisation
+    for regime in EXTREMES:
+        q = _extreme(cell, params, inputs, state, regime, rng)
+        bound = step_bound(cell, q, input_bound, ranges, sz).bound
+        measured = _measured(cell, q, inputs, state)[0]
+        extremes[regime] = {"step_bound": bound, "measured_step_norm": measured,
+                            "step_tightness": measured / bound if bound else None}  # fmt: skip
     return {
         "cell": ir.name, "init": init, "sizes": sz, "input_bound": input_bound,
         "state_ranges": {s: list(r) for s, r in ranges.items()},
@@ -320,8 +319,43 @@ def summary(cell, init: str = "torch_default", input_bound: float = 1.0, steps: 
         "measured_step_norm": step_norm, "step_tightness": step_norm / first.bound if first.bound else None,
         "measured_lag_norm": lag_norm, "lag_tightness": lag_norm / lags[-1] if lags[-1] else None,
         "carousels": {s: str(d) for s, d in carousels(ir).items()},
-        "carousel_lower_bounds": along, "closed_forms": closed,
+        "carousel_lower_bounds": along, "closed_forms": closed, "extremes": extremes,
     }  # fmt: skip
+
+
+EXTREMES = {"large weights": "every weight times 4",
+            "saturated": "the gates' biases driven to |pre-activation| >= 4, each to a side drawn at random"}  # fmt: skip
+
+
+def _extreme(cell, params: dict, inputs: dict, state: dict, regime: str, rng) -> dict:
+    """Parameters of one of the EXTREMES, from ``params``."""
+    from .regimes import saturate
+
+    ir = cell.ir
+    if regime == "large weights":
+        return params | {w.name: np.asarray(params[w.name]) * 4.0 for w in ir.weights}
+    signs = {b: rng.choice([-1.0, 1.0], size=np.shape(params[b])) for b, _ in ir.biases}
+    try:
+        return saturate(ir, params, inputs, state, 4.0, signs)
+    except ValueError:  # no finite bias saturates this cell (exp or relu fed back): its initialisation
+        return params
+
+
+def _measured(cell, params: dict, inputs: dict, state: dict) -> tuple[float, float]:
+    """The largest per-step Jacobian norm at the first step and the largest norm of the gradient
+    over all the steps, over the batch rows (generated backward, float64)."""
+    from . import gradflow as gf
+
+    step_norm = lag_norm = 0.0
+    batch = np.shape(next(iter(state.values())))[0]
+    for row in range(batch):
+        J = gf.step_jacobians(cell, params, inputs, state, row=row)
+        step_norm = max(step_norm, float(np.linalg.norm(J[0], 2)))
+        P = np.eye(J.shape[1])
+        for j in J:
+            P = j @ P
+        lag_norm = max(lag_norm, float(np.linalg.norm(P, 2)))
+    return step_norm, lag_norm
 
 
 # --------------------------------------------------------------------- in closed form

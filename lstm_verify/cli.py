@@ -187,6 +187,8 @@ def _bounds(args) -> int:
           f"  ||d s'/d s||_2 <= {s['step_bound']:.4g} per step")  # fmt: skip
     for k, v in s["blocks"].items():
         print(f"    {k} <= {s['expressions'][k]} = {v:.4g}")
+    for k, e in s["extremes"].items():
+        print(f"  {k}: ||d s'/d s||_2 <= {e['step_bound']:.4g}; measured up to {e['measured_step_norm']:.4g}")
     T = s["steps"]
     print(f"  ||d s_{T}/d s_0||_2 <= {s['lag_bounds'][-1]:.4g}; measured up to {s['measured_lag_norm']:.4g}")
     for k, d in s["carousels"].items():

@@ -137,7 +137,7 @@ def build(st: Settings, progress=True) -> dict:
         data["bounds"][name] = {k: (_r(v) if isinstance(v, float) else v) for k, v in b.items()
                                 if k in ("step_bound", "measured_step_norm", "step_tightness", "lag_bounds",
                                          "measured_lag_norm", "lag_tightness", "carousel_lower_bounds", "steps",
-                                         "closed_forms")}  # fmt: skip
+                                         "closed_forms", "extremes")}  # fmt: skip
         data["theorems"][name] = theorem(cell.ir).statements()
         bar.update()
         from .derive import shown_blocks
@@ -528,12 +528,14 @@ def _tables(data) -> list:
         t.append(("Per-step gradient bound at initialisation (torch default, the sizes of lstm-verify check, |x| <= 1, "
                   "states in the spec's ranges)", ["cell", "bound on ||ds'/ds||", "measured", "measured / bound",
                   "bound at lag 10", "measured", "measured / bound", "along the carousel alone, at least",
-                  "self path in closed form (bias ranges, infinity norms, X = 1)"],
+                  "self path in closed form (bias ranges, infinity norms, X = 1)",
+                  "measured / bound, weights x 4", "measured / bound, saturated"],
                   [[c, b["step_bound"], b["measured_step_norm"], b["step_tightness"], f"{b['lag_bounds'][-1]:.3g}",
                     b["measured_lag_norm"], b["lag_tightness"],
                     ", ".join(f"{k}: {v:.3g}" for k, v in b["carousel_lower_bounds"].items()) or "-",
                     ", ".join(f"{f['d']} in [{f['low_value']:.3g}, {f['high_value']:.3g}]"
-                              for f in b.get("closed_forms", {}).values()) or "-"]
+                              for f in b.get("closed_forms", {}).values()) or "-"] +
+                   [_r(b["extremes"][k]["step_tightness"]) for k in ("large weights", "saturated")]
                    for c, b in bounds.items()]))  # fmt: skip
     for c, d in data["exact"].get("bound_sweep", {}).items():
         t.append((f"{c}: per-step bound against the measured decay, torch default with the recurrent blocks scaled "

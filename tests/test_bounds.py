@@ -129,6 +129,8 @@ def test_cli_prints_the_bound_and_its_tightness(capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["measured_step_norm"] <= s["step_bound"] and s["measured_lag_norm"] <= s["lag_bounds"][-1]
     assert len(s["lag_bounds"]) == 4 and 0 < s["step_tightness"] <= 1
+    assert set(s["extremes"]) == {"large weights", "saturated"}
+    assert all(0 < e["measured_step_norm"] <= e["step_bound"] for e in s["extremes"].values())
     assert main(["bounds", "lstm"]) == 0
     out = capsys.readouterr().out
     assert "dc'/dc <= sup|f| = " in out and "tightness" in out
