@@ -487,6 +487,8 @@ class Theorem:
     capped: dict = field(default_factory=dict)  # state -> (sign, sup of that d with those maps of that sign)
     closed: dict = field(default_factory=dict)  # state -> ClosedForm of its self path
     carousels: tuple = ()  # states whose own block is that self path alone
+    terms: dict = field(default_factory=dict)  # affine map a closed form reads -> its (weight, argument) terms
+    inputs: tuple = ()  # the cell's inputs
 
     def block_text(self, key) -> str:
         parts = []
@@ -497,10 +499,9 @@ class Theorem:
 
     def statements(self) -> list[str]:
         def kept(s):
-            lo, hi = self.kept[s]
-            if self.ranges[s][0] <= lo and hi <= self.ranges[s][1]:
+            if self.keeps(s):
                 return "kept by the step, so at every later step too"
-            return f"not kept: the new {display(s)} in [{lo:.4g}, {hi:.4g}]"
+            return f"not kept: the new {display(s)} in [{self.kept[s][0]:.4g}, {self.kept[s][1]:.4g}]"
 
         shown = "; ".join(f"{display(s)} in [{lo:g}, {hi:g}] ({kept(s)})" for s, (lo, hi) in self.ranges.items())
         out = [f"For all weights, biases and inputs, at a step whose state has {shown}:"]
@@ -532,7 +533,9 @@ class Theorem:
             ends = "; ".join(f"{k}({a}) = {cf.end(a, k)}" for a in cf.ends for k in ("lo", "hi")
                              if f"{k}({a})" in (cf.low if s in self.carousels else cf.high))
             if s in self.carousels:
-                read = {v for a in cf.rising for _, v in self._terms.get(a, ())} & set(self.ranges)
+                args = {v for a in cf.rising for _, v in self.terms.get(a, ())}
+                # a vector other than a state or an input has its range from every state's
+                read = set(self.ranges) if args - set(self.ranges) - set(self.inputs) else args & set(self.ranges)
                 at = ("at every step" if all(self.keeps(v) for v in read) else
                       "at the steps whose state lies in these ranges")  # fmt: skip
                 out.append(f"  along {display(s)}'s own path alone (d{display(s)}'/d{display(s)} = diag({cf.d})), "
@@ -543,8 +546,6 @@ class Theorem:
                 out.append(f"  with |x| <= X, sup {cf.d} <= {cf.high} < 1 for bounded weights, biases and inputs, "
                            f"{ends}")  # fmt: skip
         return out
-
-    _terms: dict = field(default_factory=dict)  # affine map -> its (weight, argument) terms
 
     def keeps(self, s) -> bool:
         """Whether the step keeps state ``s`` within its range."""
@@ -606,7 +607,9 @@ def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict 
                 capped[s] = min(sides, key=lambda x: x[1])
     closed = closed_forms(ir, ranges)
     terms = {a: ir.node_map[a].terms for cf in closed.values() for a in cf.rising}
-    return Theorem(ir.name, ranges, kept, blocks, unbounded, opened, capped, closed, tuple(carousels(ir)), terms)
+    inputs = tuple(n for n, _ in list(ir.inputs) + list(ir.sets))
+    return Theorem(ir.name, ranges, kept, blocks, unbounded, opened, capped, closed, tuple(carousels(ir)), terms,
+                   inputs)  # fmt: skip
 
 
 def _factor_names(ir: CellIR, term) -> list[str]:
