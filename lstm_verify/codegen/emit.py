@@ -1,216 +1,16 @@
-"""Generate NumPy and torch source for a cell: sequence forward and its exact BPTT backward.
-
-The generated module has two functions::
-
-    forward(params, inputs, state, t0=0, save=False) -> (outputs, final_state, cache)
-    backward(params, cache, d_outputs=None, d_state=None, trace=None) -> (grads, d_inputs, d_state0)
-
-``inputs`` maps input names to (T, B, n) arrays, ``state`` maps state names to (B, n), outputs
-are (T, B, n) values of the output state. The loop body is scheduled in stages: all affine maps
-that are ready, then all pointwise nodes that are ready (one CSE'd block). Affine maps sharing
-an argument use one stacked GEMM; those whose argument is an input are hoisted out of the time
-loop. The backward recomputes nothing: the forward saves exactly the values that the CSE'd
-partial derivatives and the weight gradients read.
-
-The torch code adds what makes it fast on its own helpers (see the prelude): recurrent products
-of equal gate blocks as one batched GEMM with contiguous blocks (``_blocked``), packed MKL
-weights when nothing records gradients (``_linear``), saved values and outputs written straight
-into their buffers (``out=``), and a small pool for buffers that live within one call.
-"""
+"""Emitting the generated module: the prelude, the forward loop and the backward loop."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import sympy
-from sympy.core.function import _coeff_isneg
-from sympy.printing.precedence import PRECEDENCE
-from sympy.printing.pycode import PythonCodePrinter
 
-from .derive import partials
-from .functions import FUNCTIONS
-from .hygiene import ident, quoted_lines
-from .ir import Affine, CellIR, Pointwise, Reduce, dependencies
-from .spec import SCALAR, _constant_value, display
-
-BACKENDS = ("numpy", "torch")
-
-
-def fold_constants(expr: sympy.Expr) -> sympy.Expr:
-    """Constant parts that are not rational numbers (``E`` from ``exp(1)``, ``exp(2)``,
-    ``tanh(1/2)``) as float literals: the printers have no spelling for them that keeps the
-    caller's dtype (``numpy.exp(2)`` is a float64 scalar, ``math.e`` needs an import)."""
-    if expr.is_Atom:
-        return sympy.Float(float(_constant_value(expr))) if expr.is_NumberSymbol else expr
-    if not expr.free_symbols:
-        return sympy.Float(float(_constant_value(expr)))
-    return expr.func(*(fold_constants(a) for a in expr.args))
-
-
-def _v(name: str) -> str:
-    """A name in generated code: the generator's own start with ``_``; every other one comes
-    from the spec and lives in the ``v_`` namespace (see :mod:`lstm_verify.hygiene`)."""
-    return name if name.startswith("_") else ident(name)
-
-
-# ----------------------------------------------------------------------------- printers
-
-
-class _Printer(PythonCodePrinter):
-    backend = "numpy"
-
-    def _half_power(self, base, exp) -> str | None:
-        """base**(k/2), k odd, with the backend's square root s: s, s*base, 1/s, 1/(s*base)."""
-        if not (exp.is_Rational and exp.q == 2):
-            return None
-        s = getattr(FUNCTIONS["sqrt"], self.backend).format(self._print(base))
-        k = abs(int(exp.p))
-        prod = s if k == 1 else f"({s}*{self.parenthesize(base ** ((k - 1) // 2), PRECEDENCE['Mul'])})"
-        return prod if exp > 0 else f"1/{prod}"
-
-    def _print_Pow(self, expr):
-        base, exp = expr.as_base_exp()
-        half = self._half_power(base, exp)
-        if half is not None:
-            return half
-        if exp.is_Integer and exp < 0:
-            return f"1/{self.parenthesize(base ** -exp, 100)}" if exp != -1 else (
-                f"1/{self.parenthesize(base, 100)}"
-            )
-        return super()._print_Pow(expr)
-
-    def _print_Symbol(self, expr):
-        return _v(expr.name)
-
-    def _print_OverSet(self, expr):
-        return f"{self._print(expr.args[0])}[:, None]"
-
-
-class OverSet(sympy.Function):
-    """A value without the set axis, (B, n), read by a vector with it, (B, L, n): printed
-    ``x[:, None]`` so that it broadcasts over the L members."""
-
-
-def _in_set(ir: CellIR, name: str, expr: sympy.Expr) -> sympy.Expr:
-    """``expr`` of node ``name`` with every vector without the set axis wrapped in OverSet when
-    the node has the set axis."""
-    if name not in ir.set_vectors:
-        return expr
-    batched = _batched(ir)
-    return expr.xreplace({x: OverSet(x) for x in expr.free_symbols
-                          if x.name in batched and x.name not in ir.set_vectors})  # fmt: skip
-
-
-def _function_printer(func):
-    def method(self, expr):
-        fmt = getattr(func, self.backend)
-        return fmt.format(*(self._print(a) for a in expr.args))
-
-    return method
-
-
-class NumpyPrinter(_Printer):
-    backend = "numpy"
-
-
-class TorchPrinter(_Printer):
-    """Numbers become 0-dim tensors made once per call (``_k0 = _const(1.0, like)``): an
-    operation with a Python number first wraps it in a tensor, which doubles the cost of
-    ``1 - s`` on a (32, 256) tensor. Squares print as products, cheaper than ``pow``."""
-
-    backend = "torch"
-
-    def __init__(self, settings=None):
-        super().__init__(settings)
-        self.constants: dict[str, str] = {}  # printed value -> name
-
-    def _constant(self, expr):
-        text = str(int(expr)) if expr.is_Integer else repr(float(expr))
-        if text not in self.constants:
-            self.constants[text] = f"_k{len(self.constants)}"
-        return self.constants[text]
-
-    def _print_Integer(self, expr):
-        return self._constant(expr)
-
-    def _print_Rational(self, expr):
-        return self._constant(expr)
-
-    def _print_Float(self, expr):
-        return self._constant(expr)
-
-    def _pair(self, term):
-        """The two printed factors of a product of exactly two tensors, or None."""
-        if not isinstance(term, sympy.Mul):
-            return None
-        factors = term.as_ordered_factors()
-        if len(factors) != 2 or any(f.is_Number or (f.is_Pow and f.exp.is_negative) for f in factors):
-            return None
-        mul = PRECEDENCE["Mul"]
-        return tuple(self.parenthesize(f, mul) for f in factors)
-
-    def _addcmul(self, expr, out=""):
-        """``rest + a*b`` as ``torch.addcmul(rest, a, b)``: one operation instead of two."""
-        terms = self._as_ordered_terms(expr)
-        for k in range(len(terms) - 1, -1, -1):
-            pair = self._pair(terms[k])
-            if pair:
-                rest = sympy.Add(*(terms[:k] + terms[k + 1 :]), evaluate=False)
-                return f"torch.addcmul({self._print(rest)}, {pair[0]}, {pair[1]}{out})"
-        return None
-
-    def _print_Add(self, expr, order=None):
-        return self._addcmul(expr) or super()._print_Add(expr, order)
-
-    def into(self, expr, target: str) -> str | None:
-        """The expression computed straight into ``target`` (``out=``), or None where its last
-        operation has no such form here."""
-        if isinstance(expr, sympy.Function):
-            f = _BY_SYMPY.get(expr.func)
-            if f is None or f.torch not in _TAKES_OUT:
-                return None
-            return f.torch.replace("{0}", f"{self._print(expr.args[0])}, out={target}")
-        if isinstance(expr, sympy.Add):
-            fused = self._addcmul(expr, f", out={target}")
-            if fused:
-                return fused
-            terms = self._as_ordered_terms(expr)
-            if any(_coeff_isneg(t) for t in terms):
-                return None
-            rest = " + ".join(self._print(t) for t in terms[:-1])
-            return f"torch.add({rest}, {self._print(terms[-1])}, out={target})"
-        if isinstance(expr, sympy.Mul):
-            factors = expr.as_ordered_factors()
-            if _coeff_isneg(expr) or any(
-                f.is_Pow and f.exp.is_negative for f in factors
-            ):
-                return None
-            mul = PRECEDENCE["Mul"]
-            rest = "*".join(self.parenthesize(f, mul) for f in factors[:-1])
-            return f"torch.mul({rest}, {self._print(factors[-1])}, out={target})"
-        return None
-
-    def _print_Pow(self, expr):
-        base, exp = expr.as_base_exp()
-        half = self._half_power(base, exp)
-        if half is not None:
-            return half
-        if exp == 2 and base.is_Symbol:  # parenthesised: a divisor too (c/(n*n), not c/n*n)
-            b = self.parenthesize(base, PRECEDENCE["Mul"])
-            return f"({b}*{b})"
-        if exp.is_Integer and exp > 0:
-            return f"{self.parenthesize(base, 100)}**{int(exp)}"
-        return super()._print_Pow(expr)
-
-
-for _f in FUNCTIONS.values():
-    for _cls in (NumpyPrinter, TorchPrinter):
-        setattr(_cls, f"_print_{_f.sympy.__name__}", _function_printer(_f))
-
-PRINTERS = {"numpy": NumpyPrinter, "torch": TorchPrinter}
-_BY_SYMPY = {f.sympy: f for f in FUNCTIONS.values()}
-_TAKES_OUT = {"torch.sigmoid({0})", "torch.tanh({0})", "torch.exp({0})"}  # printed forms with out=
+from ..hygiene import quoted_lines
+from ..ir import Affine, CellIR, Pointwise, Reduce, dependencies
+from ..spec import SCALAR, display
+from .plan import Group, Plan, _batched, plan
+from .printers import BACKENDS, PRINTERS, _in_set, _v, fold_constants
 
 PRELUDE_MARK = "# ---- copied into every generated module from here on ----\n"
 
@@ -219,83 +19,11 @@ def prelude(backend: str) -> str:
     """The helpers a generated module of ``backend`` starts with: the source of
     :mod:`lstm_verify.prelude.<backend>_step` after its marker line, read as text (importing it
     would need the backend)."""
-    text = (Path(__file__).parent / "prelude" / f"{backend}_step.py").read_text(encoding="utf-8")
+    text = (Path(__file__).parent.parent / "prelude" / f"{backend}_step.py").read_text(encoding="utf-8")
     return text.split(PRELUDE_MARK, 1)[1]
 
 
 PRELUDE = {backend: prelude(backend) for backend in ("numpy", "torch")}
-
-
-# ----------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class Group:
-    """Affine terms sharing one argument: one stacked GEMM."""
-
-    arg: str
-    terms: tuple[tuple[str, str], ...]  # (affine node, weight)
-    hoisted: bool  # the argument is an input: one GEMM for the whole sequence
-    const: bool = False  # the argument is a set input: one GEMM for every step
-
-    @property
-    def var(self) -> str:
-        return f"_W_{self.arg}"
-
-
-def schedule(ir: CellIR) -> list:
-    """Topological order in stages: every ready affine map, then every ready pointwise node."""
-    ready = {n for n, _ in ir.inputs} | {n for n, _ in ir.states}
-    remaining = list(ir.nodes)
-    order = []
-    while remaining:
-        for kind in (Affine, (Pointwise, Reduce)):
-            progress = True
-            while progress:
-                progress = False
-                for n in list(remaining):
-                    if isinstance(n, kind) and all(
-                        d in ready or d not in ir.node_map for d in dependencies(n)
-                    ):
-                        order.append(n)
-                        ready.add(n.name)
-                        remaining.remove(n)
-                        progress = kind is not Affine
-    return order
-
-
-def groups(ir: CellIR) -> dict[str, Group]:
-    inputs = {n for n, _ in ir.inputs}
-    sets = {n for n, _ in ir.sets}
-    terms: dict[str, list] = {}
-    for n in schedule(ir):
-        if isinstance(n, Affine):
-            for w, arg in n.terms:
-                terms.setdefault(arg, []).append((n.name, w))
-    return {a: Group(a, tuple(t), a in inputs, a in sets) for a, t in terms.items()}
-
-
-@dataclass(frozen=True)
-class Plan:
-    order: tuple
-    groups: dict
-    partials: dict  # node -> {symbol: expr}
-    saved: tuple[str, ...]  # vector names whose per-step values the backward reads
-
-
-def plan(ir: CellIR) -> Plan:
-    order = tuple(schedule(ir))
-    gr = groups(ir)
-    pd = partials(ir)
-    inputs = {n for n, _ in ir.inputs}
-    vectors = inputs | {n for n, _ in ir.states} | set(ir.node_map)
-    needed = set()
-    for d in pd.values():
-        for expr in d.values():
-            needed |= {s.name for s in expr.free_symbols}
-    needed |= {g.arg for g in gr.values()}
-    saved = tuple(sorted(n for n in needed if n in vectors and n not in inputs))
-    return Plan(order, gr, pd, saved)
 
 
 # ----------------------------------------------------------------------------- emitting
@@ -462,13 +190,6 @@ def _dim_width(ir: CellIR, dim: str | None, state: str) -> str | None:
     return None
 
 
-def _batched(ir: CellIR) -> set[str]:
-    """Vectors with a batch axis: inputs, states and whatever depends on them."""
-    out = {n for n, _ in ir.inputs} | {s for s, _ in ir.states}
-    for n in ir.nodes:
-        if isinstance(n, Affine) or any(d in out for d in dependencies(n)):
-            out.add(n.name)
-    return out
 
 
 def _size_code(ir: CellIR, dim: str, state: str) -> str:
@@ -969,4 +690,3 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         code(f"    _release([{', '.join(owned)}], [*grads.values(), *d_inputs.values(), {carries}])")
     code(f"return grads, d_inputs, {{{states_map}}}")
     return code.text()
-
