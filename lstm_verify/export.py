@@ -30,7 +30,7 @@ from sympy.printing.c import C99CodePrinter
 
 from . import __version__, files
 from .cell import Cell, load
-from .codegen import fold_constants, generate
+from .codegen import fold_constants, generate, readable_step
 from .errors import LstmVerifyError
 from .functions import BY_SYMPY
 from .hygiene import audit_python, c_comment, quoted_lines
@@ -112,28 +112,6 @@ def _wrap(text, width):
 
 
 # --------------------------------------------------------------------------- Python targets
-
-_STEP = '''
-
-def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
-    if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
-'''
-
-_STEP_SETS = '''
-
-def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs, set inputs
-    (B, L, n) as they are; returns the new state as a dict."""
-    if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v if k in _SETS else v[None] for k, v in x.items()}, state, t)
-    return new
-'''
 
 # a cell with set inputs: the Layer passes them on (after the per-step inputs) and takes the
 # batch size from the first per-step input
@@ -254,7 +232,7 @@ def _python(cell: Cell, target: str) -> str:
         *([_table("_SETS", "[]", [repr(n) for n, _ in ir.sets])] if ir.sets else []),
         _table("STATES", "{}", [f"{s!r}: {d!r}" for s, d in ir.states]),
     ]
-    text = doc + "\n" + body + "\n".join(tables) + "\n" + (_STEP_SETS if ir.sets else _STEP)
+    text = doc + "\n" + body + "\n".join(tables) + "\n\n\n" + readable_step(ir, target) + "\n\n"
     if target == "torch":
         inits = "".join(_BUFFER_INIT_CODE[bs.init] for _, _, bs in ir.buffers)
         width_of = [f"{s!r}: {_param_of_width(ir, d)!r}" for s, d in ir.states]
@@ -267,6 +245,7 @@ def _python(cell: Cell, target: str) -> str:
             layer = layer.replace(a, b)
         text += "\n" + layer
         text = text.replace("\nimport torch\n", "\nimport math\n\nimport torch\n", 1)
+    text = text.rstrip("\n") + "\n"
     audit_python(text, f"export of {ir.name} ({target})")
     return text
 

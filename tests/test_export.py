@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -460,3 +461,34 @@ def test_export_never_overwrites_a_file_that_appears_meanwhile(tmp_path, monkeyp
     with pytest.raises(lv.errors.LstmVerifyError, match="exists"):
         export_module.write("lstm", "numpy", target)
     assert target.read_text() == "written by someone else meanwhile"
+
+
+SPEED_MACHINERY = ("_scratch", "_linear", "_blocked", "_put", "_cat_put", "_release", "_recycle", "_Cache", "_mm_",
+                   "_G_", "_W_", "_sv_", "out=", "addcmul", "addmm")  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch"])
+def test_the_exported_step_reads_like_the_equations_and_matches_the_reference(target):
+    """``step`` is one line per equation with nothing of the fast path; run on the prelude
+    alone, it matches the mpmath reference's first step for every cell."""
+    from lstm_verify.codegen import prelude, readable_step
+
+    if target == "torch":
+        torch = pytest.importorskip("torch", reason="the torch target needs the torch extra")
+    for name in CELLS:
+        cell = lv.load(name)
+        source = readable_step(cell.ir, target)
+        assert not [m for m in SPEED_MACHINERY if re.search(r"(?<![\w])" + re.escape(m), source)], name
+        lines = [ln for ln in source.splitlines() if " = " in ln and not ln.lstrip().startswith(("v_W", "x = "))]
+        assert sum(ln.strip().startswith(("v_", "_n_", "_k")) for ln in lines) >= len(cell.ir.nodes)
+        namespace: dict = {}
+        exec(compile(prelude(target) + "\n\n" + source, f"<step of {name}>", "exec"), namespace)  # noqa: S102
+        _, p, x, s, _ = _problem(cell)
+        first = _first_step(cell, x)
+        conv = (lambda a: torch.tensor(a)) if target == "torch" else (lambda a: a)  # noqa: E731
+        new = namespace["step"]({k: conv(v) for k, v in p.items()}, {k: conv(v) for k, v in first.items()},
+                                {k: conv(v) for k, v in s.items()})  # fmt: skip
+        _, ref = cell.reference(p, {k: v if k in dict(cell.ir.sets) else v[:1] for k, v in x.items()}, s)
+        for k in ref:
+            e = errors(np.asarray(new[k]), ref[k], np.float64)
+            assert e.normwise < 1e-13, (name, k, str(e))

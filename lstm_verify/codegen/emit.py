@@ -10,7 +10,7 @@ from ..hygiene import quoted_lines
 from ..ir import Affine, CellIR, Pointwise, Reduce, dependencies
 from ..spec import SCALAR, display
 from .plan import Group, Plan, _batched, plan
-from .printers import BACKENDS, PRINTERS, _in_set, _v, fold_constants
+from .printers import BACKENDS, PRINTERS, PlainTorchPrinter, _in_set, _v, fold_constants
 
 PRELUDE_MARK = "# ---- copied into every generated module from here on ----\n"
 
@@ -141,6 +141,54 @@ def _offsets(sizes):
 '''
     body = PRELUDE[backend] + helpers + "\n\n" + fwd + "\n\n\n" + bwd + "\n"
     return body if not header else _header(ir, backend, p) + body
+
+
+def readable_step(ir: CellIR, backend: str) -> str:
+    """Source of ``step(params, x, state, t=0)``: one step an equation a line, in the spec's
+    order, with nothing of the fast path (no stacked GEMMs, no shared subexpressions, no
+    buffers): the form to read, or to paste next to the paper. It needs only the prelude's
+    pointwise helpers; ``forward`` computes the same to rounding."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    printer = PlainTorchPrinter() if backend == "torch" else PRINTERS[backend]()
+    code = _Code()
+    code.indent = 0
+    code("def step(params, x, state, t=0):")
+    code.indent = 1
+    code('"""One step, an equation a line. x: (B, n) array for the input, or a dict for several')
+    code("inputs" + (", set inputs (B, L, n)" if ir.sets else "") + '; returns the new state as a dict."""')
+    code("if not isinstance(x, dict):")
+    code(f"    x = {{{ir.inputs[0][0]!r}: x}}")
+    for name in ir.param_names:
+        code(f"{_v(name)} = params[{name!r}]")
+    for b, _, _ in ir.buffers:
+        code(f"{_v(b)} = params[{b!r}]")
+    for w in ir.weights:
+        if w.mask is not None:
+            code(f"{_v(w.name)} = {_v(w.name)} * {_mask_text(w.mask)}")
+    for n, _ in list(ir.inputs) + list(ir.sets):
+        code(f"{_v(n)} = x[{n!r}]")
+    for s, _ in ir.states:
+        code(f"{_v(s)} = state[{s!r}]")
+    if ir.step:
+        code(f"{_v(ir.step)} = t")
+    _counts(code, ir, "state")
+    consts_at = len(code.lines)
+    for node in ir.nodes:
+        if isinstance(node, Affine):
+            parts = []
+            for w, arg in node.terms:  # a product without the set axis in a node with it: one per member
+                spread = node.name in ir.set_vectors and arg not in ir.set_vectors
+                parts.append(f"({_v(arg)} @ {_v(w)}.T)[:, None]" if spread else f"{_v(arg)} @ {_v(w)}.T")
+            text = " + ".join(parts + ([_v(node.bias)] if node.bias else []))
+        elif isinstance(node, Reduce):
+            text = _reduce_code(ir, node)
+        else:
+            text = printer.doprint(_in_set(ir, node.name, fold_constants(node.expr)))
+        code(f"{_v(node.name)} = {text}")
+    _constants(code, printer, consts_at, _v(ir.inputs[0][0]))
+    code(f"return {{{', '.join(f'{s!r}: {_v(ir.new(s))}' for s, _ in ir.states)}}}")
+    return code.text()
 
 
 def _header(ir: CellIR, backend: str, p: Plan) -> str:

@@ -187,6 +187,13 @@ for _f in FUNCTIONS.values():
     for _cls in (NumpyPrinter, TorchPrinter):
         setattr(_cls, f"_print_{_f.sympy.__name__}", _function_printer(_f))
 
+class PlainTorchPrinter(TorchPrinter):
+    """Sums as written (``c*f + g*i``, not ``torch.addcmul``): for the readable step."""
+
+    def _print_Add(self, expr, order=None):
+        return _Printer._print_Add(self, expr, order)
+
+
 PRINTERS = {"numpy": NumpyPrinter, "torch": TorchPrinter}
 _BY_SYMPY = {f.sympy: f for f in FUNCTIONS.values()}
 _TAKES_OUT = {"torch.sigmoid({0})", "torch.tanh({0})", "torch.exp({0})"}  # printed forms with out=

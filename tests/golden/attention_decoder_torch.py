@@ -631,12 +631,65 @@ STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs, set inputs
-    (B, L, n) as they are; returns the new state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs, set inputs (B, L, n); returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v if k in _SETS else v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'y': x}
+    v_W_p_a = params['W_p_a']
+    v_W_p_h = params['W_p_h']
+    v_W_i_y = params['W_i_y']
+    v_W_i_h = params['W_i_h']
+    v_W_i_z = params['W_i_z']
+    v_W_f_y = params['W_f_y']
+    v_W_f_h = params['W_f_h']
+    v_W_f_z = params['W_f_z']
+    v_W_o_y = params['W_o_y']
+    v_W_o_h = params['W_o_h']
+    v_W_o_z = params['W_o_z']
+    v_W_g_y = params['W_g_y']
+    v_W_g_h = params['W_g_h']
+    v_W_g_z = params['W_g_z']
+    v_b_p = params['b_p']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_o = params['b_o']
+    v_b_g = params['b_g']
+    v_w_e = params['w_e']
+    v_w_b = params['w_b']
+    v_b_b = params['b_b']
+    v_y = x['y']
+    v_a = x['a']
+    v_h = state['h']
+    v_c = state['c']
+    _n_sum_e = v_W_p_a.shape[0]
+    _n_sum_beta = state['h'].shape[-1]
+    v_lin_p = v_a @ v_W_p_a.T + (v_h @ v_W_p_h.T)[:, None] + v_b_p
+    v_p = v_lin_p
+    v_sum_e_in0 = v_w_e*torch.tanh(v_p)
+    v_sum_e = _rsum(v_sum_e_in0)
+    v_e = v_sum_e
+    v_setmax_alpha = _smax(v_e)
+    v_setsum_alpha_in0 = torch.exp(v_e - v_setmax_alpha[:, None])
+    v_setsum_alpha = _ssum(v_setsum_alpha_in0)
+    v_alpha = v_setsum_alpha_in0/v_setsum_alpha[:, None]
+    v_sum_beta_in0 = v_b_b + v_h*v_w_b
+    v_sum_beta = _rsum(v_sum_beta_in0)
+    v_beta = torch.sigmoid(v_sum_beta)
+    v_setsum_z_in0 = v_a*v_alpha
+    v_setsum_z = _ssum(v_setsum_z_in0)
+    v_z = v_beta*v_setsum_z
+    v_lin_i = v_y @ v_W_i_y.T + v_h @ v_W_i_h.T + v_z @ v_W_i_z.T + v_b_i
+    v_i = torch.sigmoid(v_lin_i)
+    v_lin_f = v_y @ v_W_f_y.T + v_h @ v_W_f_h.T + v_z @ v_W_f_z.T + v_b_f
+    v_f = torch.sigmoid(v_lin_f)
+    v_lin_o = v_y @ v_W_o_y.T + v_h @ v_W_o_h.T + v_z @ v_W_o_z.T + v_b_o
+    v_o = torch.sigmoid(v_lin_o)
+    v_lin_g = v_y @ v_W_g_y.T + v_h @ v_W_g_h.T + v_z @ v_W_g_z.T + v_b_g
+    v_g = torch.tanh(v_lin_g)
+    v_c_ = v_c*v_f + v_g*v_i
+    v_h_ = v_o*torch.tanh(v_c_)
+    return {'h': v_h_, 'c': v_c_}
+
 
 _WIDTH_OF = {'h': 'W_i_y', 'c': 'W_i_y'}
 

@@ -459,9 +459,48 @@ STATES = {'h': 'hidden', 'c': 'hidden', 'i': 'hidden', 'f': 'hidden', 'o': 'hidd
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_i_i = params['W_i_i']
+    v_W_i_f = params['W_i_f']
+    v_W_i_o = params['W_i_o']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_f_i = params['W_f_i']
+    v_W_f_f = params['W_f_f']
+    v_W_f_o = params['W_f_o']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_o_i = params['W_o_i']
+    v_W_o_f = params['W_o_f']
+    v_W_o_o = params['W_o_o']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_p_i = params['p_i']
+    v_p_f = params['p_f']
+    v_p_o = params['p_o']
+    v_x = x['x']
+    v_h = state['h']
+    v_c = state['c']
+    v_i = state['i']
+    v_f = state['f']
+    v_o = state['o']
+    v_lin_i = v_x @ v_W_i_x.T + v_h @ v_W_i_h.T + v_i @ v_W_i_i.T + v_f @ v_W_i_f.T + v_o @ v_W_i_o.T + v_b_i
+    v_i_ = _sigmoid(v_c*v_p_i + v_lin_i)
+    v_lin_f = v_x @ v_W_f_x.T + v_h @ v_W_f_h.T + v_i @ v_W_f_i.T + v_f @ v_W_f_f.T + v_o @ v_W_f_o.T + v_b_f
+    v_f_ = _sigmoid(v_c*v_p_f + v_lin_f)
+    v_lin_g = v_x @ v_W_g_x.T + v_h @ v_W_g_h.T + v_b_g
+    v_g = numpy.tanh(v_lin_g)
+    v_c_ = v_c*v_f_ + v_g*v_i_
+    v_lin_o = v_x @ v_W_o_x.T + v_h @ v_W_o_h.T + v_i @ v_W_o_i.T + v_f @ v_W_o_f.T + v_o @ v_W_o_o.T + v_b_o
+    v_o_ = _sigmoid(v_c_*v_p_o + v_lin_o)
+    v_h_ = v_o_*numpy.tanh(v_c_)
+    return {'h': v_h_, 'c': v_c_, 'i': v_i_, 'f': v_f_, 'o': v_o_}

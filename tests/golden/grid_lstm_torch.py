@@ -618,12 +618,62 @@ STATES = {'h': 'hidden', 'm': 'hidden', 'hu': 'hidden', 'mu': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'hd': x}
+    v_W_u1_h = params['W_u1_h']
+    v_W_u1_hd = params['W_u1_hd']
+    v_W_f1_h = params['W_f1_h']
+    v_W_f1_hd = params['W_f1_hd']
+    v_W_o1_h = params['W_o1_h']
+    v_W_o1_hd = params['W_o1_hd']
+    v_W_c1_h = params['W_c1_h']
+    v_W_c1_hd = params['W_c1_hd']
+    v_W_u2_h = params['W_u2_h']
+    v_W_u2_hd = params['W_u2_hd']
+    v_W_f2_h = params['W_f2_h']
+    v_W_f2_hd = params['W_f2_hd']
+    v_W_o2_h = params['W_o2_h']
+    v_W_o2_hd = params['W_o2_hd']
+    v_W_c2_h = params['W_c2_h']
+    v_W_c2_hd = params['W_c2_hd']
+    v_b_u1 = params['b_u1']
+    v_b_f1 = params['b_f1']
+    v_b_o1 = params['b_o1']
+    v_b_c1 = params['b_c1']
+    v_b_u2 = params['b_u2']
+    v_b_f2 = params['b_f2']
+    v_b_o2 = params['b_o2']
+    v_b_c2 = params['b_c2']
+    v_hd = x['hd']
+    v_md = x['md']
+    v_h = state['h']
+    v_m = state['m']
+    v_hu = state['hu']
+    v_mu = state['mu']
+    v_lin_u1 = v_h @ v_W_u1_h.T + v_hd @ v_W_u1_hd.T + v_b_u1
+    v_u1 = torch.sigmoid(v_lin_u1)
+    v_lin_f1 = v_h @ v_W_f1_h.T + v_hd @ v_W_f1_hd.T + v_b_f1
+    v_f1 = torch.sigmoid(v_lin_f1)
+    v_lin_o1 = v_h @ v_W_o1_h.T + v_hd @ v_W_o1_hd.T + v_b_o1
+    v_o1 = torch.sigmoid(v_lin_o1)
+    v_lin_c1 = v_h @ v_W_c1_h.T + v_hd @ v_W_c1_hd.T + v_b_c1
+    v_c1 = torch.tanh(v_lin_c1)
+    v_m_ = v_c1*v_u1 + v_f1*v_m
+    v_h_ = torch.tanh(v_m_*v_o1)
+    v_lin_u2 = v_h @ v_W_u2_h.T + v_hd @ v_W_u2_hd.T + v_b_u2
+    v_u2 = torch.sigmoid(v_lin_u2)
+    v_lin_f2 = v_h @ v_W_f2_h.T + v_hd @ v_W_f2_hd.T + v_b_f2
+    v_f2 = torch.sigmoid(v_lin_f2)
+    v_lin_o2 = v_h @ v_W_o2_h.T + v_hd @ v_W_o2_hd.T + v_b_o2
+    v_o2 = torch.sigmoid(v_lin_o2)
+    v_lin_c2 = v_h @ v_W_c2_h.T + v_hd @ v_W_c2_hd.T + v_b_c2
+    v_c2 = torch.tanh(v_lin_c2)
+    v_mu_ = v_c2*v_u2 + v_f2*v_md
+    v_hu_ = torch.tanh(v_mu_*v_o2)
+    return {'h': v_h_, 'm': v_m_, 'hu': v_hu_, 'mu': v_mu_}
+
 
 _WIDTH_OF = {'h': 'W_u1_h', 'm': 'W_u1_h', 'hu': 'W_u1_h', 'mu': 'W_u1_h'}
 

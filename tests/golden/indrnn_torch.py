@@ -341,12 +341,19 @@ STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_h_x = params['W_h_x']
+    v_b_h = params['b_h']
+    v_u = params['u']
+    v_x = x['x']
+    v_h = state['h']
+    v_lin_h = v_x @ v_W_h_x.T + v_b_h
+    v_h_ = torch.relu(v_h*v_u + v_lin_h)
+    return {'h': v_h_}
+
 
 _WIDTH_OF = {'h': 'W_h_x'}
 

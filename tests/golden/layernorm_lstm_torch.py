@@ -798,12 +798,76 @@ STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_ix_x = params['W_ix_x']
+    v_W_fx_x = params['W_fx_x']
+    v_W_gx_x = params['W_gx_x']
+    v_W_ox_x = params['W_ox_x']
+    v_W_ih_h = params['W_ih_h']
+    v_W_fh_h = params['W_fh_h']
+    v_W_gh_h = params['W_gh_h']
+    v_W_oh_h = params['W_oh_h']
+    v_a_ix = params['a_ix']
+    v_a_fx = params['a_fx']
+    v_a_gx = params['a_gx']
+    v_a_ox = params['a_ox']
+    v_a_ih = params['a_ih']
+    v_a_fh = params['a_fh']
+    v_a_gh = params['a_gh']
+    v_a_oh = params['a_oh']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_a_c = params['a_c']
+    v_b_c = params['b_c']
+    v_x = x['x']
+    v_h = state['h']
+    v_c = state['c']
+    _n_mean_mx = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_var_sx = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_mean_mh = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_var_sh = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_mean_h = state['h'].shape[-1]
+    _n_var_h = state['h'].shape[-1]
+    _k0 = _const(1e-05, v_x)
+    v_lin_ix = v_x @ v_W_ix_x.T
+    v_ix = v_lin_ix
+    v_lin_fx = v_x @ v_W_fx_x.T
+    v_fx = v_lin_fx
+    v_lin_gx = v_x @ v_W_gx_x.T
+    v_gx = v_lin_gx
+    v_lin_ox = v_x @ v_W_ox_x.T
+    v_ox = v_lin_ox
+    v_lin_ih = v_h @ v_W_ih_h.T
+    v_ih = v_lin_ih
+    v_lin_fh = v_h @ v_W_fh_h.T
+    v_fh = v_lin_fh
+    v_lin_gh = v_h @ v_W_gh_h.T
+    v_gh = v_lin_gh
+    v_lin_oh = v_h @ v_W_oh_h.T
+    v_oh = v_lin_oh
+    v_mean_mx = (_rsum(v_ix) + _rsum(v_fx) + _rsum(v_gx) + _rsum(v_ox)) / _n_mean_mx
+    v_mx = v_mean_mx
+    v_var_sx = (_rsum((v_ix - v_mean_mx)*(v_ix - v_mean_mx)) + _rsum((v_fx - v_mean_mx)*(v_fx - v_mean_mx)) + _rsum((v_gx - v_mean_mx)*(v_gx - v_mean_mx)) + _rsum((v_ox - v_mean_mx)*(v_ox - v_mean_mx))) / _n_var_sx
+    v_sx = torch.sqrt(v_var_sx + _k0)
+    v_mean_mh = (_rsum(v_ih) + _rsum(v_fh) + _rsum(v_gh) + _rsum(v_oh)) / _n_mean_mh
+    v_mh = v_mean_mh
+    v_var_sh = (_rsum((v_ih - v_mean_mh)*(v_ih - v_mean_mh)) + _rsum((v_fh - v_mean_mh)*(v_fh - v_mean_mh)) + _rsum((v_gh - v_mean_mh)*(v_gh - v_mean_mh)) + _rsum((v_oh - v_mean_mh)*(v_oh - v_mean_mh))) / _n_var_sh
+    v_sh = torch.sqrt(v_var_sh + _k0)
+    v_i = torch.sigmoid(v_a_ih*(v_ih - v_mh)/v_sh + v_a_ix*(v_ix - v_mx)/v_sx + v_b_i)
+    v_f = torch.sigmoid(v_a_fh*(v_fh - v_mh)/v_sh + v_a_fx*(v_fx - v_mx)/v_sx + v_b_f)
+    v_g = torch.tanh(v_a_gh*(v_gh - v_mh)/v_sh + v_a_gx*(v_gx - v_mx)/v_sx + v_b_g)
+    v_o = torch.sigmoid(v_a_oh*(-v_mh + v_oh)/v_sh + v_a_ox*(-v_mx + v_ox)/v_sx + v_b_o)
+    v_c_ = v_c*v_f + v_g*v_i
+    v_mean_h = (_rsum(v_c_)) / _n_mean_h
+    v_var_h = (_rsum((v_c_ - v_mean_h)*(v_c_ - v_mean_h))) / _n_var_h
+    v_h_ = v_o*torch.tanh(v_a_c*(v_c_ - v_mean_h)/torch.sqrt(v_var_h + _k0) + v_b_c)
+    return {'h': v_h_, 'c': v_c_}
+
 
 _WIDTH_OF = {'h': 'W_ix_x', 'c': 'W_ix_x'}
 

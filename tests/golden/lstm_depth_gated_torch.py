@@ -514,12 +514,44 @@ STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_d_x = params['W_d_x']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_b_d = params['b_d']
+    v_w_c = params['w_c']
+    v_w_l = params['w_l']
+    v_x = x['x']
+    v_l = x['l']
+    v_h = state['h']
+    v_c = state['c']
+    v_lin_i = v_x @ v_W_i_x.T + v_h @ v_W_i_h.T + v_b_i
+    v_i = torch.sigmoid(v_lin_i)
+    v_lin_f = v_x @ v_W_f_x.T + v_h @ v_W_f_h.T + v_b_f
+    v_f = torch.sigmoid(v_lin_f)
+    v_lin_g = v_x @ v_W_g_x.T + v_h @ v_W_g_h.T + v_b_g
+    v_g = torch.tanh(v_lin_g)
+    v_lin_o = v_x @ v_W_o_x.T + v_h @ v_W_o_h.T + v_b_o
+    v_o = torch.sigmoid(v_lin_o)
+    v_lin_d = v_x @ v_W_d_x.T + v_b_d
+    v_d = torch.sigmoid(v_c*v_w_c + v_l*v_w_l + v_lin_d)
+    v_c_ = v_c*v_f + v_d*v_l + v_g*v_i
+    v_h_ = v_o*torch.tanh(v_c_)
+    return {'h': v_h_, 'c': v_c_}
+
 
 _WIDTH_OF = {'h': 'W_i_x', 'c': 'W_i_x'}
 

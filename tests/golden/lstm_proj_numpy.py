@@ -337,9 +337,36 @@ STATES = {'h': 'proj', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_i_x = params['W_i_x']
+    v_W_i_h = params['W_i_h']
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_g_x = params['W_g_x']
+    v_W_g_h = params['W_g_h']
+    v_W_o_x = params['W_o_x']
+    v_W_o_h = params['W_o_h']
+    v_W_h_m = params['W_h_m']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_x = x['x']
+    v_h = state['h']
+    v_c = state['c']
+    v_lin_i = v_x @ v_W_i_x.T + v_h @ v_W_i_h.T + v_b_i
+    v_i = _sigmoid(v_lin_i)
+    v_lin_f = v_x @ v_W_f_x.T + v_h @ v_W_f_h.T + v_b_f
+    v_f = _sigmoid(v_lin_f)
+    v_lin_g = v_x @ v_W_g_x.T + v_h @ v_W_g_h.T + v_b_g
+    v_g = numpy.tanh(v_lin_g)
+    v_lin_o = v_x @ v_W_o_x.T + v_h @ v_W_o_h.T + v_b_o
+    v_o = _sigmoid(v_lin_o)
+    v_c_ = v_c*v_f + v_g*v_i
+    v_m = v_o*numpy.tanh(v_c_)
+    v_lin_h = v_m @ v_W_h_m.T
+    v_h_ = v_lin_h
+    return {'h': v_h_, 'c': v_c_}

@@ -414,12 +414,28 @@ STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_n_x = params['W_n_x']
+    v_W_n_h = params['W_n_h']
+    v_b_f = params['b_f']
+    v_b_n_x = params['b_n_x']
+    v_b_n_h = params['b_n_h']
+    v_x = x['x']
+    v_h = state['h']
+    _k0 = _const(1, v_x)
+    v_lin_f = v_x @ v_W_f_x.T + v_h @ v_W_f_h.T + v_b_f
+    v_f = torch.sigmoid(v_lin_f)
+    v_lin_n_x = v_x @ v_W_n_x.T + v_b_n_x
+    v_lin_n_h = v_h @ v_W_n_h.T + v_b_n_h
+    v_n = torch.tanh(v_f*v_lin_n_h + v_lin_n_x)
+    v_h_ = v_f*v_h + v_n*(_k0 - v_f)
+    return {'h': v_h_}
+
 
 _WIDTH_OF = {'h': 'W_f_x'}
 

@@ -265,9 +265,22 @@ STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_f_x = params['W_f_x']
+    v_W_f_h = params['W_f_h']
+    v_W_n_x = params['W_n_x']
+    v_W_n_h = params['W_n_h']
+    v_b_f = params['b_f']
+    v_b_n = params['b_n']
+    v_x = x['x']
+    v_h = state['h']
+    v_lin_f = v_x @ v_W_f_x.T + v_h @ v_W_f_h.T + v_b_f
+    v_f = _sigmoid(v_lin_f)
+    v_n_h_in = v_f*v_h
+    v_lin_n = v_x @ v_W_n_x.T + v_n_h_in @ v_W_n_h.T + v_b_n
+    v_n = numpy.tanh(v_lin_n)
+    v_h_ = v_f*v_n + v_h*(1 - v_f)
+    return {'h': v_h_}

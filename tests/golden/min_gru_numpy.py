@@ -231,9 +231,19 @@ STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_z_x = params['W_z_x']
+    v_W_h_tilde_x = params['W_h_tilde_x']
+    v_b_z = params['b_z']
+    v_b_h_tilde = params['b_h_tilde']
+    v_x = x['x']
+    v_h = state['h']
+    v_lin_z = v_x @ v_W_z_x.T + v_b_z
+    v_z = _sigmoid(v_lin_z)
+    v_lin_h_tilde = v_x @ v_W_h_tilde_x.T + v_b_h_tilde
+    v_h_tilde = v_lin_h_tilde
+    v_h_ = v_h*(1 - v_z) + v_h_tilde*v_z
+    return {'h': v_h_}

@@ -272,9 +272,25 @@ STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_f_pre_x = params['W_f_pre_x']
+    v_W_i_pre_x = params['W_i_pre_x']
+    v_W_h_tilde_x = params['W_h_tilde_x']
+    v_b_f_pre = params['b_f_pre']
+    v_b_i_pre = params['b_i_pre']
+    v_b_h_tilde = params['b_h_tilde']
+    v_x = x['x']
+    v_h = state['h']
+    v_lin_f_pre = v_x @ v_W_f_pre_x.T + v_b_f_pre
+    v_f_pre = v_lin_f_pre
+    v_lin_i_pre = v_x @ v_W_i_pre_x.T + v_b_i_pre
+    v_i_pre = v_lin_i_pre
+    v_lin_h_tilde = v_x @ v_W_h_tilde_x.T + v_b_h_tilde
+    v_h_tilde = v_lin_h_tilde
+    v_f_norm = _sigmoid(-numpy.logaddexp(0, -v_f_pre) + numpy.logaddexp(0, -v_i_pre))
+    v_i_norm = _sigmoid(numpy.logaddexp(0, -v_f_pre) - numpy.logaddexp(0, -v_i_pre))
+    v_h_ = v_f_norm*v_h + v_h_tilde*v_i_norm
+    return {'h': v_h_}

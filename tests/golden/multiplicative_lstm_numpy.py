@@ -361,9 +361,38 @@ STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_m_x = params['W_m_x']
+    v_W_m_h = params['W_m_h']
+    v_W_hhat_x = params['W_hhat_x']
+    v_W_hhat_m = params['W_hhat_m']
+    v_W_i_x = params['W_i_x']
+    v_W_i_m = params['W_i_m']
+    v_W_o_x = params['W_o_x']
+    v_W_o_m = params['W_o_m']
+    v_W_f_x = params['W_f_x']
+    v_W_f_m = params['W_f_m']
+    v_b_hhat = params['b_hhat']
+    v_b_i = params['b_i']
+    v_b_o = params['b_o']
+    v_b_f = params['b_f']
+    v_x = x['x']
+    v_h = state['h']
+    v_c = state['c']
+    v_lin_m_x = v_x @ v_W_m_x.T
+    v_lin_m_h = v_h @ v_W_m_h.T
+    v_m = v_lin_m_h*v_lin_m_x
+    v_lin_hhat = v_x @ v_W_hhat_x.T + v_m @ v_W_hhat_m.T + v_b_hhat
+    v_hhat = v_lin_hhat
+    v_lin_i = v_x @ v_W_i_x.T + v_m @ v_W_i_m.T + v_b_i
+    v_i = _sigmoid(v_lin_i)
+    v_lin_o = v_x @ v_W_o_x.T + v_m @ v_W_o_m.T + v_b_o
+    v_o = _sigmoid(v_lin_o)
+    v_lin_f = v_x @ v_W_f_x.T + v_m @ v_W_f_m.T + v_b_f
+    v_f = _sigmoid(v_lin_f)
+    v_c_ = v_c*v_f + v_hhat*v_i
+    v_h_ = numpy.tanh(v_c_*v_o)
+    return {'h': v_h_, 'c': v_c_}

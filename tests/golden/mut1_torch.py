@@ -435,12 +435,29 @@ STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_z_x = params['W_z_x']
+    v_W_r_x = params['W_r_x']
+    v_W_r_h = params['W_r_h']
+    v_W_h_h = params['W_h_h']
+    v_b_z = params['b_z']
+    v_b_r = params['b_r']
+    v_b_h = params['b_h']
+    v_x = x['x']
+    v_h = state['h']
+    _k0 = _const(1, v_x)
+    v_lin_z = v_x @ v_W_z_x.T + v_b_z
+    v_z = torch.sigmoid(v_lin_z)
+    v_lin_r = v_x @ v_W_r_x.T + v_h @ v_W_r_h.T + v_b_r
+    v_r = torch.sigmoid(v_lin_r)
+    v_h_h_in = v_h*v_r
+    v_lin_h = v_h_h_in @ v_W_h_h.T + v_b_h
+    v_h_ = v_h*(_k0 - v_z) + v_z*torch.tanh(v_lin_h + torch.tanh(v_x))
+    return {'h': v_h_}
+
 
 _WIDTH_OF = {'h': 'W_z_x'}
 

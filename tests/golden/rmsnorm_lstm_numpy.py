@@ -573,9 +573,71 @@ STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_ix_x = params['W_ix_x']
+    v_W_fx_x = params['W_fx_x']
+    v_W_gx_x = params['W_gx_x']
+    v_W_ox_x = params['W_ox_x']
+    v_W_ih_h = params['W_ih_h']
+    v_W_fh_h = params['W_fh_h']
+    v_W_gh_h = params['W_gh_h']
+    v_W_oh_h = params['W_oh_h']
+    v_a_ix = params['a_ix']
+    v_a_fx = params['a_fx']
+    v_a_gx = params['a_gx']
+    v_a_ox = params['a_ox']
+    v_a_ih = params['a_ih']
+    v_a_fh = params['a_fh']
+    v_a_gh = params['a_gh']
+    v_a_oh = params['a_oh']
+    v_b_i = params['b_i']
+    v_b_f = params['b_f']
+    v_b_g = params['b_g']
+    v_b_o = params['b_o']
+    v_a_c = params['a_c']
+    v_x = x['x']
+    v_h = state['h']
+    v_c = state['c']
+    _n_mean_rx = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_mean_rh = state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1] + state['h'].shape[-1]
+    _n_mean_h = state['h'].shape[-1]
+    v_lin_ix = v_x @ v_W_ix_x.T
+    v_ix = v_lin_ix
+    v_lin_fx = v_x @ v_W_fx_x.T
+    v_fx = v_lin_fx
+    v_lin_gx = v_x @ v_W_gx_x.T
+    v_gx = v_lin_gx
+    v_lin_ox = v_x @ v_W_ox_x.T
+    v_ox = v_lin_ox
+    v_lin_ih = v_h @ v_W_ih_h.T
+    v_ih = v_lin_ih
+    v_lin_fh = v_h @ v_W_fh_h.T
+    v_fh = v_lin_fh
+    v_lin_gh = v_h @ v_W_gh_h.T
+    v_gh = v_lin_gh
+    v_lin_oh = v_h @ v_W_oh_h.T
+    v_oh = v_lin_oh
+    v_mean_rx_in0 = v_ix**2
+    v_mean_rx_in1 = v_fx**2
+    v_mean_rx_in2 = v_gx**2
+    v_mean_rx_in3 = v_ox**2
+    v_mean_rx = (_rsum(v_mean_rx_in0) + _rsum(v_mean_rx_in1) + _rsum(v_mean_rx_in2) + _rsum(v_mean_rx_in3)) / _n_mean_rx
+    v_rx = numpy.sqrt(v_mean_rx + 1/100000)
+    v_mean_rh_in0 = v_ih**2
+    v_mean_rh_in1 = v_fh**2
+    v_mean_rh_in2 = v_gh**2
+    v_mean_rh_in3 = v_oh**2
+    v_mean_rh = (_rsum(v_mean_rh_in0) + _rsum(v_mean_rh_in1) + _rsum(v_mean_rh_in2) + _rsum(v_mean_rh_in3)) / _n_mean_rh
+    v_rh = numpy.sqrt(v_mean_rh + 1/100000)
+    v_i = _sigmoid(v_a_ih*v_ih/v_rh + v_a_ix*v_ix/v_rx + v_b_i)
+    v_f = _sigmoid(v_a_fh*v_fh/v_rh + v_a_fx*v_fx/v_rx + v_b_f)
+    v_g = numpy.tanh(v_a_gh*v_gh/v_rh + v_a_gx*v_gx/v_rx + v_b_g)
+    v_o = _sigmoid(v_a_oh*v_oh/v_rh + v_a_ox*v_ox/v_rx + v_b_o)
+    v_c_ = v_c*v_f + v_g*v_i
+    v_mean_h_in0 = v_c_**2
+    v_mean_h = (_rsum(v_mean_h_in0)) / _n_mean_h
+    v_h_ = v_o*numpy.tanh(v_a_c*v_c_/numpy.sqrt(v_mean_h + 1/100000))
+    return {'h': v_h_, 'c': v_c_}

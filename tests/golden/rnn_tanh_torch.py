@@ -348,12 +348,19 @@ STATES = {'h': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_h_x = params['W_h_x']
+    v_W_h_h = params['W_h_h']
+    v_b_h = params['b_h']
+    v_x = x['x']
+    v_h = state['h']
+    v_lin_h = v_x @ v_W_h_x.T + v_h @ v_W_h_h.T + v_b_h
+    v_h_ = torch.tanh(v_lin_h)
+    return {'h': v_h_}
+
 
 _WIDTH_OF = {'h': 'W_h_x'}
 

@@ -395,9 +395,44 @@ STATES = {'h': 'hidden', 'c': 'hidden', 'n': 'hidden', 'm': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_zt_x = params['W_zt_x']
+    v_W_zt_h = params['W_zt_h']
+    v_W_it_x = params['W_it_x']
+    v_W_it_h = params['W_it_h']
+    v_W_ft_x = params['W_ft_x']
+    v_W_ft_h = params['W_ft_h']
+    v_W_ot_x = params['W_ot_x']
+    v_W_ot_h = params['W_ot_h']
+    v_b_zt = params['b_zt']
+    v_b_it = params['b_it']
+    v_b_ft = params['b_ft']
+    v_b_ot = params['b_ot']
+    v_head = params['head']
+    v_W_zt_h = v_W_zt_h * (v_head[None, :] == v_head[:, None])
+    v_W_it_h = v_W_it_h * (v_head[None, :] == v_head[:, None])
+    v_W_ft_h = v_W_ft_h * (v_head[None, :] == v_head[:, None])
+    v_W_ot_h = v_W_ot_h * (v_head[None, :] == v_head[:, None])
+    v_x = x['x']
+    v_h = state['h']
+    v_c = state['c']
+    v_n = state['n']
+    v_m = state['m']
+    v_lin_zt = v_x @ v_W_zt_x.T + v_h @ v_W_zt_h.T + v_b_zt
+    v_zt = v_lin_zt
+    v_lin_it = v_x @ v_W_it_x.T + v_h @ v_W_it_h.T + v_b_it
+    v_it = v_lin_it
+    v_lin_ft = v_x @ v_W_ft_x.T + v_h @ v_W_ft_h.T + v_b_ft
+    v_ft = v_lin_ft
+    v_lin_ot = v_x @ v_W_ot_x.T + v_h @ v_W_ot_h.T + v_b_ot
+    v_ot = v_lin_ot
+    v_m_ = numpy.maximum(v_m - numpy.logaddexp(0, -v_ft), v_it)
+    v_i = numpy.exp(v_it - v_m_)
+    v_f = numpy.exp(v_m - v_m_ - numpy.logaddexp(0, -v_ft))
+    v_c_ = v_c*v_f + v_i*numpy.tanh(v_zt)
+    v_n_ = v_f*v_n + v_i
+    v_h_ = v_c_*_sigmoid(v_ot)/v_n_
+    return {'h': v_h_, 'c': v_c_, 'n': v_n_, 'm': v_m_}

@@ -428,12 +428,30 @@ STATES = {'h': 'hidden', 'c': 'hidden'}
 
 
 def step(params, x, state, t=0):
-    """One step. x: (B, n) array for the input, or a dict for several inputs; returns the new
-    state as a dict."""
+    """One step, an equation a line. x: (B, n) array for the input, or a dict for several
+    inputs; returns the new state as a dict."""
     if not isinstance(x, dict):
-        x = {INPUTS[0]: x}
-    _, new, _ = forward(params, {k: v[None] for k, v in x.items()}, state, t)
-    return new
+        x = {'x': x}
+    v_W_f_x = params['W_f_x']
+    v_W_c_x = params['W_c_x']
+    v_W_r_x = params['W_r_x']
+    v_b_f = params['b_f']
+    v_b_r = params['b_r']
+    v_v_f = params['v_f']
+    v_v_r = params['v_r']
+    v_x = x['x']
+    v_h = state['h']
+    v_c = state['c']
+    _k0 = _const(1, v_x)
+    v_lin_f = v_x @ v_W_f_x.T + v_b_f
+    v_f = torch.sigmoid(v_c*v_v_f + v_lin_f)
+    v_lin_c = v_x @ v_W_c_x.T
+    v_c_ = v_c*v_f + v_lin_c*(_k0 - v_f)
+    v_lin_r = v_x @ v_W_r_x.T + v_b_r
+    v_r = torch.sigmoid(v_c*v_v_r + v_lin_r)
+    v_h_ = v_c_*v_r + v_x*(_k0 - v_r)
+    return {'h': v_h_, 'c': v_c_}
+
 
 _WIDTH_OF = {'h': 'W_f_x', 'c': 'W_f_x'}
 
