@@ -492,3 +492,40 @@ def test_the_exported_step_reads_like_the_equations_and_matches_the_reference(ta
         for k in ref:
             e = errors(np.asarray(new[k]), ref[k], np.float64)
             assert e.normwise < 1e-13, (name, k, str(e))
+
+
+def test_generated_functions_assign_nothing_they_never_read():
+    import symtable
+
+    for name in CELLS:
+        for target in ("numpy", "torch"):
+            text = export(lv.load(name), target)
+            for fn in symtable.symtable(text, name, "exec").get_children():
+                if fn.get_type() == "function" and fn.get_name() in ("forward", "backward", "step"):
+                    unread = [s.get_name() for s in fn.get_symbols()
+                              if s.is_assigned() and not s.is_referenced() and not s.is_parameter()]  # fmt: skip
+                    assert not unread, (name, target, fn.get_name(), unread)
+
+
+def test_drop_unread_keeps_effects_and_blocks():
+    from lstm_verify.codegen import drop_unread
+
+    src = textwrap.dedent("""\
+        def f(params, cache):
+            a = params['a']
+            b = a.shape[0]
+            c = _linear(a, 1, 2)
+            u = params['u']
+            w = u.shape
+            d = params['d']
+            for t in range(3):
+                e = d[t]
+            if d is None:
+                g = 1
+            return d
+    """)
+    out = drop_unread(src)
+    assert "b = " not in out and "u = " not in out and "w = " not in out  # u was read only by w: a fixpoint
+    assert "c = _linear(a, 1, 2)" in out and "a = params['a']" in out  # a call may do something: kept
+    assert "d = params['d']" in out and "e = d[t]" in out and "g = 1" in out  # every block keeps a statement
+    compile(out, "<tidy>", "exec")

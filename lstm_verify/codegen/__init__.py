@@ -23,13 +23,16 @@ generated module's text: the prelude from :mod:`lstm_verify.prelude`, the forwar
 backward loop).
 """
 
-from .emit import PRELUDE, PRELUDE_MARK, _block, _Code, _constants, _cse_block, _unpack_params, generate, prelude, readable_step
+from .emit import (
+    PRELUDE, PRELUDE_MARK, _block, _Code, _constants, _cse_block, _unpack_params, drop_unread, generate, prelude,
+    readable_step,
+)
 from .plan import Group, Plan, groups, plan, schedule
 from .printers import BACKENDS, PRINTERS, NumpyPrinter, OverSet, TorchPrinter, _v, fold_constants
 
 __all__ = [
     "BACKENDS", "PRELUDE", "PRELUDE_MARK", "PRINTERS", "Group", "NumpyPrinter", "OverSet", "Plan", "TorchPrinter",
-    "fold_constants", "generate", "groups", "plan", "prelude", "readable_step", "schedule",
+    "drop_unread", "fold_constants", "generate", "groups", "plan", "prelude", "readable_step", "schedule",
     # used by lstm_verify.scan, which emits its modules with the same pieces
     "_Code", "_block", "_constants", "_cse_block", "_unpack_params", "_v",
 ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import sympy
@@ -129,8 +130,8 @@ def generate(ir: CellIR, backend: str, header: bool = True) -> str:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     p = plan(ir)
     printer = PRINTERS[backend]()
-    fwd = _forward(ir, p, printer)
-    bwd = _backward(ir, p, printer)
+    fwd = drop_unread(_forward(ir, p, printer))
+    bwd = drop_unread(_backward(ir, p, printer))
     helpers = '''
 
 def _offsets(sizes):
@@ -141,6 +142,48 @@ def _offsets(sizes):
 '''
     body = PRELUDE[backend] + helpers + "\n\n" + fwd + "\n\n\n" + bwd + "\n"
     return body if not header else _header(ir, backend, p) + body
+
+
+_PURE_CALLS = frozenset({"_offsets", "_cat", "_rsum", "_ssum", "_smax", "_bcast", "_sbcast"})
+
+
+def _pure(node: ast.AST) -> bool:
+    """Whether evaluating ``node`` does nothing but compute a value: names, constants, indexing,
+    attributes, arithmetic, and the generator's own pure helpers."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call):
+            if not (isinstance(n.func, ast.Name) and n.func.id in _PURE_CALLS):
+                return False
+        elif not isinstance(n, (ast.Name, ast.Constant, ast.Subscript, ast.Attribute, ast.Slice, ast.Tuple, ast.List,
+                                ast.BinOp, ast.UnaryOp, ast.Load, ast.operator, ast.unaryop)):  # fmt: skip
+            return False
+    return True
+
+
+def drop_unread(source: str) -> str:
+    """``source`` (one function) without the assignments of names it never reads, where the
+    assigned value is pure (:func:`_pure`): the emitters write some values every cell of a
+    kind needs and this one does not (a bias the backward does not read, the offsets of a
+    stacked weight used whole). To a fixpoint: a dropped line may leave another unread. A
+    block keeps at least one statement."""
+    lines = source.split("\n")
+    while True:
+        tree = ast.parse("\n".join(lines))
+        read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        drop = []
+        for parent in ast.walk(tree):
+            for field in ("body", "orelse"):
+                block = getattr(parent, field, None)
+                if not isinstance(block, list) or not block or isinstance(parent, ast.Module):
+                    continue
+                unread = [st for st in block if isinstance(st, ast.Assign) and len(st.targets) == 1
+                          and isinstance(st.targets[0], ast.Name) and st.targets[0].id not in read
+                          and _pure(st.value)]  # fmt: skip
+                drop += unread[: len(block) - 1] if len(unread) == len(block) else unread
+        if not drop:
+            return "\n".join(lines)
+        gone = {k for st in drop for k in range(st.lineno - 1, st.end_lineno)}
+        lines = [line for k, line in enumerate(lines) if k not in gone]
 
 
 def readable_step(ir: CellIR, backend: str) -> str:
@@ -188,7 +231,7 @@ def readable_step(ir: CellIR, backend: str) -> str:
         code(f"{_v(node.name)} = {text}")
     _constants(code, printer, consts_at, _v(ir.inputs[0][0]))
     code(f"return {{{', '.join(f'{s!r}: {_v(ir.new(s))}' for s, _ in ir.states)}}}")
-    return code.text()
+    return drop_unread(code.text())
 
 
 def _header(ir: CellIR, backend: str, p: Plan) -> str:

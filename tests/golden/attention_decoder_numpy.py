@@ -188,8 +188,6 @@ def forward(params, inputs, state, t0=0, save=False):
     v_c = state['c']
     _out = None
     _saved = {'alpha': None, 'beta': None, 'c_': None, 'f': None, 'g': None, 'i': None, 'o': None, 'p': None, 'setsum_alpha': None, 'setsum_alpha_in0': None, 'setsum_z': None, 'z': None} if save else None
-    _n_sum_e = v_W_p_a.shape[0]
-    _n_sum_beta = state['h'].shape[-1]
     for _t in range(_T):
         _g_a = _G_a
         _g_h = _mm_h(v_h)
@@ -269,11 +267,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_g_y = params['W_g_y']
     v_W_g_h = params['W_g_h']
     v_W_g_z = params['W_g_z']
-    v_b_p = params['b_p']
-    v_b_i = params['b_i']
-    v_b_f = params['b_f']
-    v_b_o = params['b_o']
-    v_b_g = params['b_g']
     v_w_e = params['w_e']
     v_w_b = params['w_b']
     v_b_b = params['b_b']
@@ -290,7 +283,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_a = _X_a
     _DX_a = None
     _L = _X_a.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_alpha = cache["saved"]['alpha']
     _S_beta = cache["saved"]['beta']
@@ -316,11 +308,8 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _GBs_a = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
-    _GBs_y = None
     _GBs_z = None
     _mmT_z = _linear(_W_z.T, _B, _T)
-    _n_sum_e = v_W_p_a.shape[0]
-    _n_sum_beta = _state0['h'].shape[-1]
     for _t in range(_T - 1, -1, -1):
         v_alpha = _S_alpha[_t]
         v_beta = _S_beta[_t]
@@ -335,13 +324,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_setsum_alpha = _S_setsum_alpha[_t]
         v_setsum_alpha_in0 = _S_setsum_alpha_in0[_t]
         v_setsum_z = _S_setsum_z[_t]
-        v_z = _S_z[_t]
         _q0 = numpy.tanh(v_p)
         _q1 = v_setsum_alpha[:, None]
         _q2 = numpy.tanh(v_c_)
         _p0_sum_e_in0_p = v_w_e*(1 - _q0**2)
         _p1_sum_e_in0_w_e = _q0
-        _p2_setsum_alpha_in0_setmax_alpha = -v_setsum_alpha_in0
         _p3_alpha_setsum_alpha = -v_setsum_alpha_in0/_q1**2
         _p4_alpha_setsum_alpha_in0 = 1/_q1
         _p5_beta_sum_beta = v_beta*(1 - v_beta)
@@ -382,7 +369,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_setsum_alpha_in0 = _d_alpha * _p4_alpha_setsum_alpha_in0
         _d_setsum_alpha_in0 = _d_setsum_alpha_in0 + _sbcast(_d_setsum_alpha, _L)
         _d_e = _d_setsum_alpha_in0 * v_setsum_alpha_in0
-        _d_setmax_alpha = _ssum(_d_setsum_alpha_in0 * _p2_setsum_alpha_in0_setmax_alpha)
         _d_sum_e = _d_e
         _d_sum_e_in0 = _bcast(_d_sum_e, v_W_p_a.shape[0])
         _d_p = _d_sum_e_in0 * _p0_sum_e_in0_p
@@ -391,7 +377,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_ssum(_d_lin_p), _d_lin_i, _d_lin_f, _d_lin_o, _d_lin_g], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)
-        _gb_y = _gb_z
         _GBs_a = _cat([_d_lin_p], -1) if _GBs_a is None else _GBs_a + _cat([_d_lin_p], -1)
         _carry_h = _d_h
         _carry_c = _d_c
@@ -509,8 +494,6 @@ def step(params, x, state, t=0):
     v_a = x['a']
     v_h = state['h']
     v_c = state['c']
-    _n_sum_e = v_W_p_a.shape[0]
-    _n_sum_beta = state['h'].shape[-1]
     v_lin_p = v_a @ v_W_p_a.T + (v_h @ v_W_p_h.T)[:, None] + v_b_p
     v_p = v_lin_p
     v_sum_e_in0 = v_w_e*numpy.tanh(v_p)

@@ -161,7 +161,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     entering step t."""
     v_W_h_x = params['W_h_x']
     v_W_h_h = params['W_h_h']
-    v_b_h = params['b_h']
     v_period = params['period']
     _mask_W_h_h = (v_period[None, :] >= v_period[:, None])
     v_W_h_h = v_W_h_h * _mask_W_h_h
@@ -176,12 +175,10 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     if d_state is None:
         d_state = {}
     _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
-    _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
         v_t = t0 + _t
-        v_h = _S_h[_t]
         v_lin_h = _S_lin_h[_t]
         _q0 = _tick(v_t, v_period)
         _p0_h__h = 1 - _q0
@@ -194,7 +191,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_h], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)
-        _gb_x = _gb_h
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

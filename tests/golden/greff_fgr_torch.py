@@ -296,13 +296,9 @@ def forward(params, inputs, state, t0=0, save=False):
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
-    _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _W_i = _cat([v_W_i_i, v_W_f_i, v_W_o_i], 0)
-    _off_i = _offsets([v_W_i_i.shape[0], v_W_f_i.shape[0], v_W_o_i.shape[0]])
     _W_f = _cat([v_W_i_f, v_W_f_f, v_W_o_f], 0)
-    _off_f = _offsets([v_W_i_f.shape[0], v_W_f_f.shape[0], v_W_o_f.shape[0]])
     _W_o = _cat([v_W_i_o, v_W_f_o, v_W_o_o], 0)
-    _off_o = _offsets([v_W_i_o.shape[0], v_W_f_o.shape[0], v_W_o_o.shape[0]])
     _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_f, v_b_g, v_b_o], 0)
@@ -409,10 +405,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_o_i = params['W_o_i']
     v_W_o_f = params['W_o_f']
     v_W_o_o = params['W_o_o']
-    v_b_i = params['b_i']
-    v_b_f = params['b_f']
-    v_b_g = params['b_g']
-    v_b_o = params['b_o']
     v_p_i = params['p_i']
     v_p_f = params['p_f']
     v_p_o = params['p_o']
@@ -428,7 +420,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_o = _offsets([v_W_i_o.shape[0], v_W_f_o.shape[0], v_W_o_o.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -450,26 +441,19 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _grad_p_i = _zeros(v_p_i.shape, v_p_i)
     _grad_p_f = _zeros(v_p_f.shape, v_p_f)
     _grad_p_o = _zeros(v_p_o.shape, v_p_o)
-    _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     _GBs_i = None
     _mmT_i = _linear(_W_i.T, _B, _T)
-    _GBs_f = None
     _mmT_f = _linear(_W_f.T, _B, _T)
-    _GBs_o = None
     _mmT_o = _linear(_W_o.T, _B, _T)
     _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
         v_c = _S_c[_t]
         v_c_ = _S_c_[_t]
-        v_f = _S_f[_t]
         v_f_ = _S_f_[_t]
         v_g = _S_g[_t]
-        v_h = _S_h[_t]
-        v_i = _S_i[_t]
         v_i_ = _S_i_[_t]
-        v_o = _S_o[_t]
         v_o_ = _S_o_[_t]
         _q0 = v_i_*(_k0 - v_i_)
         _q1 = v_f_*(_k0 - v_f_)
@@ -507,7 +491,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
-        _gb_x = _gb_h
         _GBs_i = _cat_put(_GBs_i, _t, [_d_lin_i, _d_lin_f, _d_lin_o], _T)
         _gb_i = _GBs_i[_t]
         _d_i = _mmT_i(_gb_i)

@@ -147,7 +147,6 @@ def forward(params, inputs, state, t0=0, save=False):
     v_p_f = params['p_f']
     v_p_o = params['p_o']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x], 0)
-    _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _X_x = inputs['x']
@@ -207,10 +206,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_g_h = params['W_g_h']
     v_W_o_x = params['W_o_x']
     v_W_o_h = params['W_o_h']
-    v_b_i = params['b_i']
-    v_b_f = params['b_f']
-    v_b_g = params['b_g']
-    v_b_o = params['b_o']
     v_p_i = params['p_i']
     v_p_f = params['p_f']
     v_p_o = params['p_o']
@@ -220,7 +215,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -236,7 +230,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _grad_p_i = _zeros(v_p_i.shape, v_p_i)
     _grad_p_f = _zeros(v_p_f.shape, v_p_f)
     _grad_p_o = _zeros(v_p_o.shape, v_p_o)
-    _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
@@ -244,7 +237,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_c_ = _S_c_[_t]
         v_f = _S_f[_t]
         v_g = _S_g[_t]
-        v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_o = _S_o[_t]
         _q0 = v_i*(1 - v_i)
@@ -277,7 +269,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_i, _d_lin_f, _d_lin_g, _d_lin_o], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
-        _gb_x = _gb_h
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:

@@ -183,7 +183,6 @@ def forward(params, inputs, state, t0=0, save=False):
     _W_h = _cat([v_W_u1_h, v_W_f1_h, v_W_o1_h, v_W_c1_h, v_W_u2_h, v_W_f2_h, v_W_o2_h, v_W_c2_h], 0)
     _off_h = _offsets([v_W_u1_h.shape[0], v_W_f1_h.shape[0], v_W_o1_h.shape[0], v_W_c1_h.shape[0], v_W_u2_h.shape[0], v_W_f2_h.shape[0], v_W_o2_h.shape[0], v_W_c2_h.shape[0]])
     _W_hd = _cat([v_W_u1_hd, v_W_f1_hd, v_W_o1_hd, v_W_c1_hd, v_W_u2_hd, v_W_f2_hd, v_W_o2_hd, v_W_c2_hd], 0)
-    _off_hd = _offsets([v_W_u1_hd.shape[0], v_W_f1_hd.shape[0], v_W_o1_hd.shape[0], v_W_c1_hd.shape[0], v_W_u2_hd.shape[0], v_W_f2_hd.shape[0], v_W_o2_hd.shape[0], v_W_c2_hd.shape[0]])
     _X_hd = inputs['hd']
     _X_md = inputs['md']
     _T, _B = _X_hd.shape[0], _X_hd.shape[1]
@@ -274,14 +273,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_o2_hd = params['W_o2_hd']
     v_W_c2_h = params['W_c2_h']
     v_W_c2_hd = params['W_c2_hd']
-    v_b_u1 = params['b_u1']
-    v_b_f1 = params['b_f1']
-    v_b_o1 = params['b_o1']
-    v_b_c1 = params['b_c1']
-    v_b_u2 = params['b_u2']
-    v_b_f2 = params['b_f2']
-    v_b_o2 = params['b_o2']
-    v_b_c2 = params['b_c2']
     _W_h = _cat([v_W_u1_h, v_W_f1_h, v_W_o1_h, v_W_c1_h, v_W_u2_h, v_W_f2_h, v_W_o2_h, v_W_c2_h], 0)
     _off_h = _offsets([v_W_u1_h.shape[0], v_W_f1_h.shape[0], v_W_o1_h.shape[0], v_W_c1_h.shape[0], v_W_u2_h.shape[0], v_W_f2_h.shape[0], v_W_o2_h.shape[0], v_W_c2_h.shape[0]])
     _W_hd = _cat([v_W_u1_hd, v_W_f1_hd, v_W_o1_hd, v_W_c1_hd, v_W_u2_hd, v_W_f2_hd, v_W_o2_hd, v_W_c2_hd], 0)
@@ -289,7 +280,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _X_hd = cache["inputs"]['hd']
     _X_md = cache["inputs"]['md']
     _T, _B = _X_hd.shape[0], _X_hd.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c1 = cache["saved"]['c1']
     _S_c2 = cache["saved"]['c2']
@@ -313,7 +303,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _carry_mu = d_state['mu'] if d_state.get('mu') is not None else _zeros(_state0['mu'].shape, _state0['mu'])
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
-    _GBs_hd = None
     _DX_md = None
     for _t in range(_T - 1, -1, -1):
         v_md = _X_md[_t]
@@ -321,7 +310,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_c2 = _S_c2[_t]
         v_f1 = _S_f1[_t]
         v_f2 = _S_f2[_t]
-        v_h = _S_h[_t]
         v_h_ = _S_h_[_t]
         v_hu_ = _S_hu_[_t]
         v_m = _S_m[_t]
@@ -374,7 +362,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_u1, _d_lin_f1, _d_lin_o1, _d_lin_c1, _d_lin_u2, _d_lin_f2, _d_lin_o2, _d_lin_c2], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
-        _gb_hd = _gb_h
         _carry_h = _d_h
         _carry_m = _d_m
         _carry_hu = _zeros(_carry_hu.shape, _carry_hu)
@@ -490,8 +477,6 @@ def step(params, x, state, t=0):
     v_md = x['md']
     v_h = state['h']
     v_m = state['m']
-    v_hu = state['hu']
-    v_mu = state['mu']
     v_lin_u1 = v_h @ v_W_u1_h.T + v_hd @ v_W_u1_hd.T + v_b_u1
     v_u1 = _sigmoid(v_lin_u1)
     v_lin_f1 = v_h @ v_W_f1_h.T + v_hd @ v_W_f1_hd.T + v_b_f1

@@ -189,9 +189,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_z_h = params['W_z_h']
     v_W_n_x = params['W_n_x']
     v_W_n_h = params['W_n_h']
-    v_b_r = params['b_r']
-    v_b_z = params['b_z']
-    v_b_n = params['b_n']
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
     _W_h = _cat([v_W_r_h, v_W_z_h], 0)
@@ -199,7 +196,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _W_n_h_in = _cat([v_W_n_h], 0)
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_h = cache["saved"]['h']
     _S_n = cache["saved"]['n']
@@ -210,14 +206,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         d_state = {}
     _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
-    _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     _GBs_n_h_in = None
     _mmT_n_h_in = _linear(_W_n_h_in.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
         v_h = _S_h[_t]
         v_n = _S_n[_t]
-        v_n_h_in = _S_n_h_in[_t]
         v_r = _S_r[_t]
         v_z = _S_z[_t]
         _q0 = 1 - v_z

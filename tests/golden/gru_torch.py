@@ -266,7 +266,6 @@ def forward(params, inputs, state, t0=0, save=False):
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
     _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
-    _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
     _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_r, v_b_z, v_b_n_x], 0)
@@ -331,17 +330,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_z_h = params['W_z_h']
     v_W_n_x = params['W_n_x']
     v_W_n_h = params['W_n_h']
-    v_b_r = params['b_r']
-    v_b_z = params['b_z']
-    v_b_n_x = params['b_n_x']
-    v_b_n_h = params['b_n_h']
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_n_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_n_x.shape[0]])
     _W_h = _cat([v_W_r_h, v_W_z_h, v_W_n_h], 0)
     _off_h = _offsets([v_W_r_h.shape[0], v_W_z_h.shape[0], v_W_n_h.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_h = cache["saved"]['h']
     _S_lin_n_h = cache["saved"]['lin_n_h']
@@ -385,7 +379,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_r, _d_lin_z, _d_lin_n_x], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

@@ -155,12 +155,10 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     ``trace`` receives, for t = T-1 down to 0, the gradient with respect to each state
     entering step t."""
     v_W_h_x = params['W_h_x']
-    v_b_h = params['b_h']
     v_u = params['u']
     _W_x = _cat([v_W_h_x], 0)
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_h = cache["saved"]['h']
     _S_lin_h = cache["saved"]['lin_h']
@@ -181,7 +179,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_h = _d_h_ * _p0_h__h
         _d_lin_h = _d_h_ * _p1_h__lin_h
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_h], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

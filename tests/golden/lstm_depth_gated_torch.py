@@ -281,7 +281,6 @@ def forward(params, inputs, state, t0=0, save=False):
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x, v_W_d_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_f_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0], v_W_d_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_f_h, v_W_g_h, v_W_o_h], 0)
-    _off_h = _offsets([v_W_i_h.shape[0], v_W_f_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _X_x = inputs['x']
     _X_l = inputs['l']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
@@ -366,11 +365,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_o_x = params['W_o_x']
     v_W_o_h = params['W_o_h']
     v_W_d_x = params['W_d_x']
-    v_b_i = params['b_i']
-    v_b_f = params['b_f']
-    v_b_g = params['b_g']
-    v_b_o = params['b_o']
-    v_b_d = params['b_d']
     v_w_c = params['w_c']
     v_w_l = params['w_l']
     _W_x = _cat([v_W_i_x, v_W_f_x, v_W_g_x, v_W_o_x, v_W_d_x], 0)
@@ -380,7 +374,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _X_x = cache["inputs"]['x']
     _X_l = cache["inputs"]['l']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -397,7 +390,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _grad_w_c = _zeros(v_w_c.shape, v_w_c)
     _grad_w_l = _zeros(v_w_l.shape, v_w_l)
     _GBs_x = None
-    _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     _DX_l = None
     _k0 = _const(1, _X_x)
@@ -408,7 +400,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_d = _S_d[_t]
         v_f = _S_f[_t]
         v_g = _S_g[_t]
-        v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_o = _S_o[_t]
         _q0 = v_d*(_k0 - v_d)

@@ -262,9 +262,7 @@ def forward(params, inputs, state, t0=0, save=False):
     v_b_g = params['b_g']
     v_b_o = params['b_o']
     _W_x = _cat([v_W_i_x, v_W_g_x, v_W_o_x], 0)
-    _off_x = _offsets([v_W_i_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_g_h, v_W_o_h], 0)
-    _off_h = _offsets([v_W_i_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _b_x = _cat([v_b_i, v_b_g, v_b_o], 0)
@@ -330,16 +328,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_g_h = params['W_g_h']
     v_W_o_x = params['W_o_x']
     v_W_o_h = params['W_o_h']
-    v_b_i = params['b_i']
-    v_b_g = params['b_g']
-    v_b_o = params['b_o']
     _W_x = _cat([v_W_i_x, v_W_g_x, v_W_o_x], 0)
     _off_x = _offsets([v_W_i_x.shape[0], v_W_g_x.shape[0], v_W_o_x.shape[0]])
     _W_h = _cat([v_W_i_h, v_W_g_h, v_W_o_h], 0)
     _off_h = _offsets([v_W_i_h.shape[0], v_W_g_h.shape[0], v_W_o_h.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c_ = cache["saved"]['c_']
     _S_g = cache["saved"]['g']
@@ -350,14 +344,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         d_state = {}
     _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
-    _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
         v_c_ = _S_c_[_t]
         v_g = _S_g[_t]
-        v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_o = _S_o[_t]
         _q0 = torch.tanh(v_c_)
@@ -381,7 +373,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_i, _d_lin_g, _d_lin_o], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
-        _gb_x = _gb_h
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:

@@ -178,16 +178,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_f_h = params['W_f_h']
     v_W_n_x = params['W_n_x']
     v_W_n_h = params['W_n_h']
-    v_b_f = params['b_f']
-    v_b_n_x = params['b_n_x']
-    v_b_n_h = params['b_n_h']
     _W_x = _cat([v_W_f_x, v_W_n_x], 0)
     _off_x = _offsets([v_W_f_x.shape[0], v_W_n_x.shape[0]])
     _W_h = _cat([v_W_f_h, v_W_n_h], 0)
     _off_h = _offsets([v_W_f_h.shape[0], v_W_n_h.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_f = cache["saved"]['f']
     _S_h = cache["saved"]['h']
@@ -226,7 +222,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_f, _d_lin_n_x], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

@@ -317,15 +317,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_f_h = params['W_f_h']
     v_W_n_x = params['W_n_x']
     v_W_n_h = params['W_n_h']
-    v_b_f = params['b_f']
-    v_b_n = params['b_n']
     _W_x = _cat([v_W_f_x, v_W_n_x], 0)
     _off_x = _offsets([v_W_f_x.shape[0], v_W_n_x.shape[0]])
     _W_h = _cat([v_W_f_h], 0)
     _W_n_h_in = _cat([v_W_n_h], 0)
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_f = cache["saved"]['f']
     _S_h = cache["saved"]['h']
@@ -335,7 +332,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         d_state = {}
     _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
-    _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     _GBs_n_h_in = None
     _mmT_n_h_in = _linear(_W_n_h_in.T, _B, _T)
@@ -344,7 +340,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_f = _S_f[_t]
         v_h = _S_h[_t]
         v_n = _S_n[_t]
-        v_n_h_in = _S_n_h_in[_t]
         _q0 = _k0 - v_f
         _p0_f_lin_f = _q0*v_f
         _p1_n_lin_n = _k0 - (v_n*v_n)

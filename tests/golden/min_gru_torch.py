@@ -306,13 +306,10 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     entering step t."""
     v_W_z_x = params['W_z_x']
     v_W_h_tilde_x = params['W_h_tilde_x']
-    v_b_z = params['b_z']
-    v_b_h_tilde = params['b_h_tilde']
     _W_x = _cat([v_W_z_x, v_W_h_tilde_x], 0)
     _off_x = _offsets([v_W_z_x.shape[0], v_W_h_tilde_x.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_h = cache["saved"]['h']
     _S_h_tilde = cache["saved"]['h_tilde']
@@ -339,7 +336,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_h_tilde = _d_h_tilde
         _d_lin_z = _d_z * _p0_z_lin_z
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_z, _d_lin_h_tilde], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

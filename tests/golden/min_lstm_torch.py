@@ -327,14 +327,10 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_f_pre_x = params['W_f_pre_x']
     v_W_i_pre_x = params['W_i_pre_x']
     v_W_h_tilde_x = params['W_h_tilde_x']
-    v_b_f_pre = params['b_f_pre']
-    v_b_i_pre = params['b_i_pre']
-    v_b_h_tilde = params['b_h_tilde']
     _W_x = _cat([v_W_f_pre_x, v_W_i_pre_x, v_W_h_tilde_x], 0)
     _off_x = _offsets([v_W_f_pre_x.shape[0], v_W_i_pre_x.shape[0], v_W_h_tilde_x.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_f_norm = cache["saved"]['f_norm']
     _S_f_pre = cache["saved"]['f_pre']
@@ -377,7 +373,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_i_pre = _d_i_pre
         _d_lin_f_pre = _d_f_pre
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_f_pre, _d_lin_i_pre, _d_lin_h_tilde], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

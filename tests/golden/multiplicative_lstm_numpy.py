@@ -227,10 +227,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_o_m = params['W_o_m']
     v_W_f_x = params['W_f_x']
     v_W_f_m = params['W_f_m']
-    v_b_hhat = params['b_hhat']
-    v_b_i = params['b_i']
-    v_b_o = params['b_o']
-    v_b_f = params['b_f']
     _W_x = _cat([v_W_m_x, v_W_hhat_x, v_W_i_x, v_W_o_x, v_W_f_x], 0)
     _off_x = _offsets([v_W_m_x.shape[0], v_W_hhat_x.shape[0], v_W_i_x.shape[0], v_W_o_x.shape[0], v_W_f_x.shape[0]])
     _W_h = _cat([v_W_m_h], 0)
@@ -238,7 +234,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_m = _offsets([v_W_hhat_m.shape[0], v_W_i_m.shape[0], v_W_o_m.shape[0], v_W_f_m.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -264,13 +259,11 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_c = _S_c[_t]
         v_c_ = _S_c_[_t]
         v_f = _S_f[_t]
-        v_h = _S_h[_t]
         v_h_ = _S_h_[_t]
         v_hhat = _S_hhat[_t]
         v_i = _S_i[_t]
         v_lin_m_h = _S_lin_m_h[_t]
         v_lin_m_x = _S_lin_m_x[_t]
-        v_m = _S_m[_t]
         v_o = _S_o[_t]
         _q0 = 1 - v_h_**2
         _p0_i_lin_i = v_i*(1 - v_i)
@@ -298,7 +291,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_lin_m_h = _d_m * v_lin_m_x
         _d_lin_m_x = _d_m * v_lin_m_h
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_m_x, _d_lin_hhat, _d_lin_i, _d_lin_o, _d_lin_f], _T)
-        _gb_x = _GBs_x[_t]
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_m_h], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)

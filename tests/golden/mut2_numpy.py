@@ -183,9 +183,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_r_h = params['W_r_h']
     v_W_h_h = params['W_h_h']
     v_W_h_x = params['W_h_x']
-    v_b_z = params['b_z']
-    v_b_r = params['b_r']
-    v_b_h = params['b_h']
     _W_x = _cat([v_W_z_x, v_W_h_x], 0)
     _off_x = _offsets([v_W_z_x.shape[0], v_W_h_x.shape[0]])
     _W_h = _cat([v_W_z_h, v_W_r_h], 0)
@@ -193,7 +190,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _W_h_h_in = _cat([v_W_h_h], 0)
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_h = cache["saved"]['h']
     _S_h_h_in = cache["saved"]['h_h_in']
@@ -210,9 +206,7 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _mmT_h_h_in = _linear(_W_h_h_in.T, _B, _T)
     _DX_x = None
     for _t in range(_T - 1, -1, -1):
-        v_x = _X_x[_t]
         v_h = _S_h[_t]
-        v_h_h_in = _S_h_h_in[_t]
         v_lin_h = _S_lin_h[_t]
         v_r = _S_r[_t]
         v_z = _S_z[_t]
@@ -243,7 +237,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_h = _GBs_h[_t]
         _d_h = _d_h + _mmT_h(_gb_h)
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_z, _d_lin_h], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

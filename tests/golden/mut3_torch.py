@@ -333,9 +333,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_r_h = params['W_r_h']
     v_W_h_h = params['W_h_h']
     v_W_h_x = params['W_h_x']
-    v_b_z = params['b_z']
-    v_b_r = params['b_r']
-    v_b_h = params['b_h']
     _W_x = _cat([v_W_r_x, v_W_z_x, v_W_h_x], 0)
     _off_x = _offsets([v_W_r_x.shape[0], v_W_z_x.shape[0], v_W_h_x.shape[0]])
     _W_h = _cat([v_W_r_h], 0)
@@ -343,7 +340,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _W_h_h_in = _cat([v_W_h_h], 0)
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_h = cache["saved"]['h']
     _S_h_h_in = cache["saved"]['h_h_in']
@@ -355,7 +351,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         d_state = {}
     _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
     _GBs_x = None
-    _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     _GBs_z_h_in = None
     _mmT_z_h_in = _linear(_W_z_h_in.T, _B, _T)
@@ -364,7 +359,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _k0 = _const(1, _X_x)
     for _t in range(_T - 1, -1, -1):
         v_h = _S_h[_t]
-        v_h_h_in = _S_h_h_in[_t]
         v_lin_h = _S_lin_h[_t]
         v_r = _S_r[_t]
         v_z = _S_z[_t]

@@ -293,7 +293,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_h = _offsets([v_W_ih_h.shape[0], v_W_fh_h.shape[0], v_W_gh_h.shape[0], v_W_oh_h.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -345,7 +344,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_g = _S_g[_t]
         v_gh = _S_gh[_t]
         v_gx = _S_gx[_t]
-        v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_ih = _S_ih[_t]
         v_ix = _S_ix[_t]
@@ -503,7 +501,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_ix, _d_lin_fx, _d_lin_gx, _d_lin_ox], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:

@@ -302,7 +302,6 @@ def forward(params, inputs, state, t0=0, save=False):
     _W_x = _cat([v_W_ix_x, v_W_fx_x, v_W_gx_x, v_W_ox_x], 0)
     _off_x = _offsets([v_W_ix_x.shape[0], v_W_fx_x.shape[0], v_W_gx_x.shape[0], v_W_ox_x.shape[0]])
     _W_h = _cat([v_W_ih_h, v_W_fh_h, v_W_gh_h, v_W_oh_h], 0)
-    _off_h = _offsets([v_W_ih_h.shape[0], v_W_fh_h.shape[0], v_W_gh_h.shape[0], v_W_oh_h.shape[0]])
     _X_x = inputs['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
     _G_x = (torch.mm(_X_x.reshape(_T * _B, _X_x.shape[2]), _W_x.T, out=_scratch((_T * _B, _W_x.shape[0]), _X_x))).reshape(_T, _B, -1)
@@ -441,7 +440,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_h = _offsets([v_W_ih_h.shape[0], v_W_fh_h.shape[0], v_W_gh_h.shape[0], v_W_oh_h.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -497,7 +495,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_g = _S_g[_t]
         v_gh = _S_gh[_t]
         v_gx = _S_gx[_t]
-        v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_ih = _S_ih[_t]
         v_ix = _S_ix[_t]
@@ -655,7 +652,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_ix, _d_lin_fx, _d_lin_gx, _d_lin_ox], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _d_h
         _carry_c = _d_c
         if trace is not None:

@@ -154,23 +154,19 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     entering step t."""
     v_W_h_x = params['W_h_x']
     v_W_h_h = params['W_h_h']
-    v_b_h = params['b_h']
     _W_x = _cat([v_W_h_x], 0)
     _W_h = _cat([v_W_h_h], 0)
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_h = cache["saved"]['h']
     _S_h_ = cache["saved"]['h_']
     if d_state is None:
         d_state = {}
     _carry_h = d_state['h'] if d_state.get('h') is not None else _zeros(_state0['h'].shape, _state0['h'])
-    _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
-        v_h = _S_h[_t]
         v_h_ = _S_h_[_t]
         _p0_h__lin_h = 1 - v_h_**2
         _d_h_ = _carry_h
@@ -180,7 +176,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_h], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
-        _gb_x = _gb_h
         _carry_h = _d_h
         if trace is not None:
             trace.append({'h': _carry_h})

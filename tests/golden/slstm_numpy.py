@@ -160,7 +160,6 @@ def forward(params, inputs, state, t0=0, save=False):
     _mask_W_ot_h = (v_head[None, :] == v_head[:, None])
     v_W_ot_h = v_W_ot_h * _mask_W_ot_h
     _W_x = _cat([v_W_zt_x, v_W_it_x, v_W_ft_x, v_W_ot_x], 0)
-    _off_x = _offsets([v_W_zt_x.shape[0], v_W_it_x.shape[0], v_W_ft_x.shape[0], v_W_ot_x.shape[0]])
     _W_h = _cat([v_W_zt_h, v_W_it_h, v_W_ft_h, v_W_ot_h], 0)
     _off_h = _offsets([v_W_zt_h.shape[0], v_W_it_h.shape[0], v_W_ft_h.shape[0], v_W_ot_h.shape[0]])
     _X_x = inputs['x']
@@ -236,10 +235,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_ft_h = params['W_ft_h']
     v_W_ot_x = params['W_ot_x']
     v_W_ot_h = params['W_ot_h']
-    v_b_zt = params['b_zt']
-    v_b_it = params['b_it']
-    v_b_ft = params['b_ft']
-    v_b_ot = params['b_ot']
     v_head = params['head']
     _mask_W_zt_h = (v_head[None, :] == v_head[:, None])
     v_W_zt_h = v_W_zt_h * _mask_W_zt_h
@@ -255,7 +250,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _off_h = _offsets([v_W_zt_h.shape[0], v_W_it_h.shape[0], v_W_ft_h.shape[0], v_W_ot_h.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -275,7 +269,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     _carry_c = d_state['c'] if d_state.get('c') is not None else _zeros(_state0['c'].shape, _state0['c'])
     _carry_n = d_state['n'] if d_state.get('n') is not None else _zeros(_state0['n'].shape, _state0['n'])
     _carry_m = d_state['m'] if d_state.get('m') is not None else _zeros(_state0['m'].shape, _state0['m'])
-    _GBs_x = None
     _GBs_h = None
     _mmT_h = _linear(_W_h.T, _B, _T)
     for _t in range(_T - 1, -1, -1):
@@ -283,7 +276,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         v_c_ = _S_c_[_t]
         v_f = _S_f[_t]
         v_ft = _S_ft[_t]
-        v_h = _S_h[_t]
         v_i = _S_i[_t]
         v_it = _S_it[_t]
         v_m = _S_m[_t]
@@ -340,7 +332,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _GBs_h = _cat_put(_GBs_h, _t, [_d_lin_zt, _d_lin_it, _d_lin_ft, _d_lin_ot], _T)
         _gb_h = _GBs_h[_t]
         _d_h = _mmT_h(_gb_h)
-        _gb_x = _gb_h
         _carry_h = _d_h
         _carry_c = _d_c
         _carry_n = _d_n

@@ -323,15 +323,12 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
     v_W_f_x = params['W_f_x']
     v_W_c_x = params['W_c_x']
     v_W_r_x = params['W_r_x']
-    v_b_f = params['b_f']
-    v_b_r = params['b_r']
     v_v_f = params['v_f']
     v_v_r = params['v_r']
     _W_x = _cat([v_W_f_x, v_W_c_x, v_W_r_x], 0)
     _off_x = _offsets([v_W_f_x.shape[0], v_W_c_x.shape[0], v_W_r_x.shape[0]])
     _X_x = cache["inputs"]['x']
     _T, _B = _X_x.shape[0], _X_x.shape[1]
-    t0 = cache["t0"]
     _state0 = cache["state0"]
     _S_c = cache["saved"]['c']
     _S_c_ = cache["saved"]['c_']
@@ -381,7 +378,6 @@ def backward(params, cache, d_outputs=None, d_state=None, trace=None):
         _d_c = torch.addcmul(_d_c, _d_f, _p0_f_c)
         _d_lin_f = _d_f * _p1_f_lin_f
         _GBs_x = _cat_put(_GBs_x, _t, [_d_lin_f, _d_lin_c, _d_lin_r], _T)
-        _gb_x = _GBs_x[_t]
         _carry_h = _zeros(_carry_h.shape, _carry_h)
         _carry_c = _d_c
         if trace is not None:
@@ -440,7 +436,6 @@ def step(params, x, state, t=0):
     v_v_f = params['v_f']
     v_v_r = params['v_r']
     v_x = x['x']
-    v_h = state['h']
     v_c = state['c']
     _k0 = _const(1, v_x)
     v_lin_f = v_x @ v_W_f_x.T + v_b_f
