@@ -451,7 +451,7 @@ def _figures(data) -> dict:
     if swept:
         cols = min(4, len(swept))
         rows = -(-len(swept) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.8 * rows), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.8 * rows), squeeze=False, layout="constrained")
         for ax in axes.flat[len(swept) :]:
             ax.set_visible(False)
         for ax, (c, d) in zip(axes.flat, swept.items()):
@@ -462,9 +462,12 @@ def _figures(data) -> dict:
             safe = [r["sigma"] for r in d["sweep"] if r["bound"] < 1]
             if safe:
                 ax.axvspan(min(sig), max(safe), color="tab:green", alpha=0.12, label="vanishing guaranteed")
+            at: dict = {}  # initialisations that land on one point share one label
             for r in d["inits"]:
-                ax.plot(r["sigma"], r["measured_decay"], "k^", ms=5)
-                ax.annotate(r["init"], (r["sigma"], r["measured_decay"]), fontsize=7, xytext=(3, 3),
+                at.setdefault((r["sigma"], r["measured_decay"]), []).append(r["init"])
+            for k, ((x, y), names) in enumerate(sorted(at.items())):
+                ax.plot(x, y, "k^", ms=5)
+                ax.annotate(", ".join(names), (x, y), fontsize=7, xytext=(3, 3 + 9 * (k % 2)),
                             textcoords="offset points")  # fmt: skip
             ax.set_xlabel("sigma_max of the recurrent blocks")
             ax.set_title(c)
