@@ -105,7 +105,7 @@ def _term_bound(ir: CellIR, term, B: dict, norms: dict, sizes: dict, sups: dict)
     for d in term.diags:
         if d != 1:
             if d not in sups:
-                sups[d] = sup_abs(sympy.sympify(d), B)
+                sups[d] = sup_abs(d, B)
             if sups[d] == 0.0:
                 return 0.0
             total *= sups[d]
@@ -154,7 +154,7 @@ def carousel_lower_bounds(cell, params: dict, input_bound, state_ranges: dict, s
     B = node_ranges(ir, params, sz, input_bound, state_ranges, t)
     out = {}
     for s, d in carousels(ir).items():
-        lo, hi = _interval(sympy.sympify(d), B)
+        lo, hi = _interval(d, B)
         low = np.where((np.asarray(lo) > 0) | (np.asarray(hi) < 0), np.minimum(np.abs(lo), np.abs(hi)), 0.0)
         out[s] = float(np.min(low))
     return out
@@ -426,7 +426,7 @@ def closed_forms(ir: CellIR, state_ranges: dict | None = None) -> dict[str, Clos
     inputs = {n for n, _ in list(ir.inputs) + list(ir.sets)}
     out = {}
     for s, d in self_paths(ir).items():
-        expr = _in_affine(ir, sympy.sympify(d))
+        expr = _in_affine(ir, d)
         if expr is None or not expr.free_symbols:
             continue
         whole = {a.name: (np.array([-math.inf]), np.array([math.inf])) for a in expr.free_symbols}
@@ -581,7 +581,7 @@ def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict 
 
     def sup(d):
         if d not in sups:
-            sups[d] = sup_abs(sympy.sympify(d), B)
+            sups[d] = sup_abs(d, B)
         return sups[d]
 
     blocks, unbounded = {}, {}
@@ -603,7 +603,7 @@ def theorem(ir: CellIR, state_ranges: dict | None = None, diagonal_ranges: dict 
                 sides = []
                 for sign in (-1, 1):
                     side = one(-math.inf, 0.0) if sign < 0 else one(0.0, math.inf)
-                    sides.append((sign, sup_abs(sympy.sympify(d), image(reached, free | {a: side for a in affine}))))
+                    sides.append((sign, sup_abs(d, image(reached, free | {a: side for a in affine}))))
                 capped[s] = min(sides, key=lambda x: x[1])
     closed = closed_forms(ir, ranges)
     terms = {a: ir.node_map[a].terms for cf in closed.values() for a in cf.rising}
@@ -631,7 +631,7 @@ def _factor_names(ir: CellIR, term) -> list[str]:
 
 def _reads(ir: CellIR, expr, name: str) -> bool:
     """Whether ``expr`` reads node ``name``, directly or through pointwise nodes and reductions."""
-    todo, seen = [s.name for s in sympy.sympify(expr).free_symbols], set()
+    todo, seen = [s.name for s in expr.free_symbols], set()
     while todo:
         n = todo.pop()
         if n == name:

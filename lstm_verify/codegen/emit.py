@@ -202,13 +202,7 @@ def readable_step(ir: CellIR, backend: str) -> str:
     code("inputs" + (", set inputs (B, L, n)" if ir.sets else "") + '; returns the new state as a dict."""')
     code("if not isinstance(x, dict):")
     code(f"    x = {{{ir.inputs[0][0]!r}: x}}")
-    for name in ir.param_names:
-        code(f"{_v(name)} = params[{name!r}]")
-    for b, _, _ in ir.buffers:
-        code(f"{_v(b)} = params[{b!r}]")
-    for w in ir.weights:
-        if w.mask is not None:
-            code(f"{_v(w.name)} = {_v(w.name)} * {_mask_text(w.mask)}")
+    _unpack_params(code, ir, {})  # no stacked weights
     for n, _ in list(ir.inputs) + list(ir.sets):
         code(f"{_v(n)} = x[{n!r}]")
     for s, _ in ir.states:

@@ -366,7 +366,8 @@ def step(params, x, state, t=0):
     v_W_h_h = params['W_h_h']
     v_b_h = params['b_h']
     v_period = params['period']
-    v_W_h_h = v_W_h_h * (v_period[None, :] >= v_period[:, None])
+    _mask_W_h_h = (v_period[None, :] >= v_period[:, None])
+    v_W_h_h = v_W_h_h * _mask_W_h_h
     v_x = x['x']
     v_h = state['h']
     v_t = t

@@ -542,10 +542,14 @@ def step(params, x, state, t=0):
     v_b_ft = params['b_ft']
     v_b_ot = params['b_ot']
     v_head = params['head']
-    v_W_zt_h = v_W_zt_h * (v_head[None, :] == v_head[:, None])
-    v_W_it_h = v_W_it_h * (v_head[None, :] == v_head[:, None])
-    v_W_ft_h = v_W_ft_h * (v_head[None, :] == v_head[:, None])
-    v_W_ot_h = v_W_ot_h * (v_head[None, :] == v_head[:, None])
+    _mask_W_zt_h = (v_head[None, :] == v_head[:, None])
+    v_W_zt_h = v_W_zt_h * _mask_W_zt_h
+    _mask_W_it_h = (v_head[None, :] == v_head[:, None])
+    v_W_it_h = v_W_it_h * _mask_W_it_h
+    _mask_W_ft_h = (v_head[None, :] == v_head[:, None])
+    v_W_ft_h = v_W_ft_h * _mask_W_ft_h
+    _mask_W_ot_h = (v_head[None, :] == v_head[:, None])
+    v_W_ot_h = v_W_ot_h * _mask_W_ot_h
     v_x = x['x']
     v_h = state['h']
     v_c = state['c']
