@@ -4,7 +4,8 @@ Peers: torch.nn.LSTM / torch.nn.GRU (fused oneDNN or cuDNN kernels), a hand-writ
 (one stacked GEMM per step, input GEMM hoisted, hand-written BPTT), a hand-written eager torch
 loop of each cell (autograd), optionally torch.compile of that loop (--compile, compile time
 reported). Ours: the generated NumPy code and the generated torch code run through its
-autograd Function (the generated backward). Timings are medians of interleaved rounds; ratios
+autograd Function (the generated backward), on the CPU with and without its fused C kernels
+(:mod:`lstm_verify.kernels`). Timings are medians of interleaved rounds; ratios
 are to torch.nn.LSTM (or nn.GRU for GRU-like cells) at the same sizes, the median of the ratios
 within each round (the machines are shared: a slow minute slows the peer as much as us).
 
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 import lstm_verify as lv
+from lstm_verify import kernels
 
 GRU_LIKE = {"gru", "gru_cho", "mgu", "mut1", "mut2", "mut3"}
 
@@ -181,6 +183,17 @@ def measure(name, T, B, I, H, device, repeat, compile_=False, numpy_peers=True, 
         out.sum().backward()
 
     fns_f["generated torch"], fns_fb["generated torch"] = gen_f, gen_fb
+    if dev.type == "cpu" and cell.torch().kernels is None:  # the same code with its blocks as torch operations
+
+        def plain_ops(fn):
+            def run():
+                with kernels.disabled():
+                    fn()
+
+            return run
+
+        fns_f["generated torch, no C kernels"] = plain_ops(gen_f)
+        fns_fb["generated torch, no C kernels"] = plain_ops(gen_fb)
     if name == "lstm":
         W_ih = torch.randn(4 * H, I, device=dev, requires_grad=True)
         W_hh = torch.randn(4 * H, H, device=dev, requires_grad=True)

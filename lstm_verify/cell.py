@@ -156,6 +156,12 @@ class Cell:
         return derive.jacobian_blocks(self.ir)
 
 
+def _attach_kernels(module):
+    from . import kernels
+
+    return kernels.attach(module)
+
+
 class Implementation:
     """Generated forward and backward for one backend.
 
@@ -174,6 +180,8 @@ class Implementation:
         self.backend = backend
         self.source = runtime.source(cell.ir, backend)
         self.module = runtime.load(self.source, f"{cell.name}_{backend}")
+        # the fused C kernels of the torch code (None: attached; else why not)
+        self.kernels = _attach_kernels(self.module) if backend == "torch" else "not a torch module"
 
     def __repr__(self):
         return f"<{self.backend} implementation of {self.cell.name}>"

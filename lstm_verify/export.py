@@ -219,7 +219,7 @@ def _heads(n, options):
 
 def _python(cell: Cell, target: str) -> str:
     ir = cell.ir
-    body = generate(ir, target, header=False)
+    body = generate(ir, target, header=False, kernels=False)  # exports stay plain torch
     doc = quoted_lines(_about(cell, target), indent="    ")
     tables = [
         "",

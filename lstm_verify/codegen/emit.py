@@ -30,6 +30,69 @@ PRELUDE = {backend: prelude(backend) for backend in ("numpy", "torch")}
 # ----------------------------------------------------------------------------- emitting
 
 
+class _Fusion:
+    """The fused blocks of one generated torch module (:mod:`lstm_verify.kernels`): each block
+    that the kernels can compute is emitted twice, as a kernel call when the module's kernels
+    accept the call's tensors (``_kt``), and as torch operations otherwise."""
+
+    def __init__(self, ir: CellIR):
+        self.ir = ir
+        self.batched = _batched(ir)
+        self.segments: list = []
+        self.widths: dict[str, str] = {}
+
+    def width(self, dim: str) -> str:
+        if dim == SCALAR:
+            return "1"
+        return self.widths.setdefault(dim, f"_w{len(self.widths)}")
+
+    def plan(self, items, dim: str, outputs):
+        """The segment for ``items``, or None where the kernels cannot compute them."""
+        from .. import kernels
+
+        try:
+            seg = kernels.plan_segment(len(self.segments), items, self.ir, self.batched, dim, outputs)
+            for suffix, real in (("_f32", "float"), ("_f64", "double")):
+                kernels.kernel_text(seg, suffix, real)
+        except kernels.Unfusable:
+            return None
+        self.segments.append(seg)
+        return seg
+
+    def call(self, code: _Code, seg, dim: str, into: dict, like: str):
+        """Allocate the segment's outputs (or take them from ``into``: name -> (buffer, slot),
+        the slot used when the buffer is not None) and call its kernel."""
+        for name in seg.outputs:
+            new = f"_empty((_B, {self.width(dim)}), {like})"
+            if name in into:
+                buf, slot = into[name]
+                new = slot if buf is None else f"{new} if {buf} is None else {slot}"
+            code(f"{_v(name)} = {new}")
+        args = ["_B", self.width(dim), _v(seg.step) if seg.step else "0"]
+        for name, _ in seg.operands:
+            args += [f"{_v(name)}.data_ptr()", f"{_v(name)}.stride(0)" if name in self.batched else "0"]
+        for name in seg.outputs:
+            args += [f"{_v(name)}.data_ptr()", f"{_v(name)}.stride(0)"]
+        code(f"_kt[{seg.index}]({', '.join(args)})")
+
+    def preamble(self, code: _Code, at: int, state: str, tensors: str):
+        """At line ``at``: the widths the calls use and ``_kt``, the kernels for these tensors."""
+        lines = [f"{n} = {_size_code(self.ir, d, state)}" for d, n in self.widths.items()]
+        lines.append(f"_kt = None if _KERNELS is None else _KERNELS.table({tensors})")
+        code.lines[at:at] = ["    " * code.indent + line for line in lines]
+        self.widths = {}
+
+    def source(self) -> str:
+        """The module's kernel text and arities (nothing when no block is fused)."""
+        from .. import kernels
+
+        if not self.segments:
+            return ""
+        text = kernels.source(self.segments)
+        return (f"\n\n_C_SOURCE = {text!r}\n"
+                f"_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n")  # fmt: skip
+
+
 class _Code:
     def __init__(self):
         self.lines: list[str] = []
@@ -123,15 +186,17 @@ def _block(g: Group, k: int, tensor: str, rows=False, blocked=False) -> str:
     return f"{tensor}[{lead}_off_{g.arg}[{k}]:_off_{g.arg}[{k + 1}]]"
 
 
-def generate(ir: CellIR, backend: str, header: bool = True) -> str:
+def generate(ir: CellIR, backend: str, header: bool = True, kernels: bool = True) -> str:
     """Source text of the generated module for one backend (``header=False``: without its
-    docstring, for export, which writes its own)."""
+    docstring, for export, which writes its own; ``kernels=False``: torch without the fused
+    C blocks of :mod:`lstm_verify.kernels`, as exported)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     p = plan(ir)
     printer = PRINTERS[backend]()
-    fwd = drop_unread(_forward(ir, p, printer))
-    bwd = drop_unread(_backward(ir, p, printer))
+    fusion = _Fusion(ir) if kernels and backend == "torch" else None
+    fwd = drop_unread(_forward(ir, p, printer, fusion))
+    bwd = drop_unread(_backward(ir, p, printer, fusion))
     helpers = '''
 
 def _offsets(sizes):
@@ -140,7 +205,7 @@ def _offsets(sizes):
         out.append(out[-1] + s)
     return out
 '''
-    body = PRELUDE[backend] + helpers + "\n\n" + fwd + "\n\n\n" + bwd + "\n"
+    body = PRELUDE[backend] + helpers + "\n\n" + fwd + "\n\n\n" + bwd + "\n" + (fusion.source() if fusion else "")
     return body if not header else _header(ir, backend, p) + body
 
 
@@ -340,7 +405,7 @@ def _paired(ir: CellIR, p: Plan) -> dict[str, tuple[str, int, int]]:
     return out
 
 
-def _forward(ir: CellIR, p: Plan, printer) -> str:
+def _forward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> str:
     code = _Code()
     code.indent = 0
     code("def forward(params, inputs, state, t0=0, save=False):")
@@ -424,12 +489,46 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
     cse_prefix = iter(range(10**6))
 
     written: set[str] = set()
+    readers: dict[str, set] = {}
+    for m in ir.nodes:
+        for d in dependencies(m):
+            readers.setdefault(d, set()).add(m.name)
+    kept = set(p.saved) | {ir.new(s) for s, _ in ir.states}
+
+    def emit_block(nodes):
+        items = [(n.name, _in_set(ir, n.name, n.expr)) for n in nodes]
+        into = {k: t for k, (t, _) in targets.items()}
+        names = {n.name for n in nodes}
+        outputs = [n for n in names if n in kept or readers.get(n, set()) - names]
+        seg = fusion.plan([(k, fold_constants(e)) for k, e in items], ir.dims[nodes[0].name],
+                          sorted(outputs)) if fusion else None  # fmt: skip
+        if seg is None:
+            written.update(_cse_block(code, items, printer, f"_f{next(cse_prefix)}_", into))
+            return
+        code("if _kt is None:")
+        code.indent += 1
+        direct = _cse_block(code, items, printer, f"_f{next(cse_prefix)}_", into)
+        code.indent -= 1
+        code("else:")
+        code.indent += 1
+        slots = {x: (f"_sv_{x}", f"_sv_{x}[_t + 1]" if x in shifted else f"_sv_{x}[_t]") for x in direct if x in saved}
+        slots.update({x: (None, "_out[_t]") for x in direct if x not in saved})
+        fusion.call(code, seg, ir.dims[nodes[0].name], slots, f"_X_{first}")
+        code.indent -= 1
+        written.update(direct)
 
     def flush():
-        if run:
-            written.update(_cse_block(code, [(n.name, _in_set(ir, n.name, n.expr)) for n in run], printer,
-                                      f"_f{next(cse_prefix)}_", {k: t for k, (t, _) in targets.items()}))  # fmt: skip
-            run.clear()
+        if not run:
+            return
+        if fusion is None:
+            emit_block(run)
+        else:  # a kernel runs over the units of one size: a block per run of nodes of one size
+            start = 0
+            for k in range(1, len(run) + 1):
+                if k == len(run) or ir.dims[run[k].name] != ir.dims[run[start].name]:
+                    emit_block(run[start:k])
+                    start = k
+        run.clear()
 
     for node in p.order:
         if isinstance(node, Pointwise):
@@ -503,6 +602,8 @@ def _forward(ir: CellIR, p: Plan, printer) -> str:
         ] + ([f"    _out = _empty((_T, _B, {targets[ir.new(ir.output)][1]}), _X_{first})"] if direct_out else [])  # fmt: skip
     if direct_out:  # the final state is the caller's own tensor, not a view of the outputs
         code(f"{_v(ir.output)} = {_v(ir.output)}.clone()")
+    if fusion is not None and fusion.segments:
+        fusion.preamble(code, consts_at, "state", "[*params.values(), *inputs.values(), *state.values()]")
     _constants(code, printer, consts_at, f"_X_{first}")
     code("cache = None")
     code("if save:")
@@ -563,7 +664,7 @@ def _deferred_diagonals(ir: CellIR, p: Plan) -> dict:
     return out
 
 
-def _backward(ir: CellIR, p: Plan, printer) -> str:
+def _backward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> str:
     code = _Code()
     code.indent = 0
     code("def backward(params, cache, d_outputs=None, d_state=None, trace=None):")
@@ -627,7 +728,31 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
                 key = f"_p{len(items)}_{node}_{s}"  # numbered: node_s alone could collide
                 items.append((key, _in_set(ir, node, expr)))
                 names[(node, s)] = sympy.Symbol(key)
-    _cse_block(code, items, printer, "_q")
+    fused = []
+    if fusion is not None:  # one kernel per size over the partials of that size
+        dims: dict[str, list] = {}
+        for key, expr in items:
+            node, s = next(k for k, v in names.items() if getattr(v, "name", None) == key)
+            dim = ir.dims[s] if isinstance(ir.node_map[node], Reduce) else ir.dims[node]
+            dims.setdefault(dim, []).append((key, fold_constants(expr)))
+        for dim, group in dims.items():
+            seg = fusion.plan(group, dim, [k for k, _ in group])
+            if seg is not None:
+                fused.append((seg, dim))
+    if fused:
+        done = {k for seg, _ in fused for k, _ in seg.items}
+        code("if _kt is None:")
+        code.indent += 1
+        _cse_block(code, items, printer, "_q")
+        code.indent -= 1
+        code("else:")
+        code.indent += 1
+        for seg, dim in fused:
+            fusion.call(code, seg, dim, {}, f"_X_{inputs[0]}")
+        _cse_block(code, [(k, e) for k, e in items if k not in done], printer, "_r")
+        code.indent -= 1
+    else:
+        _cse_block(code, items, printer, "_q")
     bars: set[str] = set()
 
     def add(target, text):
@@ -732,6 +857,8 @@ def _backward(ir: CellIR, p: Plan, printer) -> str:
         if n in bars:
             code(f"_DX_{n} = _d_{n} if _DX_{n} is None else _DX_{n} + _d_{n}")
     code.indent = 1
+    if fused:
+        fusion.preamble(code, consts_at, "_state0", '[*params.values(), *cache["inputs"].values(), *_state0.values()]')
     _constants(code, printer, consts_at, f"_X_{inputs[0]}")
     code("grads = {}")
     code("d_inputs = {}")

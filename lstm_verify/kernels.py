@@ -1,0 +1,513 @@
+"""Fused pointwise kernels for the generated torch code on the CPU: C, compiled at first use.
+
+Between its GEMMs, a step of a generated torch forward is a block of pointwise expressions (the
+CSE'd gate nonlinearities and state updates), and a step of its backward starts with a block of
+local partial derivatives. Run as torch operations, each block costs one dispatch per operation
+(1.5-15 µs each, 6-22 of them a step). Here each block is one C function, printed from the same
+CSE'd SymPy expressions, called once per step through ctypes on the tensors' own memory: no
+copies, one dispatch.
+
+**Where it runs.** A generated torch module carries the C text of its blocks (``_C_SOURCE``) and
+runs each block through its kernel when :meth:`Kernels.table` accepts the call's tensors: CPU,
+all float32 or all float64, rows of unit stride, and autograd not recording (the kernels are not
+differentiable; the generated backward is). Otherwise the block's torch operations run, as they
+always did: that path is the fallback and the oracle. ``LSTM_VERIFY_KERNELS=0`` or
+:func:`disabled` turns the kernels off; without a C compiler, a :class:`KernelWarning` says so
+once and the torch path runs.
+
+**Accuracy.** float64 kernels call the C library (``exp``, ``tanh``, ``log``: within 1 ulp).
+float32 kernels use branch-free polynomial ``exp`` and ``tanh`` (Cephes' ``expf`` and ``tanhf``
+coefficients) that the compiler vectorises, with ``sigmoid`` built on that ``exp``; their error
+against mpmath is measured in ``tests/test_kernels.py``: at most 2 ulp for exp and sigmoid and 3
+for tanh wherever the result is a normal float (results below 2^-126 are within 2^-149 of the
+true value), with NaN and the infinities propagated as the C library does.
+
+**Compilation and cache.** ``cc -O3 -march=native -fno-math-errno -shared -fPIC``, once per
+distinct C text: the library lives in the generated-code cache folder (:mod:`.runtime`, same
+checks: a folder of our own, mode 0700) under a name that hashes the C text, the compiler's
+version, the flags and the CPU's feature flags (``-march=native`` code runs only where it was
+compiled), written under a temporary name and renamed into place, with an HMAC (the cache's
+per-user key) over its bytes beside it. It is loaded through ``/proc/self/fd`` from the very
+descriptor whose bytes were checked. Without a cache folder it is compiled into a private
+temporary folder and removed after loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import hmac
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+import warnings
+from dataclasses import dataclass
+
+import sympy
+
+from .functions import BY_SYMPY
+from .ir import CellIR
+from .spec import SCALAR
+
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC", "-std=gnu99")
+FORMAT = 1
+
+
+class KernelWarning(UserWarning):
+    """The fused C kernels could not be built; the generated torch code runs without them."""
+
+
+class Unfusable(Exception):
+    """A block the kernels cannot compute (the torch operations run instead)."""
+
+
+# ----------------------------------------------------------------------------- C text
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One fused block: ``items`` (name, SymPy expression) in dependency order, over the units
+    of one size. Operands are read at ``[b*stride + j]`` (a parameter: stride 0), or once per row
+    (``bcast``: a value of size 1 in a block over a wider size); ``outputs`` are the items
+    written to memory."""
+
+    index: int
+    items: tuple[tuple[str, sympy.Expr], ...]
+    operands: tuple[tuple[str, bool], ...]  # (name, bcast)
+    outputs: tuple[str, ...]
+    step: str | None  # the step counter's symbol, if the block reads it
+
+    @property
+    def arity(self) -> int:
+        return 3 + 2 * (len(self.operands) + len(self.outputs))
+
+
+def plan_segment(index: int, items, ir: CellIR, batched: set[str], dim: str, outputs) -> Segment:
+    """The segment computing ``items`` (every one of size ``dim``, and reading some value with a
+    batch axis) and writing ``outputs``, or :class:`Unfusable` when a value has the set axis or
+    an operand's size neither matches ``dim`` nor is 1 with a batch axis (read once per row)."""
+    produced = {n for n, _ in items}
+    operands = {}
+    step = None
+    for name, expr in items:
+        if name in ir.set_vectors:
+            raise Unfusable(name)
+        reads_batch = False
+        for s in expr.free_symbols:
+            n = s.name
+            if n in produced:
+                reads_batch = True
+                continue
+            if n == ir.step:
+                step = n
+                continue
+            d = ir.dims.get(n)
+            if n in ir.set_vectors or d is None:
+                raise Unfusable(n)
+            reads_batch |= n in batched
+            if d == dim:
+                operands[n] = False
+            elif d == SCALAR and n in batched:
+                operands[n] = True
+            else:
+                raise Unfusable(n)
+        if not reads_batch:
+            raise Unfusable(name)
+    return Segment(index, tuple(items), tuple(sorted(operands.items())), tuple(outputs), step)
+
+
+def _printer(suffix: str, real: str):
+    from .export import _CPrinter
+
+    class _KernelPrinter(_CPrinter):
+        """The export's C printer, with literals of the kernel's own precision."""
+
+        def _literal(self, value: float) -> str:
+            text = repr(float(value))
+            return f"{text}f" if real == "float" else text
+
+        def _print_Float(self, expr):
+            return self._literal(expr)
+
+        def _print_Integer(self, expr):
+            return self._literal(expr)
+
+        def _print_Rational(self, expr):
+            return f"({self._literal(expr.p)}/{self._literal(expr.q)})"
+
+        def _print_Function(self, expr):
+            if type(expr) not in BY_SYMPY:
+                raise Unfusable(f"no kernel for {type(expr).__name__}")
+            return super()._print_Function(expr)
+
+        def emptyPrinter(self, expr):  # noqa: N802 - SymPy's name
+            raise Unfusable(f"no kernel for {type(expr).__name__}")
+
+        def _print_Piecewise(self, expr):
+            raise Unfusable("no kernel for Piecewise")
+
+    return _KernelPrinter(suffix, real)
+
+
+def kernel_text(seg: Segment, suffix: str, real: str) -> str:
+    """The C function of one segment, for one precision. Every symbol is renamed before
+    printing (operands ``x<k>``, items ``l<k>``, shared subexpressions ``c<k>``): no name of
+    the spec reaches the C text."""
+    printer = _printer(suffix, real)
+    names = {}
+    args = ["long B", "long n", "double t"]
+    head = []
+    for k, (name, bcast) in enumerate(seg.operands):
+        args += [f"const {real} *a{k}", f"long r{k}"]
+        if bcast:
+            head.append(f"        const {real} x{k} = a{k}[b * r{k}];")
+            names[name] = sympy.Symbol(f"x{k}")
+        else:
+            head.append(f"        const {real} *restrict x{k} = a{k} + b * r{k};")
+            names[name] = sympy.Symbol(f"x{k}[j]")
+    for k, name in enumerate(seg.outputs):
+        args += [f"{real} *o{k}", f"long q{k}"]
+        head.append(f"        {real} *restrict y{k} = o{k} + b * q{k};")
+    if seg.step:
+        names[seg.step] = sympy.Symbol(f"(({real})t)")
+    local = {n: sympy.Symbol(f"l{k}") for k, (n, _) in enumerate(seg.items)}
+    names.update(local)
+    exprs = []
+    for _, e in seg.items:
+        missing = {s.name for s in e.free_symbols} - set(names)
+        if missing:  # pragma: no cover - plan_segment names every operand
+            raise Unfusable(f"unbound {sorted(missing)}")
+        exprs.append(e.xreplace({s: names[s.name] for s in e.free_symbols}))
+    replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("c"), order="none")
+
+    def text(expr):
+        try:
+            return printer.doprint(expr)
+        except Unfusable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the printer refuses stays in torch
+            raise Unfusable(f"{type(exc).__name__}: {exc}") from None
+
+    body = [f"            const {real} {sym.name} = {text(expr)};" for sym, expr in replacements]
+    body += [f"            const {real} {local[n].name} = {text(e)};" for (n, _), e in zip(seg.items, reduced)]
+    body += [f"            y{k}[j] = {local[name].name};" for k, name in enumerate(seg.outputs)]
+    return "\n".join([
+        f"void lvk{seg.index}{suffix}({', '.join(args)})",
+        "{",
+        "    for (long b = 0; b < B; ++b) {",
+        *head,
+        "#pragma omp simd",
+        "        for (long j = 0; j < n; ++j) {",
+        *body,
+        "        }",
+        "    }",
+        "}",
+    ])  # fmt: skip
+
+
+_MATH = r"""
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* 2^k for integer k in [-150, 128], as two normal factors (never a subnormal or an overflowing
+   exponent field on its own) */
+static inline float lv_pow2_f32(float y, int k) {
+    int h = k >> 1;
+    int32_t a = (h + 127) << 23, c = (k - h + 127) << 23;
+    float fa, fc;
+    memcpy(&fa, &a, 4);
+    memcpy(&fc, &c, 4);
+    return y * fa * fc;
+}
+
+/* Cephes expf: x = k ln2 + r, |r| <= ln2/2, degree-6 polynomial; branch-free, so it vectorises */
+static inline float lv_exp_f32(float x) {
+    float xc = x > 88.8f ? 88.8f : x;
+    xc = xc < -104.0f ? -104.0f : xc;
+    float k = floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - k * 0.693359375f;
+    r = r + k * 2.12194440e-4f;
+    float z = r * r;
+    float p = ((((1.9875691500e-4f * r + 1.3981999507e-3f) * r + 8.3334519073e-3f) * r
+                + 4.1665795894e-2f) * r + 1.6666665459e-1f) * r + 5.0000001201e-1f;
+    float y = lv_pow2_f32(p * z + r + 1.0f, (int)k);
+    y = x > 88.8f ? INFINITY : y;
+    y = x < -104.0f ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+static inline float lv_sigmoid_f32(float x) {
+    float e = lv_exp_f32(-fabsf(x));
+    float r = 1.0f / (1.0f + e);
+    return x >= 0 ? r : e * r;
+}
+
+/* Cephes tanhf: an odd polynomial below 0.625, else 1 - 2/(exp(2|x|) + 1) */
+static inline float lv_tanh_f32(float x) {
+    float a = fabsf(x);
+    float z = x * x;
+    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
+                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+    float big = copysignf(1.0f - 2.0f / (lv_exp_f32(2.0f * a) + 1.0f), x);
+    return a < 0.625f ? small : big;
+}
+
+static inline double lv_exp_f64(double x) { return exp(x); }
+static inline double lv_tanh_f64(double x) { return tanh(x); }
+static inline double lv_sigmoid_f64(double x) {
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+"""
+
+_COMMON = {
+    "sqrt": "static inline {T} lv_sqrt{S}({T} x) {{ return {SQRT}(x); }}",
+    "log": "static inline {T} lv_log{S}({T} x) {{ return {LOG}(x); }}",
+    "relu": "static inline {T} lv_relu{S}({T} x) {{ return x < 0 ? 0 : x; }}",
+    "hard_sigmoid": "static inline {T} lv_hard_sigmoid{S}({T} x) {{ {T} y = x / 6 + ({T})0.5; "
+                    "return y < 0 ? 0 : (y > 1 ? 1 : y); }}",
+    "softplus": "static inline {T} lv_softplus{S}({T} x) {{ return (x > 0 ? x : 0) + {LOG1P}({EXP}(-{FABS}(x))); }}",
+    "max": "static inline {T} lv_max{S}({T} a, {T} b) {{ return (a >= b || a != a) ? a : b; }}",
+    "min": "static inline {T} lv_min{S}({T} a, {T} b) {{ return (a <= b || a != a) ? a : b; }}",
+    "tick": "static inline {T} lv_tick{S}({T} t, {T} period) {{ return {FMOD}(t, period) == 0 ? 1 : 0; }}",
+    "step": "static inline {T} lv_step{S}({T} x) {{ return x > 0 ? 1 : 0; }}",
+    "hard_sigmoid_grad": "static inline {T} lv_hard_sigmoid_grad{S}({T} x) {{ return (x > -3 && x < 3) ? "
+                         "({T})1 / 6 : 0; }}",
+    "max_grad": "static inline {T} lv_max_grad{S}({T} a, {T} b) {{ return (a > b ? 1 : 0) + (a == b ? ({T})0.5 : 0); }}",
+}  # fmt: skip
+
+
+def source(segments) -> str:
+    """The C text of a module's kernels: both precisions of every segment."""
+    out = [_MATH]
+    for suffix, real, fn in (("_f64", "double", ""), ("_f32", "float", "f")):
+        names = dict(T=real, S=suffix, EXP=f"exp{fn}", FABS=f"fabs{fn}", FMOD=f"fmod{fn}", LOG=f"log{fn}",
+                     LOG1P=f"log1p{fn}", SQRT=f"sqrt{fn}")  # fmt: skip
+        out += [h.format(**names) for h in _COMMON.values()]
+        out += [kernel_text(s, suffix, real) for s in segments]
+    return "\n\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- at run time
+
+_enabled = os.environ.get("LSTM_VERIFY_KERNELS", "1") != "0"
+_lock = threading.Lock()
+_libraries: dict[str, object] = {}
+_warned = False
+
+
+@contextlib.contextmanager
+def disabled():
+    """Run the generated torch code without its kernels (every block as torch operations)."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+class Kernels:
+    """The kernels of one generated module, per dtype: ``table(tensors)`` is the list of
+    callables when every tensor suits them, else None."""
+
+    def __init__(self, library, arities):
+        import torch
+
+        self._torch = torch
+        self.tables = {}
+        for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")):
+            fns = []
+            for k, arity in enumerate(arities):
+                f = getattr(library, f"lvk{k}{suffix}")
+                f.restype = None
+                f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [
+                    ctypes.c_void_p if i % 2 == 0 else ctypes.c_long for i in range(arity - 3)
+                ]
+                fns.append(f)
+            self.tables[dtype] = fns
+        self.library = library
+
+    def table(self, tensors):
+        torch = self._torch
+        if not _enabled:
+            return None
+        if torch.is_grad_enabled() and any(torch.is_tensor(t) and t.requires_grad for t in tensors):
+            return None  # autograd records through the torch operations
+        first = next((t for t in tensors if torch.is_tensor(t)), None)
+        if first is None or first.device.type != "cpu":
+            return None
+        fns = self.tables.get(first.dtype)
+        if fns is None:
+            return None
+        for t in tensors:
+            if not torch.is_tensor(t):
+                return None
+            if t.dtype != first.dtype or t.device.type != "cpu" or (t.dim() and t.shape[-1] > 1 and t.stride(-1) != 1):
+                return None
+        return fns
+
+
+def _warn(reason: str) -> None:
+    global _warned
+    with _lock:
+        if _warned:
+            return
+        _warned = True
+    warnings.warn(f"fused C kernels not built: {reason}; the generated torch code runs without them",
+                  KernelWarning, stacklevel=4)  # fmt: skip
+
+
+def compiler() -> str | None:
+    return os.environ.get("CC") and shutil.which(os.environ["CC"]) or shutil.which("cc") or shutil.which("gcc")
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+_compiler_ids: dict[str, str] = {}
+
+
+def _compiler_id(cc: str) -> str:
+    if cc not in _compiler_ids:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
+        _compiler_ids[cc] = (out.stdout.splitlines() or [""])[0]
+    return _compiler_ids[cc]
+
+
+def _key(text: str, cc: str) -> str:
+    h = hashlib.sha256()
+    for part in (str(FORMAT), text, cc, _compiler_id(cc), " ".join(FLAGS), platform.machine(), _cpu_flags()):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _compile(text: str, cc: str, folder: str, name: str) -> str:
+    """Compile into ``folder``/``name`` (a temporary name first, then renamed); returns the path."""
+    src = os.path.join(folder, f".{name}.{os.getpid()}.{threading.get_ident()}.c")
+    tmp = src[:-2] + ".so"
+    try:
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(text)
+        out = subprocess.run([cc, *FLAGS, "-o", tmp, src, "-lm"], capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise Unfusable(f"{cc} failed: {out.stderr.strip()[:2000]}")
+        os.replace(tmp, os.path.join(folder, name))
+    finally:
+        for p in (src, tmp):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+    return os.path.join(folder, name)
+
+
+def _load_checked(folder_fd: int, name: str, secret: bytes) -> object | None:
+    """The library ``name`` in the checked folder if it is a regular file of ours, writable by
+    no one else, and its HMAC verifies; loaded from the descriptor whose bytes were checked."""
+    from . import runtime
+
+    flags = os.O_RDONLY | os.O_NOFOLLOW | runtime._O_NONBLOCK | runtime._O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=folder_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return None
+        data = runtime._read_at_most(fd, 64 << 20)
+        try:
+            mac_fd = os.open(name + ".mac", flags, dir_fd=folder_fd)
+        except OSError:
+            return None
+        try:
+            mac = runtime._read_at_most(mac_fd, 256)
+        finally:
+            os.close(mac_fd)
+        if not hmac.compare_digest(mac, hmac.new(secret, name.encode() + b"\0" + data, "sha256").hexdigest().encode()):
+            return None
+        return ctypes.CDLL(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def library(text: str):
+    """The loaded library of C text ``text``: from the cache when an entry verifies, else
+    compiled (and cached). Raises :class:`Unfusable` naming what failed."""
+    from . import runtime
+
+    cc = compiler()
+    if cc is None:
+        raise Unfusable("no C compiler (cc or gcc) on the PATH")
+    key = _key(text, cc)
+    with _lock:
+        if key in _libraries:
+            return _libraries[key]
+        lib = None
+        name = f"lvk-{key[:32]}.so"
+        directory = runtime.cache_dir()
+        dfd = None
+        if directory is not None and os.path.isdir("/proc/self/fd"):
+            try:
+                dfd = runtime._open_folder(directory)
+                secret = runtime._secret(dfd)
+            except runtime._Unusable:
+                if dfd is not None:
+                    os.close(dfd)
+                dfd = None
+        try:
+            if dfd is not None:
+                lib = _load_checked(dfd, name, secret)
+                if lib is None:
+                    with tempfile.TemporaryDirectory(prefix="lstm-verify-kernels-") as tmp:
+                        path = _compile(text, cc, tmp, name)
+                        with open(path, "rb") as f:
+                            data = f.read()
+                    mac = hmac.new(secret, name.encode() + b"\0" + data, "sha256").hexdigest().encode()
+                    runtime._write_entry(dfd, name, data)
+                    runtime._write_entry(dfd, name + ".mac", mac)
+                    lib = _load_checked(dfd, name, secret)
+            if lib is None:  # no cache folder, or what was just written does not verify
+                with tempfile.TemporaryDirectory(prefix="lstm-verify-kernels-") as tmp:
+                    lib = ctypes.CDLL(_compile(text, cc, tmp, name))
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise Unfusable(f"cannot build the kernels: {exc}") from None
+        finally:
+            if dfd is not None:
+                os.close(dfd)
+        _libraries[key] = lib
+        return lib
+
+
+def attach(module) -> str | None:
+    """Give a generated torch module its kernels (``module._KERNELS``); returns None, or why not."""
+    text = getattr(module, "_C_SOURCE", None)
+    if not text:
+        return "the module has no fused blocks"
+    try:
+        lib = library(text)
+    except Unfusable as exc:
+        _warn(str(exc))
+        return str(exc)
+    module._KERNELS = Kernels(lib, module._C_ARITY)
+    return None
+
+
+__all__ = ["KernelWarning", "Kernels", "Segment", "attach", "disabled", "enabled", "kernel_text", "library", "source"]
