@@ -18,9 +18,10 @@ once and the torch path runs.
 **Accuracy.** float64 kernels call the C library (``exp``, ``tanh``, ``log``: within 1 ulp).
 float32 kernels use branch-free polynomial ``exp`` and ``tanh`` (Cephes' ``expf`` and ``tanhf``
 coefficients) that the compiler vectorises, with ``sigmoid`` built on that ``exp``; their error
-against mpmath is measured in ``tests/test_kernels.py``: at most 2 ulp for exp and sigmoid and 3
-for tanh wherever the result is a normal float (results below 2^-126 are within 2^-149 of the
-true value), with NaN and the infinities propagated as the C library does.
+against mpmath is measured in ``tests/test_kernels.py`` (3.5 million points): at most 1 ulp for
+exp (0.998 measured), 3 for sigmoid (2.61) and 2 for tanh (1.32) wherever the result is a normal
+float (below 2^-126, within 2^-149 of the true value), with NaN and the infinities propagated as
+the C library does.
 
 **Compilation and cache.** ``cc -O3 -march=native -fno-math-errno -shared -fPIC``, once per
 distinct C text: the library lives in the generated-code cache folder (:mod:`.runtime`, same
@@ -193,8 +194,14 @@ def kernel_text(seg: Segment, suffix: str, real: str) -> str:
         except Exception as exc:  # noqa: BLE001 - whatever the printer refuses stays in torch
             raise Unfusable(f"{type(exc).__name__}: {exc}") from None
 
-    body = [f"            const {real} {sym.name} = {text(expr)};" for sym, expr in replacements]
-    body += [f"            const {real} {local[n].name} = {text(e)};" for (n, _), e in zip(seg.items, reduced)]
+    pending = list(replacements) + [(local[n], e) for (n, _), e in zip(seg.items, reduced)]
+    produced = {sym for sym, _ in pending}
+    body, ready = [], set()
+    while pending:  # in dependency order: a shared subexpression may read an earlier item
+        k = next(k for k, (_, e) in enumerate(pending) if not (e.free_symbols & produced) - ready)
+        sym, expr = pending.pop(k)
+        body.append(f"            const {real} {sym.name} = {text(expr)};")
+        ready.add(sym)
     body += [f"            y{k}[j] = {local[name].name};" for k, name in enumerate(seg.outputs)]
     return "\n".join([
         f"void lvk{seg.index}{suffix}({', '.join(args)})",
@@ -253,9 +260,9 @@ static inline float lv_tanh_f32(float x) {
     float a = fabsf(x);
     float z = x * x;
     float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    float big = copysignf(1.0f - 2.0f / (lv_exp_f32(2.0f * a) + 1.0f), x);
-    return a < 0.625f ? small : big;
+                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * a + a;
+    float big = 1.0f - 2.0f / (lv_exp_f32(2.0f * a) + 1.0f);
+    return copysignf(a < 0.625f ? small : big, x);
 }
 
 static inline double lv_exp_f64(double x) { return exp(x); }
@@ -300,6 +307,7 @@ _enabled = os.environ.get("LSTM_VERIFY_KERNELS", "1") != "0"
 _lock = threading.Lock()
 _libraries: dict[str, object] = {}
 _warned = False
+_held: list[int] = []
 
 
 @contextlib.contextmanager
@@ -418,34 +426,49 @@ def _compile(text: str, cc: str, folder: str, name: str) -> str:
     return os.path.join(folder, name)
 
 
-def _load_checked(folder_fd: int, name: str, secret: bytes) -> object | None:
-    """The library ``name`` in the checked folder if it is a regular file of ours, writable by
-    no one else, and its HMAC verifies; loaded from the descriptor whose bytes were checked."""
+def _verified(fd: int, folder_fd: int, name: str, secret: bytes) -> bool:
+    """Whether the open file ``fd`` is a regular file of ours, writable by no one else, whose
+    bytes match the HMAC stored beside it."""
     from . import runtime
 
-    flags = os.O_RDONLY | os.O_NOFOLLOW | runtime._O_NONBLOCK | runtime._O_CLOEXEC
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return False
+    data = runtime._read_at_most(fd, 64 << 20)
     try:
-        fd = os.open(name, flags, dir_fd=folder_fd)
+        mac_fd = os.open(name + ".mac", os.O_RDONLY | os.O_NOFOLLOW | runtime._O_NONBLOCK | runtime._O_CLOEXEC,
+                         dir_fd=folder_fd)  # fmt: skip
+    except OSError:
+        return False
+    try:
+        mac = runtime._read_at_most(mac_fd, 256)
+    finally:
+        os.close(mac_fd)
+    want = hmac.new(secret, name.encode() + b"\0" + data, "sha256").hexdigest().encode()
+    return hmac.compare_digest(mac, want)
+
+
+def _load_checked(folder_fd: int, name: str, secret: bytes) -> object | None:
+    """The library ``name`` in the checked folder if :func:`_verified`, loaded from the very
+    descriptor whose bytes were checked; else None."""
+    from . import runtime
+
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | runtime._O_NONBLOCK | runtime._O_CLOEXEC, dir_fd=folder_fd)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
-            return None
-        data = runtime._read_at_most(fd, 64 << 20)
-        try:
-            mac_fd = os.open(name + ".mac", flags, dir_fd=folder_fd)
-        except OSError:
-            return None
-        try:
-            mac = runtime._read_at_most(mac_fd, 256)
-        finally:
-            os.close(mac_fd)
-        if not hmac.compare_digest(mac, hmac.new(secret, name.encode() + b"\0" + data, "sha256").hexdigest().encode()):
-            return None
-        return ctypes.CDLL(f"/proc/self/fd/{fd}")
-    finally:
+        lib = ctypes.CDLL(f"/proc/self/fd/{fd}") if _verified(fd, folder_fd, name, secret) else None
+    except BaseException:
         os.close(fd)
+        raise
+    if lib is None:
+        os.close(fd)
+        return None
+    # kept open for the life of the process: the loader knows a library by its path, and a
+    # descriptor number closed here could name another library later
+    _held.append(fd)
+    return lib
 
 
 def library(text: str):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from lstm_verify import kernels
 from lstm_verify.cell import catalog, load
 from lstm_verify.check import (
     LIMITS,
@@ -23,6 +24,24 @@ from lstm_verify.compare import assert_close
 CELLS = catalog()
 
 
+@pytest.fixture(params=["c-kernels", "torch-ops"])
+def path(request):
+    """Every oracle test on both paths of the generated torch code: its blocks through the fused
+    C kernels (:mod:`lstm_verify.kernels`), and as torch operations."""
+    if request.param == "torch-ops":
+        with kernels.disabled():
+            yield request.param
+    else:
+        yield request.param
+
+
+def _on_path(name, path):
+    cell = load(name)
+    if path == "c-kernels":  # never a silent fallback to the torch operations
+        assert cell.torch().kernels is None, f"{name}: no kernels: {cell.torch().kernels}"
+    return cell
+
+
 def test_catalog_is_complete():
     expected = {
         "rnn_tanh", "rnn_relu", "lstm", "lstm_nofg", "lstm_peephole", "lstm_cifg", "gru", "gru_cho",
@@ -35,8 +54,9 @@ def test_catalog_is_complete():
 @pytest.mark.parametrize("name", CELLS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("saturated", [False, True], ids=["ordinary", "saturated"])
-def test_forward_matches_mpmath(name, dtype, saturated):
-    e, zmax = forward_vs_mpmath(load(name), dtype, saturated=saturated)
+def test_forward_matches_mpmath(name, dtype, saturated, path):
+    backends = ("numpy", "torch") if path == "c-kernels" else ("torch",)
+    e, zmax = forward_vs_mpmath(_on_path(name, path), dtype, saturated=saturated, backends=backends)
     limit = LIMITS["fwd64" if dtype == np.float64 else "fwd32"]
     # or the equations as written cannot be evaluated in dtype (slstm_unstabilized's exp(236))
     assert e.normwise <= limit or e.beyond(dtype), f"{name} {dtype.__name__}: {e}"
@@ -45,13 +65,13 @@ def test_forward_matches_mpmath(name, dtype, saturated):
 
 
 @pytest.mark.parametrize("name", CELLS)
-def test_backward_matches_autograd_over_50_steps(name):
-    assert backward_vs_autograd(load(name), T=50) <= LIMITS["bwd_autograd"]
+def test_backward_matches_autograd_over_50_steps(name, path):
+    assert backward_vs_autograd(_on_path(name, path), T=50) <= LIMITS["bwd_autograd"]
 
 
 @pytest.mark.parametrize("name", CELLS)
-def test_backward_matches_finite_differences_over_50_steps(name):
-    rel, gradcheck_ok = backward_vs_finite_differences(load(name), T=50)
+def test_backward_matches_finite_differences_over_50_steps(name, path):
+    rel, gradcheck_ok = backward_vs_finite_differences(_on_path(name, path), T=50)
     assert gradcheck_ok, "torch.autograd.gradcheck rejected the generated backward"
     assert rel <= LIMITS["bwd_fd"]
 

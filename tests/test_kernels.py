@@ -1,0 +1,277 @@
+"""The fused C kernels of the generated torch code (lstm_verify.kernels): their math against
+mpmath, when they run and when the torch operations run instead, their cache, and names.
+
+The oracle tests of every cell run on both paths in test_codegen.py (the ``path`` fixture).
+"""
+
+import ctypes
+import os
+import re
+
+import mpmath
+import numpy as np
+import pytest
+import sympy
+import torch
+
+import lstm_verify as lv
+from lstm_verify import kernels
+from lstm_verify.functions import sigmoid
+
+pytestmark = pytest.mark.skipif(kernels.compiler() is None, reason="no C compiler (cc or gcc) on the PATH")
+
+X = sympy.Symbol("x")
+
+
+def _unary(expr):
+    """A compiled kernel computing ``expr`` of x elementwise, float32 and float64."""
+    seg = kernels.Segment(0, (("y", expr),), (("x", False),), ("y",), None)
+    lib = kernels.library(kernels.source([seg]))
+    out = {}
+    for suffix, dtype in (("_f32", np.float32), ("_f64", np.float64)):
+        f = getattr(lib, f"lvk0{suffix}")
+        f.restype = None
+        f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p, ctypes.c_long] * 2
+
+        def run(x, f=f, dtype=dtype):
+            x = np.ascontiguousarray(x, dtype)
+            y = np.empty_like(x)
+            f(1, x.size, 0.0, x.ctypes.data, 0, y.ctypes.data, 0)
+            return y
+
+        out[dtype] = run
+    return out
+
+
+# name: (expression, float64 reference, mpmath, range, ulp bound). Measured over 3.5 million
+# points of these ranges: exp 0.998 ulp, sigmoid 2.61 (e * 1/(1 + e) below 0), tanh 1.32.
+FUNCTIONS = {
+    "exp": (sympy.exp(X), np.exp, mpmath.exp, (-104.0, 88.7), 1),
+    "sigmoid": (sigmoid(X), lambda x: 1 / (1 + np.exp(-x)), lambda x: 1 / (1 + mpmath.exp(-x)), (-104.0, 40.0), 3),
+    "tanh": (sympy.tanh(X), np.tanh, mpmath.tanh, (-12.0, 12.0), 2),
+}
+
+
+def _ulps(y, ref):
+    """|y - ref| in units of the float32 spacing at ref, where ref is a normal float32."""
+    ref32 = ref.astype(np.float32)
+    normal = np.abs(ref32) >= np.finfo(np.float32).tiny
+    return (np.abs(y.astype(np.float64) - ref) / np.spacing(np.abs(ref32)).astype(np.float64))[normal], normal
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_float32_math_within_stated_ulps_of_mpmath(name):
+    expr, ref64, mp, (lo, hi), bound = FUNCTIONS[name]
+    run = _unary(expr)[np.float32]
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        rng.uniform(lo, hi, 200_000), rng.uniform(-1, 1, 50_000), rng.uniform(-1e-3, 1e-3, 10_000),
+        np.linspace(lo, hi, 50_001), [0.0, 0.625, -0.625, 0.6249999, 1e-30, -1e-30],
+    ]).astype(np.float32)  # fmt: skip
+    y = run(x)
+    ref = ref64(x.astype(np.float64))
+    # the float64 reference itself against mpmath (50 digits), on a sample: far below 1e-3 ulp
+    mpmath.mp.dps = 50
+    sample = rng.choice(x.size, 500, replace=False)
+    exact = np.array([float(mp(mpmath.mpf(float(v)))) for v in x[sample]])
+    assert np.all(np.abs(ref[sample] - exact) <= 4 * np.spacing(np.abs(exact)))
+    err, normal = _ulps(y, ref)
+    assert err.max() <= bound, f"{name}: {err.max():.2f} ulp at x = {x[normal][err.argmax()]!r}"
+    # below the smallest normal float32 the result is within one subnormal step
+    assert np.all(np.abs(y[~normal].astype(np.float64) - ref[~normal]) <= 2.0**-149)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_float64_math_is_the_c_library(name):
+    expr, ref64, _, (lo, hi), _ = FUNCTIONS[name]
+    x = np.linspace(lo, hi, 100_001)
+    y = _unary(expr)[np.float64](x)  # sigmoid: e * 1/(1 + e) below 0, as in float32
+    assert np.all(np.abs(y - ref64(x)) <= 4 * np.spacing(np.abs(ref64(x))))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_special_values_propagate(dtype):
+    x = np.array([np.nan, np.inf, -np.inf, 1000.0, -1000.0, 0.0, -0.0], dtype)
+    exp = _unary(sympy.exp(X))[dtype](x)
+    sig = _unary(sigmoid(X))[dtype](x)
+    th = _unary(sympy.tanh(X))[dtype](x)
+    assert np.isnan(exp[0]) and np.isnan(sig[0]) and np.isnan(th[0])
+    assert list(exp[1:]) == [np.inf, 0, np.inf, 0, 1, 1]
+    assert list(sig[1:]) == [1, 0, 1, 0, 0.5, 0.5]
+    assert list(th[1:]) == [1, -1, 1, -1, 0, 0] and np.signbit(th[6]) and not np.signbit(th[5])
+    if dtype == np.float32:  # overflow and underflow where float32 ends
+        big = _unary(sympy.exp(X))[dtype](np.array([88.72283, 88.7229, -103.0, -104.5], dtype))
+        assert np.isfinite(big[0]) and big[1] == np.inf and 0 < big[2] < 1e-44 and big[3] == 0
+
+
+# ----------------------------------------------------------------------------- when they run
+
+
+class _Counting:
+    """Stands in for a module's kernels: counts the kernel calls of the tables it hands out."""
+
+    def __init__(self, real):
+        self.real, self.calls, self.refused = real, 0, 0
+
+    def table(self, tensors):
+        fns = self.real.table(tensors)
+        if fns is None:
+            self.refused += 1
+            return None
+
+        def counted(f):
+            def call(*args):
+                self.calls += 1
+                return f(*args)
+
+            return call
+
+        return [counted(f) for f in fns]
+
+
+def _problem(name="lstm", dtype=torch.float32, T=5, B=3):
+    cell = lv.load(name)
+    impl = cell.torch()
+    params = {k: torch.as_tensor(v, dtype=dtype) for k, v in cell.init_params(input_size=4, hidden_size=6).items()}
+    x = torch.randn(T, B, 4, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    return cell, impl, params, x
+
+
+@pytest.fixture
+def counting():
+    made = []
+
+    def wrap(impl):
+        spy = _Counting(impl.module._KERNELS)
+        impl.module._KERNELS = spy
+        made.append((impl, spy.real))
+        return spy
+
+    yield wrap
+    for impl, real in made:
+        impl.module._KERNELS = real
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kernels_run_forward_and_backward_and_agree_with_torch_ops(counting, dtype):
+    cell, impl, params, x = _problem(dtype=dtype)
+    spy = counting(impl)
+    run = impl.forward(params, x, save=True)
+    grads = impl.backward(params, run.cache, torch.ones_like(run.outputs))
+    assert spy.calls == 2 * x.shape[0]  # one block a step forward, one partials block a step backward
+    with kernels.disabled():
+        run2 = impl.forward(params, x, save=True)
+        grads2 = impl.backward(params, run2.cache, torch.ones_like(run2.outputs))
+    assert spy.calls == 2 * x.shape[0]
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(run.outputs, run2.outputs, rtol=tol, atol=tol)
+    for k in grads.params:
+        torch.testing.assert_close(grads.params[k], grads2.params[k], rtol=10 * tol, atol=10 * tol)
+
+
+def test_torch_ops_run_where_the_kernels_cannot(counting):
+    cell, impl, params, x = _problem()
+    spy = counting(impl)
+    expected = impl.forward(params, x).outputs
+    assert spy.calls == 5  # one block a step
+    doubles = {k: v.double() for k, v in params.items()}
+    torch.testing.assert_close(impl.forward(doubles, x.double()).outputs.float(), expected, rtol=1e-6, atol=1e-6)
+    assert spy.calls == 10  # float64 throughout: the float64 kernels
+    strided = x.transpose(1, 2).contiguous().transpose(1, 2)  # the same values, features not adjacent
+    torch.testing.assert_close(impl.forward(params, strided).outputs, expected, rtol=1e-6, atol=1e-6)
+    leaf = x.clone().requires_grad_(True)
+    out = impl.forward(params, leaf).outputs  # autograd records: the torch operations
+    assert out.requires_grad and spy.calls == 10 and spy.refused == 2
+    with kernels.disabled():
+        impl.forward(params, x)
+    assert spy.calls == 10 and spy.refused == 3
+
+
+def test_module_training_uses_the_kernels(counting):
+    cell = lv.load("gru")
+    layer = cell.module(sizes={"input": 4, "hidden": 5})
+    spy = counting(cell.torch())
+    out, _ = layer(torch.randn(6, 2, 4))
+    out.sum().backward()
+    assert spy.calls > 0 and all(p.grad is not None for p in layer.parameters())
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def test_library_is_cached_and_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("LSTM_VERIFY_CACHE", str(tmp_path))
+    seg = kernels.Segment(0, (("y", sympy.tanh(X) * 3),), (("x", False),), ("y",), None)
+    text = kernels.source([seg])
+    compiled = []
+    real = kernels._compile
+    monkeypatch.setattr(kernels, "_compile", lambda *a: compiled.append(a) or real(*a))
+    kernels._libraries.clear()
+    kernels.library(text)
+    assert len(compiled) == 1
+    (so,) = [p for p in tmp_path.iterdir() if p.suffix == ".so"]
+    assert (tmp_path / (so.name + ".mac")).exists() and so.stat().st_mode & 0o077 == 0
+    kernels._libraries.clear()
+    kernels.library(text)  # from the cache: no compiler
+    assert len(compiled) == 1
+    data = bytearray(so.read_bytes())  # a changed library does not verify: compiled again
+    data[len(data) // 2] ^= 0xFF
+    so.write_bytes(bytes(data))
+    kernels._libraries.clear()
+    lib = kernels.library(text)
+    assert len(compiled) == 2 and hasattr(lib, "lvk0_f32")
+    monkeypatch.setenv("LSTM_VERIFY_CACHE", "0")  # no cache folder: a private temporary one
+    kernels._libraries.clear()
+    assert hasattr(kernels.library(text), "lvk0_f64") and len(compiled) == 3
+
+
+def test_without_a_compiler_a_warning_and_the_torch_ops(monkeypatch):
+    cell, _, params, x = _problem(name="mgu")
+    monkeypatch.setattr(kernels, "compiler", lambda: None)
+    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_libraries", {})
+    with pytest.warns(kernels.KernelWarning, match="no C compiler"):
+        impl = lv.cell.Implementation(cell, "torch")
+    assert "no C compiler" in impl.kernels and impl.module._KERNELS is None
+    with kernels.disabled():
+        expected = cell.torch().forward(params, x).outputs
+    torch.testing.assert_close(impl.forward(params, x).outputs, expected)
+
+
+HOSTILE = '''
+name = "lvk0_f32"
+title = "names of the kernels' own C text"
+cite = ["none"]
+input = "j"
+state = ["b", "n"]
+equations = [
+  "x0 = sigmoid(lin(j, b))",
+  "l0 = tanh(lin(j, b))",
+  "c0 = x0*n + l0*(1 - x0)",
+  "b' = tanh(c0) * x0",
+  "n' = c0",
+]
+'''
+
+
+def test_spec_names_never_reach_the_c_text(tmp_path):
+    path = tmp_path / "hostile.toml"
+    path.write_text(HOSTILE)
+    cell = lv.load(str(path))
+    impl = cell.torch()
+    assert impl.kernels is None
+    text = impl.module._C_SOURCE
+    kernel_part = "\n".join(re.findall(r"^void lvk.*?^}$", text, re.S | re.M))
+    assert kernel_part.count("void lvk") == 2 * len(impl.module._C_ARITY)
+    allowed = {"void", "long", "double", "float", "const", "restrict", "for", "pragma", "omp", "simd", "B", "n",
+               "t", "b", "j"} | {f"lv_{f}_f{w}" for f in ("sigmoid", "tanh", "exp") for w in (32, 64)}  # fmt: skip
+    for ident in set(re.findall(r"(?<![\w.])[A-Za-z_][A-Za-z0-9_]*", kernel_part)) - allowed:
+        assert re.fullmatch(r"(lvk\d+_f(32|64)|[axylcorq]\d+)", ident), ident
+    params = {k: torch.as_tensor(v) for k, v in cell.init_params(sizes={"input": 3, "hidden": 4}).items()}
+    x = torch.randn(4, 2, 3, dtype=params["b_x0"].dtype if "b_x0" in params else torch.float64)
+    x = x.to(next(iter(params.values())).dtype)
+    with kernels.disabled():
+        expected = impl.forward(params, x)
+    got = impl.forward(params, x)
+    torch.testing.assert_close(got.outputs, expected.outputs)
+    assert os.path.basename(cell.name) == "lvk0_f32"
