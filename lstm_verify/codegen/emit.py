@@ -89,8 +89,8 @@ class _Fusion:
         if not self.segments:
             return ""
         text = kernels.source(self.segments)
-        return (f"\n\n_C_SOURCE = {text!r}\n"
-                f"_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n")  # fmt: skip
+        return ("\n\n# set by lstm_verify.kernels.attach: the compiled kernels of _C_SOURCE\n_KERNELS = None\n"
+                f"_C_SOURCE = {text!r}\n_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n")  # fmt: skip
 
 
 class _Code:
