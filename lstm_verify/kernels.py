@@ -39,6 +39,7 @@ import contextlib
 import ctypes
 import hashlib
 import hmac
+import math
 import os
 import platform
 import shutil
@@ -129,6 +130,8 @@ def _printer(suffix: str, real: str):
         """The export's C printer, with literals of the kernel's own precision."""
 
         def _literal(self, value: float) -> str:
+            if not math.isfinite(float(value)):
+                raise Unfusable(f"constant {float(value)}")
             text = repr(float(value))
             return f"{text}f" if real == "float" else text
 
@@ -282,7 +285,7 @@ _COMMON = {
     "softplus": "static inline {T} lv_softplus{S}({T} x) {{ return (x > 0 ? x : 0) + {LOG1P}({EXP}(-{FABS}(x))); }}",
     "max": "static inline {T} lv_max{S}({T} a, {T} b) {{ return (a >= b || a != a) ? a : b; }}",
     "min": "static inline {T} lv_min{S}({T} a, {T} b) {{ return (a <= b || a != a) ? a : b; }}",
-    "tick": "static inline {T} lv_tick{S}({T} t, {T} period) {{ return {FMOD}(t, period) == 0 ? 1 : 0; }}",
+    "tick": "static inline {T} lv_tick{S}({T} t, {T} period) {{ return t - period * {FLOOR}(t / period) == 0 ? 1 : 0; }}",
     "step": "static inline {T} lv_step{S}({T} x) {{ return x > 0 ? 1 : 0; }}",
     "hard_sigmoid_grad": "static inline {T} lv_hard_sigmoid_grad{S}({T} x) {{ return (x > -3 && x < 3) ? "
                          "({T})1 / 6 : 0; }}",
@@ -294,7 +297,7 @@ def source(segments) -> str:
     """The C text of a module's kernels: both precisions of every segment."""
     out = [_MATH]
     for suffix, real, fn in (("_f64", "double", ""), ("_f32", "float", "f")):
-        names = dict(T=real, S=suffix, EXP=f"exp{fn}", FABS=f"fabs{fn}", FMOD=f"fmod{fn}", LOG=f"log{fn}",
+        names = dict(T=real, S=suffix, EXP=f"exp{fn}", FABS=f"fabs{fn}", FLOOR=f"floor{fn}", LOG=f"log{fn}",
                      LOG1P=f"log1p{fn}", SQRT=f"sqrt{fn}")  # fmt: skip
         out += [h.format(**names) for h in _COMMON.values()]
         out += [kernel_text(s, suffix, real) for s in segments]
