@@ -223,6 +223,7 @@ def kernel_text(seg: Segment, suffix: str, real: str) -> str:
 _MATH = r"""
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* 2^k for integer k in [-150, 128], as two normal factors (never a subnormal or an overflowing
@@ -332,10 +333,18 @@ class Kernels:
     """The kernels of one generated module, per dtype: ``table(tensors)`` is the list of
     callables when every tensor suits them, else None."""
 
-    def __init__(self, library, arities):
+    def __init__(self, library, arities, loop=None):
         import torch
 
         self._torch = torch
+        self.loop_names = loop
+        self.loops = {}
+        gemms = _gemms() if loop else None
+        for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if gemms else ():
+            f = getattr(library, f"lvseq{suffix}")
+            f.restype = ctypes.c_int
+            f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p] * 8
+            self.loops[dtype] = (f, gemms[dtype])
         self.tables = {}
         for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")):
             fns = []
@@ -367,6 +376,60 @@ class Kernels:
             if t.dtype != first.dtype or t.device.type != "cpu" or (t.dim() and t.shape[-1] > 1 and t.stride(-1) != 1):
                 return None
         return fns
+
+
+    def sequence(self, args, params, inputs, state, t0):
+        """The forward loop in C (no values saved): ``(outputs, final state, None)``, or None
+        where it cannot run (then the Python loop runs). ``args`` is the module's
+        ``_sequence_args``."""
+        torch = self._torch
+        if not self.loops:
+            return None
+        in_names, st_names, output = self.loop_names
+        if self.table([*params.values(), *[inputs[x] for x in in_names], *[state[s] for s in st_names]]) is None:
+            return None
+        xs = [inputs[x].contiguous() for x in in_names]
+        T, B = xs[0].shape[0], xs[0].shape[1]
+        if T == 0 or B == 0:
+            return None
+        fn, gemm = self.loops[xs[0].dtype]
+        weights, others, sizes = args(params, inputs, state)
+        weights = [w.contiguous() for w in weights]
+        others = [p.contiguous() for p in others]
+        s0 = [state[s].contiguous() for s in st_names]
+        final = [torch.empty(s.shape, dtype=s.dtype) for s in s0]
+        out = torch.empty((T, B, s0[st_names.index(output)].shape[-1]), dtype=xs[0].dtype)
+
+        def array(tensors):
+            return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
+
+        n = (ctypes.c_long * max(len(sizes), 1))(*[int(v) for v in sizes])
+        rc = fn(T, B, float(t0), gemm, array(weights), array(others), array(xs), array(s0), array(final),
+                out.data_ptr(), n)  # fmt: skip
+        if rc == -1:
+            raise MemoryError("the C forward loop could not allocate its buffers")
+        if rc != 0:
+            return None
+        return out, dict(zip(st_names, final)), None
+
+
+_gemm_pointers = None
+
+
+def _gemms():
+    """{dtype: address} of the Fortran BLAS sgemm_/dgemm_ that torch's CPU library carries (MKL
+    in the x86 builds), or None when it has none."""
+    global _gemm_pointers
+    if _gemm_pointers is None:
+        import torch
+
+        try:
+            lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+            _gemm_pointers = {torch.float32: ctypes.cast(lib.sgemm_, ctypes.c_void_p).value,
+                              torch.float64: ctypes.cast(lib.dgemm_, ctypes.c_void_p).value}  # fmt: skip
+        except (OSError, AttributeError):
+            _gemm_pointers = {}
+    return _gemm_pointers or None
 
 
 def _warn(reason: str) -> None:
@@ -532,7 +595,7 @@ def attach(module) -> str | None:
     except Unfusable as exc:
         _warn(str(exc))
         return str(exc)
-    module._KERNELS = Kernels(lib, module._C_ARITY)
+    module._KERNELS = Kernels(lib, module._C_ARITY, getattr(module, "_C_LOOP", None))
     return None
 
 

@@ -40,6 +40,7 @@ class _Fusion:
         self.batched = _batched(ir)
         self.segments: list = []
         self.widths: dict[str, str] = {}
+        self.loop = None
 
     def width(self, dim: str) -> str:
         if dim == SCALAR:
@@ -82,6 +83,196 @@ class _Fusion:
         code.lines[at:at] = ["    " * code.indent + line for line in lines]
         self.widths = {}
 
+    def sequence(self, p: Plan) -> None:
+        """Plan the whole forward loop in C (``lvseq``, for ``save=False``): its GEMMs through
+        the BLAS that torch carries, its pointwise blocks through the block kernels, every value
+        in a buffer of its own. Cells with reductions, set inputs or a block the kernels cannot
+        compute keep the loop in Python (``self.loop`` stays None)."""
+        ir = self.ir
+        self.loop = None
+        if ir.sets or any(isinstance(n, Reduce) for n in ir.nodes):
+            return
+        steps = []  # ("gemm", group) | ("affine", node) | ("block", segment, dim)
+        run: list = []
+        done: set[str] = set()
+
+        def flush():
+            start = 0
+            for k in range(1, len(run) + 1):
+                if k == len(run) or ir.dims[run[k].name] != ir.dims[run[start].name]:
+                    part = run[start:k]
+                    dim = ir.dims[part[0].name]
+                    items = [(n.name, fold_constants(n.expr)) for n in part]
+                    seg = self.plan(items, dim, [n.name for n in part])
+                    if seg is None:
+                        raise _NoLoop
+                    steps.append(("block", seg, dim))
+                    start = k
+            run.clear()
+
+        try:
+            for node in p.order:
+                if isinstance(node, Pointwise):
+                    run.append(node)
+                    continue
+                flush()
+                for _, arg in node.terms:
+                    g = p.groups[arg]
+                    if not g.hoisted and arg not in done:
+                        done.add(arg)
+                        steps.append(("gemm", g))
+                steps.append(("affine", node))
+            flush()
+        except _NoLoop:
+            return
+        self.loop = (p, steps)
+
+    def _loop_text(self, suffix: str, real: str) -> list[str]:
+        ir = self.ir
+        p, steps = self.loop
+        dims = self.loop_dims()
+        n = {d: ("1" if d == SCALAR else f"n[{k}]") for k, d in enumerate(dims)}
+        inputs = [x for x, _ in ir.inputs]
+        states = [s for s, _ in ir.states]
+        pnames = self.loop_params()
+        groups = [g for g in p.groups.values()]
+        out_dim = {w.name: w.out_dim for w in ir.weights}
+        width = {g.arg: " + ".join(n[out_dim[w]] for _, w in g.terms) for g in groups}
+        offset = {}
+        for g in groups:
+            acc = []
+            for node, w in g.terms:
+                offset[(g.arg, node)] = " + ".join(acc) or "0"
+                acc.append(n[out_dim[w]])
+        nodes = [node.name for node in ir.nodes]
+        gi = {g.arg: k for k, g in enumerate(groups)}
+
+        def ptr(name, t="t"):
+            if name in ir.node_map:
+                return f"V{nodes.index(name)}"
+            if name in states:
+                return f"C{states.index(name)}"
+            if name in inputs:
+                return f"(X[{inputs.index(name)}] + (size_t){t} * B * {n[ir.dims[name]]})"
+            return f"P[{pnames.index(name)}]"
+
+        def stride(name):
+            return "0" if name in pnames else n[ir.dims[name]]
+
+        gemm = "lv_gemm" + suffix
+        L = [f"typedef void (*{gemm})(const char *, const char *, const int *, const int *, const int *, "
+             f"const {real} *, const {real} *, const int *, const {real} *, const int *, const {real} *, "
+             f"{real} *, const int *);",  # fmt: skip
+             "",
+             f"int lvseq{suffix}(long T, long B, double t0, void *gemm_fn, const {real} *const *W, "
+             f"const {real} *const *P, const {real} *const *X, const {real} *const *S0, {real} *const *SF, "
+             f"{real} *out, const long *n)",  # fmt: skip
+             "{",
+             f"    {gemm} gemm = ({gemm})gemm_fn;",
+             f"    const {real} one = 1, zero = 0;",
+             "    int rc = 0;"]
+        bufs = []
+        for g in groups:
+            rows = "(size_t)T * B" if g.hoisted else "(size_t)B"
+            L.append(f"    {real} *G{gi[g.arg]} = malloc(sizeof({real}) * {rows} * ({width[g.arg]}));")
+            bufs.append(f"G{gi[g.arg]}")
+        for k, name in enumerate(nodes):
+            L.append(f"    {real} *V{k} = malloc(sizeof({real}) * (size_t)B * {n[ir.dims[name]]});")
+            bufs.append(f"V{k}")
+        for k, s_ in enumerate(states):
+            for pre in ("C", "N"):
+                L.append(f"    {real} *{pre}{k} = malloc(sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
+                bufs.append(f"{pre}{k}")
+        L.append(f"    if ({' || '.join('!' + b for b in bufs)}) {{ rc = -1; goto done; }}")
+        for g in groups:  # GEMM sizes are int: larger problems run in Python
+            rows = "(double)T * B" if g.hoisted else "(double)B"
+            L.append(f"    if ({rows} * ({width[g.arg]}) > 2147483647.0) {{ rc = -2; goto done; }}")
+        for k, s_ in enumerate(states):
+            L.append(f"    memcpy(C{k}, S0[{k}], sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
+        for g in groups:
+            if g.hoisted:
+                K = n[ir.dims[g.arg]]
+                L += ["    {",
+                      f"        int m = {width[g.arg]}, cols = T * B, k = {K};",
+                      f"        gemm(\"T\", \"N\", &m, &cols, &k, &one, W[{gi[g.arg]}], &k, X[{inputs.index(g.arg)}], &k, &zero, G{gi[g.arg]}, &m);",
+                      "    }"]  # fmt: skip
+        L.append("    for (long t = 0; t < T; ++t) {")
+        L.append("        const double tt = t0 + t;")
+        L.append("        (void)tt;")
+        for step in steps:
+            if step[0] == "gemm":
+                g = step[1]
+                K = n[ir.dims[g.arg]]
+                L += ["        {",
+                      f"            int m = {width[g.arg]}, rows = B, k = {K};",
+                      f"            gemm(\"T\", \"N\", &m, &rows, &k, &one, W[{gi[g.arg]}], &k, {ptr(g.arg)}, &k, &zero, G{gi[g.arg]}, &m);",
+                      "        }"]  # fmt: skip
+            elif step[0] == "affine":
+                node = step[1]
+                w = n[node.dim]
+                parts = []
+                for _, arg in node.terms:
+                    g = p.groups[arg]
+                    row = "((size_t)t * B + b)" if g.hoisted else "(size_t)b"
+                    parts.append(f"G{gi[arg]}[{row} * ({width[arg]}) + {offset[(arg, node.name)]} + j]")
+                if node.bias:
+                    parts.append(f"P[{pnames.index(node.bias)}][j]")
+                L += [f"        for (long b = 0; b < B; ++b)",
+                      f"            for (long j = 0; j < {w}; ++j)",
+                      f"                V{nodes.index(node.name)}[(size_t)b * {w} + j] = {' + '.join(parts)};"]  # fmt: skip
+            else:
+                seg, dim = step[1], step[2]
+                args = ["B", n[dim], "tt"]
+                for name, _ in seg.operands:
+                    args += [ptr(name), stride(name)]
+                for name in seg.outputs:
+                    args += [ptr(name), n[dim]]
+                L.append(f"        lvk{seg.index}{suffix}({', '.join(args)});")
+        for k, s_ in enumerate(states):  # all new values first: a state may take another's
+            L.append(f"        memcpy(N{k}, {ptr(ir.new(s_))}, sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
+        for k, s_ in enumerate(states):
+            L.append(f"        memcpy(C{k}, N{k}, sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
+        o = states.index(ir.output)
+        w_out = n[ir.dims[ir.output]]
+        L.append(f"        memcpy(out + (size_t)t * B * {w_out}, C{o}, sizeof({real}) * (size_t)B * {w_out});")
+        L.append("    }")
+        for k, s_ in enumerate(states):
+            L.append(f"    memcpy(SF[{k}], C{k}, sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
+        L.append("done:")
+        L += [f"    free({b});" for b in bufs]
+        L += ["    return rc;", "}"]
+        return L
+
+    def loop_dims(self) -> list[str]:
+        ir = self.ir
+        names = [x for x, _ in ir.inputs] + [s for s, _ in ir.states] + [n.name for n in ir.nodes]
+        out = []
+        for d in [ir.dims[x] for x in names] + [w.out_dim for w in ir.weights] + [w.in_dim for w in ir.weights]:
+            if d != SCALAR and d not in out:
+                out.append(d)
+        return out
+
+    def loop_params(self) -> list[str]:
+        weights = {w.name for w in self.ir.weights}
+        return [x for x in self.ir.param_names if x not in weights] + [b for b, _, _ in self.ir.buffers]
+
+    def loop_args(self) -> str:
+        """``_sequence_args(params, inputs, state)``: the stacked weights, the other parameters
+        and the sizes the C loop takes, in its order."""
+        p, _ = self.loop
+        code = _Code()
+        code.indent = 0
+        code("def _sequence_args(params, inputs, state):")
+        code.indent = 1
+        _unpack_params(code, self.ir, p.groups)
+        for x, _ in self.ir.inputs:
+            code(f"_X_{x} = inputs[{x!r}]")
+        weights = ", ".join(g.var for g in p.groups.values())
+        others = ", ".join(_v(x) for x in self.loop_params())
+        sizes = ", ".join(_size_code(self.ir, d, "state") for d in self.loop_dims())
+        code(f"return [{weights}], [{others}], [{sizes}]")
+        return drop_unread(code.text())
+
     def source(self) -> str:
         """The module's kernel text and arities (nothing when no block is fused)."""
         from .. import kernels
@@ -89,8 +280,17 @@ class _Fusion:
         if not self.segments:
             return ""
         text = kernels.source(self.segments)
+        loop = ""
+        if self.loop:
+            text += "\n" + "\n".join(self._loop_text("_f64", "double") + [""] + self._loop_text("_f32", "float")) + "\n"
+            names = (tuple(x for x, _ in self.ir.inputs), tuple(s for s, _ in self.ir.states), self.ir.output)
+            loop = f"_C_LOOP = {names!r}\n\n\n" + self.loop_args() + "\n"
         return ("\n\n# set by lstm_verify.kernels.attach: the compiled kernels of _C_SOURCE\n_KERNELS = None\n"
-                f"_C_SOURCE = {text!r}\n_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n")  # fmt: skip
+                f"_C_SOURCE = {text!r}\n_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n" + loop)  # fmt: skip
+
+
+class _NoLoop(Exception):
+    """The forward loop of this cell stays in Python."""
 
 
 class _Code:
@@ -195,6 +395,8 @@ def generate(ir: CellIR, backend: str, header: bool = True, kernels: bool = True
     p = plan(ir)
     printer = PRINTERS[backend]()
     fusion = _Fusion(ir) if kernels and backend == "torch" else None
+    if fusion is not None:
+        fusion.sequence(p)
     fwd = drop_unread(_forward(ir, p, printer, fusion))
     bwd = drop_unread(_backward(ir, p, printer, fusion))
     helpers = '''
@@ -411,6 +613,11 @@ def _forward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> str
     code("def forward(params, inputs, state, t0=0, save=False):")
     code.indent = 1
     code('"""Run the cell over a sequence; see the module header for the equations."""')
+    if fusion is not None and fusion.loop:
+        code("if not save and _KERNELS is not None:  # the whole loop in C, where it can run")
+        code("    _r = _KERNELS.sequence(_sequence_args, params, inputs, state, t0)")
+        code("    if _r is not None:")
+        code("        return _r")
     _unpack_params(code, ir, p.groups)
     first = ir.inputs[0][0]
     for n, _ in ir.inputs:
