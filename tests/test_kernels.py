@@ -16,6 +16,8 @@ import torch
 
 import lstm_verify as lv
 from lstm_verify import kernels
+from lstm_verify.cell import Implementation, catalog
+from lstm_verify.ir import Reduce
 from lstm_verify.functions import sigmoid
 
 pytestmark = pytest.mark.skipif(kernels.compiler() is None, reason="no C compiler (cc or gcc) on the PATH")
@@ -111,7 +113,12 @@ class _Counting:
     """Stands in for a module's kernels: counts the kernel calls of the tables it hands out."""
 
     def __init__(self, real):
-        self.real, self.calls, self.refused = real, 0, 0
+        self.real, self.calls, self.refused, self.loops = real, 0, 0, 0
+
+    def sequence(self, *args):
+        out = self.real.sequence(*args)
+        self.loops += out is not None
+        return out
 
     def table(self, tensors):
         fns = self.real.table(tensors)
@@ -173,18 +180,20 @@ def test_torch_ops_run_where_the_kernels_cannot(counting):
     cell, impl, params, x = _problem()
     spy = counting(impl)
     expected = impl.forward(params, x).outputs
-    assert spy.calls == 5  # one block a step
+    assert (spy.loops, spy.calls) == (1, 0)  # nothing saved: the whole loop in C
+    expected_saved = impl.forward(params, x, save=True).outputs
+    assert (spy.loops, spy.calls) == (1, 5)  # values saved: the Python loop, one block a step
+    torch.testing.assert_close(expected_saved, expected, rtol=1e-6, atol=1e-6)
     doubles = {k: v.double() for k, v in params.items()}
     torch.testing.assert_close(impl.forward(doubles, x.double()).outputs.float(), expected, rtol=1e-6, atol=1e-6)
-    assert spy.calls == 10  # float64 throughout: the float64 kernels
+    assert spy.loops == 2  # float64 throughout: the float64 loop
     strided = x.transpose(1, 2).contiguous().transpose(1, 2)  # the same values, features not adjacent
     torch.testing.assert_close(impl.forward(params, strided).outputs, expected, rtol=1e-6, atol=1e-6)
     leaf = x.clone().requires_grad_(True)
     out = impl.forward(params, leaf).outputs  # autograd records: the torch operations
-    assert out.requires_grad and spy.calls == 10 and spy.refused == 2
     with kernels.disabled():
         impl.forward(params, x)
-    assert spy.calls == 10 and spy.refused == 3
+    assert out.requires_grad and (spy.loops, spy.calls) == (2, 5)
 
 
 def test_module_training_uses_the_kernels(counting):
@@ -231,7 +240,7 @@ def test_without_a_compiler_a_warning_and_the_torch_ops(monkeypatch):
     monkeypatch.setattr(kernels, "_warned", False)
     monkeypatch.setattr(kernels, "_libraries", {})
     with pytest.warns(kernels.KernelWarning, match="no C compiler"):
-        impl = lv.cell.Implementation(cell, "torch")
+        impl = Implementation(cell, "torch")
     assert "no C compiler" in impl.kernels and impl.module._KERNELS is None
     with kernels.disabled():
         expected = cell.torch().forward(params, x).outputs
@@ -275,3 +284,70 @@ def test_spec_names_never_reach_the_c_text(tmp_path):
     got = impl.forward(params, x)
     torch.testing.assert_close(got.outputs, expected.outputs)
     assert os.path.basename(cell.name) == "lvk0_f32"
+
+
+# ----------------------------------------------------------------------------- the C loop
+
+LOOPED = [n for n in catalog() if not lv.load(n).ir.sets and not any(
+    isinstance(node, Reduce) for node in lv.load(n).ir.nodes)]  # fmt: skip
+
+
+def _inputs(cell, dtype, T=7, B=3, seed=0):
+    sizes = {k: 5 if k == "input" else 6 for k in cell.ir.size_names}
+    g = torch.Generator().manual_seed(seed)
+    params = {k: torch.as_tensor(v, dtype=dtype) for k, v in cell.init_params(sizes=sizes, seed=seed).items()}
+    xs = {n: torch.randn(*s, generator=g, dtype=dtype) for n, s in cell.ir.input_shapes(sizes, T, B).items()}
+    state = {s: torch.randn(B, params_width, generator=g, dtype=dtype)
+             for s, params_width in ((s, sizes[d]) for s, d in cell.ir.states)}  # fmt: skip
+    return params, xs, state
+
+
+@pytest.mark.parametrize("name", catalog())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_path_of_every_cell_agrees_with_the_torch_ops(name, dtype):
+    """Loop in C (no values saved), loop in Python with C blocks (values saved), and torch
+    operations: the same outputs, final state and (from the saved values) gradients."""
+    cell = lv.load(name)
+    impl = cell.torch()
+    assert impl.kernels is None
+    assert bool(impl.module._KERNELS.loops) == (name in LOOPED)
+    params, xs, state = _inputs(cell, dtype)
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    with kernels.disabled():
+        want = impl.forward(params, xs, state, t0=3, save=True)
+        want_g = impl.backward(params, want.cache, torch.ones_like(want.outputs))
+    loop = impl.forward(params, xs, state, t0=3)
+    blocks = impl.forward(params, xs, state, t0=3, save=True)
+    got_g = impl.backward(params, blocks.cache, torch.ones_like(blocks.outputs))
+    for run in (loop, blocks):
+        torch.testing.assert_close(run.outputs, want.outputs, **tol)
+        for s in want.state:
+            torch.testing.assert_close(run.state[s], want.state[s], **tol)
+    for k in want_g.params:
+        torch.testing.assert_close(got_g.params[k], want_g.params[k], **{k_: 20 * v for k_, v in tol.items()})
+
+
+def test_the_loop_runs_where_it_can_and_leaves_the_callers_tensors_alone(monkeypatch):
+    cell = lv.load("gru")
+    impl = cell.torch()
+    params, xs, state = _inputs(cell, torch.float32)
+    calls = []
+    real = impl.module._KERNELS.sequence
+    monkeypatch.setattr(impl.module._KERNELS, "sequence", lambda *a: calls.append(real(*a)) or calls[-1])
+    kept = {k: v.clone() for k, v in state.items()}
+    expanded = {k: v[:1].expand_as(v) for k, v in state.items()}  # stride 0 rows: copied for the loop
+    run = impl.forward(params, xs, expanded)
+    assert calls[-1] is not None
+    with kernels.disabled():
+        want = impl.forward(params, xs, {k: v.contiguous() for k, v in expanded.items()})
+    torch.testing.assert_close(run.outputs, want.outputs)
+    impl.forward(params, xs, state)
+    assert all(torch.equal(state[k], kept[k]) for k in state)
+    final = run.state["h"].clone()
+    run.outputs.add_(1)  # the outputs and the final state are separate tensors
+    assert torch.equal(run.state["h"], final)
+    n = len(calls)
+    impl.forward(params, xs, state, save=True)  # values saved: the Python loop
+    leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    impl.forward(leaf, xs, state)  # autograd records: refused
+    assert len(calls) == n + 1 and calls[-1] is None
