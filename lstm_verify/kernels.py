@@ -89,10 +89,13 @@ class Segment:
         return 3 + 2 * (len(self.operands) + len(self.outputs))
 
 
-def plan_segment(index: int, items, ir: CellIR, batched: set[str], dim: str, outputs) -> Segment:
+def plan_segment(index: int, items, ir: CellIR, batched: set[str], dim: str, outputs, extra=None) -> Segment:
     """The segment computing ``items`` (every one of size ``dim``, and reading some value with a
     batch axis) and writing ``outputs``, or :class:`Unfusable` when a value has the set axis or
-    an operand's size neither matches ``dim`` nor is 1 with a batch axis (read once per row)."""
+    an operand's size neither matches ``dim`` nor is 1 with a batch axis (read once per row).
+    ``extra``: operands that are not values of the cell (name -> size; batched), such as the
+    blocks of a GEMM's result that the C loop adds up in the block itself."""
+    extra = extra or {}
     produced = {n for n, _ in items}
     operands = {}
     step = None
@@ -108,10 +111,10 @@ def plan_segment(index: int, items, ir: CellIR, batched: set[str], dim: str, out
             if n == ir.step:
                 step = n
                 continue
-            d = ir.dims.get(n)
+            d = extra.get(n) or ir.dims.get(n)
             if n in ir.set_vectors or d is None:
                 raise Unfusable(n)
-            reads_batch |= n in batched
+            reads_batch |= n in batched or n in extra
             if d == dim:
                 operands[n] = False
             elif d == SCALAR and n in batched:
@@ -269,6 +272,17 @@ static inline float lv_tanh_f32(float x) {
     return copysignf(a < 0.625f ? small : big, x);
 }
 
+typedef void (*lv_gemm_f32)(const char *, const char *, const int *, const int *, const int *, const float *,
+                            const float *, const int *, const float *, const int *, const float *, float *, const int *);
+typedef void (*lv_gemm_f64)(const char *, const char *, const int *, const int *, const int *, const double *,
+                            const double *, const int *, const double *, const int *, const double *, double *,
+                            const int *);
+/* MKL's packed GEMM (CBLAS enums as ints: 101 row major, 111 no transpose, 112 transpose,
+   151 packed, 162 the B matrix) */
+typedef size_t (*lv_pack_size)(int, int, int, int);
+typedef void (*lv_pack)(int, int, int, int, int, int, float, const float *, int, float *);
+typedef void (*lv_compute)(int, int, int, int, int, int, const float *, int, const float *, int, float, float *, int);
+
 static inline double lv_exp_f64(double x) { return exp(x); }
 static inline double lv_tanh_f64(double x) { return tanh(x); }
 static inline double lv_sigmoid_f64(double x) {
@@ -339,12 +353,12 @@ class Kernels:
         self._torch = torch
         self.loop_names = loop
         self.loops = {}
-        gemms = _gemms() if loop else None
-        for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if gemms else ():
+        blas = _blas() if loop else None
+        for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if blas else ():
             f = getattr(library, f"lvseq{suffix}")
             f.restype = ctypes.c_int
             f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p] * 8
-            self.loops[dtype] = (f, gemms[dtype])
+            self.loops[dtype] = (f, blas[dtype])
         self.tables = {}
         for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")):
             fns = []
@@ -392,7 +406,7 @@ class Kernels:
         T, B = xs[0].shape[0], xs[0].shape[1]
         if T == 0 or B == 0:
             return None
-        fn, gemm = self.loops[xs[0].dtype]
+        fn, blas = self.loops[xs[0].dtype]
         weights, others, sizes = args(params, inputs, state)
         weights = [w.contiguous() for w in weights]
         others = [p.contiguous() for p in others]
@@ -404,7 +418,7 @@ class Kernels:
             return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
 
         n = (ctypes.c_long * max(len(sizes), 1))(*[int(v) for v in sizes])
-        rc = fn(T, B, float(t0), gemm, array(weights), array(others), array(xs), array(s0), array(final),
+        rc = fn(T, B, float(t0), blas, array(weights), array(others), array(xs), array(s0), array(final),
                 out.data_ptr(), n)  # fmt: skip
         if rc == -1:
             raise MemoryError("the C forward loop could not allocate its buffers")
@@ -413,23 +427,37 @@ class Kernels:
         return out, dict(zip(st_names, final)), None
 
 
-_gemm_pointers = None
+_blas_pointers = None
 
 
-def _gemms():
-    """{dtype: address} of the Fortran BLAS sgemm_/dgemm_ that torch's CPU library carries (MKL
-    in the x86 builds), or None when it has none."""
-    global _gemm_pointers
-    if _gemm_pointers is None:
+def _blas():
+    """{dtype: array of BLAS entry points} from torch's CPU library (MKL in the x86 builds):
+    float32 ``sgemm_`` and, where the library has them, MKL's packed ``cblas_sgemm_pack_get_size``,
+    ``cblas_sgemm_pack`` and ``cblas_sgemm_compute`` (a recurrent weight packed once per call,
+    as torch's own packed linear does); float64 ``dgemm_``. None when there is no GEMM."""
+    global _blas_pointers
+    if _blas_pointers is None:
         import torch
+
+        def address(lib, name):
+            try:
+                return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+            except AttributeError:
+                return None
 
         try:
             lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-            _gemm_pointers = {torch.float32: ctypes.cast(lib.sgemm_, ctypes.c_void_p).value,
-                              torch.float64: ctypes.cast(lib.dgemm_, ctypes.c_void_p).value}  # fmt: skip
-        except (OSError, AttributeError):
-            _gemm_pointers = {}
-    return _gemm_pointers or None
+        except OSError:
+            lib = None
+        f32 = [address(lib, n) for n in ("sgemm_", "cblas_sgemm_pack_get_size", "cblas_sgemm_pack",
+                                          "cblas_sgemm_compute")] if lib else [None]  # fmt: skip
+        f64 = [address(lib, "dgemm_")] if lib else [None]
+        if None in f32[1:]:
+            f32[1:] = [None, None, None]
+        _blas_pointers = {}
+        if f32[0] and f64[0]:
+            _blas_pointers = {torch.float32: (ctypes.c_void_p * 4)(*f32), torch.float64: (ctypes.c_void_p * 4)(*f64)}
+    return _blas_pointers or None
 
 
 def _warn(reason: str) -> None:

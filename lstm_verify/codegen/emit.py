@@ -47,19 +47,6 @@ class _Fusion:
             return "1"
         return self.widths.setdefault(dim, f"_w{len(self.widths)}")
 
-    def plan(self, items, dim: str, outputs):
-        """The segment for ``items``, or None where the kernels cannot compute them."""
-        from .. import kernels
-
-        try:
-            seg = kernels.plan_segment(len(self.segments), items, self.ir, self.batched, dim, outputs)
-            for suffix, real in (("_f32", "float"), ("_f64", "double")):
-                kernels.kernel_text(seg, suffix, real)
-        except kernels.Unfusable:
-            return None
-        self.segments.append(seg)
-        return seg
-
     def call(self, code: _Code, seg, dim: str, into: dict, like: str):
         """Allocate the segment's outputs (or take them from ``into``: name -> (buffer, slot),
         the slot used when the buffer is not None) and call its kernel."""
@@ -83,18 +70,43 @@ class _Fusion:
         code.lines[at:at] = ["    " * code.indent + line for line in lines]
         self.widths = {}
 
+    def plan(self, items, dim: str, outputs, extra=None):
+        """The segment for ``items``, or None where the kernels cannot compute them."""
+        from .. import kernels
+
+        try:
+            seg = kernels.plan_segment(len(self.segments), items, self.ir, self.batched, dim, outputs, extra)
+            for suffix, real in (("_f32", "float"), ("_f64", "double")):
+                kernels.kernel_text(seg, suffix, real)
+        except kernels.Unfusable:
+            return None
+        self.segments.append(seg)
+        return seg
+
     def sequence(self, p: Plan) -> None:
         """Plan the whole forward loop in C (``lvseq``, for ``save=False``): its GEMMs through
-        the BLAS that torch carries, its pointwise blocks through the block kernels, every value
-        in a buffer of its own. Cells with reductions, set inputs or a block the kernels cannot
-        compute keep the loop in Python (``self.loop`` stays None)."""
+        the BLAS that torch carries, its pointwise blocks through the block kernels. An affine
+        value read only by pointwise blocks is never stored: each block that reads it adds up
+        its GEMM blocks and bias itself; every other value has a buffer of its own. Cells with
+        reductions, set inputs or a block the kernels cannot compute keep the loop in Python
+        (``self.loop`` stays None)."""
         ir = self.ir
-        self.loop = None
         if ir.sets or any(isinstance(n, Reduce) for n in ir.nodes):
             return
+        readers: dict[str, list] = {}
+        for m in ir.nodes:
+            for d in dependencies(m):
+                readers.setdefault(d, []).append(m)
+        new_values = {ir.new(s) for s, _ in ir.states}
+        folded = {n.name: n for n in ir.nodes if isinstance(n, Affine) and n.name not in new_values
+                  and all(isinstance(r, Pointwise) for r in readers.get(n.name, []))}  # fmt: skip
         steps = []  # ("gemm", group) | ("affine", node) | ("block", segment, dim)
         run: list = []
         done: set[str] = set()
+
+        def parts(node):
+            out = [sympy.Symbol(f"part:{arg}:{node.name}") for _, arg in node.terms]
+            return out + ([sympy.Symbol(node.bias)] if node.bias else [])
 
         def flush():
             start = 0
@@ -102,8 +114,16 @@ class _Fusion:
                 if k == len(run) or ir.dims[run[k].name] != ir.dims[run[start].name]:
                     part = run[start:k]
                     dim = ir.dims[part[0].name]
-                    items = [(n.name, fold_constants(n.expr)) for n in part]
-                    seg = self.plan(items, dim, [n.name for n in part])
+                    items, extra = [], {}
+                    for n in part:
+                        expr = fold_constants(n.expr)
+                        sums = {sym: sympy.Add(*parts(folded[sym.name])) for sym in expr.free_symbols
+                                if sym.name in folded}  # fmt: skip
+                        for total in sums.values():
+                            extra.update({x.name: ir.dims[x.name.split(":")[2]] for x in total.free_symbols
+                                          if x.name.startswith("part:")})  # fmt: skip
+                        items.append((n.name, expr.xreplace(sums)))
+                    seg = self.plan(items, dim, [n.name for n in part], extra)
                     if seg is None:
                         raise _NoLoop
                     steps.append(("block", seg, dim))
@@ -121,7 +141,8 @@ class _Fusion:
                     if not g.hoisted and arg not in done:
                         done.add(arg)
                         steps.append(("gemm", g))
-                steps.append(("affine", node))
+                if node.name not in folded:
+                    steps.append(("affine", node))
             flush()
         except _NoLoop:
             return
@@ -135,7 +156,7 @@ class _Fusion:
         inputs = [x for x, _ in ir.inputs]
         states = [s for s, _ in ir.states]
         pnames = self.loop_params()
-        groups = [g for g in p.groups.values()]
+        groups = list(p.groups.values())
         out_dim = {w.name: w.out_dim for w in ir.weights}
         width = {g.arg: " + ".join(n[out_dim[w]] for _, w in g.terms) for g in groups}
         offset = {}
@@ -147,46 +168,70 @@ class _Fusion:
         nodes = [node.name for node in ir.nodes]
         gi = {g.arg: k for k, g in enumerate(groups)}
 
-        def ptr(name, t="t"):
+        def block(arg, node, row="b"):
+            """Where the GEMM block of ``arg`` for affine ``node`` starts, at batch row ``row``."""
+            rows = f"((size_t)t * B + {row})" if p.groups[arg].hoisted else f"(size_t){row}"
+            return f"G{gi[arg]} + {rows} * ({width[arg]}) + {offset[(arg, node)]}"
+
+        def ptr(name):
+            if name.startswith("part:"):
+                _, arg, node = name.split(":")
+                return f"({block(arg, node, '0')})"
             if name in ir.node_map:
                 return f"V{nodes.index(name)}"
             if name in states:
                 return f"C{states.index(name)}"
             if name in inputs:
-                return f"(X[{inputs.index(name)}] + (size_t){t} * B * {n[ir.dims[name]]})"
+                return f"(X[{inputs.index(name)}] + (size_t)t * B * {n[ir.dims[name]]})"
             return f"P[{pnames.index(name)}]"
 
         def stride(name):
+            if name.startswith("part:"):
+                return f"({width[name.split(':')[1]]})"
             return "0" if name in pnames else n[ir.dims[name]]
 
-        gemm = "lv_gemm" + suffix
-        L = [f"typedef void (*{gemm})(const char *, const char *, const int *, const int *, const int *, "
-             f"const {real} *, const {real} *, const int *, const {real} *, const int *, const {real} *, "
-             f"{real} *, const int *);",  # fmt: skip
-             "",
-             f"int lvseq{suffix}(long T, long B, double t0, void *gemm_fn, const {real} *const *W, "
+        packed = real == "float"  # MKL's packed GEMM for the recurrent weights, where torch has it
+        L = [f"int lvseq{suffix}(long T, long B, double t0, void *const *blas, const {real} *const *W, "
              f"const {real} *const *P, const {real} *const *X, const {real} *const *S0, {real} *const *SF, "
              f"{real} *out, const long *n)",  # fmt: skip
              "{",
-             f"    {gemm} gemm = ({gemm})gemm_fn;",
+             f"    lv_gemm{suffix} gemm = (lv_gemm{suffix})blas[0];",
              f"    const {real} one = 1, zero = 0;",
              "    int rc = 0;"]
+        if packed:
+            L += ["    lv_pack_size pack_size = (lv_pack_size)blas[1];",
+                  "    lv_pack pack = (lv_pack)blas[2];",
+                  "    lv_compute compute = (lv_compute)blas[3];"]  # fmt: skip
         bufs = []
         for g in groups:
             rows = "(size_t)T * B" if g.hoisted else "(size_t)B"
             L.append(f"    {real} *G{gi[g.arg]} = malloc(sizeof({real}) * {rows} * ({width[g.arg]}));")
             bufs.append(f"G{gi[g.arg]}")
-        for k, name in enumerate(nodes):
-            L.append(f"    {real} *V{k} = malloc(sizeof({real}) * (size_t)B * {n[ir.dims[name]]});")
+        stored = [k for k, name in enumerate(nodes) if any(
+            (st[0] == "affine" and st[1].name == name) or (st[0] == "block" and name in st[1].outputs) for st in steps)]
+        for k in stored:
+            L.append(f"    {real} *V{k} = malloc(sizeof({real}) * (size_t)B * {n[ir.dims[nodes[k]]]});")
             bufs.append(f"V{k}")
         for k, s_ in enumerate(states):
             for pre in ("C", "N"):
                 L.append(f"    {real} *{pre}{k} = malloc(sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
                 bufs.append(f"{pre}{k}")
+        recurrent = [g for g in groups if not g.hoisted]
+        if packed:
+            L += [f"    {real} *Q{gi[g.arg]} = NULL;" for g in recurrent]
         L.append(f"    if ({' || '.join('!' + b for b in bufs)}) {{ rc = -1; goto done; }}")
         for g in groups:  # GEMM sizes are int: larger problems run in Python
             rows = "(double)T * B" if g.hoisted else "(double)B"
             L.append(f"    if ({rows} * ({width[g.arg]}) > 2147483647.0) {{ rc = -2; goto done; }}")
+        for g in recurrent if packed else ():
+            K = n[ir.dims[g.arg]]
+            q = f"Q{gi[g.arg]}"
+            L += ["    if (compute) {",
+                  f"        size_t size = (pack_size(162, B, {width[g.arg]}, {K}) + 63) / 64 * 64;",
+                  f"        {q} = aligned_alloc(64, size);",
+                  f"        if (!{q}) {{ rc = -1; goto done; }}",
+                  f"        pack(101, 162, 112, B, {width[g.arg]}, {K}, 1.0f, W[{gi[g.arg]}], {K}, {q});",
+                  "    }"]  # fmt: skip
         for k, s_ in enumerate(states):
             L.append(f"    memcpy(C{k}, S0[{k}], sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
         for g in groups:
@@ -203,23 +248,24 @@ class _Fusion:
             if step[0] == "gemm":
                 g = step[1]
                 K = n[ir.dims[g.arg]]
+                call = (f"gemm(\"T\", \"N\", &m, &rows, &k, &one, W[{gi[g.arg]}], &k, {ptr(g.arg)}, &k, &zero, "
+                        f"G{gi[g.arg]}, &m);")  # fmt: skip
+                if packed:
+                    call = (f"if (Q{gi[g.arg]}) compute(101, 111, 151, B, m, k, {ptr(g.arg)}, k, Q{gi[g.arg]}, k, "
+                            f"0.0f, G{gi[g.arg]}, m); else {call}")  # fmt: skip
                 L += ["        {",
                       f"            int m = {width[g.arg]}, rows = B, k = {K};",
-                      f"            gemm(\"T\", \"N\", &m, &rows, &k, &one, W[{gi[g.arg]}], &k, {ptr(g.arg)}, &k, &zero, G{gi[g.arg]}, &m);",
+                      f"            {call}",
                       "        }"]  # fmt: skip
             elif step[0] == "affine":
                 node = step[1]
                 w = n[node.dim]
-                parts = []
-                for _, arg in node.terms:
-                    g = p.groups[arg]
-                    row = "((size_t)t * B + b)" if g.hoisted else "(size_t)b"
-                    parts.append(f"G{gi[arg]}[{row} * ({width[arg]}) + {offset[(arg, node.name)]} + j]")
+                terms = [f"({block(arg, node.name)})[j]" for _, arg in node.terms]
                 if node.bias:
-                    parts.append(f"P[{pnames.index(node.bias)}][j]")
-                L += [f"        for (long b = 0; b < B; ++b)",
+                    terms.append(f"P[{pnames.index(node.bias)}][j]")
+                L += ["        for (long b = 0; b < B; ++b)",
                       f"            for (long j = 0; j < {w}; ++j)",
-                      f"                V{nodes.index(node.name)}[(size_t)b * {w} + j] = {' + '.join(parts)};"]  # fmt: skip
+                      f"                V{nodes.index(node.name)}[(size_t)b * {w} + j] = {' + '.join(terms)};"]  # fmt: skip
             else:
                 seg, dim = step[1], step[2]
                 args = ["B", n[dim], "tt"]
@@ -240,6 +286,8 @@ class _Fusion:
             L.append(f"    memcpy(SF[{k}], C{k}, sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
         L.append("done:")
         L += [f"    free({b});" for b in bufs]
+        if packed:
+            L += [f"    free(Q{gi[g.arg]});" for g in recurrent]
         L += ["    return rc;", "}"]
         return L
 
