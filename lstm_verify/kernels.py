@@ -322,10 +322,23 @@ def source(segments) -> str:
 # ----------------------------------------------------------------------------- at run time
 
 _enabled = os.environ.get("LSTM_VERIFY_KERNELS", "1") != "0"
+_loop_enabled = True
 _lock = threading.Lock()
 _libraries: dict[str, object] = {}
 _warned = False
 _held: list[int] = []
+
+
+@contextlib.contextmanager
+def without_loop():
+    """Run the generated torch code's forward loop in Python (its blocks still through the
+    kernels), not in C."""
+    global _loop_enabled
+    before, _loop_enabled = _loop_enabled, False
+    try:
+        yield
+    finally:
+        _loop_enabled = before
 
 
 @contextlib.contextmanager
@@ -357,7 +370,7 @@ class Kernels:
         for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if blas else ():
             f = getattr(library, f"lvseq{suffix}")
             f.restype = ctypes.c_int
-            f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p] * 8
+            f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p] * 9
             self.loops[dtype] = (f, blas[dtype])
         self.tables = {}
         for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")):
@@ -392,39 +405,45 @@ class Kernels:
         return fns
 
 
-    def sequence(self, args, params, inputs, state, t0):
-        """The forward loop in C (no values saved): ``(outputs, final state, None)``, or None
-        where it cannot run (then the Python loop runs). ``args`` is the module's
-        ``_sequence_args``."""
+    def sequence(self, args, params, inputs, state, t0, save=False):
+        """The forward loop in C: ``(outputs, final state, cache)`` (the cache holds the inputs,
+        the initial state, t0 and the saved values, as the Python loop's does; None unless
+        ``save``), or None where it cannot run (then the Python loop runs). ``args`` is the
+        module's ``_sequence_args``."""
         torch = self._torch
-        if not self.loops:
+        if not self.loops or not _loop_enabled:
             return None
-        in_names, st_names, output = self.loop_names
+        in_names, st_names, output, saved_names = self.loop_names
         if self.table([*params.values(), *[inputs[x] for x in in_names], *[state[s] for s in st_names]]) is None:
             return None
         xs = [inputs[x].contiguous() for x in in_names]
         T, B = xs[0].shape[0], xs[0].shape[1]
         if T == 0 or B == 0:
             return None
-        fn, blas = self.loops[xs[0].dtype]
-        weights, others, sizes = args(params, inputs, state)
+        dtype = xs[0].dtype
+        fn, blas = self.loops[dtype]
+        weights, others, sizes, widths = args(params, inputs, state)
         weights = [w.contiguous() for w in weights]
         others = [p.contiguous() for p in others]
         s0 = [state[s].contiguous() for s in st_names]
-        final = [torch.empty(s.shape, dtype=s.dtype) for s in s0]
-        out = torch.empty((T, B, s0[st_names.index(output)].shape[-1]), dtype=xs[0].dtype)
+        final = [torch.empty(s.shape, dtype=dtype) for s in s0]
+        out = torch.empty((T, B, s0[st_names.index(output)].shape[-1]), dtype=dtype)
+        saved = [torch.empty((T, B, int(w)), dtype=dtype) for w in widths] if save else []
 
         def array(tensors):
             return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
 
         n = (ctypes.c_long * max(len(sizes), 1))(*[int(v) for v in sizes])
         rc = fn(T, B, float(t0), blas, array(weights), array(others), array(xs), array(s0), array(final),
-                out.data_ptr(), n)  # fmt: skip
+                out.data_ptr(), array(saved) if save else None, n)  # fmt: skip
         if rc == -1:
             raise MemoryError("the C forward loop could not allocate its buffers")
         if rc != 0:
             return None
-        return out, dict(zip(st_names, final)), None
+        cache = None
+        if save:
+            cache = {"inputs": inputs, "state0": dict(state), "t0": t0, "saved": dict(zip(saved_names, saved))}
+        return out, dict(zip(st_names, final)), cache
 
 
 _blas_pointers = None
@@ -627,4 +646,7 @@ def attach(module) -> str | None:
     return None
 
 
-__all__ = ["KernelWarning", "Kernels", "Segment", "attach", "disabled", "enabled", "kernel_text", "library", "source"]
+__all__ = [
+    "KernelWarning", "Kernels", "Segment", "attach", "disabled", "enabled", "kernel_text", "library", "source",
+    "without_loop",
+]

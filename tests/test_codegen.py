@@ -24,12 +24,16 @@ from lstm_verify.compare import assert_close
 CELLS = catalog()
 
 
-@pytest.fixture(params=["c-kernels", "torch-ops"])
+@pytest.fixture(params=["c-kernels", "c-blocks", "torch-ops"])
 def path(request):
-    """Every oracle test on both paths of the generated torch code: its blocks through the fused
-    C kernels (:mod:`lstm_verify.kernels`), and as torch operations."""
+    """Every oracle test on every path of the generated torch code (:mod:`lstm_verify.kernels`):
+    the forward loop in C where the cell allows it, the Python loop with its blocks in C, and
+    every block as torch operations."""
     if request.param == "torch-ops":
         with kernels.disabled():
+            yield request.param
+    elif request.param == "c-blocks":
+        with kernels.without_loop():
             yield request.param
     else:
         yield request.param
@@ -37,7 +41,7 @@ def path(request):
 
 def _on_path(name, path):
     cell = load(name)
-    if path == "c-kernels":  # never a silent fallback to the torch operations
+    if path != "torch-ops":  # never a silent fallback to the torch operations
         assert cell.torch().kernels is None, f"{name}: no kernels: {cell.torch().kernels}"
     return cell
 

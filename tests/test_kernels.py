@@ -165,11 +165,15 @@ def test_kernels_run_forward_and_backward_and_agree_with_torch_ops(counting, dty
     spy = counting(impl)
     run = impl.forward(params, x, save=True)
     grads = impl.backward(params, run.cache, torch.ones_like(run.outputs))
-    assert spy.calls == 2 * x.shape[0]  # one block a step forward, one partials block a step backward
+    assert (spy.loops, spy.calls) == (1, x.shape[0])  # the loop in C, then a partials block a step
+    with kernels.without_loop():
+        run3 = impl.forward(params, x, save=True)
+    assert (spy.loops, spy.calls) == (1, 2 * x.shape[0])  # the Python loop: a block a step
     with kernels.disabled():
         run2 = impl.forward(params, x, save=True)
         grads2 = impl.backward(params, run2.cache, torch.ones_like(run2.outputs))
-    assert spy.calls == 2 * x.shape[0]
+    assert (spy.loops, spy.calls) == (1, 2 * x.shape[0])
+    torch.testing.assert_close(run3.outputs, run2.outputs)
     tol = 1e-6 if dtype == torch.float32 else 1e-14
     torch.testing.assert_close(run.outputs, run2.outputs, rtol=tol, atol=tol)
     for k in grads.params:
@@ -181,8 +185,9 @@ def test_torch_ops_run_where_the_kernels_cannot(counting):
     spy = counting(impl)
     expected = impl.forward(params, x).outputs
     assert (spy.loops, spy.calls) == (1, 0)  # nothing saved: the whole loop in C
-    expected_saved = impl.forward(params, x, save=True).outputs
-    assert (spy.loops, spy.calls) == (1, 5)  # values saved: the Python loop, one block a step
+    with kernels.without_loop():
+        expected_saved = impl.forward(params, x, save=True).outputs
+    assert (spy.loops, spy.calls) == (1, 5)  # the Python loop, one block a step
     torch.testing.assert_close(expected_saved, expected, rtol=1e-6, atol=1e-6)
     doubles = {k: v.double() for k, v in params.items()}
     torch.testing.assert_close(impl.forward(doubles, x.double()).outputs.float(), expected, rtol=1e-6, atol=1e-6)
@@ -305,8 +310,8 @@ def _inputs(cell, dtype, T=7, B=3, seed=0):
 @pytest.mark.parametrize("name", catalog())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_every_path_of_every_cell_agrees_with_the_torch_ops(name, dtype):
-    """Loop in C (no values saved), loop in Python with C blocks (values saved), and torch
-    operations: the same outputs, final state and (from the saved values) gradients."""
+    """Loop in C, loop in Python with C blocks, and torch operations: the same outputs, final
+    state, saved values and (from the saved values) gradients."""
     cell = lv.load(name)
     impl = cell.torch()
     assert impl.kernels is None
@@ -316,15 +321,20 @@ def test_every_path_of_every_cell_agrees_with_the_torch_ops(name, dtype):
     with kernels.disabled():
         want = impl.forward(params, xs, state, t0=3, save=True)
         want_g = impl.backward(params, want.cache, torch.ones_like(want.outputs))
-    loop = impl.forward(params, xs, state, t0=3)
-    blocks = impl.forward(params, xs, state, t0=3, save=True)
-    got_g = impl.backward(params, blocks.cache, torch.ones_like(blocks.outputs))
+    loop = impl.forward(params, xs, state, t0=3, save=True)
+    with kernels.without_loop():
+        blocks = impl.forward(params, xs, state, t0=3, save=True)
+    assert sorted(loop.cache["saved"]) == sorted(blocks.cache["saved"]) == sorted(want.cache["saved"])
     for run in (loop, blocks):
         torch.testing.assert_close(run.outputs, want.outputs, **tol)
         for s in want.state:
             torch.testing.assert_close(run.state[s], want.state[s], **tol)
-    for k in want_g.params:
-        torch.testing.assert_close(got_g.params[k], want_g.params[k], **{k_: 20 * v for k_, v in tol.items()})
+        for k, v in want.cache["saved"].items():
+            torch.testing.assert_close(run.cache["saved"][k], v, **tol)
+        got_g = impl.backward(params, run.cache, torch.ones_like(run.outputs))
+        for k in want_g.params:
+            torch.testing.assert_close(got_g.params[k], want_g.params[k], **{k_: 20 * v for k_, v in tol.items()})
+    torch.testing.assert_close(impl.forward(params, xs, state, t0=3).outputs, want.outputs, **tol)
 
 
 def test_the_loop_runs_where_it_can_and_leaves_the_callers_tensors_alone(monkeypatch):
@@ -347,7 +357,9 @@ def test_the_loop_runs_where_it_can_and_leaves_the_callers_tensors_alone(monkeyp
     run.outputs.add_(1)  # the outputs and the final state are separate tensors
     assert torch.equal(run.state["h"], final)
     n = len(calls)
-    impl.forward(params, xs, state, save=True)  # values saved: the Python loop
+    with kernels.without_loop():
+        impl.forward(params, xs, state, save=True)  # the Python loop
+    assert len(calls) == n + 1 and calls[-1] is None
     leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     impl.forward(leaf, xs, state)  # autograd records: refused
-    assert len(calls) == n + 1 and calls[-1] is None
+    assert len(calls) == n + 2 and calls[-1] is None

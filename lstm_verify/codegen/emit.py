@@ -84,7 +84,7 @@ class _Fusion:
         return seg
 
     def sequence(self, p: Plan) -> None:
-        """Plan the whole forward loop in C (``lvseq``, for ``save=False``): its GEMMs through
+        """Plan the whole forward loop in C (``lvseq``; it also saves what the backward reads): its GEMMs through
         the BLAS that torch carries, its pointwise blocks through the block kernels. An affine
         value read only by pointwise blocks is never stored: each block that reads it adds up
         its GEMM blocks and bias itself; every other value has a buffer of its own. Cells with
@@ -99,7 +99,7 @@ class _Fusion:
                 readers.setdefault(d, []).append(m)
         new_values = {ir.new(s) for s, _ in ir.states}
         folded = {n.name: n for n in ir.nodes if isinstance(n, Affine) and n.name not in new_values
-                  and all(isinstance(r, Pointwise) for r in readers.get(n.name, []))}  # fmt: skip
+                  and n.name not in p.saved and all(isinstance(r, Pointwise) for r in readers.get(n.name, []))}  # fmt: skip
         steps = []  # ("gemm", group) | ("affine", node) | ("block", segment, dim)
         run: list = []
         done: set[str] = set()
@@ -193,7 +193,7 @@ class _Fusion:
         packed = real == "float"  # MKL's packed GEMM for the recurrent weights, where torch has it
         L = [f"int lvseq{suffix}(long T, long B, double t0, void *const *blas, const {real} *const *W, "
              f"const {real} *const *P, const {real} *const *X, const {real} *const *S0, {real} *const *SF, "
-             f"{real} *out, const long *n)",  # fmt: skip
+             f"{real} *out, {real} *const *saved, const long *n)",  # fmt: skip
              "{",
              f"    lv_gemm{suffix} gemm = (lv_gemm{suffix})blas[0];",
              f"    const {real} one = 1, zero = 0;",
@@ -274,6 +274,11 @@ class _Fusion:
                 for name in seg.outputs:
                     args += [ptr(name), n[dim]]
                 L.append(f"        lvk{seg.index}{suffix}({', '.join(args)});")
+        L.append("        if (saved) {  /* the values the backward reads, step by step */")
+        for k, name in enumerate(p.saved):
+            w = n[ir.dims[name]]
+            L.append(f"            memcpy(saved[{k}] + (size_t)t * B * {w}, {ptr(name)}, sizeof({real}) * (size_t)B * {w});")
+        L.append("        }")
         for k, s_ in enumerate(states):  # all new values first: a state may take another's
             L.append(f"        memcpy(N{k}, {ptr(ir.new(s_))}, sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
         for k, s_ in enumerate(states):
@@ -318,7 +323,8 @@ class _Fusion:
         weights = ", ".join(g.var for g in p.groups.values())
         others = ", ".join(_v(x) for x in self.loop_params())
         sizes = ", ".join(_size_code(self.ir, d, "state") for d in self.loop_dims())
-        code(f"return [{weights}], [{others}], [{sizes}]")
+        saved = ", ".join(_size_code(self.ir, self.ir.dims[x], "state") for x in p.saved)
+        code(f"return [{weights}], [{others}], [{sizes}], [{saved}]")
         return drop_unread(code.text())
 
     def source(self) -> str:
@@ -331,7 +337,8 @@ class _Fusion:
         loop = ""
         if self.loop:
             text += "\n" + "\n".join(self._loop_text("_f64", "double") + [""] + self._loop_text("_f32", "float")) + "\n"
-            names = (tuple(x for x, _ in self.ir.inputs), tuple(s for s, _ in self.ir.states), self.ir.output)
+            names = (tuple(x for x, _ in self.ir.inputs), tuple(s for s, _ in self.ir.states), self.ir.output,
+                     tuple(self.loop[0].saved))
             loop = f"_C_LOOP = {names!r}\n\n\n" + self.loop_args() + "\n"
         return ("\n\n# set by lstm_verify.kernels.attach: the compiled kernels of _C_SOURCE\n_KERNELS = None\n"
                 f"_C_SOURCE = {text!r}\n_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n" + loop)  # fmt: skip
@@ -662,8 +669,8 @@ def _forward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> str
     code.indent = 1
     code('"""Run the cell over a sequence; see the module header for the equations."""')
     if fusion is not None and fusion.loop:
-        code("if not save and _KERNELS is not None:  # the whole loop in C, where it can run")
-        code("    _r = _KERNELS.sequence(_sequence_args, params, inputs, state, t0)")
+        code("if _KERNELS is not None:  # the whole loop in C, where it can run")
+        code("    _r = _KERNELS.sequence(_sequence_args, params, inputs, state, t0, save)")
         code("    if _r is not None:")
         code("        return _r")
     _unpack_params(code, ir, p.groups)
