@@ -112,7 +112,7 @@ ATTRIBUTES = {
     "Module", "Generator", "manual_seed", "rand", "sqrt", "Parameter", "as_tensor",
     "register_buffer", "register_parameter", "named_parameters", "named_buffers", "apply",
     "params", "cache", "names", "__init__", "log", "logaddexp", "minimum", "softplus",
-    "result_type", "is_tensor", "broadcast_to", "max", "amax", "table", "stride", "sequence",
+    "result_type", "is_tensor", "broadcast_to", "max", "amax", "table", "stride", "sequence", "backward_loop",
 }  # fmt: skip
 _GENERATED_NAME = re.compile(r"_[A-Za-z0-9_]*\Z")
 _SPEC_NAME = re.compile(re.escape(PREFIX) + r"[A-Za-z][A-Za-z0-9_]*\Z")

@@ -372,6 +372,13 @@ class Kernels:
             f.restype = ctypes.c_int
             f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p] * 9
             self.loops[dtype] = (f, blas[dtype])
+        self.backs = {}
+        for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if blas else ():
+            f = getattr(library, f"lvbwd{suffix}", None)
+            if f is not None:
+                f.restype = ctypes.c_int
+                f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p] * 12
+                self.backs[dtype] = (f, blas[dtype])
         self.tables = {}
         for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")):
             fns = []
@@ -444,6 +451,52 @@ class Kernels:
         if save:
             cache = {"inputs": inputs, "state0": dict(state), "t0": t0, "saved": dict(zip(saved_names, saved))}
         return out, dict(zip(st_names, final)), cache
+
+
+    def backward_loop(self, args, params, cache, d_outputs, carries, diagonals, stacks, widths):
+        """The backward loop in C: ``(stacked gradient blocks, input gradients, state gradients)``
+        as the Python loop leaves them (``diagonals``' gradients added in place), or None where
+        it cannot run. ``args`` is the module's ``_sequence_args``; ``stacks`` and ``widths`` the
+        widths of the stacks and of the inputs read pointwise."""
+        torch = self._torch
+        if not self.backs or not _loop_enabled or not isinstance(cache, dict) or "saved" not in cache:
+            return None
+        in_names, st_names, _, saved_names = self.loop_names
+        inputs, state0 = cache["inputs"], cache["state0"]
+        saved = [cache["saved"][k] for k in saved_names]
+        tensors = [*params.values(), *[inputs[x] for x in in_names], *saved, *carries, *diagonals]
+        if d_outputs is not None:
+            tensors.append(d_outputs)
+        if self.table(tensors) is None:
+            return None
+        xs = [inputs[x].contiguous() for x in in_names]
+        T, B = xs[0].shape[0], xs[0].shape[1]
+        if T == 0 or B == 0 or any(not d.is_contiguous() for d in diagonals):
+            return None
+        dtype = xs[0].dtype
+        fn, blas = self.backs[dtype]
+        weights, others, sizes, _ = args(params, inputs, state0)
+        weights = [w.contiguous() for w in weights]
+        others = [p.contiguous() for p in others]
+        saved = [v.contiguous() for v in saved]
+        carries = [c.contiguous() for c in carries]
+        d_out = None if d_outputs is None else d_outputs.contiguous()
+        out_stacks = [torch.empty((T, B, int(w)), dtype=dtype) for w in stacks]
+        out_dx = [torch.empty((T, B, int(w)), dtype=dtype) for w in widths]
+        out_carries = [torch.empty(c.shape, dtype=dtype) for c in carries]
+
+        def array(tensors):
+            return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
+
+        n = (ctypes.c_long * max(len(sizes), 1))(*[int(v) for v in sizes])
+        rc = fn(T, B, float(cache["t0"]), blas, array(weights), array(others), array(xs), array(saved),
+                None if d_out is None else d_out.data_ptr(), array(carries), array(out_stacks), array(diagonals),
+                array(out_dx), array(out_carries), n)  # fmt: skip
+        if rc == -1:
+            raise MemoryError("the C backward loop could not allocate its buffers")
+        if rc != 0:
+            return None
+        return out_stacks, out_dx, out_carries
 
 
 _blas_pointers = None

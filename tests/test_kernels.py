@@ -113,11 +113,16 @@ class _Counting:
     """Stands in for a module's kernels: counts the kernel calls of the tables it hands out."""
 
     def __init__(self, real):
-        self.real, self.calls, self.refused, self.loops = real, 0, 0, 0
+        self.real, self.calls, self.refused, self.loops, self.backs = real, 0, 0, 0, 0
 
     def sequence(self, *args):
         out = self.real.sequence(*args)
         self.loops += out is not None
+        return out
+
+    def backward_loop(self, *args):
+        out = self.real.backward_loop(*args)
+        self.backs += out is not None
         return out
 
     def table(self, tensors):
@@ -163,17 +168,24 @@ def counting():
 def test_kernels_run_forward_and_backward_and_agree_with_torch_ops(counting, dtype):
     cell, impl, params, x = _problem(dtype=dtype)
     spy = counting(impl)
+    T = x.shape[0]
     run = impl.forward(params, x, save=True)
     grads = impl.backward(params, run.cache, torch.ones_like(run.outputs))
-    assert (spy.loops, spy.calls) == (1, x.shape[0])  # the loop in C, then a partials block a step
-    with kernels.without_loop():
+    assert (spy.loops, spy.backs, spy.calls) == (1, 1, 0)  # both loops in C
+    with kernels.without_loop():  # the Python loops: a block a step forward, one backward
         run3 = impl.forward(params, x, save=True)
-    assert (spy.loops, spy.calls) == (1, 2 * x.shape[0])  # the Python loop: a block a step
+        grads3 = impl.backward(params, run3.cache, torch.ones_like(run3.outputs))
+    assert (spy.loops, spy.backs, spy.calls) == (1, 1, 2 * T)
     with kernels.disabled():
         run2 = impl.forward(params, x, save=True)
         grads2 = impl.backward(params, run2.cache, torch.ones_like(run2.outputs))
-    assert (spy.loops, spy.calls) == (1, 2 * x.shape[0])
+    assert (spy.loops, spy.backs, spy.calls) == (1, 1, 2 * T)
     torch.testing.assert_close(run3.outputs, run2.outputs)
+    for k in grads.params:
+        torch.testing.assert_close(grads3.params[k], grads2.params[k])
+    trace = []  # a trace of the carries: the Python loop
+    impl.backward(params, run.cache, torch.ones_like(run.outputs), trace=trace)
+    assert len(trace) == T and spy.backs == 1 and spy.calls == 3 * T
     tol = 1e-6 if dtype == torch.float32 else 1e-14
     torch.testing.assert_close(run.outputs, run2.outputs, rtol=tol, atol=tol)
     for k in grads.params:

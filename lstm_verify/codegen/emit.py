@@ -41,6 +41,7 @@ class _Fusion:
         self.segments: list = []
         self.widths: dict[str, str] = {}
         self.loop = None
+        self.bloop = None
 
     def width(self, dim: str) -> str:
         if dim == SCALAR:
@@ -296,6 +297,185 @@ class _Fusion:
         L += ["    return rc;", "}"]
         return L
 
+    def backward(self, p: Plan, events, items, factors, pointwise_inputs, owners) -> bool:
+        """Plan the backward loop in C (``lvbwd``) from what one step of the Python loop does
+        (``events``, in its order): its partials through block kernels, each gradient in a buffer
+        of its own, the stacked gradient blocks of each GEMM group written where the Python loop
+        writes them (``owners``; the other groups read inside them), the recurrent products
+        through the same BLAS as the forward loop. Only where the forward loop runs in C and
+        every step is elementwise (no reductions, sets or sizes of 1); returns whether."""
+        ir = self.ir
+        if not self.loop or any(e[0] == "other" for e in events) or SCALAR in ir.dims.values():
+            return False
+        node_of = {}
+        for (node, s_), f in factors.items():
+            if isinstance(f, sympy.Symbol) and f.name.startswith("_p"):
+                node_of[f.name] = node
+        segs = []
+        by_dim: dict[str, list] = {}
+        for key, expr in items:
+            by_dim.setdefault(ir.dims[node_of[key]], []).append((key, fold_constants(expr)))
+        for dim, group in by_dim.items():
+            seg = self.plan(group, dim, [k for k, _ in group])
+            if seg is None:
+                return False
+            segs.append((seg, dim))
+        self.bloop = (p, events, segs, pointwise_inputs, owners, node_of)
+        return True
+
+    def _backward_text(self, suffix: str, real: str) -> list[str]:
+        ir = self.ir
+        p, events, segs, pw_inputs, owners, node_of = self.bloop
+        dims = self.loop_dims()
+        n = {d: ("1" if d == SCALAR else f"n[{k}]") for k, d in enumerate(dims)}
+        inputs = [x for x, _ in ir.inputs]
+        states = [s for s, _ in ir.states]
+        pnames = self.loop_params()
+        groups = list(p.groups.values())
+        gi = {g.arg: k for k, g in enumerate(groups)}
+        out_dim = {w.name: w.out_dim for w in ir.weights}
+        width = {g.arg: " + ".join(n[out_dim[w]] for _, w in g.terms) for g in groups}
+        offsets = {g.arg: [" + ".join(n[out_dim[w]] for _, w in g.terms[:k]) or "0" for k in range(len(g.terms) + 1)]
+                   for g in groups}  # fmt: skip
+        saved = list(p.saved)
+        vectors = [x.name for x in ir.nodes] + states + inputs
+        D = {v: f"D{k}" for k, v in enumerate(vectors)}
+        partial = {seg_key: f"Q{k}" for k, seg_key in enumerate(k_ for seg, _ in segs for k_, _ in seg.items)}
+
+        def w_of(name):
+            return n[ir.dims[node_of[name]] if name in partial else ir.dims[name]]
+
+        def operand(name):
+            """(pointer, stride) of a value the partials read at step t."""
+            if name in partial:
+                return partial[name], w_of(name)
+            if name in saved:
+                return f"(S[{saved.index(name)}] + (size_t)t * B * {w_of(name)})", w_of(name)
+            if name in inputs:
+                return f"(X[{inputs.index(name)}] + (size_t)t * B * {w_of(name)})", w_of(name)
+            return f"P[{pnames.index(name)}]", "0"
+
+        def factor(f):
+            if f == 1:
+                return ""
+            if f.is_Number:
+                return f" * ({float(f)!r})"
+            ptr_, st = operand(f.name)
+            return f" * {ptr_}[(size_t)b * {st} + j]"
+
+        def size(v):
+            return n[ir.dims[v]]
+
+        packed = real == "float"
+        recurrent = [g for g in groups if not g.hoisted]
+        L = [f"int lvbwd{suffix}(long T, long B, double t0, void *const *blas, const {real} *const *W, "
+             f"const {real} *const *P, const {real} *const *X, const {real} *const *S, const {real} *dout, "
+             f"const {real} *const *carry_in, {real} *const *stacks, {real} *const *gdiag, {real} *const *dx, "
+             f"{real} *const *carry_out, const long *n)",  # fmt: skip
+             "{",
+             f"    lv_gemm{suffix} gemm = (lv_gemm{suffix})blas[0];",
+             f"    const {real} one = 1;",
+             "    int rc = 0;"]
+        if packed:
+            L += ["    lv_pack_size pack_size = (lv_pack_size)blas[1];",
+                  "    lv_pack pack = (lv_pack)blas[2];",
+                  "    lv_compute compute = (lv_compute)blas[3];"]  # fmt: skip
+        bufs = []
+        for v in vectors:
+            L.append(f"    {real} *{D[v]} = malloc(sizeof({real}) * (size_t)B * {size(v)});")
+            bufs.append(D[v])
+        for key, q in partial.items():
+            L.append(f"    {real} *{q} = malloc(sizeof({real}) * (size_t)B * {w_of(key)});")
+            bufs.append(q)
+        for k, s_ in enumerate(states):
+            L.append(f"    {real} *CR{k} = malloc(sizeof({real}) * (size_t)B * {size(s_)});")
+            bufs.append(f"CR{k}")
+        if packed:
+            L += [f"    {real} *QW{gi[g.arg]} = NULL;" for g in recurrent]
+        L.append(f"    if ({' || '.join('!' + b for b in bufs)}) {{ rc = -1; goto done; }}")
+        for g in groups:
+            L.append(f"    if ((double)T * B * ({width[g.arg]}) > 2147483647.0) {{ rc = -2; goto done; }}")
+        for g in recurrent if packed else ():
+            K = size(g.arg)
+            q = f"QW{gi[g.arg]}"
+            L += ["    if (compute) {",
+                  f"        size_t size = (pack_size(162, B, {K}, {width[g.arg]}) + 63) / 64 * 64;",
+                  f"        {q} = aligned_alloc(64, size);",
+                  f"        if (!{q}) {{ rc = -1; goto done; }}",
+                  f"        pack(101, 162, 111, B, {K}, {width[g.arg]}, 1.0f, W[{gi[g.arg]}], {K}, {q});",
+                  "    }"]  # fmt: skip
+        for k, s_ in enumerate(states):
+            L.append(f"    memcpy(CR{k}, carry_in[{k}], sizeof({real}) * (size_t)B * {size(s_)});")
+        L.append("    for (long t = T - 1; t >= 0; --t) {")
+        L.append("        const double tt = t0 + t;")
+        L.append("        (void)tt;")
+        for v in vectors:
+            L.append(f"        memset({D[v]}, 0, sizeof({real}) * (size_t)B * {size(v)});")
+        for k, s_ in enumerate(states):  # the gradients reaching this step's new states
+            w = size(s_)
+            extra = f" + (dout ? dout[((size_t)t * B + b) * {w} + j] : 0)" if s_ == ir.output else ""
+            L += ["        for (long b = 0; b < B; ++b)",
+                  f"            for (long j = 0; j < {w}; ++j)",
+                  f"                {D[ir.new(s_)]}[(size_t)b * {w} + j] += CR{k}[(size_t)b * {w} + j]{extra};"]  # fmt: skip
+        for seg, dim in segs:
+            args = ["B", n[dim], "tt"]
+            for name, _ in seg.operands:
+                args += list(operand(name))
+            for name in seg.outputs:
+                args += [partial[name], n[dim]]
+            L.append(f"        lvk{seg.index}{suffix}({', '.join(args)});")
+        for e in events:
+            if e[0] == "flush":
+                _, arg, owner, k0 = e
+                og = p.groups[owner]
+                row = f"stacks[{owners.index(owner)}] + (size_t)t * B * ({width[owner]})"
+                if owner == arg:
+                    for k, (aff, _) in enumerate(og.terms):
+                        w = size(aff)
+                        L += ["        for (long b = 0; b < B; ++b)",
+                              f"            memcpy({row} + (size_t)b * ({width[owner]}) + {offsets[owner][k]}, "
+                              f"{D[aff]} + (size_t)b * {w}, sizeof({real}) * {w});"]  # fmt: skip
+                g = p.groups[arg]
+                if g.hoisted:
+                    continue
+                K = size(arg)
+                a = f"{row} + {offsets[owner][k0]}"
+                call = (f"gemm(\"N\", \"N\", &m, &rows, &k, &one, W[{gi[arg]}], &m, {a}, &lda, &one, "
+                        f"{D[arg]}, &m);")  # fmt: skip
+                if packed:
+                    call = (f"if (QW{gi[arg]}) compute(101, 111, 151, B, m, k, {a}, lda, QW{gi[arg]}, m, 1.0f, "
+                            f"{D[arg]}, m); else {call}")  # fmt: skip
+                L += ["        {",
+                      f"            int m = {K}, rows = B, k = {width[arg]}, lda = {width[owner]};",
+                      f"            {call}",
+                      "        }"]  # fmt: skip
+            elif e[0] == "add":
+                _, node, s_, f = e
+                w = size(node)
+                L += ["        for (long b = 0; b < B; ++b)",
+                      f"            for (long j = 0; j < {w}; ++j)",
+                      f"                {D[s_]}[(size_t)b * {w} + j] += {D[node]}[(size_t)b * {w} + j]{factor(f)};"]  # fmt: skip
+            else:  # a diagonal parameter: summed over the batch
+                _, node, s_, f = e
+                w = size(node)
+                L += ["        for (long b = 0; b < B; ++b)",
+                      f"            for (long j = 0; j < {w}; ++j)",
+                      f"                gdiag[{[d for d, _ in ir.diagonals].index(s_)}][j] += "
+                      f"{D[node]}[(size_t)b * {w} + j]{factor(f)};"]  # fmt: skip
+        for k, s_ in enumerate(states):
+            L.append(f"        memcpy(CR{k}, {D[s_]}, sizeof({real}) * (size_t)B * {size(s_)});")
+        for k, x in enumerate(pw_inputs):
+            L.append(f"        memcpy(dx[{k}] + (size_t)t * B * {size(x)}, {D[x]}, sizeof({real}) * (size_t)B * {size(x)});")
+        L.append("    }")
+        for k, s_ in enumerate(states):
+            L.append(f"    memcpy(carry_out[{k}], CR{k}, sizeof({real}) * (size_t)B * {size(s_)});")
+        L.append("done:")
+        L += [f"    free({b});" for b in bufs]
+        if packed:
+            L += [f"    free(QW{gi[g.arg]});" for g in recurrent]
+        L += ["    return rc;", "}"]
+        return L
+
     def loop_dims(self) -> list[str]:
         ir = self.ir
         names = [x for x, _ in ir.inputs] + [s for s, _ in ir.states] + [n.name for n in ir.nodes]
@@ -340,6 +520,9 @@ class _Fusion:
             names = (tuple(x for x, _ in self.ir.inputs), tuple(s for s, _ in self.ir.states), self.ir.output,
                      tuple(self.loop[0].saved))
             loop = f"_C_LOOP = {names!r}\n\n\n" + self.loop_args() + "\n"
+        if self.bloop:
+            text += "\n" + "\n".join(self._backward_text("_f64", "double") + [""] + self._backward_text("_f32", "float"))
+            text += "\n"
         return ("\n\n# set by lstm_verify.kernels.attach: the compiled kernels of _C_SOURCE\n_KERNELS = None\n"
                 f"_C_SOURCE = {text!r}\n_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n" + loop)  # fmt: skip
 
@@ -1041,6 +1224,7 @@ def _backward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> st
     flushed = set()
     stacked: dict[tuple, str] = {}  # stacked gradient blocks -> the argument that owns them
     alias: dict[str, str] = {}  # argument -> code for its gradient stack inside another's
+    events: list = []  # what one step does, in order, for the same loop in C (see _Fusion.backward)
 
     def flush_group(arg):
         if arg in flushed or arg not in p.groups:
@@ -1067,11 +1251,13 @@ def _backward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> st
                 cut = "" if len(parts) == len(other) else f"[..., _off_{owner}[{k}]:_off_{owner}[{k + len(parts)}]]"
                 code(f"_gb_{arg} = _gb_{owner}{cut}")
                 alias[arg] = f"_GBs_{owner}{cut}"
+                events.append(("flush", arg, owner, k))
                 break
         else:
             code(f"_GBs_{arg} = _cat_put(_GBs_{arg}, _t, [{', '.join(parts)}], _T)")
             code(f"_gb_{arg} = _GBs_{arg}[_t]")
             stacked[tuple(parts)] = arg
+            events.append(("flush", arg, arg, 0))
         if not g.hoisted:
             add(arg, f"_mmT_{arg}(_gb_{arg})")
 
@@ -1091,6 +1277,8 @@ def _backward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> st
                 term = (f"_d_{node.name}", printer.doprint(factor))
             text = " * ".join(term) if isinstance(term, tuple) else term
             members = node.name in ir.set_vectors
+            simple = not members and not isinstance(node, Reduce) and ir.dims.get(s) == node.dim != SCALAR
+            events.append(("diag" if s in diagonals else "add" if simple else "other", node.name, s, factor))
             if s in diagonals:
                 code(f"_grad_{s} = _grad_{s} + ({text}).sum({'(0, 1)' if members else '0'})")
                 continue
@@ -1119,6 +1307,22 @@ def _backward(ir: CellIR, p: Plan, printer, fusion: _Fusion | None = None) -> st
         if n in bars:
             code(f"_DX_{n} = _d_{n} if _DX_{n} is None else _DX_{n} + _d_{n}")
     code.indent = 1
+    owners = [e[1] for e in events if e[0] == "flush" and e[1] == e[2]]
+    if fusion is not None and fusion.backward(p, events, items, names, pointwise_inputs, owners):
+        loop = code.lines[consts_at:]
+        del code.lines[consts_at:]
+        carries = ", ".join(f"_carry_{s}" for s in states)
+        widths = ", ".join(" + ".join(_v(w) + ".shape[0]" for _, w in p.groups[a].terms) for a in owners)
+        dx = ", ".join(_size_code(ir, ir.dims[n], "_state0") for n in pointwise_inputs)
+        code("_c = None")
+        code("if trace is None and _KERNELS is not None:  # the whole loop in C, where it can run")
+        code(f"    _c = _KERNELS.backward_loop(_sequence_args, params, cache, d_outputs, [{carries}], "
+             f"[{', '.join(f'_grad_{d}' for d in diagonals)}], [{widths}], [{dx}])")  # fmt: skip
+        code("if _c is not None:")
+        code(f"    [{', '.join(f'_GBs_{a}' for a in owners)}], [{', '.join(f'_DX_{n}' for n in pointwise_inputs)}], "
+             f"[{carries}] = _c")  # fmt: skip
+        code("else:")
+        code.lines += ["    " + line if line else line for line in loop]
     if fused:
         fusion.preamble(code, consts_at, "_state0", '[*params.values(), *cache["inputs"].values(), *_state0.values()]')
     _constants(code, printer, consts_at, f"_X_{inputs[0]}")
