@@ -58,6 +58,7 @@ from .spec import SCALAR
 
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC", "-std=gnu99")
 FORMAT = 1
+PARALLEL = 4096  # a block of at least this many values runs its batch rows on torch's OpenMP threads
 
 
 class KernelWarning(UserWarning):
@@ -212,6 +213,7 @@ def kernel_text(seg: Segment, suffix: str, real: str) -> str:
     return "\n".join([
         f"void lvk{seg.index}{suffix}({', '.join(args)})",
         "{",
+        f"#pragma omp parallel for if (B * n >= {PARALLEL})",
         "    for (long b = 0; b < B; ++b) {",
         *head,
         "#pragma omp simd",
@@ -360,11 +362,12 @@ class Kernels:
     """The kernels of one generated module, per dtype: ``table(tensors)`` is the list of
     callables when every tensor suits them, else None."""
 
-    def __init__(self, library, arities, loop=None):
+    def __init__(self, library, arities, loop=None, module=None):
         import torch
 
         self._torch = torch
         self.loop_names = loop
+        self.module = module  # its buffer pool (_scratch, _recycle) serves the loops too
         self.loops = {}
         blas = _blas() if loop else None
         for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if blas else ():
@@ -435,7 +438,7 @@ class Kernels:
         s0 = [state[s].contiguous() for s in st_names]
         final = [torch.empty(s.shape, dtype=dtype) for s in s0]
         out = torch.empty((T, B, s0[st_names.index(output)].shape[-1]), dtype=dtype)
-        saved = [torch.empty((T, B, int(w)), dtype=dtype) for w in widths] if save else []
+        saved = [self._buffer((T, B, int(w)), xs[0]) for w in widths] if save else []
 
         def array(tensors):
             return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
@@ -449,8 +452,15 @@ class Kernels:
             return None
         cache = None
         if save:
-            cache = {"inputs": inputs, "state0": dict(state), "t0": t0, "saved": dict(zip(saved_names, saved))}
+            cache = self.module._Cache(inputs=inputs, state0=dict(state), t0=t0, saved=dict(zip(saved_names, saved)))
+            if not torch.is_grad_enabled():  # the saved buffers go back to the pool with the record
+                self.module._recycle(cache, saved)
         return out, dict(zip(st_names, final)), cache
+
+    def _buffer(self, shape, like):
+        """A buffer from the module's pool (while no gradient is recorded), else a new one."""
+        buf = self.module._scratch(shape, like)
+        return self._torch.empty(shape, dtype=like.dtype) if buf is None else buf
 
 
     def backward_loop(self, args, params, cache, d_outputs, carries, diagonals, stacks, widths):
@@ -481,7 +491,7 @@ class Kernels:
         saved = [v.contiguous() for v in saved]
         carries = [c.contiguous() for c in carries]
         d_out = None if d_outputs is None else d_outputs.contiguous()
-        out_stacks = [torch.empty((T, B, int(w)), dtype=dtype) for w in stacks]
+        out_stacks = [self._buffer((T, B, int(w)), xs[0]) for w in stacks]  # pooled by the epilogue
         out_dx = [torch.empty((T, B, int(w)), dtype=dtype) for w in widths]
         out_carries = [torch.empty(c.shape, dtype=dtype) for c in carries]
 
@@ -567,9 +577,21 @@ def _compiler_id(cc: str) -> str:
     return _compiler_ids[cc]
 
 
+def _flags() -> tuple[str, ...]:
+    """FLAGS, with ``-fopenmp`` where the process runs GNU OpenMP already (torch's own
+    ``libgomp.so.1``): the kernels then share torch's threads (``torch.set_num_threads``)
+    instead of starting a second runtime."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            gomp = any(line.rstrip().endswith("/libgomp.so.1") for line in f)
+    except OSError:
+        gomp = False
+    return FLAGS + (("-fopenmp",) if gomp else ())
+
+
 def _key(text: str, cc: str) -> str:
     h = hashlib.sha256()
-    for part in (str(FORMAT), text, cc, _compiler_id(cc), " ".join(FLAGS), platform.machine(), _cpu_flags()):
+    for part in (str(FORMAT), text, cc, _compiler_id(cc), " ".join(_flags()), platform.machine(), _cpu_flags()):
         h.update(part.encode() + b"\0")
     return h.hexdigest()
 
@@ -581,7 +603,7 @@ def _compile(text: str, cc: str, folder: str, name: str) -> str:
     try:
         with open(src, "w", encoding="utf-8") as f:
             f.write(text)
-        out = subprocess.run([cc, *FLAGS, "-o", tmp, src, "-lm"], capture_output=True, text=True, timeout=300)
+        out = subprocess.run([cc, *_flags(), "-o", tmp, src, "-lm"], capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             raise Unfusable(f"{cc} failed: {out.stderr.strip()[:2000]}")
         os.replace(tmp, os.path.join(folder, name))
@@ -695,7 +717,7 @@ def attach(module) -> str | None:
     except Unfusable as exc:
         _warn(str(exc))
         return str(exc)
-    module._KERNELS = Kernels(lib, module._C_ARITY, getattr(module, "_C_LOOP", None))
+    module._KERNELS = Kernels(lib, module._C_ARITY, getattr(module, "_C_LOOP", None), module)
     return None
 
 

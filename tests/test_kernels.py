@@ -289,7 +289,7 @@ def test_spec_names_never_reach_the_c_text(tmp_path):
     text = impl.module._C_SOURCE
     kernel_part = "\n".join(re.findall(r"^void lvk.*?^}$", text, re.S | re.M))
     assert kernel_part.count("void lvk") == 2 * len(impl.module._C_ARITY)
-    allowed = {"void", "long", "double", "float", "const", "restrict", "for", "pragma", "omp", "simd", "B", "n",
+    allowed = {"void", "long", "double", "float", "const", "restrict", "for", "if", "pragma", "omp", "simd", "parallel", "B", "n",
                "t", "b", "j"} | {f"lv_{f}_f{w}" for f in ("sigmoid", "tanh", "exp") for w in (32, 64)}  # fmt: skip
     for ident in set(re.findall(r"(?<![\w.])[A-Za-z_][A-Za-z0-9_]*", kernel_part)) - allowed:
         assert re.fullmatch(r"(lvk\d+_f(32|64)|[axylcorq]\d+)", ident), ident
