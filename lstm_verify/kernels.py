@@ -1,19 +1,31 @@
-"""Fused pointwise kernels for the generated torch code on the CPU: C, compiled at first use.
+"""Fused C kernels for the generated torch code on the CPU, compiled at first use.
 
-Between its GEMMs, a step of a generated torch forward is a block of pointwise expressions (the
-CSE'd gate nonlinearities and state updates), and a step of its backward starts with a block of
-local partial derivatives. Run as torch operations, each block costs one dispatch per operation
-(1.5-15 µs each, 6-22 of them a step). Here each block is one C function, printed from the same
-CSE'd SymPy expressions, called once per step through ctypes on the tensors' own memory: no
-copies, one dispatch.
+Two levels, both printed from the same CSE'd SymPy expressions as the torch code:
 
-**Where it runs.** A generated torch module carries the C text of its blocks (``_C_SOURCE``) and
-runs each block through its kernel when :meth:`Kernels.table` accepts the call's tensors: CPU,
-all float32 or all float64, rows of unit stride, and autograd not recording (the kernels are not
-differentiable; the generated backward is). Otherwise the block's torch operations run, as they
-always did: that path is the fallback and the oracle. ``LSTM_VERIFY_KERNELS=0`` or
-:func:`disabled` turns the kernels off; without a C compiler, a :class:`KernelWarning` says so
-once and the torch path runs.
+- **Blocks.** Between its GEMMs, a step of a generated forward is a block of pointwise
+  expressions, and a step of its backward starts with a block of local partial derivatives.
+  As torch operations each costs a dispatch per operation (1.5-15 µs, 6-22 a step); here each
+  block is one C function (``lvk<k>``) called through ctypes on the tensors' own memory.
+- **Loops.** Where every value of a step has a batch axis and no reduction or set input is
+  involved, the whole forward loop (``lvseq``) and the whole backward loop (``lvbwd``) run in
+  C: GEMMs through the BLAS that torch itself carries (MKL's ``sgemm_``/``dgemm_``, and for
+  float32 its packed GEMM, the recurrent weights packed once per call), the pointwise work
+  through the block functions, every value in a buffer of its own. The backward loop replays,
+  step for step, what the Python loop does (the emitter records it), and leaves its results
+  (stacked step gradients, input gradients, carries) where the Python loop's epilogue reads
+  them: weight gradients stay one GEMM each after the loop, in torch.
+
+**Where they run.** A generated torch module carries the C text (``_C_SOURCE``) and uses it when
+:meth:`Kernels.table` accepts the call's tensors: CPU, all float32 or all float64, features of
+unit stride, and autograd not recording through them (the kernels are not differentiable; the
+generated backward is). Otherwise the torch operations run, as they always did: that path is
+the fallback and the oracle. ``LSTM_VERIFY_KERNELS=0`` or :func:`disabled` turns all of it off,
+:func:`without_loop` only the loops; a trace of the backward's carries runs the Python loop;
+without a C compiler a :class:`KernelWarning` says so once and the torch operations run.
+
+**Threads.** Where the process runs GNU OpenMP already (torch's own ``libgomp.so.1``), the
+kernels are built with ``-fopenmp`` and a block of at least ``PARALLEL`` values spreads its
+batch rows over torch's threads (``torch.set_num_threads``): one runtime, no oversubscription.
 
 **Accuracy.** float64 kernels call the C library (``exp``, ``tanh``, ``log``: within 1 ulp).
 float32 kernels use branch-free polynomial ``exp`` and ``tanh`` (Cephes' ``expf`` and ``tanhf``
@@ -23,14 +35,17 @@ exp (0.998 measured), 3 for sigmoid (2.61) and 2 for tanh (1.32) wherever the re
 float (below 2^-126, within 2^-149 of the true value), with NaN and the infinities propagated as
 the C library does.
 
-**Compilation and cache.** ``cc -O3 -march=native -fno-math-errno -shared -fPIC``, once per
-distinct C text: the library lives in the generated-code cache folder (:mod:`.runtime`, same
-checks: a folder of our own, mode 0700) under a name that hashes the C text, the compiler's
-version, the flags and the CPU's feature flags (``-march=native`` code runs only where it was
-compiled), written under a temporary name and renamed into place, with an HMAC (the cache's
-per-user key) over its bytes beside it. It is loaded through ``/proc/self/fd`` from the very
-descriptor whose bytes were checked. Without a cache folder it is compiled into a private
-temporary folder and removed after loading.
+**Compilation and cache.** ``cc`` with :data:`FLAGS` (``-O3 -march=native``), once per distinct
+C text: the library lives in the generated-code cache folder (:mod:`.runtime`, same checks: a
+folder of our own, mode 0700) under a name that hashes the C text, the compiler's version, the
+flags and the CPU's feature flags (``-march=native`` code runs only where it was compiled),
+written under a temporary name and renamed into place, with an HMAC (the cache's per-user key)
+over its bytes beside it. It is loaded through ``/proc/self/fd`` from the very descriptor whose
+bytes were checked. Without a cache folder it is compiled into a private temporary folder.
+
+**Names.** No name from a spec reaches the C text: operands, items and shared subexpressions
+are renamed (``x<k>``, ``l<k>``, ``c<k>``) before printing, and functions come from the table
+of :mod:`.functions` only.
 """
 
 from __future__ import annotations
@@ -56,7 +71,9 @@ from .functions import BY_SYMPY
 from .ir import CellIR
 from .spec import SCALAR
 
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC", "-std=gnu99")
+# -fno-trapping-math lets the compiler vectorise branch-free selects (IEEE results unchanged)
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC",
+         "-std=gnu99") + (("-mprefer-vector-width=512",) if platform.machine() in ("x86_64", "AMD64") else ())
 FORMAT = 1
 PARALLEL = 4096  # a block of at least this many values runs its batch rows on torch's OpenMP threads
 

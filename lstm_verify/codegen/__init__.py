@@ -18,9 +18,10 @@ weights when nothing records gradients (``_linear``), saved values and outputs w
 into their buffers (``out=``), and a small pool for buffers that live within one call.
 
 The package is split by concern: :mod:`.printers` (the SymPy printers and how names are
-spelled), :mod:`.plan` (the schedule, the GEMM groups, what is saved) and :mod:`.emit` (the
+spelled), :mod:`.plan` (the schedule, the GEMM groups, what is saved), :mod:`.emit` (the
 generated module's text: the prelude from :mod:`lstm_verify.prelude`, the forward loop and the
-backward loop).
+backward loop) and :mod:`.fused` (the C of the torch module, :mod:`lstm_verify.kernels`: its
+pointwise blocks as kernels, and its forward and backward loops in C where the cell allows).
 """
 
 from .emit import (
