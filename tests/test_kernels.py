@@ -375,3 +375,24 @@ def test_the_loop_runs_where_it_can_and_leaves_the_callers_tensors_alone(monkeyp
     leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
     impl.forward(leaf, xs, state)  # autograd records: refused
     assert len(calls) == n + 2 and calls[-1] is None
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_blocks_wide_enough_to_share_torchs_threads_agree(name):
+    """B * n >= kernels.PARALLEL: the batch rows of each block run on torch's OpenMP threads."""
+    cell = lv.load(name)
+    impl = cell.torch()
+    sizes = {"input": 16, "hidden": 256}
+    assert 20 * 256 >= kernels.PARALLEL
+    g = torch.Generator().manual_seed(1)
+    params = {k: torch.as_tensor(v) for k, v in cell.init_params(sizes=sizes).items()}
+    x = torch.randn(6, 20, 16, generator=g, dtype=next(iter(params.values())).dtype)
+    d = torch.randn(6, 20, 256, generator=g, dtype=x.dtype)
+    run = impl.forward(params, x, save=True)
+    grads = impl.backward(params, run.cache, d)
+    with kernels.disabled():
+        want = impl.forward(params, x, save=True)
+        want_g = impl.backward(params, want.cache, d)
+    torch.testing.assert_close(run.outputs, want.outputs, rtol=1e-12, atol=1e-13)
+    for k in grads.params:
+        torch.testing.assert_close(grads.params[k], want_g.params[k], rtol=1e-11, atol=1e-12)
