@@ -24,6 +24,8 @@ class Fusion:
         self.widths: dict[str, str] = {}
         self.loop = None
         self.bloop = None
+        self.stacks: list[tuple] = []  # per-step groups multiplied as one (see sequence)
+        self.lead: dict[str, str] = {}
 
     def width(self, dim: str) -> str:
         if dim == SCALAR:
@@ -83,12 +85,21 @@ class Fusion:
         new_values = {ir.new(s) for s, _ in ir.states}
         folded = {n.name: n for n in ir.nodes if isinstance(n, Affine) and n.name not in new_values
                   and n.name not in p.saved and all(isinstance(r, Pointwise) for r in readers.get(n.name, []))}  # fmt: skip
-        steps = []  # ("gemm", group) | ("affine", node) | ("block", segment, dim)
+        steps = []  # ("gemm", group) | ("stack", args) | ("affine", node) | ("block", segment, dim)
         run: list = []
         done: set[str] = set()
+        # per-step groups feeding the same affine maps in the same order (greff_fgr's h, i, f, o):
+        # their arguments side by side, one GEMM with the weights side by side
+        same: dict[tuple, list] = {}
+        for g in p.groups.values():
+            if not g.hoisted and not g.const:
+                same.setdefault(tuple(a for a, _ in g.terms), []).append(g.arg)
+        self.stacks = [tuple(args) for args in same.values() if len(args) > 1]
+        self.lead = {a: st[0] for st in self.stacks for a in st}
 
         def parts(node):
-            out = [sympy.Symbol(f"part:{arg}:{node.name}") for _, arg in node.terms]
+            args = list(dict.fromkeys(self.lead.get(arg, arg) for _, arg in node.terms))
+            out = [sympy.Symbol(f"part:{arg}:{node.name}") for arg in args]
             return out + ([sympy.Symbol(node.bias)] if node.bias else [])
 
         def flush():
@@ -122,8 +133,9 @@ class Fusion:
                 for _, arg in node.terms:
                     g = p.groups[arg]
                     if not g.hoisted and arg not in done:
-                        done.add(arg)
-                        steps.append(("gemm", g))
+                        stack = next((st for st in self.stacks if arg in st), None)
+                        done.update(stack or (arg,))
+                        steps.append(("stack", stack) if stack else ("gemm", g))
                 if node.name not in folded:
                     steps.append(("affine", node))
             flush()
@@ -187,6 +199,8 @@ class Fusion:
                   "    lv_compute compute = (lv_compute)blas[3];"]  # fmt: skip
         bufs = []
         for g in groups:
+            if self.lead.get(g.arg, g.arg) != g.arg:  # a stack's product is in its first group's
+                continue
             rows = "(size_t)T * B" if g.hoisted else "(size_t)B"
             L.append(f"    {real} *G{gi[g.arg]} = malloc(sizeof({real}) * {rows} * ({width[g.arg]}));")
             bufs.append(f"G{gi[g.arg]}")
@@ -199,21 +213,27 @@ class Fusion:
             for pre in ("C", "N"):
                 L.append(f"    {real} *{pre}{k} = malloc(sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
                 bufs.append(f"{pre}{k}")
-        recurrent = [g for g in groups if not g.hoisted]
+        stacked = {a for st in self.stacks for a in st}
+        recurrent = [g for g in groups if not g.hoisted and g.arg not in stacked]
+        ksum = [" + ".join(f"({n[ir.dims[a]]})" for a in st) for st in self.stacks]
+        for k, st in enumerate(self.stacks):
+            L.append(f"    {real} *A{k} = malloc(sizeof({real}) * (size_t)B * ({ksum[k]}));")
+            bufs.append(f"A{k}")
         if packed:
             L += [f"    {real} *Q{gi[g.arg]} = NULL;" for g in recurrent]
+            L += [f"    {real} *QS{k} = NULL;" for k in range(len(self.stacks))]
         L.append(f"    if ({' || '.join('!' + b for b in bufs)}) {{ rc = -1; goto done; }}")
         for g in groups:  # GEMM sizes are int: larger problems run in Python
             rows = "(double)T * B" if g.hoisted else "(double)B"
             L.append(f"    if ({rows} * ({width[g.arg]}) > 2147483647.0) {{ rc = -2; goto done; }}")
-        for g in recurrent if packed else ():
-            K = n[ir.dims[g.arg]]
-            q = f"Q{gi[g.arg]}"
+        packs = [(f"Q{gi[g.arg]}", width[g.arg], n[ir.dims[g.arg]], f"W[{gi[g.arg]}]") for g in recurrent]
+        packs += [(f"QS{k}", width[st[0]], ksum[k], f"W[{len(groups) + k}]") for k, st in enumerate(self.stacks)]
+        for q, R, K, w in packs if packed else ():
             L += ["    if (compute) {",
-                  f"        size_t size = (pack_size(162, B, {width[g.arg]}, {K}) + 63) / 64 * 64;",
+                  f"        size_t size = (pack_size(162, B, {R}, {K}) + 63) / 64 * 64;",
                   f"        {q} = aligned_alloc(64, size);",
                   f"        if (!{q}) {{ rc = -1; goto done; }}",
-                  f"        pack(101, 162, 112, B, {width[g.arg]}, {K}, 1.0f, W[{gi[g.arg]}], {K}, {q});",
+                  f"        pack(101, 162, 112, B, {R}, {K}, 1.0f, {w}, {K}, {q});",
                   "    }"]  # fmt: skip
         for k, s_ in enumerate(states):
             L.append(f"    memcpy(C{k}, S0[{k}], sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
@@ -228,22 +248,33 @@ class Fusion:
         L.append("        const double tt = t0 + t;")
         L.append("        (void)tt;")
         for step in steps:
-            if step[0] == "gemm":
-                g = step[1]
-                K = n[ir.dims[g.arg]]
-                call = (f"gemm(\"T\", \"N\", &m, &rows, &k, &one, W[{gi[g.arg]}], &k, {ptr(g.arg)}, &k, &zero, "
-                        f"G{gi[g.arg]}, &m);")  # fmt: skip
+            if step[0] in ("gemm", "stack"):
+                if step[0] == "gemm":
+                    g = step[1]
+                    K, a, w, q = n[ir.dims[g.arg]], ptr(g.arg), f"W[{gi[g.arg]}]", f"Q{gi[g.arg]}"
+                    out = f"G{gi[g.arg]}"
+                else:  # the arguments side by side in A<k>, one GEMM
+                    k = self.stacks.index(step[1])
+                    K, a, w, q, out = ksum[k], f"A{k}", f"W[{len(groups) + k}]", f"QS{k}", f"G{gi[step[1][0]]}"
+                    at = []
+                    for arg in step[1]:
+                        wa = n[ir.dims[arg]]
+                        L += ["        for (long b = 0; b < B; ++b)",
+                              f"            memcpy(A{k} + (size_t)b * ({K}) + {' + '.join(at) or '0'}, "
+                              f"{ptr(arg)} + (size_t)b * {wa}, sizeof({real}) * {wa});"]  # fmt: skip
+                        at.append(f"({wa})")
+                call = f"gemm(\"T\", \"N\", &m, &rows, &k, &one, {w}, &k, {a}, &k, &zero, {out}, &m);"
                 if packed:
-                    call = (f"if (Q{gi[g.arg]}) compute(101, 111, 151, B, m, k, {ptr(g.arg)}, k, Q{gi[g.arg]}, k, "
-                            f"0.0f, G{gi[g.arg]}, m); else {call}")  # fmt: skip
+                    call = f"if ({q}) compute(101, 111, 151, B, m, k, {a}, k, {q}, k, 0.0f, {out}, m); else {call}"
                 L += ["        {",
-                      f"            int m = {width[g.arg]}, rows = B, k = {K};",
+                      f"            int m = {width[step[1].arg if step[0] == 'gemm' else step[1][0]]}, rows = B, k = {K};",
                       f"            {call}",
                       "        }"]  # fmt: skip
             elif step[0] == "affine":
                 node = step[1]
                 w = n[node.dim]
-                terms = [f"({block(arg, node.name)})[j]" for _, arg in node.terms]
+                args = list(dict.fromkeys(self.lead.get(arg, arg) for _, arg in node.terms))
+                terms = [f"({block(arg, node.name)})[j]" for arg in args]
                 if node.bias:
                     terms.append(f"P[{pnames.index(node.bias)}][j]")
                 L += ["        for (long b = 0; b < B; ++b)",
@@ -275,7 +306,7 @@ class Fusion:
         L.append("done:")
         L += [f"    free({b});" for b in bufs]
         if packed:
-            L += [f"    free(Q{gi[g.arg]});" for g in recurrent]
+            L += [f"    free({q});" for q, _, _, _ in packs]
         L += ["    return rc;", "}"]
         return L
 
@@ -349,14 +380,24 @@ class Fusion:
             return n[ir.dims[v]]
 
         packed = real == "float"
-        recurrent = [g for g in groups if not g.hoisted]
+        # a stack of the forward loop is one product here too where its groups' stacked blocks
+        # are one and the same (each a whole view of one owner): TS<k> = blocks @ [W_a W_b ...]
+        flushes = {e[1]: e for e in events if e[0] == "flush"}
+        stacks = [st for st in self.stacks
+                  if len({flushes[a][2] for a in st}) == 1 and all(flushes[a][3] == 0 for a in st)
+                  and all(len(p.groups[a].terms) == len(p.groups[flushes[a][2]].terms) for a in st)]  # fmt: skip
+        in_stack = {a: k for k, st in enumerate(stacks) for a in st}
+        ksum = [" + ".join(f"({size(a)})" for a in st) for st in stacks]
+        kat = {a: " + ".join(f"({size(x)})" for x in st[: st.index(a)]) or "0" for st in stacks for a in st}
+        recurrent = [g for g in groups if not g.hoisted and g.arg not in in_stack]
         L = [f"int lvbwd{suffix}(long T, long B, double t0, void *const *blas, const {real} *const *W, "
              f"const {real} *const *P, const {real} *const *X, const {real} *const *S, const {real} *dout, "
              f"const {real} *const *carry_in, {real} *const *stacks, {real} *const *gdiag, {real} *const *dx, "
              f"{real} *const *carry_out, const long *n)",  # fmt: skip
              "{",
              f"    lv_gemm{suffix} gemm = (lv_gemm{suffix})blas[0];",
-             f"    const {real} one = 1;",
+             f"    const {real} one = 1, zero = 0;",
+             "    (void)zero;",
              "    int rc = 0;"]
         if packed:
             L += ["    lv_pack_size pack_size = (lv_pack_size)blas[1];",
@@ -372,19 +413,23 @@ class Fusion:
         for k, s_ in enumerate(states):
             L.append(f"    {real} *CR{k} = malloc(sizeof({real}) * (size_t)B * {size(s_)});")
             bufs.append(f"CR{k}")
+        for k in range(len(stacks)):
+            L.append(f"    {real} *TS{k} = malloc(sizeof({real}) * (size_t)B * ({ksum[k]}));")
+            bufs.append(f"TS{k}")
+        packs = [(f"QW{gi[g.arg]}", size(g.arg), width[g.arg], f"W[{gi[g.arg]}]") for g in recurrent]
+        packs += [(f"QT{k}", ksum[k], width[st[0]], f"W[{len(groups) + self.stacks.index(st)}]")
+                  for k, st in enumerate(stacks)]  # fmt: skip
         if packed:
-            L += [f"    {real} *QW{gi[g.arg]} = NULL;" for g in recurrent]
+            L += [f"    {real} *{q} = NULL;" for q, _, _, _ in packs]
         L.append(f"    if ({' || '.join('!' + b for b in bufs)}) {{ rc = -1; goto done; }}")
         for g in groups:
             L.append(f"    if ((double)T * B * ({width[g.arg]}) > 2147483647.0) {{ rc = -2; goto done; }}")
-        for g in recurrent if packed else ():
-            K = size(g.arg)
-            q = f"QW{gi[g.arg]}"
+        for q, K, R, w in packs if packed else ():
             L += ["    if (compute) {",
-                  f"        size_t size = (pack_size(162, B, {K}, {width[g.arg]}) + 63) / 64 * 64;",
+                  f"        size_t size = (pack_size(162, B, {K}, {R}) + 63) / 64 * 64;",
                   f"        {q} = aligned_alloc(64, size);",
                   f"        if (!{q}) {{ rc = -1; goto done; }}",
-                  f"        pack(101, 162, 111, B, {K}, {width[g.arg]}, 1.0f, W[{gi[g.arg]}], {K}, {q});",
+                  f"        pack(101, 162, 111, B, {K}, {R}, 1.0f, {w}, {K}, {q});",
                   "    }"]  # fmt: skip
         for k, s_ in enumerate(states):
             L.append(f"    memcpy(CR{k}, carry_in[{k}], sizeof({real}) * (size_t)B * {size(s_)});")
@@ -420,6 +465,25 @@ class Fusion:
                 g = p.groups[arg]
                 if g.hoisted:
                     continue
+                if arg in in_stack:
+                    k = in_stack[arg]
+                    st = stacks[k]
+                    if arg == min(st, key=lambda x: events.index(flushes[x])):  # the stack's first flush
+                        K = ksum[k]
+                        call = (f"gemm(\"N\", \"N\", &m, &rows, &k, &one, W[{len(groups) + self.stacks.index(st)}], "
+                                f"&m, {row}, &lda, &zero, TS{k}, &m);")  # fmt: skip
+                        if packed:
+                            call = (f"if (QT{k}) compute(101, 111, 151, B, m, k, {row}, lda, QT{k}, m, 0.0f, TS{k}, "
+                                    f"m); else {call}")  # fmt: skip
+                        L += ["        {",
+                              f"            int m = {K}, rows = B, k = {width[arg]}, lda = {width[owner]};",
+                              f"            {call}",
+                              "        }"]  # fmt: skip
+                    w = size(arg)
+                    L += ["        for (long b = 0; b < B; ++b)",
+                          f"            for (long j = 0; j < {w}; ++j)",
+                          f"                {D[arg]}[(size_t)b * {w} + j] += TS{k}[(size_t)b * ({ksum[k]}) + {kat[arg]} + j];"]  # fmt: skip
+                    continue
                 K = size(arg)
                 a = f"{row} + {offsets[owner][k0]}"
                 call = (f"gemm(\"N\", \"N\", &m, &rows, &k, &one, W[{gi[arg]}], &m, {a}, &lda, &one, "
@@ -454,7 +518,7 @@ class Fusion:
         L.append("done:")
         L += [f"    free({b});" for b in bufs]
         if packed:
-            L += [f"    free(QW{gi[g.arg]});" for g in recurrent]
+            L += [f"    free({q});" for q, _, _, _ in packs]
         L += ["    return rc;", "}"]
         return L
 
@@ -482,7 +546,8 @@ class Fusion:
         _unpack_params(code, self.ir, p.groups)
         for x, _ in self.ir.inputs:
             code(f"_X_{x} = inputs[{x!r}]")
-        weights = ", ".join(g.var for g in p.groups.values())
+        weights = ", ".join([g.var for g in p.groups.values()] +
+                            [f"_cat([{', '.join(p.groups[a].var for a in st)}], 1)" for st in self.stacks])
         others = ", ".join(_v(x) for x in self.loop_params())
         sizes = ", ".join(_size_code(self.ir, d, "state") for d in self.loop_dims())
         saved = ", ".join(_size_code(self.ir, self.ir.dims[x], "state") for x in p.saved)
