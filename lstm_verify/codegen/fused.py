@@ -13,9 +13,11 @@ from .printers import _v, fold_constants
 
 
 class Fusion:
-    """The fused blocks of one generated torch module (:mod:`lstm_verify.kernels`): each block
+    """The C of one generated torch module (:mod:`lstm_verify.kernels`). Each pointwise block
     that the kernels can compute is emitted twice, as a kernel call when the module's kernels
-    accept the call's tensors (``_kt``), and as torch operations otherwise."""
+    accept the call's tensors (``_kt``) and as torch operations otherwise (:meth:`call`,
+    :meth:`preamble`); :meth:`sequence` and :meth:`backward` plan the forward and backward
+    loops in C; :meth:`source` is the module's ``_C_SOURCE`` and what goes with it."""
 
     def __init__(self, ir: CellIR):
         self.ir = ir
