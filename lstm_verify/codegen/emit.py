@@ -125,8 +125,8 @@ def _block(g: Group, k: int, tensor: str, rows=False, blocked=False) -> str:
 
 def generate(ir: CellIR, backend: str, header: bool = True, kernels: bool = True) -> str:
     """Source text of the generated module for one backend (``header=False``: without its
-    docstring, for export, which writes its own; ``kernels=False``: torch without the fused
-    C blocks of :mod:`lstm_verify.kernels`, as exported)."""
+    docstring, for export, which writes its own; ``kernels=False``: torch without the C of
+    :mod:`lstm_verify.kernels` (blocks and loops, see :mod:`.fused`), as exported)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
     p = plan(ir)
