@@ -492,19 +492,15 @@ class Kernels:
         dtype = xs[0].dtype
         fn, blas = self.loops[dtype]
         weights, others, sizes, widths = args(params, inputs, state)
-        weights = [w.contiguous() for w in weights]
+        weights = [w.contiguous() for w in weights]  # copies kept alive until the call returns
         others = [p.contiguous() for p in others]
         s0 = [state[s].contiguous() for s in st_names]
         final = [torch.empty(s.shape, dtype=dtype) for s in s0]
         out = torch.empty((T, B, s0[st_names.index(output)].shape[-1]), dtype=dtype)
         saved = [self._buffer((T, B, int(w)), xs[0]) for w in widths] if save else []
 
-        def array(tensors):
-            return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
-
-        n = (ctypes.c_long * max(len(sizes), 1))(*[int(v) for v in sizes])
-        rc = fn(T, B, float(t0), blas, array(weights), array(others), array(xs), array(s0), array(final),
-                out.data_ptr(), array(saved) if save else None, n)  # fmt: skip
+        rc = fn(T, B, float(t0), blas, _pointers(weights), _pointers(others), _pointers(xs), _pointers(s0),
+                _pointers(final), out.data_ptr(), _pointers(saved) if save else None, _sizes(sizes))  # fmt: skip
         if rc == -1:
             raise MemoryError("the C forward loop could not allocate its buffers")
         if rc != 0:
@@ -545,7 +541,7 @@ class Kernels:
         dtype = xs[0].dtype
         fn, blas = self.backs[dtype]
         weights, others, sizes, _ = args(params, inputs, state0)
-        weights = [w.contiguous() for w in weights]
+        weights = [w.contiguous() for w in weights]  # copies kept alive until the call returns
         others = [p.contiguous() for p in others]
         saved = [v.contiguous() for v in saved]
         carries = [c.contiguous() for c in carries]
@@ -554,18 +550,25 @@ class Kernels:
         out_dx = [torch.empty((T, B, int(w)), dtype=dtype) for w in widths]
         out_carries = [torch.empty(c.shape, dtype=dtype) for c in carries]
 
-        def array(tensors):
-            return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
-
-        n = (ctypes.c_long * max(len(sizes), 1))(*[int(v) for v in sizes])
-        rc = fn(T, B, float(cache["t0"]), blas, array(weights), array(others), array(xs), array(saved),
-                None if d_out is None else d_out.data_ptr(), array(carries), array(out_stacks), array(diagonals),
-                array(out_dx), array(out_carries), n)  # fmt: skip
+        rc = fn(T, B, float(cache["t0"]), blas, _pointers(weights), _pointers(others), _pointers(xs), _pointers(saved),
+                None if d_out is None else d_out.data_ptr(), _pointers(carries), _pointers(out_stacks),
+                _pointers(diagonals), _pointers(out_dx), _pointers(out_carries), _sizes(sizes))  # fmt: skip
         if rc == -1:
             raise MemoryError("the C backward loop could not allocate its buffers")
         if rc != 0:
             return None
         return out_stacks, out_dx, out_carries
+
+
+def _pointers(tensors):
+    """A C array of the data pointers of contiguous tensors (which the caller keeps alive)."""
+    if not all(t.is_contiguous() for t in tensors):  # pragma: no cover - the callers make them so
+        raise AssertionError("a C loop takes contiguous tensors only")
+    return (ctypes.c_void_p * max(len(tensors), 1))(*[t.data_ptr() for t in tensors])
+
+
+def _sizes(values):
+    return (ctypes.c_long * max(len(values), 1))(*[int(v) for v in values])
 
 
 _blas_pointers = None

@@ -407,3 +407,32 @@ def test_blocks_wide_enough_to_share_torchs_threads_agree(name):
     torch.testing.assert_close(run.outputs, want.outputs, rtol=1e-12, atol=1e-13)
     for k in grads.params:
         torch.testing.assert_close(grads.params[k], want_g.params[k], rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm_peephole"])
+@pytest.mark.parametrize("strided", ["weights", "vectors"])
+def test_parameters_that_are_strided_views_run_right(name, strided, counting):
+    """Weights whose rows are a slice of a wider matrix (unit stride along the features, but not
+    contiguous: the C loops take contiguous copies), or biases and diagonals that are every
+    other element of a vector (the torch operations run): the same results either way."""
+    cell = lv.load(name)
+    impl = cell.torch()
+    spy = counting(impl)
+    params, xs, state = _inputs(cell, torch.float64)
+    views = dict(params)
+    for k, v in params.items():
+        if strided == "weights" and v.dim() == 2:
+            views[k] = torch.cat([v, torch.full_like(v, float("nan"))], 1)[:, : v.shape[1]]
+        elif strided == "vectors" and v.dim() == 1:
+            views[k] = torch.stack([v, torch.full_like(v, float("nan"))], 1)[:, 0]
+        assert torch.equal(views[k], v)
+    assert any(not v.is_contiguous() for v in views.values())
+    run = impl.forward(views, xs, state, save=True)
+    grads = impl.backward(views, run.cache, torch.ones_like(run.outputs))
+    assert (spy.loops, spy.backs) == ((1, 1) if strided == "weights" else (0, 0))
+    with kernels.disabled():
+        want = impl.forward(params, xs, state, save=True)
+        want_g = impl.backward(params, want.cache, torch.ones_like(want.outputs))
+    torch.testing.assert_close(run.outputs, want.outputs, rtol=1e-12, atol=1e-13)
+    for k in want_g.params:
+        torch.testing.assert_close(grads.params[k], want_g.params[k], rtol=1e-11, atol=1e-12)

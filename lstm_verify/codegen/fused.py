@@ -305,12 +305,7 @@ class Fusion:
         L.append("    }")
         for k, s_ in enumerate(states):
             L.append(f"    memcpy(SF[{k}], C{k}, sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
-        L.append("done:")
-        L += [f"    free({b});" for b in bufs]
-        if packed:
-            L += [f"    free({q});" for q, _, _, _ in packs]
-        L += ["    return rc;", "}"]
-        return L
+        return L + _done(bufs, packs if packed else [])
 
     def backward(self, p: Plan, events, items, factors, pointwise_inputs, owners) -> bool:
         """Plan the backward loop in C (``lvbwd``) from what one step of the Python loop does
@@ -517,12 +512,7 @@ class Fusion:
         L.append("    }")
         for k, s_ in enumerate(states):
             L.append(f"    memcpy(carry_out[{k}], CR{k}, sizeof({real}) * (size_t)B * {size(s_)});")
-        L.append("done:")
-        L += [f"    free({b});" for b in bufs]
-        if packed:
-            L += [f"    free({q});" for q, _, _, _ in packs]
-        L += ["    return rc;", "}"]
-        return L
+        return L + _done(bufs, packs if packed else [])
 
     def loop_dims(self) -> list[str]:
         ir = self.ir
@@ -578,3 +568,9 @@ class Fusion:
 
 class NoLoop(Exception):
     """The forward loop of this cell stays in Python."""
+
+
+def _done(bufs, packs) -> list[str]:
+    """The end of a C loop: every buffer freed (the packed weights too), then the return code."""
+    return ["done:", *[f"    free({b});" for b in bufs], *[f"    free({q});" for q, _, _, _ in packs],
+            "    return rc;", "}"]  # fmt: skip
