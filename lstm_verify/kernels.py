@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import hmac
 import math
@@ -180,6 +181,7 @@ def _printer(suffix: str, real: str):
     return _KernelPrinter(suffix, real)
 
 
+@functools.lru_cache(maxsize=4096)
 def kernel_text(seg: Segment, suffix: str, real: str) -> str:
     """The C function of one segment, for one precision. Every symbol is renamed before
     printing (operands ``x<k>``, items ``l<k>``, shared subexpressions ``c<k>``): no name of
@@ -483,17 +485,12 @@ class Kernels:
         if not self.loops or not _loop_enabled:
             return None
         in_names, st_names, output, saved_names = self.loop_names
-        if self.table([*params.values(), *[inputs[x] for x in in_names], *[state[s] for s in st_names]]) is None:
+        ready = self._operands(args, params, inputs, state, [state[s] for s in st_names])
+        if ready is None:
             return None
-        xs = [inputs[x].contiguous() for x in in_names]
-        T, B = xs[0].shape[0], xs[0].shape[1]
-        if T == 0 or B == 0:
-            return None
+        xs, T, B, weights, others, sizes, widths = ready
         dtype = xs[0].dtype
         fn, blas = self.loops[dtype]
-        weights, others, sizes, widths = args(params, inputs, state)
-        weights = [w.contiguous() for w in weights]  # copies kept alive until the call returns
-        others = [p.contiguous() for p in others]
         s0 = [state[s].contiguous() for s in st_names]
         final = [torch.empty(s.shape, dtype=dtype) for s in s0]
         out = torch.empty((T, B, s0[st_names.index(output)].shape[-1]), dtype=dtype)
@@ -512,11 +509,24 @@ class Kernels:
                 self.module._recycle(cache, saved)
         return out, dict(zip(st_names, final)), cache
 
+    def _operands(self, args, params, inputs, state, more):
+        """What both loops take, or None where the C cannot run (see :meth:`table`; an empty
+        sequence or batch): the inputs, T, B, and the module's ``_sequence_args`` with its
+        weights and parameters made contiguous (copies the caller keeps alive for the call)."""
+        in_names = self.loop_names[0]
+        if self.table([*params.values(), *[inputs[x] for x in in_names], *more]) is None:
+            return None
+        xs = [inputs[x].contiguous() for x in in_names]
+        T, B = xs[0].shape[0], xs[0].shape[1]
+        if T == 0 or B == 0:
+            return None
+        weights, others, sizes, widths = args(params, inputs, state)
+        return (xs, T, B, [w.contiguous() for w in weights], [p.contiguous() for p in others], sizes, widths)
+
     def _buffer(self, shape, like):
         """A buffer from the module's pool (while no gradient is recorded), else a new one."""
         buf = self.module._scratch(shape, like)
         return self._torch.empty(shape, dtype=like.dtype) if buf is None else buf
-
 
     def backward_loop(self, args, params, cache, d_outputs, carries, diagonals, stacks, widths):
         """The backward loop in C: ``(stacked gradient blocks, input gradients, state gradients)``
@@ -526,23 +536,16 @@ class Kernels:
         torch = self._torch
         if not self.backs or not _loop_enabled or not isinstance(cache, dict) or "saved" not in cache:
             return None
-        in_names, st_names, _, saved_names = self.loop_names
+        saved_names = self.loop_names[3]
         inputs, state0 = cache["inputs"], cache["state0"]
         saved = [cache["saved"][k] for k in saved_names]
-        tensors = [*params.values(), *[inputs[x] for x in in_names], *saved, *carries, *diagonals]
-        if d_outputs is not None:
-            tensors.append(d_outputs)
-        if self.table(tensors) is None:
+        more = [*saved, *carries, *diagonals] + ([] if d_outputs is None else [d_outputs])
+        ready = self._operands(args, params, inputs, state0, more)
+        if ready is None or any(not d.is_contiguous() for d in diagonals):  # added to in place
             return None
-        xs = [inputs[x].contiguous() for x in in_names]
-        T, B = xs[0].shape[0], xs[0].shape[1]
-        if T == 0 or B == 0 or any(not d.is_contiguous() for d in diagonals):
-            return None
+        xs, T, B, weights, others, sizes, _ = ready
         dtype = xs[0].dtype
         fn, blas = self.backs[dtype]
-        weights, others, sizes, _ = args(params, inputs, state0)
-        weights = [w.contiguous() for w in weights]  # copies kept alive until the call returns
-        others = [p.contiguous() for p in others]
         saved = [v.contiguous() for v in saved]
         carries = [c.contiguous() for c in carries]
         d_out = None if d_outputs is None else d_outputs.contiguous()

@@ -665,7 +665,7 @@ def _backward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
         code(f"{_v(s)} = _S_{s}[_t]")
     # partial derivatives, all CSE'd together
     deferred = _deferred_diagonals(ir, p)
-    items, names = [], {}
+    items, names, item_dims = [], {}, {}
     for node, d in p.partials.items():
         for s, expr in d.items():
             if (node, s) in deferred:
@@ -676,13 +676,13 @@ def _backward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
                 key = f"_p{len(items)}_{node}_{s}"  # numbered: node_s alone could collide
                 items.append((key, _in_set(ir, node, expr)))
                 names[(node, s)] = sympy.Symbol(key)
+                # a partial has its node's size; a reduction's, its argument's
+                item_dims[key] = ir.dims[s] if isinstance(ir.node_map[node], Reduce) else ir.dims[node]
     fused = []
     if fusion is not None:  # one kernel per size over the partials of that size
         dims: dict[str, list] = {}
         for key, expr in items:
-            node, s = next(k for k, v in names.items() if getattr(v, "name", None) == key)
-            dim = ir.dims[s] if isinstance(ir.node_map[node], Reduce) else ir.dims[node]
-            dims.setdefault(dim, []).append((key, fold_constants(expr)))
+            dims.setdefault(item_dims[key], []).append((key, fold_constants(expr)))
         for dim, group in dims.items():
             seg = fusion.plan(group, dim, [k for k, _ in group])
             if seg is not None:
@@ -811,7 +811,7 @@ def _backward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
             code(f"_DX_{n} = _d_{n} if _DX_{n} is None else _DX_{n} + _d_{n}")
     code.indent = 1
     owners = [e[1] for e in events if e[0] == "flush" and e[1] == e[2]]
-    if fusion is not None and fusion.backward(p, events, items, names, pointwise_inputs, owners):
+    if fusion is not None and fusion.backward(p, events, items, item_dims, pointwise_inputs, owners):
         loop = code.lines[consts_at:]
         del code.lines[consts_at:]
         carries = ", ".join(f"_carry_{s}" for s in states)

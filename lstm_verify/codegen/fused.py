@@ -242,10 +242,8 @@ class Fusion:
         for g in groups:
             if g.hoisted:
                 K = n[ir.dims[g.arg]]
-                L += ["    {",
-                      f"        int m = {width[g.arg]}, cols = T * B, k = {K};",
-                      f"        gemm(\"T\", \"N\", &m, &cols, &k, &one, W[{gi[g.arg]}], &k, X[{inputs.index(g.arg)}], &k, &zero, G{gi[g.arg]}, &m);",
-                      "    }"]  # fmt: skip
+                L += _product(width[g.arg], K, f"W[{gi[g.arg]}]", f"X[{inputs.index(g.arg)}]", K, f"G{gi[g.arg]}",
+                              rows="T * B", indent=1)
         L.append("    for (long t = 0; t < T; ++t) {")
         L.append("        const double tt = t0 + t;")
         L.append("        (void)tt;")
@@ -265,13 +263,8 @@ class Fusion:
                               f"            memcpy(A{k} + (size_t)b * ({K}) + {' + '.join(at) or '0'}, "
                               f"{ptr(arg)} + (size_t)b * {wa}, sizeof({real}) * {wa});"]  # fmt: skip
                         at.append(f"({wa})")
-                call = f"gemm(\"T\", \"N\", &m, &rows, &k, &one, {w}, &k, {a}, &k, &zero, {out}, &m);"
-                if packed:
-                    call = f"if ({q}) compute(101, 111, 151, B, m, k, {a}, k, {q}, k, 0.0f, {out}, m); else {call}"
-                L += ["        {",
-                      f"            int m = {width[step[1].arg if step[0] == 'gemm' else step[1][0]]}, rows = B, k = {K};",
-                      f"            {call}",
-                      "        }"]  # fmt: skip
+                m = width[step[1].arg if step[0] == "gemm" else step[1][0]]
+                L += _product(m, K, w, a, K, out, packed=q if packed else None)
             elif step[0] == "affine":
                 node = step[1]
                 w = n[node.dim]
@@ -307,7 +300,7 @@ class Fusion:
             L.append(f"    memcpy(SF[{k}], C{k}, sizeof({real}) * (size_t)B * {n[ir.dims[s_]]});")
         return L + _done(bufs, packs if packed else [])
 
-    def backward(self, p: Plan, events, items, factors, pointwise_inputs, owners) -> bool:
+    def backward(self, p: Plan, events, items, item_dims, pointwise_inputs, owners) -> bool:
         """Plan the backward loop in C (``lvbwd``) from what one step of the Python loop does
         (``events``, in its order): its partials through block kernels, each gradient in a buffer
         of its own, the stacked gradient blocks of each GEMM group written where the Python loop
@@ -317,25 +310,21 @@ class Fusion:
         ir = self.ir
         if not self.loop or any(e[0] == "other" for e in events) or SCALAR in ir.dims.values():
             return False
-        node_of = {}
-        for (node, s_), f in factors.items():
-            if isinstance(f, sympy.Symbol) and f.name.startswith("_p"):
-                node_of[f.name] = node
         segs = []
         by_dim: dict[str, list] = {}
         for key, expr in items:
-            by_dim.setdefault(ir.dims[node_of[key]], []).append((key, fold_constants(expr)))
+            by_dim.setdefault(item_dims[key], []).append((key, fold_constants(expr)))
         for dim, group in by_dim.items():
             seg = self.plan(group, dim, [k for k, _ in group])
             if seg is None:
                 return False
             segs.append((seg, dim))
-        self.bloop = (p, events, segs, pointwise_inputs, owners, node_of)
+        self.bloop = (p, events, segs, pointwise_inputs, owners, item_dims)
         return True
 
     def _backward_text(self, suffix: str, real: str) -> list[str]:
         ir = self.ir
-        p, events, segs, pw_inputs, owners, node_of = self.bloop
+        p, events, segs, pw_inputs, owners, item_dims = self.bloop
         dims = self.loop_dims()
         n = {d: ("1" if d == SCALAR else f"n[{k}]") for k, d in enumerate(dims)}
         inputs = [x for x, _ in ir.inputs]
@@ -353,7 +342,7 @@ class Fusion:
         partial = {seg_key: f"Q{k}" for k, seg_key in enumerate(k_ for seg, _ in segs for k_, _ in seg.items)}
 
         def w_of(name):
-            return n[ir.dims[node_of[name]] if name in partial else ir.dims[name]]
+            return n[item_dims[name] if name in partial else ir.dims[name]]
 
         def operand(name):
             """(pointer, stride) of a value the partials read at step t."""
@@ -466,32 +455,15 @@ class Fusion:
                     k = in_stack[arg]
                     st = stacks[k]
                     if arg == min(st, key=lambda x: events.index(flushes[x])):  # the stack's first flush
-                        K = ksum[k]
-                        call = (f"gemm(\"N\", \"N\", &m, &rows, &k, &one, W[{len(groups) + self.stacks.index(st)}], "
-                                f"&m, {row}, &lda, &zero, TS{k}, &m);")  # fmt: skip
-                        if packed:
-                            call = (f"if (QT{k}) compute(101, 111, 151, B, m, k, {row}, lda, QT{k}, m, 0.0f, TS{k}, "
-                                    f"m); else {call}")  # fmt: skip
-                        L += ["        {",
-                              f"            int m = {K}, rows = B, k = {width[arg]}, lda = {width[owner]};",
-                              f"            {call}",
-                              "        }"]  # fmt: skip
+                        L += _product(ksum[k], width[arg], f"W[{len(groups) + self.stacks.index(st)}]", row,
+                                      width[owner], f"TS{k}", transposed=False, packed=f"QT{k}" if packed else None)
                     w = size(arg)
                     L += ["        for (long b = 0; b < B; ++b)",
                           f"            for (long j = 0; j < {w}; ++j)",
                           f"                {D[arg]}[(size_t)b * {w} + j] += TS{k}[(size_t)b * ({ksum[k]}) + {kat[arg]} + j];"]  # fmt: skip
                     continue
-                K = size(arg)
-                a = f"{row} + {offsets[owner][k0]}"
-                call = (f"gemm(\"N\", \"N\", &m, &rows, &k, &one, W[{gi[arg]}], &m, {a}, &lda, &one, "
-                        f"{D[arg]}, &m);")  # fmt: skip
-                if packed:
-                    call = (f"if (QW{gi[arg]}) compute(101, 111, 151, B, m, k, {a}, lda, QW{gi[arg]}, m, 1.0f, "
-                            f"{D[arg]}, m); else {call}")  # fmt: skip
-                L += ["        {",
-                      f"            int m = {K}, rows = B, k = {width[arg]}, lda = {width[owner]};",
-                      f"            {call}",
-                      "        }"]  # fmt: skip
+                L += _product(size(arg), width[arg], f"W[{gi[arg]}]", f"{row} + {offsets[owner][k0]}", width[owner],
+                              D[arg], transposed=False, accumulate=True, packed=f"QW{gi[arg]}" if packed else None)
             elif e[0] == "add":
                 _, node, s_, f = e
                 w = size(node)
@@ -574,3 +546,19 @@ def _done(bufs, packs) -> list[str]:
     """The end of a C loop: every buffer freed (the packed weights too), then the return code."""
     return ["done:", *[f"    free({b});" for b in bufs], *[f"    free({q});" for q, _, _, _ in packs],
             "    return rc;", "}"]  # fmt: skip
+
+
+def _product(m, k, w, a, lda, out, rows="B", transposed=True, accumulate=False, packed=None, indent=2) -> list[str]:
+    """C for ``out (rows x m) = a (rows x k, row stride lda) @ W`` (``+ out`` when accumulating),
+    all row-major, where W is the (m x k) weight ``w`` transposed, or a (k x m) one as it is.
+    Through MKL's packed copy of the weight (the C variable ``packed``) where there is one,
+    else the Fortran GEMM."""
+    ldw = "k" if transposed else "m"
+    beta = "one" if accumulate else "zero"
+    call = (f'gemm("{"T" if transposed else "N"}", "N", &m, &rows, &k, &one, {w}, &{ldw}, {a}, &lda, &{beta}, '
+            f"{out}, &m);")  # fmt: skip
+    if packed:
+        call = (f"if ({packed}) compute(101, 111, 151, rows, m, k, {a}, lda, {packed}, {ldw}, "
+                f"{'1.0f' if accumulate else '0.0f'}, {out}, m); else {call}")  # fmt: skip
+    pad = "    " * indent
+    return [f"{pad}{{", f"{pad}    int m = {m}, rows = {rows}, k = {k}, lda = {lda};", f"{pad}    {call}", f"{pad}}}"]
