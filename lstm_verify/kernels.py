@@ -23,6 +23,11 @@ the fallback and the oracle. ``LSTM_VERIFY_KERNELS=0`` or :func:`disabled` turns
 :func:`without_loop` only the loops; a trace of the backward's carries runs the Python loop;
 without a C compiler a :class:`KernelWarning` says so once and the torch operations run.
 
+**CUDA.** The same blocks are printed as Triton kernels too (:mod:`.triton_kernels`,
+``_TRITON_SOURCE``): :meth:`Kernels.table` hands them out for CUDA tensors (the loops stay in
+Python there), and for CPU tensors under :func:`interpreted`, which runs them in Triton's
+interpreter; without Triton a :class:`KernelWarning` says so once and the torch operations run.
+
 **Threads.** Where the process runs GNU OpenMP already (torch's own ``libgomp.so.1``), the
 kernels are built with ``-fopenmp`` and a block of at least ``PARALLEL`` values spreads its
 batch rows over torch's threads (``torch.set_num_threads``): one runtime, no oversubscription.
@@ -56,6 +61,7 @@ import ctypes
 import functools
 import hashlib
 import hmac
+import importlib
 import math
 import os
 import platform
@@ -181,28 +187,15 @@ def _printer(suffix: str, real: str):
     return _KernelPrinter(suffix, real)
 
 
-@functools.lru_cache(maxsize=4096)
-def kernel_text(seg: Segment, suffix: str, real: str) -> str:
-    """The C function of one segment, for one precision. Every symbol is renamed before
-    printing (operands ``x<k>``, items ``l<k>``, shared subexpressions ``c<k>``): no name of
-    the spec reaches the C text."""
-    printer = _printer(suffix, real)
-    names = {}
-    args = ["long B", "long n", "double t"]
-    head = []
-    for k, (name, bcast) in enumerate(seg.operands):
-        args += [f"const {real} *a{k}", f"long r{k}"]
-        if bcast:
-            head.append(f"        const {real} x{k} = a{k}[b * r{k}];")
-            names[name] = sympy.Symbol(f"x{k}")
-        else:
-            head.append(f"        const {real} *restrict x{k} = a{k} + b * r{k};")
-            names[name] = sympy.Symbol(f"x{k}[j]")
-    for k, name in enumerate(seg.outputs):
-        args += [f"{real} *o{k}", f"long q{k}"]
-        head.append(f"        {real} *restrict y{k} = o{k} + b * q{k};")
+def renamed(seg: Segment, operand, step):
+    """A segment's computation over renamed symbols: ``(assignments, local)``, where
+    ``assignments`` are (symbol, expression) pairs in dependency order (shared subexpressions
+    ``c<k>`` and items ``l<k>``, CSE'd) and ``local`` maps each item's name to its symbol.
+    ``operand(k, bcast)`` is the symbol of operand k, ``step`` that of the step counter. No
+    name of the spec survives."""
+    names = {name: operand(k, bcast) for k, (name, bcast) in enumerate(seg.operands)}
     if seg.step:
-        names[seg.step] = sympy.Symbol(f"(({real})t)")
+        names[seg.step] = step
     local = {n: sympy.Symbol(f"l{k}") for k, (n, _) in enumerate(seg.items)}
     names.update(local)
     exprs = []
@@ -212,6 +205,36 @@ def kernel_text(seg: Segment, suffix: str, real: str) -> str:
             raise Unfusable(f"unbound {sorted(missing)}")
         exprs.append(e.xreplace({s: names[s.name] for s in e.free_symbols}))
     replacements, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("c"), order="none")
+    pending = list(replacements) + [(local[n], e) for (n, _), e in zip(seg.items, reduced)]
+    produced = {sym for sym, _ in pending}
+    ordered, ready = [], set()
+    while pending:  # in dependency order: a shared subexpression may read an earlier item
+        k = next(k for k, (_, e) in enumerate(pending) if not (e.free_symbols & produced) - ready)
+        sym, expr = pending.pop(k)
+        ordered.append((sym, expr))
+        ready.add(sym)
+    return ordered, local
+
+
+@functools.lru_cache(maxsize=4096)
+def kernel_text(seg: Segment, suffix: str, real: str) -> str:
+    """The C function of one segment, for one precision. Every symbol is renamed before
+    printing (operands ``x<k>``, items ``l<k>``, shared subexpressions ``c<k>``): no name of
+    the spec reaches the C text."""
+    printer = _printer(suffix, real)
+    args = ["long B", "long n", "double t"]
+    head = []
+    for k, (name, bcast) in enumerate(seg.operands):
+        args += [f"const {real} *a{k}", f"long r{k}"]
+        if bcast:
+            head.append(f"        const {real} x{k} = a{k}[b * r{k}];")
+        else:
+            head.append(f"        const {real} *restrict x{k} = a{k} + b * r{k};")
+    for k, name in enumerate(seg.outputs):
+        args += [f"{real} *o{k}", f"long q{k}"]
+        head.append(f"        {real} *restrict y{k} = o{k} + b * q{k};")
+    ordered, local = renamed(seg, lambda k, bcast: sympy.Symbol(f"x{k}" if bcast else f"x{k}[j]"),
+                             sympy.Symbol(f"(({real})t)"))
 
     def text(expr):
         try:
@@ -221,14 +244,7 @@ def kernel_text(seg: Segment, suffix: str, real: str) -> str:
         except Exception as exc:  # noqa: BLE001 - whatever the printer refuses stays in torch
             raise Unfusable(f"{type(exc).__name__}: {exc}") from None
 
-    pending = list(replacements) + [(local[n], e) for (n, _), e in zip(seg.items, reduced)]
-    produced = {sym for sym, _ in pending}
-    body, ready = [], set()
-    while pending:  # in dependency order: a shared subexpression may read an earlier item
-        k = next(k for k, (_, e) in enumerate(pending) if not (e.free_symbols & produced) - ready)
-        sym, expr = pending.pop(k)
-        body.append(f"            const {real} {sym.name} = {text(expr)};")
-        ready.add(sym)
+    body = [f"            const {real} {sym.name} = {text(expr)};" for sym, expr in ordered]
     body += [f"            y{k}[j] = {local[name].name};" for k, name in enumerate(seg.outputs)]
     return "\n".join([
         f"void lvk{seg.index}{suffix}({', '.join(args)})",
@@ -386,9 +402,11 @@ def source(segments) -> str:
 
 _enabled = os.environ.get("LSTM_VERIFY_KERNELS", "1") != "0"
 _loop_enabled = True
+_interpret = False
 _lock = threading.Lock()
 _libraries: dict[str, object] = {}
 _warned = False
+_warned_triton = False
 _held: list[int] = []
 
 
@@ -415,6 +433,21 @@ def disabled():
         _enabled = before
 
 
+@contextlib.contextmanager
+def interpreted():
+    """Run the blocks of the generated torch code on CPU tensors through their Triton kernels,
+    in Triton's interpreter (the forward and backward loops stay in Python): how the kernels
+    that CUDA runs are tested without a GPU. Raises ImportError without Triton."""
+    global _interpret
+    importlib.import_module("triton")  # fails here, not inside a forward
+
+    before, _interpret = _interpret, True
+    try:
+        yield
+    finally:
+        _interpret = before
+
+
 def enabled() -> bool:
     return _enabled
 
@@ -423,14 +456,14 @@ class Kernels:
     """The kernels of one generated module, per dtype: ``table(tensors)`` is the list of
     callables when every tensor suits them, else None."""
 
-    def __init__(self, library, arities, loop=None, module=None):
+    def __init__(self, library, arities, loop=None, module=None, triton_text=None):
         import torch
 
         self._torch = torch
         self.loop_names = loop
         self.module = module  # its buffer pool (_scratch, _recycle) serves the loops too
         self.loops = {}
-        blas = _blas() if loop else None
+        blas = _blas() if loop and library is not None else None
         for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if blas else ():
             f = getattr(library, f"lvseq{suffix}")
             f.restype = ctypes.c_int
@@ -444,36 +477,67 @@ class Kernels:
                 f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [ctypes.c_void_p] * 12
                 self.backs[dtype] = (f, blas[dtype])
         self.tables = {}
-        for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")):
+        for dtype, suffix in ((torch.float32, "_f32"), (torch.float64, "_f64")) if library is not None else ():
             fns = []
             for k, arity in enumerate(arities):
                 f = getattr(library, f"lvk{k}{suffix}")
                 f.restype = None
                 f.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_double] + [
-                    ctypes.c_void_p if i % 2 == 0 else ctypes.c_long for i in range(arity - 3)
+                    _Address if i % 2 == 0 else ctypes.c_long for i in range(arity - 3)
                 ]
                 fns.append(f)
             self.tables[dtype] = fns
         self.library = library
+        self.triton_text = triton_text
+        self._triton: dict[bool, list | None] = {}  # interpreted -> launchers (None: no Triton)
 
-    def table(self, tensors):
+    def _suits(self, tensors):
+        """The device type and dtype of the call's tensors where a kernel can take them (one
+        device, float32 or float64 throughout, features of unit stride, no gradient being
+        recorded through them), else None."""
         torch = self._torch
         if not _enabled:
             return None
         if torch.is_grad_enabled() and any(torch.is_tensor(t) and t.requires_grad for t in tensors):
             return None  # autograd records through the torch operations
         first = next((t for t in tensors if torch.is_tensor(t)), None)
-        if first is None or first.device.type != "cpu":
-            return None
-        fns = self.tables.get(first.dtype)
-        if fns is None:
+        if first is None or first.dtype not in (torch.float32, torch.float64):
             return None
         for t in tensors:
             if not torch.is_tensor(t):
                 return None
-            if t.dtype != first.dtype or t.device.type != "cpu" or (t.dim() and t.shape[-1] > 1 and t.stride(-1) != 1):
+            if t.dtype != first.dtype or t.device != first.device or (t.dim() and t.shape[-1] > 1 and t.stride(-1) != 1):
                 return None
-        return fns
+        return first.device.type, first.dtype
+
+    def table(self, tensors):
+        """The block kernels for these tensors: the C functions on the CPU, the Triton kernels on
+        CUDA (and on the CPU under :func:`interpreted`), or None (the torch operations run)."""
+        suits = self._suits(tensors)
+        if suits is None:
+            return None
+        device, dtype = suits
+        if device == "cpu" and not _interpret:
+            return self.tables.get(dtype)
+        if device == "cuda" or (device == "cpu" and _interpret):
+            return self._triton_table(interpret=device == "cpu")
+        return None
+
+    def _c_ready(self, tensors) -> bool:
+        """Whether the C loops can take these tensors."""
+        suits = self._suits(tensors)
+        return suits is not None and suits[0] == "cpu" and not _interpret and suits[1] in self.tables
+
+    def _triton_table(self, interpret: bool):
+        if interpret not in self._triton:
+            self._triton[interpret] = None
+            if self.triton_text:
+                from . import triton_kernels
+
+                module = triton_kernels.load_or_warn(self.triton_text, interpret, _warn_triton)
+                if module is not None:
+                    self._triton[interpret] = _interpreted(module.KERNELS) if interpret else module.KERNELS
+        return self._triton[interpret]
 
 
     def sequence(self, args, params, inputs, state, t0, save=False):
@@ -482,7 +546,7 @@ class Kernels:
         ``save``), or None where it cannot run (then the Python loop runs). ``args`` is the
         module's ``_sequence_args``."""
         torch = self._torch
-        if not self.loops or not _loop_enabled:
+        if not self.loops or not _loop_enabled or _interpret:
             return None
         in_names, st_names, output, saved_names = self.loop_names
         ready = self._operands(args, params, inputs, state, [state[s] for s in st_names])
@@ -514,7 +578,7 @@ class Kernels:
         sequence or batch): the inputs, T, B, and the module's ``_sequence_args`` with its
         weights and parameters made contiguous (copies the caller keeps alive for the call)."""
         in_names = self.loop_names[0]
-        if self.table([*params.values(), *[inputs[x] for x in in_names], *more]) is None:
+        if not self._c_ready([*params.values(), *[inputs[x] for x in in_names], *more]):
             return None
         xs = [inputs[x].contiguous() for x in in_names]
         T, B = xs[0].shape[0], xs[0].shape[1]
@@ -534,7 +598,7 @@ class Kernels:
         it cannot run. ``args`` is the module's ``_sequence_args``; ``stacks`` and ``widths`` the
         widths of the stacks and of the inputs read pointwise."""
         torch = self._torch
-        if not self.backs or not _loop_enabled or not isinstance(cache, dict) or "saved" not in cache:
+        if not self.backs or not _loop_enabled or _interpret or not isinstance(cache, dict) or "saved" not in cache:
             return None
         saved_names = self.loop_names[3]
         inputs, state0 = cache["inputs"], cache["state0"]
@@ -561,6 +625,30 @@ class Kernels:
         if rc != 0:
             return None
         return out_stacks, out_dx, out_carries
+
+
+class _Address:
+    """A C function's pointer argument given as a tensor: its data pointer (ctypes calls
+    ``from_param`` with the tensor, which the caller keeps alive for the call)."""
+
+    @classmethod
+    def from_param(cls, tensor):
+        return ctypes.c_void_p(tensor.data_ptr())
+
+
+def _interpreted(launchers):
+    """Launchers run by Triton's interpreter, with NumPy's floating-point warnings off: like the
+    C kernels and torch, they compute IEEE results (inf, NaN) silently."""
+    import numpy
+
+    def quiet(launch):
+        def run(*args):
+            with numpy.errstate(all="ignore"):
+                launch(*args)
+
+        return run
+
+    return [quiet(f) for f in launchers]
 
 
 def _pointers(tensors):
@@ -614,6 +702,16 @@ def _warn(reason: str) -> None:
             return
         _warned = True
     warnings.warn(f"fused C kernels not built: {reason}; the generated torch code runs without them",
+                  KernelWarning, stacklevel=4)  # fmt: skip
+
+
+def _warn_triton(reason: str) -> None:
+    global _warned_triton
+    with _lock:
+        if _warned_triton:
+            return
+        _warned_triton = True
+    warnings.warn(f"Triton kernels not built: {reason}; the generated torch code runs without them",
                   KernelWarning, stacklevel=4)  # fmt: skip
 
 
@@ -777,16 +875,20 @@ def attach(module) -> str | None:
     text = getattr(module, "_C_SOURCE", None)
     if not text:
         return "the module has no fused blocks"
+    reason = None
     try:
         lib = library(text)
     except Unfusable as exc:
         _warn(str(exc))
-        return str(exc)
-    module._KERNELS = Kernels(lib, module._C_ARITY, getattr(module, "_C_LOOP", None), module)
-    return None
+        lib, reason = None, str(exc)
+    # without the C library the Triton kernels still serve CUDA tensors (and the interpreter)
+    module._KERNELS = Kernels(lib, module._C_ARITY, getattr(module, "_C_LOOP", None), module,
+                              getattr(module, "_TRITON_SOURCE", None))
+    return reason
 
 
 __all__ = [
-    "KernelWarning", "Kernels", "Segment", "attach", "disabled", "enabled", "kernel_text", "library", "source",
+    "KernelWarning", "Kernels", "Segment", "attach", "disabled", "enabled", "interpreted", "kernel_text", "library",
+    "renamed", "source",
     "without_loop",
 ]

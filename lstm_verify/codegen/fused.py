@@ -45,9 +45,9 @@ class Fusion:
             code(f"{_v(name)} = {new}")
         args = ["_B", self.width(dim), _v(seg.step) if seg.step else "0"]
         for name, _ in seg.operands:
-            args += [f"{_v(name)}.data_ptr()", f"{_v(name)}.stride(0)" if name in self.batched else "0"]
+            args += [_v(name), f"{_v(name)}.stride(0)" if name in self.batched else "0"]
         for name in seg.outputs:
-            args += [f"{_v(name)}.data_ptr()", f"{_v(name)}.stride(0)"]
+            args += [_v(name), f"{_v(name)}.stride(0)"]
         code(f"_kt[{seg.index}]({', '.join(args)})")
 
     def preamble(self, code: _Code, at: int, state: str, tensors: str):
@@ -59,12 +59,13 @@ class Fusion:
 
     def plan(self, items, dim: str, outputs, extra=None):
         """The segment for ``items``, or None where the kernels cannot compute them."""
-        from .. import kernels
+        from .. import kernels, triton_kernels
 
         try:
             seg = kernels.plan_segment(len(self.segments), items, self.ir, self.batched, dim, outputs, extra)
             for suffix, real in (("_f32", "float"), ("_f64", "double")):
                 kernels.kernel_text(seg, suffix, real)
+            triton_kernels.kernel_text(seg)  # a block is fused where both print it
         except kernels.Unfusable:
             return None
         self.segments.append(seg)
@@ -520,7 +521,7 @@ class Fusion:
 
     def source(self) -> str:
         """The module's kernel text and arities (nothing when no block is fused)."""
-        from .. import kernels
+        from .. import kernels, triton_kernels
 
         if not self.segments:
             return ""
@@ -534,8 +535,10 @@ class Fusion:
         if self.bloop:
             text += "\n" + "\n".join(self._backward_text("_f64", "double") + [""] + self._backward_text("_f32", "float"))
             text += "\n"
-        return ("\n\n# set by lstm_verify.kernels.attach: the compiled kernels of _C_SOURCE\n_KERNELS = None\n"
-                f"_C_SOURCE = {text!r}\n_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n" + loop)  # fmt: skip
+        return ("\n\n# set by lstm_verify.kernels.attach: the compiled kernels of _C_SOURCE (and, on CUDA, of\n"
+                "# _TRITON_SOURCE)\n_KERNELS = None\n"
+                f"_C_SOURCE = {text!r}\n_C_ARITY = {tuple(seg.arity for seg in self.segments)!r}\n"
+                f"_TRITON_SOURCE = {triton_kernels.source(self.segments)!r}\n" + loop)  # fmt: skip
 
 
 class NoLoop(Exception):
