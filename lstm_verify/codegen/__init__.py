@@ -20,8 +20,10 @@ into their buffers (``out=``), and a small pool for buffers that live within one
 The package is split by concern: :mod:`.printers` (the SymPy printers and how names are
 spelled), :mod:`.plan` (the schedule, the GEMM groups, what is saved), :mod:`.emit` (the
 generated module's text: the prelude from :mod:`lstm_verify.prelude`, the forward loop and the
-backward loop) and :mod:`.fused` (the C of the torch module, :mod:`lstm_verify.kernels`: its
-pointwise blocks as kernels, and its forward and backward loops in C where the cell allows).
+backward loop, walked once for both backends), :mod:`.backends` (the lines each backend writes
+where they differ: NumPy's plain program, torch's speed machinery) and :mod:`.fused` (the C and
+Triton kernels of the torch module, :mod:`lstm_verify.kernels`: its pointwise blocks as
+kernels, and its forward and backward loops in C where the cell allows).
 """
 
 from .emit import (

@@ -10,7 +10,8 @@ import sympy
 from ..hygiene import quoted_lines
 from ..ir import Affine, CellIR, Pointwise, Reduce, dependencies
 from ..spec import SCALAR, display
-from .plan import Group, Plan, _batched, plan
+from .backends import EMISSION
+from .plan import Group, Plan, plan
 from .printers import BACKENDS, PRINTERS, PlainTorchPrinter, _in_set, _v, fold_constants
 
 PRELUDE_MARK = "# ---- copied into every generated module from here on ----\n"
@@ -100,16 +101,6 @@ def _mask_text(mask) -> str:
         return f"{_v(o.buffer)}[None, :]" if o.side == "in" else f"{_v(o.buffer)}[:, None]"
 
     return f"({side(mask.left)} {mask.op} {side(mask.right)})"
-
-
-def _blocked_groups(ir: CellIR, p: Plan, backend: str) -> set[str]:
-    """Per-step groups of several blocks of one width: on torch their product is computed
-    block-major (``_blocked``)."""
-    if backend != "torch":
-        return set()
-    out_dim = {w.name: w.out_dim for w in ir.weights}
-    return {g.arg for g in p.groups.values()
-            if not g.hoisted and not g.const and len(g.terms) > 1 and len({out_dim[w] for _, w in g.terms}) == 1}  # fmt: skip
 
 
 def _block(g: Group, k: int, tensor: str, rows=False, blocked=False) -> str:
@@ -349,6 +340,7 @@ def _paired(ir: CellIR, p: Plan) -> dict[str, tuple[str, int, int]]:
 
 
 def _forward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
+    emission = EMISSION[printer.backend]
     code = _Code()
     code.indent = 0
     code("def forward(params, inputs, state, t0=0, save=False):")
@@ -379,12 +371,9 @@ def _forward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
             if g.arg in folded:
                 code(f"_b_{g.arg} = _cat([{', '.join(map(_v, folded[g.arg]))}], 0)")
                 product = f"{product} + _b_{g.arg}"
-            if printer.backend == "torch":
-                into = f"out=_scratch((_T * _B, {g.var}.shape[0]), _X_{g.arg})"
-                product = (f"torch.addmm(_b_{g.arg}, {flat}, {g.var}.T, {into})" if g.arg in folded
-                           else f"torch.mm({flat}, {g.var}.T, {into})")  # fmt: skip
+            product = emission.hoisted_product(g, flat, product, g.arg in folded)
             code(f"_G_{g.arg} = ({product}).reshape(_T, _B, -1)")
-    blocked = _blocked_groups(ir, p, printer.backend)
+    blocked = emission.blocked_groups(ir, p)
     for g in p.groups.values():
         if g.arg in blocked:
             code(f"_mm_{g.arg} = _blocked({g.var}, {len(g.terms)})")
@@ -407,20 +396,9 @@ def _forward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
     saved = [x for x in p.saved if x not in rebuilt]
     code(f"_saved = {{{', '.join(repr(x) + ': None' for x in saved)}}} if save else None")
     shifted = {ir.new(s) for s, src in rebuilt.items() if src != "_out"}
-    # saved values with a batch axis and a known width are computed straight into their buffers
-    targets = {}
-    if printer.backend == "torch":
-        batched = _batched(ir)
-        for x in saved:
-            width = _width(ir, x)
-            if width and x in batched and x not in ir.set_vectors:
-                targets[x] = (f"None if _sv_{x} is None else _sv_{x}[_t + 1]" if x in shifted
-                              else f"None if _sv_{x} is None else _sv_{x}[_t]", width)  # fmt: skip
-        # and so are the outputs (the new values of the output state)
-        out_new = ir.new(ir.output)
-        width = _width(ir, out_new)
-        if isinstance(ir.node_map.get(out_new), Pointwise) and out_new not in targets and width:
-            targets[out_new] = ("_out[_t] if _direct else None", width)
+    # values the backend computes straight into their sequence buffers (torch: with a batch axis
+    # and a known width, saved or output)
+    targets = emission.direct_targets(ir, saved, shifted)
     _counts(code, ir, "state")
     consts_at = len(code.lines)
     code("for _t in range(_T):")
@@ -542,12 +520,8 @@ def _forward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
         code(f"_out = _put(_out, _t, {_v(ir.output)}, _T)")
     code.indent = 1
     if written:
-        code.lines[consts_at:consts_at] = [
-            "    _direct = not torch.is_grad_enabled()  # out= writes are not differentiable"
-        ] + [
-            f"    _sv_{x} = _scratch(({'_T + 1' if x in shifted else '_T'}, _B, {targets[x][1]}), _X_{first}) if save and _direct else None"
-            for x in saved if x in written
-        ] + ([f"    _out = _empty((_T, _B, {targets[ir.new(ir.output)][1]}), _X_{first})"] if direct_out else [])  # fmt: skip
+        code.lines[consts_at:consts_at] = emission.direct_preamble(
+            first, saved, written, shifted, targets, targets[ir.new(ir.output)][1] if direct_out else None)
     if direct_out:  # the final state is the caller's own tensor, not a view of the outputs
         code(f"{_v(ir.output)} = {_v(ir.output)}.clone()")
     if fusion is not None and fusion.segments:
@@ -565,21 +539,17 @@ def _forward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
             code(f"    {src} = {src}[1:]")
         else:
             code(f"    _saved[{s_!r}] = _cat([state[{s_!r}][None], {src}[:-1]], 0)")
-    code("    cache = " + ("_Cache({" if printer.backend == "torch" else "{"))
+    opening, closing = emission.cache_brackets()
+    code("    cache = " + opening)
     code('        "inputs": inputs,')
     code('        "state0": dict(state),')
     code('        "t0": t0,')
     code('        "saved": _saved,')
-    code("    }" + (")" if printer.backend == "torch" else ""))
-    if printer.backend == "torch" and written & set(saved):
-        code("    if _direct:  # the saved buffers go back to the pool when the record is freed")
-        code(f"        _recycle(cache, [{', '.join(f'_sv_{x}' for x in saved if x in written)}])")
+    code("    " + closing)
+    emission.after_cache(code, [f"_sv_{x}" for x in saved if x in written])
     states = ", ".join(f"{s!r}: {_v(s)}" for s, _ in ir.states)
     hoisted = [f"_G_{g.arg}" for g in p.groups.values() if g.hoisted]
-    if printer.backend == "torch" and hoisted:
-        code("if not torch.is_grad_enabled():")
-        code(f"    _release([{', '.join(hoisted)}], [_out, {', '.join(_v(s) for s, _ in ir.states)}]"
-             " + (list(_saved.values()) if save else []))")  # fmt: skip
+    emission.release_forward(code, hoisted, ", ".join(["_out"] + [_v(s) for s, _ in ir.states]))
     code(f"return _out, {{{states}}}, cache")
     return code.text()
 
@@ -613,6 +583,7 @@ def _deferred_diagonals(ir: CellIR, p: Plan) -> dict:
 
 
 def _backward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
+    emission = EMISSION[printer.backend]
     code = _Code()
     code.indent = 0
     code("def backward(params, cache, d_outputs=None, d_state=None, trace=None):")
@@ -705,8 +676,7 @@ def _backward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
 
     def add(target, text):
         """Accumulate into _d_target; text is code or a (vector, factor) product."""
-        if isinstance(text, tuple) and target in bars and printer.backend == "torch":
-            code(f"_d_{target} = torch.addcmul(_d_{target}, {text[0]}, {text[1]})")
+        if isinstance(text, tuple) and target in bars and emission.accumulate(code, target, *text):
             return
         if isinstance(text, tuple):
             text = " * ".join(text)
@@ -864,10 +834,7 @@ def _backward(ir: CellIR, p: Plan, printer, fusion=None) -> str:
     for d in diagonals:
         code(f"grads[{d!r}] = _grad_{d}")
     states_map = ", ".join(f"{s!r}: _carry_{s}" for s in states)
-    if printer.backend == "torch":
-        owned = [f"_GBs_{a}" for a, g in p.groups.items() if a not in alias and not g.const]
-        carries = ", ".join(f"_carry_{s}" for s in states)
-        code("if not torch.is_grad_enabled():")
-        code(f"    _release([{', '.join(owned)}], [*grads.values(), *d_inputs.values(), {carries}])")
+    owned = [f"_GBs_{a}" for a, g in p.groups.items() if a not in alias and not g.const]
+    emission.release_backward(code, owned, ", ".join(f"_carry_{s}" for s in states))
     code(f"return grads, d_inputs, {{{states_map}}}")
     return code.text()
