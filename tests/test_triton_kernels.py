@@ -40,9 +40,9 @@ def _unary(expr):
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_float32_math_within_the_c_kernels_ulps_of_mpmath(name):
-    """The same polynomials as the C kernels, the same bounds (a third of the points: the
+    """The same polynomials as the C kernels, the same bounds (a sixth of the random points: the
     interpreter computes a tile at a time in NumPy)."""
-    check_float32(name, _unary(FUNCTIONS[name][0])[np.float32], scale=1 / 3)
+    check_float32(name, _unary(FUNCTIONS[name][0])[np.float32], scale=1 / 6)
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
@@ -85,16 +85,17 @@ class _Launches:
 
 
 @pytest.mark.parametrize("name", catalog())
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_every_cell_on_triton_agrees_with_the_torch_ops(name, dtype, monkeypatch):
+def test_every_cell_on_triton_agrees_with_the_torch_ops(name, monkeypatch):
     """Outputs, final state, every saved value and the gradients, with t0 != 0 and a random
-    initial state; one launch per block and step, and none outside ``interpreted``."""
+    initial state; one launch per block and step, and none outside ``interpreted`` (float32:
+    test_codegen.py checks float64 against mpmath and autograd on this path)."""
+    dtype = torch.float32
     cell = lv.load(name)
     impl = cell.torch()
     launches = _Launches(impl.module)
     monkeypatch.setattr(impl.module._KERNELS, "_triton_table", launches)
     params, xs, state = _inputs(cell, dtype)
-    tol = dict(rtol=2e-5, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    tol = dict(rtol=2e-5, atol=2e-6)
     with kernels.disabled():
         want = impl.forward(params, xs, state, t0=3, save=True)
         want_g = impl.backward(params, want.cache, torch.ones_like(want.outputs))
