@@ -35,7 +35,20 @@ def _seconds(text: str) -> float:
     return x
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def main(argv=None) -> int:
+    from .jobs import quiet_threads
+
+    quiet_threads()  # idle OpenMP threads sleep: the CLI shares the machine with other work
     parser = argparse.ArgumentParser(prog="lstm-verify", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the catalog's cells")
@@ -93,6 +106,12 @@ def main(argv=None) -> int:
                         "report's own files (report.html, report.md, data.json, its PNG plots and the "
                         "marker) are replaced, one by one; no other file is touched")  # fmt: skip
     report.add_argument("--quick", action="store_true", help="200 lags, one seed, fewer training runs")
+    report.add_argument("-j", "--jobs", type=_positive, default=None, metavar="N",
+                        help="local processes running the report's jobs (default: one a core; 1: in this "
+                        "process). Each job runs on one thread, so results do not depend on N")
+    report.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run the jobs on the Dask cluster whose scheduler is at ADDRESS "
+                        "(tcp://host:8786) instead of local processes; needs the extra 'dask'")
     report.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bar on stderr (default: on)")  # fmt: skip
     conf = sub.add_parser("conformance-report", help="the conformance matrix: every built-in framework "
@@ -213,7 +232,7 @@ def _list(args) -> int:
 
 def _show(args) -> int:
     from .cell import load
-    from .spec import SET, display
+    from .spec import SET
 
     cell = load(args.cell)
     ir = cell.ir
@@ -500,7 +519,8 @@ def _report(args) -> int:
     target = prepare(args.output, args.force)  # before the computation, which takes minutes
     for note in target.notes:
         print(f"lstm-verify: note: {note}", file=sys.stderr)
-    data = build(Settings.make(args.cells, args.quick), progress=args.progress)
+    data = build(Settings.make(args.cells, args.quick), progress=args.progress, workers=args.jobs,
+                 scheduler=args.scheduler)  # fmt: skip
     out = write(data, target, command)
     print(f"wrote {out}/report.html, report.md, data.json and {len(list(out.glob('*.png')))} plots "
           f"in {data['seconds']:.0f} s")  # fmt: skip

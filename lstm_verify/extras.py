@@ -16,6 +16,9 @@ from .errors import MissingExtraError
 EXTRAS = {
     "torch": ("torch", "torch"),
     "matplotlib": ("matplotlib", "report"),
+    "threadpoolctl": ("threadpoolctl", "report"),
+    "distributed": ("distributed", "dask"),
+    "triton": ("triton", "triton"),
     # built-in framework subjects (lstm_verify.frameworks)
     "keras": ("keras", "keras"),
     "jax": ("jax", "jax"),

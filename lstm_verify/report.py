@@ -19,7 +19,6 @@ import base64
 import html
 import io
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,80 +83,115 @@ def _r(x, digits=4):
 
 
 def require_extras() -> None:
-    """The report trains cells (torch) and draws plots (matplotlib): both come with the
-    ``report`` extra; a missing one is a MissingExtraError before anything is computed."""
-    for module in ("torch", "matplotlib"):
+    """The report trains cells (torch), draws plots (matplotlib) and limits its jobs' threads
+    (threadpoolctl): all come with the ``report`` extra; a missing one is a MissingExtraError before anything is computed."""
+    for module in ("torch", "matplotlib", "threadpoolctl"):
         require(module, "lstm-verify report", extra="report")
 
 
-def build(st: Settings, progress=True) -> dict:
+def build(st: Settings, progress=True, workers=None, scheduler=None) -> dict:
+    """The report's data. Its jobs (a cell's measurements, an exact result, a training run) are
+    independent: they run in ``workers`` local processes (default: one a core; 1 runs them
+    here) or on the Dask cluster at ``scheduler``, each on one thread, with the same results
+    wherever they ran (:mod:`.jobs`)."""
     require_extras()
-    from tqdm import tqdm
+    from . import jobs as jb
 
     start = time.perf_counter()
     data: dict = {"settings": {k: v for k, v in st.__dict__.items()}, "flow": {}, "spectra": {},
                   "saturation": {}, "closed_forms": {}, "exact": {}, "learning": [], "trained": {},
                   "attention": {}, "bounds": {}, "theorems": {}}  # fmt: skip
     data["settings"]["learn_cells"] = [list(x) for x in st.learn_cells]
-    lags = _sample_lags(st.lags)
-    learn_jobs = [(c, i, task, T, seed) for c, i in st.learn_cells for task, Ts in st.learn_T.items()
-                  for T in Ts for seed in range(st.seeds)]  # fmt: skip
-    total = len(st.cells) * (len(NAMED) + 2) + 5 + len(learn_jobs) + len({c for c, _ in st.learn_cells})
-    bar = tqdm(total=total, desc="report", unit="job", disable=not progress, file=sys.stderr)
+    results = jb.run(report_jobs(st), workers=workers, scheduler=scheduler, progress=progress, desc="report")
     for name in st.cells:
-        cell = load(name)
-        sizes = _sizes(cell, st)
-        data["flow"][name] = {}
-        for init in NAMED:
-            bar.set_postfix_str(f"{name} {init}")
-            p, x, s, _ = gf._problem(cell, sizes, st.lags + 1, st.batch, 0, init)
-            f = gf.flow(cell, p, x, s, st.threshold, init=init)
-            data["flow"][name][init] = {
-                "decay": _r(f.decay), "horizon": f.horizon, "lags": lags,
-                "total": [_r(f.total[k]) for k in lags],
-                "states": {k: [_r(v[k]) for k in lags] for k, v in f.state_norms.items()},
-                "inputs": [_r(f.input_norms[k]) for k in lags],
-            }  # fmt: skip
-            bar.update()
-        p, x, s, _ = gf._problem(cell, sizes, st.spectra_steps, st.batch, 0, "torch_default")
-        sp = gf.spectra(cell, p, x, s)
-        top = np.array(sp.step_top)
-        data["spectra"][name] = {
-            "step_top": {"min": _r(top.min()), "median": _r(float(np.median(top))), "max": _r(top.max())},
-            "accumulated_top": {str(k): _r(v[0]) for k, v in sp.accumulated.items()},
-            "accumulated": {str(k): [_r(x) for x in v[:8]] for k, v in sp.accumulated.items()},
-        }  # fmt: skip
-        data["saturation"][name] = {k: {kk: (_r(vv) if isinstance(vv, float) else vv) for kk, vv in v.items()}
-                                    for k, v in gf.saturation(cell, p, x, s).items()}  # fmt: skip
-        if cell.ir.sets:
-            data["attention"][name] = _attention(cell, p, x, s)
-        from .bounds import summary, theorem
-
-        b = summary(cell)
-        data["bounds"][name] = {k: (_r(v) if isinstance(v, float) else v) for k, v in b.items()
-                                if k in ("step_bound", "measured_step_norm", "step_tightness", "lag_bounds",
-                                         "measured_lag_norm", "lag_tightness", "carousel_lower_bounds", "steps",
-                                         "closed_forms", "extremes")}  # fmt: skip
-        data["theorems"][name] = theorem(cell.ir).statements()
-        bar.update()
-        from .derive import shown_blocks
-
-        data["closed_forms"][name] = [
-            {"of": of, "wrt": wrt + (" (the other vectors held fixed)" if local else ""), "text": text, "latex": latex}
-            for local, of, wrt, text, latex in shown_blocks(cell.ir)
-        ]
-        bar.update()
-    data["exact"] = exact_results(st, bar)
-    for c, init, task, T, seed in learn_jobs:
-        from .tasks import train
-
-        bar.set_postfix_str(f"learn {c} {init} {task} T={T} seed {seed}")
-        data["learning"].append(train(load(c), task, T, seed, init, hidden=st.hidden, max_steps=st.max_steps).as_dict())
-        bar.update()
-    data["trained"] = before_after(st, bar)
-    bar.close()
+        for section, value in results[("cell", name)].items():
+            data[section][name] = value
+    data["exact"] = {k: v for part in EXACT_PARTS for k, v in results[("exact", part)].items()}
+    data["learning"] = [results[("learn", *job)] for job in _learn_jobs(st)]
+    data["trained"] = {name: results[("trained", name)] for name, _ in _trained_cells(st)}
     data["seconds"] = round(time.perf_counter() - start, 1)
     return data
+
+
+EXACT_PARTS = ("rnn_tanh_bound", "lstm_carousel", "carousel", "bound_sweep")
+
+
+def _learn_jobs(st: Settings) -> list[tuple]:
+    return [(c, i, task, T, seed) for c, i in st.learn_cells for task, Ts in st.learn_T.items()
+            for T in Ts for seed in range(st.seeds)]  # fmt: skip
+
+
+def _trained_cells(st: Settings) -> list[tuple]:
+    """(cell, the first initialisation named for it) for each cell that learns."""
+    first: dict = {}
+    for name, init in st.learn_cells:
+        first.setdefault(name, init)
+    return list(first.items())
+
+
+def report_jobs(st: Settings) -> list:
+    """The report's independent jobs, with their costs (about seconds on one core: a cell's
+    measurements grow with the lags, a training run with its lag and steps)."""
+    from .jobs import Job
+
+    here = __name__
+    out = [Job(("cell", name), f"{here}:cell_results", (name, st), 1 + st.lags / 200) for name in st.cells]
+    out += [Job(("exact", part), f"{here}:exact_part", (part, st), 2 + st.lags / 200) for part in EXACT_PARTS]
+    out += [Job(("learn", *job), f"{here}:learn_result", (*job, st), 0.2 + job[3] * st.max_steps * 5e-5)
+            for job in _learn_jobs(st)]  # fmt: skip
+    out += [Job(("trained", name), f"{here}:trained_result", (name, init, st), 1 + st.trained_T * st.max_steps * 5e-5)
+            for name, init in _trained_cells(st)]  # fmt: skip
+    return out
+
+
+def cell_results(name: str, st: Settings) -> dict:
+    """One cell's measurements: section -> its value for the cell."""
+    cell = load(name)
+    sizes = _sizes(cell, st)
+    lags = _sample_lags(st.lags)
+    out: dict = {"flow": {}}
+    for init in NAMED:
+        p, x, s, _ = gf._problem(cell, sizes, st.lags + 1, st.batch, 0, init)
+        f = gf.flow(cell, p, x, s, st.threshold, init=init)
+        out["flow"][init] = {
+            "decay": _r(f.decay), "horizon": f.horizon, "lags": lags,
+            "total": [_r(f.total[k]) for k in lags],
+            "states": {k: [_r(v[k]) for k in lags] for k, v in f.state_norms.items()},
+            "inputs": [_r(f.input_norms[k]) for k in lags],
+        }  # fmt: skip
+    p, x, s, _ = gf._problem(cell, sizes, st.spectra_steps, st.batch, 0, "torch_default")
+    sp = gf.spectra(cell, p, x, s)
+    top = np.array(sp.step_top)
+    out["spectra"] = {
+        "step_top": {"min": _r(top.min()), "median": _r(float(np.median(top))), "max": _r(top.max())},
+        "accumulated_top": {str(k): _r(v[0]) for k, v in sp.accumulated.items()},
+        "accumulated": {str(k): [_r(x) for x in v[:8]] for k, v in sp.accumulated.items()},
+    }  # fmt: skip
+    out["saturation"] = {k: {kk: (_r(vv) if isinstance(vv, float) else vv) for kk, vv in v.items()}
+                         for k, v in gf.saturation(cell, p, x, s).items()}  # fmt: skip
+    if cell.ir.sets:
+        out["attention"] = _attention(cell, p, x, s)
+    from .bounds import summary, theorem
+
+    b = summary(cell)
+    out["bounds"] = {k: (_r(v) if isinstance(v, float) else v) for k, v in b.items()
+                     if k in ("step_bound", "measured_step_norm", "step_tightness", "lag_bounds",
+                              "measured_lag_norm", "lag_tightness", "carousel_lower_bounds", "steps",
+                              "closed_forms", "extremes")}  # fmt: skip
+    out["theorems"] = theorem(cell.ir).statements()
+    from .derive import shown_blocks
+
+    out["closed_forms"] = [
+        {"of": of, "wrt": wrt + (" (the other vectors held fixed)" if local else ""), "text": text, "latex": latex}
+        for local, of, wrt, text, latex in shown_blocks(cell.ir)
+    ]
+    return out
+
+
+def learn_result(c: str, init: str, task: str, T: int, seed: int, st: Settings) -> dict:
+    from .tasks import train
+
+    return train(load(c), task, T, seed, init, hidden=st.hidden, max_steps=st.max_steps).as_dict()
 
 
 def _attention(cell, p, x, s) -> dict:
@@ -178,9 +212,14 @@ def _attention(cell, p, x, s) -> dict:
     return out
 
 
-def exact_results(st: Settings, bar) -> dict:
-    """Bounds and exact identities from the closed forms, each next to its measurement."""
-    out = {}
+def exact_part(part: str, st: Settings) -> dict:
+    """Bounds and exact identities from the closed forms, each next to its measurement: one of
+    EXACT_PARTS, as {its keys in data["exact"]: value}."""
+    return {"rnn_tanh_bound": _rnn_tanh_bound, "lstm_carousel": _lstm_carousel, "carousel": _carousel,
+            "bound_sweep": lambda st: {"bound_sweep": _bound_sweep(st)}}[part](st)  # fmt: skip
+
+
+def _rnn_tanh_bound(st: Settings) -> dict:
     K = min(st.lags, 200)
     # rnn_tanh: ||dh_T/dh_{T-k}|| <= (gamma sigma_max(U))^k with gamma = max tanh' = 1
     cell = load("rnn_tanh")
@@ -194,8 +233,12 @@ def exact_results(st: Settings, bar) -> dict:
         rows.append({"scale": scale, "sigma_max": _r(sigma), "bound_per_step": _r(sigma),
                      "vanishing_guaranteed": sigma < 1, "measured_decay": _r(f.decay),
                      "max_measured_over_bound": _r(worst)})  # fmt: skip
-    out["rnn_tanh_bound"] = rows
-    bar.update()
+    return {"rnn_tanh_bound": rows}
+
+
+def _lstm_carousel(st: Settings) -> dict:
+    out = {}
+    K = min(st.lags, 200)
     # lstm: the carousel alone gives dc_T/dc_{T-k} = prod diag(f); recurrent weights add paths
     cell = load("lstm")
     rows = []
@@ -221,7 +264,10 @@ def exact_results(st: Settings, bar) -> dict:
                       "measured_decay": _r(f.decay), "horizon": f.horizon,
                       "c_gradient_at_K": _r(f.state_norms["c"][K] / max(f.state_norms["c"][1], 1e-300))})  # fmt: skip
     out["lstm_forget_bias"] = sweep
-    bar.update()
+    return out
+
+
+def _carousel(st: Settings) -> dict:
     # the carousel exactly: greff_nfg with p_i = 0, and lstm_nofg: dc'/dc = I at every step
     rows = []
     for name, zero in (("greff_nfg", ("p_i",)), ("lstm_nofg", ())):
@@ -243,11 +289,7 @@ def exact_results(st: Settings, bar) -> dict:
     rows.append({"cell": "greff_nfg", "zeroed": [], "steps": len(J),
                  "max_step_block_minus_identity": float(max(np.abs(j[H:, H:] - np.eye(H)).max() for j in J)),
                  "note": "the input gate's peephole p_i*c adds g*i*(1-i)*p_i to the diagonal"})  # fmt: skip
-    out["carousel"] = rows
-    bar.update()
-    out["bound_sweep"] = _bound_sweep(st)
-    bar.update()
-    return out
+    return {"carousel": rows}
 
 
 SWEEP_SIGMAS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -293,34 +335,28 @@ def _bound_sweep(st: Settings) -> dict:
     return out
 
 
-def before_after(st: Settings, bar) -> dict:
-    """Gradient flow at initialisation and after training on the adding problem at trained_T."""
+def trained_result(name: str, init: str, st: Settings) -> dict:
+    """Gradient flow of one cell at initialisation and after training on the adding problem at
+    trained_T."""
     torch = require("torch", "lstm-verify report", extra="report")
 
     from .tasks import adding, train
 
-    out = {}
     T = st.trained_T
-    for name, init in st.learn_cells:
-        if name in out:
-            continue
-        cell = load(name)
-        bar.set_postfix_str(f"train {name} T={T}")
-        result, layer = train(cell, "adding", T, 0, init, hidden=st.hidden, max_steps=st.max_steps, return_model=True)
-        x, _ = adding(T, st.batch, np.random.default_rng(1))
-        xs = {cell.ir.inputs[0][0]: x.astype(np.float64)}
-        curves = {}
-        for label, params in (("init", cell.init_params(sizes=_sizes(cell, st) | {"input": 2}, init=init, seed=0,
-                                                        t_max=T)),
-                              ("trained", {k: v.detach().double().numpy() for k, v in layer.param_dict().items()})):  # fmt: skip
-            s = {k: np.asarray(v, dtype=float) for k, v in cell.zero_state(st.batch, params).items()}
-            f = gf.flow(cell, params, xs, s, st.threshold)
-            curves[label] = {"total": [_r(v) for v in f.total], "decay": _r(f.decay),
-                             "lag_T_minus_1": _r(f.total[T - 1])}  # fmt: skip
-        out[name] = {"init": init, "T": T, "solved": result.solved, "steps": result.steps, **curves}
-        bar.update()
-        torch.set_flush_denormal(False)
-    return out
+    cell = load(name)
+    result, layer = train(cell, "adding", T, 0, init, hidden=st.hidden, max_steps=st.max_steps, return_model=True)
+    x, _ = adding(T, st.batch, np.random.default_rng(1))
+    xs = {cell.ir.inputs[0][0]: x.astype(np.float64)}
+    curves = {}
+    for label, params in (("init", cell.init_params(sizes=_sizes(cell, st) | {"input": 2}, init=init, seed=0,
+                                                    t_max=T)),
+                          ("trained", {k: v.detach().double().numpy() for k, v in layer.param_dict().items()})):  # fmt: skip
+        s = {k: np.asarray(v, dtype=float) for k, v in cell.zero_state(st.batch, params).items()}
+        f = gf.flow(cell, params, xs, s, st.threshold)
+        curves[label] = {"total": [_r(v) for v in f.total], "decay": _r(f.decay),
+                         "lag_T_minus_1": _r(f.total[T - 1])}  # fmt: skip
+    torch.set_flush_denormal(False)
+    return {"init": init, "T": T, "solved": result.solved, "steps": result.steps, **curves}
 
 
 # --------------------------------------------------------------------------- rendering
