@@ -1,6 +1,8 @@
 """The gradient-flow report: measured and derived, for every cell, as HTML, Markdown, PNG, JSON.
 
-``build`` computes plain data (JSON-ready); ``write`` renders it. Sections:
+``build`` computes plain data (JSON-ready) from independent jobs (:func:`report_jobs`: a cell's
+measurements, an exact result, a training run), run in parallel by :mod:`.jobs`; ``write``
+renders it. Sections:
 
 1. gradient norm against lag at initialisation, every cell (loss at the last step);
 2. memory horizon and decay per cell and named initialisation;
