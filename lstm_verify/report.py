@@ -364,6 +364,62 @@ def trained_result(name: str, init: str, st: Settings) -> dict:
 # --------------------------------------------------------------------------- rendering
 
 
+# families of the catalog, each drawn in a panel of its own; a cell's colour is its place in its
+# family (tab10), the same in every figure and every report
+FAMILIES = (
+    ("RNN", ("rnn_tanh", "rnn_relu", "indrnn", "clockwork_rnn")),
+    ("LSTM and variants", ("lstm", "lstm_peephole", "lstm_cifg", "lstm_nofg", "lstm_proj", "lstm_depth_gated",
+                           "grid_lstm", "multiplicative_lstm", "layernorm_lstm", "rmsnorm_lstm")),
+    ("Greff et al.'s eight", ("greff_nig", "greff_nfg", "greff_nog", "greff_niaf", "greff_noaf", "greff_np",
+                              "greff_cifg", "greff_fgr")),
+    ("GRU family", ("gru", "gru_cho", "mgu", "mgu_flax", "mut1", "mut2", "mut3", "min_gru")),
+    ("Others", ("slstm", "slstm_expf", "slstm_unstabilized", "min_lstm", "sru", "attention_decoder")),
+)  # fmt: skip
+NORMAL = float(np.finfo(np.float64).tiny)  # below this a gradient norm is subnormal: precision is lost
+
+
+def families(cells) -> list[tuple[str, list[str]]]:
+    """(family, its cells among ``cells``), in FAMILIES' order; cells outside the catalog's
+    families are Others."""
+    known = {c for _, members in FAMILIES for c in members}
+    out = []
+    for name, members in FAMILIES:
+        chosen = [c for c in members if c in cells]
+        if name == "Others":
+            chosen += sorted(c for c in cells if c not in known)
+        if chosen:
+            out.append((name, chosen))
+    return out
+
+
+def colour(cell: str, cells=()) -> str:
+    """The cell's colour in every figure: its place in its family, in tab10's colours."""
+    for _, members in families(set(cells) | {cell}):
+        if cell in members:
+            return f"C{members.index(cell) % 10}"
+    raise AssertionError(cell)  # pragma: no cover - families() places every cell
+
+
+def _cut(values) -> tuple[np.ndarray, int | None]:
+    """A curve's values as floats (None as gaps), cut from the first that leaves float64's normal
+    range (below 2.2e-308, where precision is lost, down to 0); and the index of that cut, or None."""
+    y = np.array([v if isinstance(v, (int, float)) else np.nan for v in values], dtype=float)
+    low = np.flatnonzero(np.abs(y) < NORMAL)
+    if not low.size:
+        return y, None
+    y[low[0]:] = np.nan
+    return y, int(low[0])
+
+
+def _family_panels(plt, n):
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.9 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    return fig, axes.ravel()[:n]
+
+
 def _figures(data) -> dict:
     matplotlib = require("matplotlib", "lstm-verify report", extra="report")
     matplotlib.use("Agg")
@@ -371,7 +427,6 @@ def _figures(data) -> dict:
 
     figs = {}
     cells = list(data["flow"])
-    cmap = plt.get_cmap("tab20", max(len(cells), 2))
 
     def save(name, fig):
         buf = io.BytesIO()
@@ -379,17 +434,29 @@ def _figures(data) -> dict:
         plt.close(fig)
         figs[name] = buf.getvalue()
 
-    fig, ax = plt.subplots(figsize=(10, 6))
-    for i, c in enumerate(cells):
-        d = data["flow"][c]["torch_default"]
-        y = np.array([v if isinstance(v, (int, float)) and v else np.nan for v in d["total"]], dtype=float)
-        ax.semilogy(d["lags"], y, label=c, color=cmap(i), lw=1.4, ls="-" if i < 10 else "--")
-    ax.set_xlabel("lag k (steps between the loss and the state)")
-    ax.set_ylabel("||dL/ds_{T-k}|| / ||dL/ds_T||")
-    ax.set_title("Gradient norm against lag at initialisation (torch default), float64")
-    ax.axhline(data["settings"]["threshold"], color="grey", lw=0.8, ls=":")
-    ax.legend(fontsize=7, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.grid(True, which="major", alpha=0.3)
+    from matplotlib.ticker import LogLocator
+
+    grouped = families(cells)
+    threshold = data["settings"]["threshold"]
+    fig, axes = _family_panels(plt, len(grouped))
+    for ax, (fam, members) in zip(axes, grouped):
+        for c in members:
+            d = data["flow"][c]["torch_default"]
+            y, cut = _cut(d["total"])
+            ax.semilogy(d["lags"], y, label=c, color=colour(c, cells), lw=1.4)
+            if cut is not None and cut > 0:  # where the curve leaves float64's normal range
+                ax.semilogy([d["lags"][cut - 1]], [y[cut - 1]], marker="x", color=colour(c, cells), ms=7, mew=2)
+        ax.axhline(threshold, color="grey", lw=0.8, ls=":")
+        ax.set_title(fam, fontsize=10)
+        ax.yaxis.set_major_locator(LogLocator(base=1e50))  # a tick every 50 decades
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0].set_ylim(bottom=NORMAL / 10)
+    fig.supxlabel("lag $k$ (steps between the loss and the state)")
+    fig.supylabel(r"$\|\partial L/\partial s_{T-k}\| \,/\, \|\partial L/\partial s_T\|$")
+    fig.suptitle(f"Gradient norm against lag at initialisation (torch default), float64. Dotted: the horizon's "
+                 f"threshold {threshold:g}; x: the curve leaves float64's normal range (< 2.2e-308) there")  # fmt: skip
+    fig.tight_layout()
     save("gradflow.png", fig)
 
     key = [c for c in ("rnn_tanh", "lstm", "gru", "mgu", "lstm_peephole", "clockwork_rnn") if c in cells] or cells[:4]
@@ -426,26 +493,35 @@ def _figures(data) -> dict:
     fig.colorbar(im, ax=ax, label="log10(horizon + 1)")
     save("horizon.png", fig)
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5))
-    for i, c in enumerate(cells):
-        acc = data["spectra"][c]["accumulated_top"]
-        ks = sorted(int(k) for k in acc)
-        a1.loglog(ks, [acc[str(k)] or np.nan for k in ks], marker=".", color=cmap(i), label=c,
-                  ls="-" if i < 10 else "--")  # fmt: skip
-    a1.set_xlabel("lag k")
-    a1.set_ylabel("largest singular value of J_{T-1}...J_{T-k}")
-    a1.set_title("Accumulated Jacobian")
-    a1.grid(True, which="major", alpha=0.3)
-    a1.legend(fontsize=6, ncol=2)
+    fig, axes = _family_panels(plt, len(grouped))
+    for ax, (fam, members) in zip(axes, grouped):
+        for c in members:
+            acc = data["spectra"][c]["accumulated_top"]
+            ks = sorted(int(k) for k in acc)
+            y, _ = _cut([acc[str(k)] for k in ks])
+            ax.loglog(ks, y, marker=".", color=colour(c, cells), label=c)
+        ax.set_title(fam, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.supxlabel("lag $k$")
+    fig.supylabel(r"largest singular value of $J_{T-1} \cdots J_{T-k}$")
+    fig.suptitle("Accumulated Jacobian at initialisation (torch default)")
+    fig.tight_layout()
+    save("spectra.png", fig)
+
+    fig, a2 = plt.subplots(figsize=(8, 0.3 * len(cells) + 1.6), layout="constrained")
     tops = [data["spectra"][c]["step_top"] for c in cells]
     y = np.arange(len(cells))
-    a2.hlines(y, [t["min"] for t in tops], [t["max"] for t in tops], color="grey")
-    a2.plot([t["median"] for t in tops], y, "o", color="C0", label="median")
-    a2.axvline(1.0, color="red", lw=0.8, ls=":")
+    a2.hlines(y, [t["min"] for t in tops], [t["max"] for t in tops], color=[colour(c, cells) for c in cells])
+    a2.plot([t["median"] for t in tops], y, "o", color="black", ms=4, label="median over the steps")
+    a2.axvline(1.0, color="red", lw=0.8, ls=":", label="1: neither growth nor decay")
+    a2.set_xscale("log")
     a2.set_yticks(y, cells, fontsize=8)
-    a2.set_xlabel("largest singular value of the per-step Jacobian (min, median, max over steps)")
-    a2.set_title("Per-step Jacobian")
-    save("spectra.png", fig)
+    a2.invert_yaxis()  # the tables' order, top to bottom
+    a2.set_xlabel("largest singular value of the per-step Jacobian (min to max over the steps)")
+    a2.set_title("Per-step Jacobian at initialisation (torch default)")
+    a2.legend(fontsize=8, loc="lower right")
+    save("spectra_steps.png", fig)
 
     learning = data["learning"]
     if learning:
@@ -457,12 +533,12 @@ def _figures(data) -> dict:
                 Ts = sorted({r["T"] for r in runs})
                 rate = [np.mean([r["solved"] for r in runs if r["cell"] == c and r["init"] == init and r["T"] == T])
                         for T in Ts]  # fmt: skip
-                offset = 0.015 * (j - 1.5)  # lines that coincide stay visible
-                ax.semilogx(Ts, np.array(rate) + offset, marker="osD^v"[j % 5], ls=["-", "--", "-.", ":"][j % 4],
-                            label=f"{c} ({init})", alpha=0.85)  # fmt: skip
+                # lines that coincide stay visible by their markers' sizes, not by moved values
+                ax.semilogx(Ts, rate, marker="osD^v"[j % 5], ms=11 - 2 * (j % 4), fillstyle="none",
+                            ls=["-", "--", "-.", ":"][j % 4], label=f"{c} ({init})", alpha=0.85)  # fmt: skip
                 ax.set_xticks(Ts, [str(T) for T in Ts])
                 ax.minorticks_off()
-            ax.set_ylim(-0.08, 1.08)
+            ax.set_ylim(-0.05, 1.05)
             ax.set_xlabel("lag T (sequence length)")
             ax.set_ylabel("fraction of seeds solved")
             ax.set_title({"adding": "Adding problem (MSE < 0.01)", "order": "Temporal order (accuracy >= 95%)"}[task])
@@ -658,6 +734,7 @@ def _render(data, command: str) -> dict:
     md = [f"# Gradient flow in recurrent cells\n\n{header}\n\n{intro}\n"]
     md.append("![gradient norm against lag](gradflow.png)\n\n![initialisations](gradflow_inits.png)\n\n"
               "![memory horizon](horizon.png)\n\n![Jacobian spectra](spectra.png)\n\n"
+              "![per-step Jacobian](spectra_steps.png)\n\n"
               "![forget bias](forget_bias.png)\n")  # fmt: skip
     if "bounds.png" in figs:
         md.append("![gradient bounds](bounds.png)\n")

@@ -39,7 +39,7 @@ from .files import TEMP_MARK, OutputError, fsync_dir, kind_of, write_file
 
 MARKER = ".lstm-verify-report"
 MARKER_TMP = MARKER + ".tmp"
-FIGURES = ("gradflow.png", "gradflow_inits.png", "horizon.png", "spectra.png", "forget_bias.png",
+FIGURES = ("gradflow.png", "gradflow_inits.png", "horizon.png", "spectra.png", "spectra_steps.png", "forget_bias.png",
            "learning.png", "before_after.png")  # fmt: skip
 FILES = ("report.md", "report.html", "data.json") + FIGURES
 _MARKER_LIMIT = 1 << 20

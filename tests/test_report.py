@@ -402,3 +402,24 @@ def test_unwritable_parent_is_refused_before_computing(tmp_path, fake):
             rp.prepare(locked / "r")
     finally:
         os.chmod(locked, 0o700)
+
+
+def test_every_catalog_cell_has_a_family_and_a_colour_of_its_own_there():
+    from lstm_verify.cell import catalog
+
+    grouped = rp.families(catalog())
+    placed = [c for _, members in grouped for c in members]
+    assert sorted(placed) == sorted(catalog())  # each exactly once
+    assert all(len(members) <= 10 for _, members in grouped)  # tab10: no colour twice in a panel
+    for _, members in grouped:
+        assert len({rp.colour(c, catalog()) for c in members}) == len(members)
+    assert rp.colour("lstm", ["lstm"]) == rp.colour("lstm", catalog())  # the same in every report
+    assert rp.families(["my_cell", "gru"]) == [("GRU family", ["gru"]), ("Others", ["my_cell"])]
+
+
+def test_curves_are_cut_where_they_leave_float64s_normal_range():
+    y, cut = rp._cut([1.0, 1e-300, None, 1e-310, 1e-200, 0.0])
+    assert cut == 3 and y[1] == 1e-300 and np.isnan(y[2]) and np.isnan(y[3:]).all()
+    y, cut = rp._cut([1.0, 0.5, 0.0])
+    assert cut == 2 and list(y[:2]) == [1.0, 0.5]
+    assert rp._cut([1.0, 1e-307])[1] is None
