@@ -709,10 +709,36 @@ def _md_table(title, header, rows):
     return "\n".join(out) + "\n"
 
 
+def _inline(text) -> str:
+    """Text as HTML: escaped, Markdown's `code` spans as <code>."""
+    parts = html.escape(str(text)).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick stays a backtick
+        parts[-2:] = ["`".join(parts[-2:])]
+    return "".join(f"<code>{p}</code>" if k % 2 else p for k, p in enumerate(parts))
+
+
+def _anchor(title: str) -> str:
+    return "s-" + "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
+
+
 def _html_table(title, header, rows):
-    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
-    return f"<h3>{html.escape(title)}</h3>\n<table><tr>{h}</tr>{body}</table>\n"
+    h = "".join(f"<th>{_inline(x)}</th>" for x in header)
+    body = "".join("<tr>" + "".join(f"<td>{_inline(x)}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<h3 id='{_anchor(title)}'>{_inline(title)}</h3>\n<table><tr>{h}</tr>{body}</table>\n"
+
+
+# each figure's heading in the report, in the report's order
+FIGURE_TITLES = {
+    "gradflow.png": "Gradient norm against lag, by family",
+    "gradflow_inits.png": "How the initialisation changes gradient flow",
+    "horizon.png": "Memory horizon per cell and initialisation",
+    "spectra.png": "Accumulated Jacobian, by family",
+    "spectra_steps.png": "Per-step Jacobian",
+    "forget_bias.png": "The LSTM's forget bias",
+    "bounds.png": "Gradient bounds against measurement",
+    "learning.png": "Learning at long lags",
+    "before_after.png": "Gradient flow before and after training",
+}
 
 
 INTRO = (
@@ -751,23 +777,43 @@ def _render(data, command: str) -> dict:
     out = {"report.md": "\n".join(md).encode("utf-8")}
     out.update(figs)
     out["data.json"] = json.dumps(data, indent=1, default=str).encode("utf-8")
-    img = lambda n: f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(figs[n]).decode()}">'
-    body = [f"<h1>Gradient flow in recurrent cells</h1><p>{html.escape(header)}</p><p>{html.escape(intro)}</p>"]
-    body += [img(n) for n in figs]
+    sections: list[tuple[str, str, list[str]]] = []  # (anchor, title, the titles of its parts)
+
+    def section(title, parts=()):
+        sections.append((_anchor(title), title, list(parts)))
+        return f"<h2 id='{_anchor(title)}'>{html.escape(title)}</h2>"
+
+    order = [n for n in FIGURE_TITLES if n in figs] + sorted(n for n in figs if n not in FIGURE_TITLES)
+    body = [section("Figures", [FIGURE_TITLES.get(n, n) for n in order])]
+    for n in order:
+        title = FIGURE_TITLES.get(n, n)
+        body.append(f"<figure><h3 id='{_anchor(title)}'>{html.escape(title)}</h3>"
+                     f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(figs[n]).decode()}">'
+                     "</figure>")  # fmt: skip
+    body.append(section("Tables", [t[0] for t in tables]))
     body += [_html_table(*t) for t in tables]
     if data.get("theorems"):
-        body.append("<h2>Gradient bounds for all weights</h2>")
+        body.append(section("Gradient bounds for all weights"))
         for c, lines in data["theorems"].items():
-            body.append(f"<h3>{html.escape(c)}</h3><pre>{html.escape(chr(10).join(lines))}</pre>")
-    body.append("<h2>Closed-form one-step Jacobians</h2>")
+            body.append(f"<details><summary>{html.escape(c)}</summary><pre>{html.escape(chr(10).join(lines))}</pre>"
+                        "</details>")  # fmt: skip
+    body.append(section("Closed-form one-step Jacobians"))
     for c, blocks in data["closed_forms"].items():
         rows = "".join(f"<tr><td>d{html.escape(b['of'])}/d{html.escape(b['wrt'])}</td><td><code>{html.escape(b['text'])}"
-                       f"</code></td><td><code>{html.escape(b['latex'])}</code></td></tr>" for b in blocks)  # fmt: skip
-        body.append(f"<h3>{html.escape(c)}</h3><table><tr><th>block</th><th>plain</th><th>LaTeX</th></tr>{rows}</table>")
+                       f"</code></td><td><details><summary>LaTeX</summary><code>{html.escape(b['latex'])}</code>"
+                       "</details></td></tr>" for b in blocks)  # fmt: skip
+        body.append(f"<details><summary>{html.escape(c)}</summary><table><tr><th>block</th><th>plain</th>"
+                    f"<th>LaTeX</th></tr>{rows}</table></details>")  # fmt: skip
+    toc = "".join(f"<li><a href='#{a}'>{html.escape(t)}</a>"
+                  + ("<ul>" + "".join(f"<li><a href='#{_anchor(p)}'>{_inline(p)}</a></li>" for p in parts) + "</ul>"
+                     if parts else "") + "</li>" for a, t, parts in sections)  # fmt: skip
+    head = (f"<h1>Gradient flow in recurrent cells</h1><p>{_inline(header)}</p><p>{_inline(intro)}</p>"
+            f"<nav><h2>Contents</h2><ul>{toc}</ul></nav>")  # fmt: skip
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}img{max-width:100%}"
              "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;"
-             "padding:3px 6px;text-align:left}code{font-size:85%}")  # fmt: skip
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>Gradient flow report</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+             "padding:3px 6px;text-align:left}code{font-size:85%}figure{margin:1em 0}summary{cursor:pointer}")  # fmt: skip
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Gradient flow report</title><style>{style}"
+            f"</style></head><body>{head}{''.join(body)}</body></html>")  # fmt: skip
     out["report.html"] = page.encode("utf-8")
     return out
 
