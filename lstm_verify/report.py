@@ -21,6 +21,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -460,13 +461,28 @@ def _figures(data) -> dict:
     save("gradflow.png", fig)
 
     key = [c for c in ("rnn_tanh", "lstm", "gru", "mgu", "lstm_peephole", "clockwork_rnn") if c in cells] or cells[:4]
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), sharex=True, sharey=True)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5), sharex=True, sharey=True)
     for ax, c in zip(axes.ravel(), key):
-        for init in NAMED:
+        curves = {}
+        for j, init in enumerate(NAMED):
             d = data["flow"][c][init]
-            y = np.array([v if isinstance(v, (int, float)) and v else np.nan for v in d["total"]], dtype=float)
-            ax.semilogy(d["lags"], y, label=init)
-        ax.set_title(c, fontsize=10)
+            y, _ = _cut(d["total"])
+            curves[init] = y
+            ax.semilogy(d["lags"], y, label=init, color=f"C{j}", ls=["-", "--", "-.", ":", (0, (1, 3))][j % 5],
+                        lw=2.4 - 0.35 * j)  # fmt: skip
+        # initialisations that give the same curve hide each other: say so
+        classes: list[list[str]] = []
+        for init in NAMED:
+            home = next((k for k in classes if np.allclose(curves[k[0]], curves[init], rtol=1e-9, atol=0,
+                                                           equal_nan=True)), None)  # fmt: skip
+            if home is None:
+                classes.append([init])
+            else:
+                home.append(init)
+        same = "; ".join(" = ".join(k) for k in classes if len(k) > 1)
+        title = c if not same else c + "\n" + "\n".join(textwrap.wrap(f"(same curve: {same})", 48))
+        ax.set_title(title, fontsize=9)
+        ax.yaxis.set_major_locator(LogLocator(base=1e50))
         ax.grid(True, alpha=0.3)
     for ax in axes.ravel()[len(key):]:
         ax.axis("off")
@@ -474,6 +490,7 @@ def _figures(data) -> dict:
     fig.supxlabel("lag k")
     fig.supylabel("normalised gradient norm")
     fig.suptitle("How the initialisation changes gradient flow")
+    fig.tight_layout()
     save("gradflow_inits.png", fig)
 
     H = np.array([[data["flow"][c][i]["horizon"] if data["flow"][c][i]["horizon"] is not None
