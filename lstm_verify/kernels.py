@@ -405,8 +405,7 @@ _loop_enabled = True
 _interpret = False
 _lock = threading.Lock()
 _libraries: dict[str, object] = {}
-_warned = False
-_warned_triton = False
+_warned: set[str] = set()  # the kinds of kernel ("c", "triton") already warned about
 _held: list[int] = []
 
 
@@ -695,24 +694,20 @@ def _blas():
     return _blas_pointers or None
 
 
-def _warn(reason: str) -> None:
-    global _warned
+def _warn_once(kind: str, text: str) -> None:
     with _lock:
-        if _warned:
+        if kind in _warned:
             return
-        _warned = True
-    warnings.warn(f"fused C kernels not built: {reason}; the generated torch code runs without them",
-                  KernelWarning, stacklevel=4)  # fmt: skip
+        _warned.add(kind)
+    warnings.warn(f"{text}; the generated torch code runs without them", KernelWarning, stacklevel=5)
+
+
+def _warn(reason: str) -> None:
+    _warn_once("c", f"fused C kernels not built: {reason}")
 
 
 def _warn_triton(reason: str) -> None:
-    global _warned_triton
-    with _lock:
-        if _warned_triton:
-            return
-        _warned_triton = True
-    warnings.warn(f"Triton kernels not built: {reason}; the generated torch code runs without them",
-                  KernelWarning, stacklevel=4)  # fmt: skip
+    _warn_once("triton", f"Triton kernels not built: {reason}")
 
 
 def compiler() -> str | None:

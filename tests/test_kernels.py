@@ -205,7 +205,7 @@ def test_library_is_cached_and_checked(tmp_path, monkeypatch):
 def test_without_a_compiler_a_warning_and_the_torch_ops(monkeypatch):
     cell, _, params, x = _problem(name="mgu")
     monkeypatch.setattr(kernels, "compiler", lambda: None)
-    monkeypatch.setattr(kernels, "_warned", False)
+    monkeypatch.setattr(kernels, "_warned", set())
     monkeypatch.setattr(kernels, "_libraries", {})
     with pytest.warns(kernels.KernelWarning, match="no C compiler"):
         impl = Implementation(cell, "torch")

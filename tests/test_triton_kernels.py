@@ -187,7 +187,7 @@ def test_without_triton_a_warning_and_the_torch_ops(monkeypatch):
     impl = cell.torch()
     k = kernels.Kernels(None, impl.module._C_ARITY, None, impl.module, impl.module._TRITON_SOURCE)
     monkeypatch.setitem(sys.modules, "triton", None)  # import triton raises ImportError
-    monkeypatch.setattr(kernels, "_warned_triton", False)
+    monkeypatch.setattr(kernels, "_warned", set())
     with pytest.warns(kernels.KernelWarning, match="Triton is not installed"):
         assert k._triton_table(interpret=False) is None
     with warnings.catch_warnings():
