@@ -137,6 +137,7 @@ def _in_processes(jobs, workers, threads, bar) -> dict:
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     results = {}
+    others = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads,))  # fmt: skip
     try:
@@ -152,10 +153,22 @@ def _in_processes(jobs, workers, threads, bar) -> dict:
                 bar.set_postfix_str(_label(job))
                 bar.update(job.cost)
     except BaseException:
-        processes = list((getattr(pool, "_processes", None) or {}).values())
+        manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it
         pool.shutdown(wait=False, cancel_futures=True)
-        for p in processes:  # an interrupt stops the running jobs too
-            p.terminate()
+        # an interrupt stops the running jobs too: every process started since the pool was made.
+        # The pool's manager thread replaces a worker that exits, so terminate until it has
+        # stopped (it does once its workers are gone) and no new process is left.
+        for _ in range(100):
+            mine = set(multiprocessing.active_children()) - others
+            for p in mine:
+                p.terminate()
+            for p in mine:
+                p.join(timeout=30)
+            if manager is not None:
+                manager.join(timeout=0.1)
+            alive = manager is not None and manager.is_alive()
+            if not alive and not set(multiprocessing.active_children()) - others:
+                break
         raise
     pool.shutdown()
     return results
