@@ -244,6 +244,8 @@ class _TritonPrinter(StrPrinter):
         if not (isinstance(expr, self._ALLOWED) or type(expr) in BY_SYMPY
                 or isinstance(expr, (sympy.exp, sympy.tanh, sympy.log))):  # fmt: skip
             raise _Refused(type(expr).__name__)
+        if isinstance(expr, sympy.Number) and not expr.is_finite:  # nan, oo, zoo: StrPrinter spells them
+            raise _Refused(f"constant {expr}")
         return super()._print(expr, **kwargs)
 
     def _literal(self, value) -> str:
@@ -315,8 +317,8 @@ def kernel_text(seg) -> str:
     try:
         for sym, expr in ordered:
             body.append(f"    {sym.name} = {printer.doprint(expr)}")
-    except (_Refused, RecursionError) as exc:
-        raise Unfusable(f"no Triton kernel for {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the printer refuses stays in torch
+        raise Unfusable(f"no Triton kernel for {type(exc).__name__}: {exc}") from None
     for k, name in enumerate(seg.outputs):
         body.append(f"    tl.store(o{k} + b * q{k} + j, tl.broadcast_to({local[name].name}, (BB, BN)), mask=m)")
     return "\n".join(["@triton.jit", f"def lvt{seg.index}({', '.join(args)}, BB: tl.constexpr, BN: tl.constexpr):",

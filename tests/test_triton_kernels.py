@@ -203,3 +203,13 @@ def test_tensors_on_another_device_run_the_torch_ops():
     meta = [torch.empty(3, 4, device="meta")]
     assert impl.module._KERNELS.table(meta) is None
     assert impl.module._KERNELS.table([torch.empty(3, 4), torch.empty(3, 4, dtype=torch.float64)]) is None
+
+
+@pytest.mark.parametrize("expr", ["x*zoo", "x + nan", "x + oo", "x**(1/3)", "Abs(x)", "Max(x, 1)", "floor(x)"])
+def test_what_the_printer_cannot_compute_stays_in_torch(expr):
+    import sympy
+
+    seg = kernels.Segment(0, (("y", sympy.sympify(expr, locals={"x": sympy.Symbol("x")})),), (("x", False),),
+                          ("y",), None)  # fmt: skip
+    with pytest.raises(kernels.Unfusable, match="no Triton kernel"):
+        triton_kernels.kernel_text(seg)
