@@ -79,6 +79,8 @@ def test_a_failing_job_raises_and_stops_the_workers():
 
 def test_an_interrupt_stops_the_workers():
     work = [jobs.Job(("sleep", k), "time:sleep", (30,)) for k in range(4)]
+    # pytest-xdist's workers ignore SIGINT: this test wants Python's own handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # a signal wakes the waiting parent
     timer.start()
     try:
@@ -86,6 +88,7 @@ def test_an_interrupt_stops_the_workers():
             jobs.run(work, workers=2, progress=False)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, before)
     for p in multiprocessing.active_children():
         p.join(timeout=10)
     assert not multiprocessing.active_children()
@@ -95,8 +98,10 @@ def test_an_interrupt_stops_the_workers():
 def test_interrupting_the_report_writes_nothing(tmp_path):
     out = tmp_path / "report"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # SIGINT as a terminal sends it (pytest-xdist's workers ignore it, and so would their children)
     proc = subprocess.Popen([sys.executable, "-m", "lstm_verify.cli", "report", "--quick", "-j", "2", "-o", str(out)],
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     seen = ""
     for line in iter(lambda: proc.stderr.read(64), ""):  # the progress bar is on: the jobs have started
         seen += line
