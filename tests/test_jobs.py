@@ -100,9 +100,9 @@ def test_interrupting_the_report_writes_nothing(tmp_path):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # SIGINT as a terminal sends it: pytest-xdist's workers ignore it, and so would their children,
     # so the child installs Python's handler before running the command (no preexec_fn: no fork)
-    argv = ["lstm-verify", "report", "--quick", "-j", "2", "-o", str(out)]
-    run = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-           f"sys.argv = {argv!r}; runpy.run_module('lstm_verify.cli', run_name='__main__')")  # fmt: skip
+    argv = ["report", "--quick", "-j", "2", "-o", str(out)]
+    run = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           f"from lstm_verify.cli import main; sys.exit(main({argv!r}))")  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-c", run], stderr=subprocess.PIPE, text=True, env=env)
     seen = ""
     for line in iter(lambda: proc.stderr.read(64), ""):  # the progress bar is on: the jobs have started
