@@ -110,7 +110,7 @@ def run(jobs: list[Job], workers: int | None = None, scheduler: str | None = Non
 
     if workers is None:
         workers = max(1, cores() // threads)
-    bar = tqdm(total=round(sum(j.cost for j in jobs), 3), desc=desc, unit="cost", disable=not progress,
+    bar = tqdm(total=sum(_units(j) for j in jobs), desc=desc, unit="cost", disable=not progress,
                file=sys.stderr, bar_format="{l_bar}{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")  # fmt: skip
     results = {}
     try:
@@ -120,12 +120,18 @@ def run(jobs: list[Job], workers: int | None = None, scheduler: str | None = Non
             for job in jobs:
                 bar.set_postfix_str(_label(job))
                 results[job.key] = execute(job.function, job.args, threads)
-                bar.update(job.cost)
+                bar.update(_units(job))
         else:
             results = _in_processes(jobs, workers, threads, bar)
     finally:
         bar.close()
     return results
+
+
+def _units(job: Job) -> int:
+    """A job's cost in whole thousandths: the bar's steps add up to its total exactly (float costs
+    summed in another order overshoot it, and tqdm warns)."""
+    return max(1, round(job.cost * 1000))
 
 
 def _label(job: Job) -> str:
@@ -151,7 +157,7 @@ def _in_processes(jobs, workers, threads, bar) -> dict:
                 job = futures[f]
                 results[job.key] = f.result()
                 bar.set_postfix_str(_label(job))
-                bar.update(job.cost)
+                bar.update(_units(job))
     except BaseException:
         manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it
         pool.shutdown(wait=False, cancel_futures=True)
@@ -189,7 +195,7 @@ def _on_dask(jobs, scheduler, threads, bar) -> dict:
                 job = futures[f]
                 results[job.key] = f.result()
                 bar.set_postfix_str(_label(job))
-                bar.update(job.cost)
+                bar.update(_units(job))
         except BaseException:
             client.cancel(list(futures))
             raise
