@@ -755,3 +755,30 @@ def structured_matrix(ir: CellIR, terms, values, sym, sizes, out_dim, in_dim):
                 prod = prod * factor(t.weights[k], sp[k], sp[k + 1])
         total += prod
     return total
+
+
+def notation(ir: CellIR, texts) -> list[str]:
+    """Definitions of the names in ``texts`` that the spec did not write but its equations
+    imply: an affine map ``lin(...)``'s value (``lin_h = W_h_x·x + W_h_h·h + b_h``), an
+    argument of one that is not a plain vector (``z_h_in = tanh(h)``), a reduction's value
+    (``mean_i = mean(ix)``); and of the names those definitions use, in the IR's order."""
+    import re
+
+    written = {eq.lhs for eq in ir.spec.equations}
+    defs = {}
+    for n in ir.nodes:
+        if isinstance(n, Affine):
+            terms = [f"{w}·{display(a)}" for w, a in n.terms] + ([n.bias] if n.bias else [])
+            defs[n.name] = " + ".join(terms)
+        elif isinstance(n, Reduce):
+            defs[n.name] = f"{n.op}({', '.join(display(a) for a in n.args)})"
+        elif n.name not in written:
+            defs[n.name] = _plain(n.expr)
+    words = lambda text: set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))  # noqa: E731
+    wanted = set().union(*(words(t) for t in texts)) & set(defs)
+    while True:
+        more = set().union(*(words(defs[k]) for k in wanted)) & set(defs)
+        if more <= wanted:
+            break
+        wanted |= more
+    return [f"{display(k)} = {defs[k]}" for k in defs if k in wanted]

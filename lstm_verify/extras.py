@@ -17,6 +17,7 @@ EXTRAS = {
     "torch": ("torch", "torch"),
     "matplotlib": ("matplotlib", "report"),
     "threadpoolctl": ("threadpoolctl", "report"),
+    "scipy": ("scipy", "report"),
     "distributed": ("distributed", "dask"),
     "triton": ("triton", "triton"),
     # built-in framework subjects (lstm_verify.frameworks)

@@ -34,6 +34,9 @@ from .extras import require
 from .inits import NAMED
 from .report_folder import Target, install
 from .report_folder import prepare as _prepare_folder
+from .spec import display
+from . import studies
+from .studies import GREFF_FINDINGS, VANILLA
 
 
 @dataclass
@@ -52,6 +55,16 @@ class Settings:
     seeds: int = 3
     max_steps: int = 2000
     trained_T: int = 100  # lag of the before/after-training comparison
+    # Greff's question: the vanilla LSTM, its eight variants and lstm, one initialisation, one lag a task
+    greff_cells: tuple = (VANILLA, *GREFF_FINDINGS, "lstm")
+    greff_init: str = "forget_bias_1"
+    greff_T: dict = field(default_factory=lambda: {"adding": 100, "order": 50})
+    greff_seeds: int = 5
+    # Hochreiter's lags: (cell, init) at the lags of the 1997 paper
+    long_cells: tuple = (("lstm", "chrono"), ("lstm", "forget_bias_1"), ("gru", "torch_default"))
+    long_T: dict = field(default_factory=lambda: {"adding": [500, 1000], "order": [100, 200]})
+    long_seeds: int = 3
+    long_max_steps: int = 1200
 
     @classmethod
     def make(cls, cells=None, quick=False):
@@ -61,6 +74,10 @@ class Settings:
             s.learn_T = {"adding": [10, 30], "order": [10, 30]}
             s.learn_cells = (("rnn_tanh", "torch_default"), ("lstm", "forget_bias_1"), ("gru", "torch_default"))
             s.seeds, s.max_steps, s.trained_T = 1, 600, 30
+            s.greff_T, s.greff_seeds = {"adding": 30, "order": 30}, 1
+            s.long_T = {}  # the full report's
+        # Greff's comparison needs the vanilla cell; it covers the variants the report covers
+        s.greff_cells = tuple(c for c in s.greff_cells if c in s.cells) if VANILLA in s.cells else ()
         return s
 
 
@@ -87,8 +104,9 @@ def _r(x, digits=4):
 
 def require_extras() -> None:
     """The report trains cells (torch), draws plots (matplotlib) and limits its jobs' threads
-    (threadpoolctl): all come with the ``report`` extra; a missing one is a MissingExtraError before anything is computed."""
-    for module in ("torch", "matplotlib", "threadpoolctl"):
+    (threadpoolctl), and tests its comparisons (SciPy): all come with the ``report`` extra; a missing one is a
+    MissingExtraError before anything is computed."""
+    for module in ("torch", "matplotlib", "threadpoolctl", "scipy"):
         require(module, "lstm-verify report", extra="report")
 
 
@@ -103,14 +121,15 @@ def build(st: Settings, progress=True, workers=None, scheduler=None) -> dict:
     start = time.perf_counter()
     data: dict = {"settings": {k: v for k, v in st.__dict__.items()}, "flow": {}, "spectra": {},
                   "saturation": {}, "closed_forms": {}, "exact": {}, "learning": [], "trained": {},
-                  "attention": {}, "bounds": {}, "theorems": {}}  # fmt: skip
+                  "attention": {}, "bounds": {}, "theorems": {}, "notation": {}, "greff": [], "long_lag": []}  # fmt: skip
     data["settings"]["learn_cells"] = [list(x) for x in st.learn_cells]
     results = jb.run(report_jobs(st), workers=workers, scheduler=scheduler, progress=progress, desc="report")
     for name in st.cells:
         for section, value in results[("cell", name)].items():
             data[section][name] = value
     data["exact"] = {k: v for part in EXACT_PARTS for k, v in results[("exact", part)].items()}
-    data["learning"] = [results[("learn", *job)] for job in _learn_jobs(st)]
+    for experiment, runs in _runs(st).items():
+        data[experiment] = [results[("learn", *run)] for run in runs]
     data["trained"] = {name: results[("trained", name)] for name, _ in _trained_cells(st)}
     data["seconds"] = round(time.perf_counter() - start, 1)
     return data
@@ -119,9 +138,18 @@ def build(st: Settings, progress=True, workers=None, scheduler=None) -> dict:
 EXACT_PARTS = ("rnn_tanh_bound", "lstm_carousel", "carousel", "bound_sweep")
 
 
-def _learn_jobs(st: Settings) -> list[tuple]:
-    return [(c, i, task, T, seed) for c, i in st.learn_cells for task, Ts in st.learn_T.items()
-            for T in Ts for seed in range(st.seeds)]  # fmt: skip
+def _runs(st: Settings) -> dict[str, list[tuple]]:
+    """The training runs of each experiment: (cell, init, task, T, seed, budget). ``learning``:
+    success against lag for a few cells; ``greff``: Greff's variants at one lag a task;
+    ``long_lag``: Hochreiter's lags."""
+    return {
+        "learning": [(c, i, task, T, seed, st.max_steps) for c, i in st.learn_cells for task, Ts in st.learn_T.items()
+                     for T in Ts for seed in range(st.seeds)],
+        "greff": [(c, st.greff_init, task, T, seed, st.max_steps) for c in st.greff_cells
+                  for task, T in st.greff_T.items() for seed in range(st.greff_seeds)],
+        "long_lag": [(c, i, task, T, seed, st.long_max_steps) for c, i in st.long_cells
+                     for task, Ts in st.long_T.items() for T in Ts for seed in range(st.long_seeds)],
+    }  # fmt: skip
 
 
 def _trained_cells(st: Settings) -> list[tuple]:
@@ -140,8 +168,9 @@ def report_jobs(st: Settings) -> list:
     here = __name__
     out = [Job(("cell", name), f"{here}:cell_results", (name, st), 1 + st.lags / 200) for name in st.cells]
     out += [Job(("exact", part), f"{here}:exact_part", (part, st), 2 + st.lags / 200) for part in EXACT_PARTS]
-    out += [Job(("learn", *job), f"{here}:learn_result", (*job, st), 0.2 + job[3] * st.max_steps * 5e-5)
-            for job in _learn_jobs(st)]  # fmt: skip
+    runs = dict.fromkeys(run for runs in _runs(st).values() for run in runs)  # a run two experiments share runs once
+    out += [Job(("learn", *run), f"{here}:learn_result", (*run, st.hidden), 0.2 + run[3] * run[5] * 5e-5)
+            for run in runs]  # fmt: skip
     out += [Job(("trained", name), f"{here}:trained_result", (name, init, st), 1 + st.trained_T * st.max_steps * 5e-5)
             for name, init in _trained_cells(st)]  # fmt: skip
     return out
@@ -188,13 +217,19 @@ def cell_results(name: str, st: Settings) -> dict:
         {"of": of, "wrt": wrt + (" (the other vectors held fixed)" if local else ""), "text": text, "latex": latex}
         for local, of, wrt, text, latex in shown_blocks(cell.ir)
     ]
+    from .derive import notation
+
+    # the names these texts use that the spec implies but does not write (lin_h, z_h_in), defined
+    out["notation"] = notation(cell.ir, [b["text"] for b in out["closed_forms"]] + out["theorems"] + [
+        f"{f['d']}" for f in out["bounds"].get("closed_forms", {}).values()])
     return out
 
 
-def learn_result(c: str, init: str, task: str, T: int, seed: int, st: Settings) -> dict:
+def learn_result(c: str, init: str, task: str, T: int, seed: int, budget: int, hidden: int) -> dict:
+    """One training run (:func:`.tasks.train`) with at most ``budget`` updates."""
     from .tasks import train
 
-    return train(load(c), task, T, seed, init, hidden=st.hidden, max_steps=st.max_steps).as_dict()
+    return train(load(c), task, T, seed, init, hidden=hidden, max_steps=budget).as_dict() | {"budget": budget}
 
 
 def _attention(cell, p, x, s) -> dict:
@@ -401,6 +436,11 @@ def colour(cell: str, cells=()) -> str:
     raise AssertionError(cell)  # pragma: no cover - families() places every cell
 
 
+def _ordered(data) -> list[str]:
+    """The report's cells by family, in every figure and table."""
+    return [c for _, members in families(list(data["flow"])) for c in members]
+
+
 def _cut(values) -> tuple[np.ndarray, int | None]:
     """A curve's values as floats (None as gaps), cut from the first that leaves float64's normal
     range (below 2.2e-308, where precision is lost, down to 0); and the index of that cut, or None."""
@@ -427,7 +467,7 @@ def _figures(data) -> dict:
     import matplotlib.pyplot as plt
 
     figs = {}
-    cells = list(data["flow"])
+    cells = _ordered(data)
 
     def save(name, fig):
         buf = io.BytesIO()
@@ -493,21 +533,29 @@ def _figures(data) -> dict:
     fig.tight_layout()
     save("gradflow_inits.png", fig)
 
+    rows = [c for _, members in grouped for c in members]  # by family
     H = np.array([[data["flow"][c][i]["horizon"] if data["flow"][c][i]["horizon"] is not None
-                   else np.nan for i in NAMED] for c in cells], dtype=float)  # fmt: skip
+                   else np.nan for i in NAMED] for c in rows], dtype=float)  # fmt: skip
     K = data["settings"]["lags"]
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(cells) + 1.5))
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.5))
     shade = np.log10(np.nan_to_num(H, nan=K) + 1)
     im = ax.imshow(shade, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(NAMED)), NAMED, rotation=20)
-    ax.set_yticks(range(len(cells)), cells, fontsize=8)
-    for r in range(len(cells)):
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    start = 0
+    for fam, members in grouped:  # a line between families, each named at its right
+        if start:
+            ax.axhline(start - 0.5, color="white", lw=2)
+        ax.annotate(fam, (len(NAMED) - 0.4, start + (len(members) - 1) / 2), fontsize=8, va="center",
+                    annotation_clip=False)  # fmt: skip
+        start += len(members)
+    for r in range(len(rows)):
         for c in range(len(NAMED)):
             v = H[r, c]
             ax.text(c, r, f">{K}" if np.isnan(v) else f"{int(v)}", ha="center", va="center", fontsize=7,
                     color="black" if im.norm(shade[r, c]) > 0.6 else "white")  # fmt: skip
     ax.set_title(f"Memory horizon: first lag with gradient < {data['settings']['threshold']:g} of lag 0")
-    fig.colorbar(im, ax=ax, label="log10(horizon + 1)")
+    fig.colorbar(im, ax=ax, label="log10(horizon + 1)", pad=0.25)
     save("horizon.png", fig)
 
     fig, axes = _family_panels(plt, len(grouped))
@@ -540,21 +588,22 @@ def _figures(data) -> dict:
     a2.legend(fontsize=8, loc="lower right")
     save("spectra_steps.png", fig)
 
-    learning = data["learning"]
+    learning = data["learning"] + data.get("long_lag", [])
     if learning:
         tasks = sorted({r["task"] for r in learning})
         fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.2), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             runs = [r for r in learning if r["task"] == task]
             for j, (c, init) in enumerate(sorted({(r["cell"], r["init"]) for r in runs})):
-                Ts = sorted({r["T"] for r in runs})
+                Ts = sorted({r["T"] for r in runs if (r["cell"], r["init"]) == (c, init)})
                 rate = [np.mean([r["solved"] for r in runs if r["cell"] == c and r["init"] == init and r["T"] == T])
                         for T in Ts]  # fmt: skip
                 # lines that coincide stay visible by their markers' sizes, not by moved values
                 ax.semilogx(Ts, rate, marker="osD^v"[j % 5], ms=11 - 2 * (j % 4), fillstyle="none",
                             ls=["-", "--", "-.", ":"][j % 4], label=f"{c} ({init})", alpha=0.85)  # fmt: skip
-                ax.set_xticks(Ts, [str(T) for T in Ts])
-                ax.minorticks_off()
+            every = sorted({r["T"] for r in runs})
+            ax.set_xticks(every, [str(T) for T in every])
+            ax.minorticks_off()
             ax.set_ylim(-0.05, 1.05)
             ax.set_xlabel("lag T (sequence length)")
             ax.set_ylabel("fraction of seeds solved")
@@ -562,6 +611,35 @@ def _figures(data) -> dict:
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
         save("learning.png", fig)
+
+    greff = data.get("greff", [])
+    if greff:
+        tasks = sorted({r["task"] for r in greff})
+        order = [c for c in data["settings"]["greff_cells"]]
+        fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 0.42 * len(order) + 1.6), sharey=True,
+                                 squeeze=False, layout="constrained")  # fmt: skip
+        y = np.arange(len(order))
+        for ax, task in zip(axes[0], tasks):
+            for j, c in enumerate(order):
+                rs = [r for r in greff if r["cell"] == c and r["task"] == task]
+                k = sum(r["solved"] for r in rs)
+                lo, hi = studies.wilson(k, len(rs))
+                ax.errorbar(k / len(rs), j, xerr=[[k / len(rs) - lo], [hi - k / len(rs)]], fmt="o", capsize=3,
+                            color=colour(c, order + cells))  # fmt: skip
+                ax.annotate(f"{k}/{len(rs)}", (1.04, j), va="center", fontsize=8, annotation_clip=False)
+            base = [r for r in greff if r["cell"] == VANILLA and r["task"] == task]
+            if base:
+                ax.axvline(np.mean([r["solved"] for r in base]), color="grey", ls=":", lw=1,
+                           label=f"{VANILLA} (vanilla)")  # fmt: skip
+                ax.legend(fontsize=8, loc="best")
+            ax.set_xlim(-0.05, 1.12)
+            ax.set_xlabel("fraction of seeds solved (95% Wilson interval)")
+            ax.set_title(f"{task}, T = {rs[0]['T'] if rs else '?'}")
+            ax.grid(True, axis="x", alpha=0.3)
+        axes[0][0].set_yticks(y, order, fontsize=8)
+        axes[0][0].invert_yaxis()
+        fig.suptitle(f"Greff's variants against the vanilla LSTM ({data['settings']['greff_init']})")
+        save("greff.png", fig)
 
     trained = data["trained"]
     if trained:
@@ -621,14 +699,15 @@ def _figures(data) -> dict:
 
 
 def _tables(data) -> list:
-    """(title, header, rows) for every table in the report."""
-    cells = list(data["flow"])
+    """(where, title, header, rows) for every table in the report: ``where`` is the figure it
+    follows, or the key of the section (SECTIONS) it ends."""
+    cells = _ordered(data)
     K = data["settings"]["lags"]
     t = []
-    t.append(("Memory horizon and decay per step, by initialisation", ["cell"] + [f"{i}: horizon / decay" for i in NAMED],
+    t.append(("horizon.png", "Memory horizon and decay per step, by initialisation", ["cell"] + [f"{i}: horizon / decay" for i in NAMED],
               [[c] + [f"{d['horizon'] if d['horizon'] is not None else '>' + str(K)} / {d['decay']}"
                       for d in (data['flow'][c][i] for i in NAMED)] for c in cells]))  # fmt: skip
-    t.append(("Jacobian singular values (torch default)", ["cell", "per-step max sigma (min / median / max)",
+    t.append(("spectra_steps.png", "Jacobian singular values (torch default)", ["cell", "per-step max sigma (min / median / max)",
               "accumulated sigma_max at lag 10", "at lag 100"],
               [[c, "{min} / {median} / {max}".format(**data["spectra"][c]["step_top"]),
                 data["spectra"][c]["accumulated_top"].get("10"), data["spectra"][c]["accumulated_top"].get("100")]
@@ -638,28 +717,28 @@ def _tables(data) -> list:
         parts = []
         for g, v in data["saturation"][c].items():
             if v["kind"] == "tanh":
-                parts.append(f"{g}: |.|>0.95 {v['saturated']:.0%}")
+                parts.append(f"{display(g)}: |.|>0.95 {v['saturated']:.0%}")
             else:
-                parts.append(f"{g}: <0.05 {v['below']:.0%}, >0.95 {v['above']:.0%}, mean {v['mean']:.2f}")
+                parts.append(f"{display(g)}: <0.05 {v['below']:.0%}, >0.95 {v['above']:.0%}, mean {v['mean']:.2f}")
         sat_rows.append([c, "; ".join(parts) or "-"])
-    t.append(("Gate saturation at initialisation (fraction of unit-steps)", ["cell", "gates"], sat_rows))
+    t.append(("jacobian", "Gate saturation at initialisation (fraction of unit-steps)", ["cell", "gates"], sat_rows))
     compared = [c for c in ("lstm", "layernorm_lstm", "rmsnorm_lstm", "attention_decoder") if c in cells]
     if len(compared) > 1 and "lstm" in compared:
         def hz(c, i):
             h = data["flow"][c][i]["horizon"]
             return h if h is not None else f">{K}"
 
-        t.append(("Normalisation and attention against the LSTM: memory horizon by initialisation",
+        t.append(("reach", "Normalisation and attention against the LSTM: memory horizon by initialisation",
                   ["init"] + compared, [[i] + [hz(c, i) for c in compared] for i in NAMED]))  # fmt: skip
     attention = data.get("attention", {})
     if attention:
-        t.append(("Attention weights at initialisation (torch default)",
+        t.append(("jacobian", "Attention weights at initialisation (torch default)",
                   ["cell", "softmax", "members L", "mean largest weight", "entropy / log L"],
                   [[c, k, v["members"], v["mean_max_weight"], v["entropy_over_log_L"]]
                    for c, d in attention.items() for k, v in d.items()]))  # fmt: skip
     bounds = data.get("bounds", {})
     if bounds:
-        t.append(("Per-step gradient bound at initialisation (torch default, the sizes of lstm-verify check, |x| <= 1, "
+        t.append(("exact", "Per-step gradient bound at initialisation (torch default, the sizes of lstm-verify check, |x| <= 1, "
                   "states in the spec's ranges)", ["cell", "bound on ||ds'/ds||", "measured", "measured / bound",
                   "bound at lag 10", "measured", "measured / bound", "along the carousel alone, at least",
                   "self path in closed form (bias ranges, infinity norms, X = 1)",
@@ -672,7 +751,7 @@ def _tables(data) -> list:
                    [_r(b["extremes"][k]["step_tightness"]) for k in ("large weights", "saturated")]
                    for c, b in bounds.items()]))  # fmt: skip
     for c, d in data["exact"].get("bound_sweep", {}).items():
-        t.append((f"{c}: per-step bound against the measured decay, torch default with the recurrent blocks scaled "
+        t.append(("bounds.png", f"{c}: per-step bound against the measured decay, torch default with the recurrent blocks scaled "
                   "to sigma_max, and the named initialisations",
                   ["weights", "sigma_max of the recurrent blocks", "bound on ||ds'/ds|| per step",
                    "vanishing guaranteed", "measured decay per step"],
@@ -681,19 +760,19 @@ def _tables(data) -> list:
                   [[r["init"], r["sigma"], f"{r['bound']:.3g}", "yes" if r["bound"] < 1 else "no", r["measured_decay"]]
                    for r in d["inits"]]))  # fmt: skip
     ex = data["exact"]
-    t.append(("rnn_tanh: measured decay against the bound (gamma sigma_max(U))^k, gamma = 1",
+    t.append(("exact", "rnn_tanh: measured decay against the bound (gamma sigma_max(U))^k, gamma = 1",
               ["U scaled by", "sigma_max(U)", "vanishing guaranteed", "measured decay", "max over k of measured / bound"],
               [[r["scale"], r["sigma_max"], r["vanishing_guaranteed"], r["measured_decay"], r["max_measured_over_bound"]]
                for r in ex["rnn_tanh_bound"]]))  # fmt: skip
-    t.append(("lstm: forget-gate product against the measured decay",
+    t.append(("forget_bias.png", "lstm: forget-gate product against the measured decay",
               ["init", "mean f", "carousel factor (geomean f)", "measured decay", "max |dc'/dc - diag(f)|"],
               [[r["init"], r["forget_gate_mean"], r["carousel_decay"], r["measured_decay"],
                 f"{r['c_block_equals_diag_f_max_error']:.1e}"] for r in ex["lstm_carousel"]]))  # fmt: skip
-    t.append(("lstm: forget bias sweep", ["added b_f", "carousel factor", "measured decay", "horizon",
+    t.append(("forget_bias.png", "lstm: forget bias sweep", ["added b_f", "carousel factor", "measured decay", "horizon",
               f"c-gradient at lag {min(K, 200)} / lag 1"],
               [[r["forget_bias"], r["carousel_decay"], r["measured_decay"],
                 r["horizon"] if r["horizon"] is not None else f">{K}", r["c_gradient_at_K"]] for r in ex["lstm_forget_bias"]]))  # fmt: skip
-    t.append(("The constant error carousel, exactly", ["cell", "zeroed", "steps", "max |dc'/dc - I| per step",
+    t.append(("exact", "The constant error carousel, exactly", ["cell", "zeroed", "steps", "max |dc'/dc - I| per step",
               "max |product - I|"],
               [[r["cell"], ", ".join(r["zeroed"]) or "-", r["steps"], f"{r['max_step_block_minus_identity']:.3g}",
                 f"{r['max_product_minus_identity']:.3g}" if "max_product_minus_identity" in r else r.get("note", "")]
@@ -709,14 +788,60 @@ def _tables(data) -> list:
                     rows.append([task, f"{c} ({init})", T, f"{sum(r['solved'] for r in rs)}/{len(rs)}",
                                  ", ".join(str(r["steps"]) for r in rs),
                                  ", ".join(f"{r['metric']:.3g}" for r in rs), f"{sum(r['seconds'] for r in rs):.0f} s"])  # fmt: skip
-        t.append(("Learning: success against lag (seeds 0..n-1)",
+        t.append(("learning.png", "Learning: success against lag (seeds 0..n-1)",
                   ["task", "cell (init)", "T", "solved", "updates per seed", "test MSE / accuracy", "wall time"], rows))
+    if data.get("long_lag"):
+        t.append(("learning.png", "Hochreiter's lags: success at lags of 100 to 1000 steps (seeds 0..n-1)",
+                  ["task", "cell (init)", "T", "solved", "95% interval", "updates per seed (budget)",
+                   "test MSE / accuracy", "wall time per run", "wall time, all seeds"],
+                  [[g["task"], f"{g['cell']} ({g['init']})", g["T"], f"{g['solved']}/{g['runs']}", _ci(g["ci"]),
+                    ", ".join(map(str, g["updates"])) + f" ({_budget(data['long_lag'])})",
+                    ", ".join(f"{m:.3g}" for m in g["metrics"]), f"{g['seconds'] / g['runs']:.0f} s",
+                    f"{g['seconds']:.0f} s"] for g in studies.summary(data["long_lag"])]))  # fmt: skip
+    if data.get("greff"):
+        t.append(("greff.png", *_greff_table(data)))
     if data["trained"]:
-        t.append(("Gradient at lag T-1 relative to lag 0, before and after training (adding, T = trained_T)",
+        t.append(("before_after.png", "Gradient at lag T-1 relative to lag 0, before and after training (adding, T = trained_T)",
                   ["cell", "solved", "at init", "after training", "decay at init", "decay after"],
                   [[c, d["solved"], d["init"]["lag_T_minus_1"], d["trained"]["lag_T_minus_1"], d["init"]["decay"],
                     d["trained"]["decay"]] for c, d in data["trained"].items()]))  # fmt: skip
     return t
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _budget(runs) -> str:
+    return "/".join(str(b) for b in sorted({r["budget"] for r in runs}))
+
+
+def _greff_table(data) -> tuple:
+    """Greff's vanilla LSTM, each variant against it, and lstm: per task the success rate, its
+    interval, the median updates until solved and the tests' p-values; the verdict."""
+    runs = data["greff"]
+    budget = max(r["budget"] for r in runs)
+    tasks = sorted({r["task"] for r in runs})
+    lag = {r["task"]: r["T"] for r in runs}
+    verdicts = {v["cell"]: v for v in studies.greff(runs, budget)}
+    header = ["cell", "change", "Greff et al. 2015"]
+    for task in tasks:
+        header += [f"{task}, T = {lag[task]}: solved", "95% interval", "median updates", "p: success / updates"]
+    header.append("verdict")
+    rows = []
+    for c in data["settings"]["greff_cells"]:
+        change, found = ("vanilla LSTM (peepholes)", "the baseline") if c == VANILLA else (
+            GREFF_FINDINGS[c][0], GREFF_FINDINGS[c][2]) if c in GREFF_FINDINGS else ("lstm: greff_np's function", "-")
+        row = [c, change, found]
+        for task in tasks:
+            mine = [r for r in runs if r["cell"] == c and r["task"] == task]
+            p = studies.compare(mine, [r for r in runs if r["cell"] == VANILLA and r["task"] == task], budget)
+            tests = "-" if c == VANILLA else f"{p['p_success']:.2g} / {p['p_updates']:.2g}"
+            row += [f"{p['solved']}/{p['runs']}", _ci(p["ci"]), f"{p['median_updates']:.0f}", tests]
+        row.append(verdicts[c]["verdict"] if c in verdicts else "-")
+        rows.append(row)
+    return (f"Greff's question: each variant against the vanilla LSTM ({data['settings']['greff_init']}, "
+            f"budget {budget} updates; an unsolved run counts as {budget + 1} updates)", header, rows)
 
 
 def _md_table(title, header, rows):
@@ -744,19 +869,19 @@ def _html_table(title, header, rows):
     return f"<h3 id='{_anchor(title)}'>{_inline(title)}</h3>\n<table><tr>{h}</tr>{body}</table>\n"
 
 
-# each figure's heading in the report, in the report's order
+# each figure's heading in the report
 FIGURE_TITLES = {
     "gradflow.png": "Gradient norm against lag, by family",
     "gradflow_inits.png": "How the initialisation changes gradient flow",
     "horizon.png": "Memory horizon per cell and initialisation",
     "spectra.png": "Accumulated Jacobian, by family",
     "spectra_steps.png": "Per-step Jacobian",
-    "forget_bias.png": "The LSTM's forget bias",
     "bounds.png": "Gradient bounds against measurement",
+    "forget_bias.png": "The LSTM's forget bias",
+    "greff.png": "Greff's variants against the vanilla LSTM",
     "learning.png": "Learning at long lags",
     "before_after.png": "Gradient flow before and after training",
 }
-
 
 INTRO = (
     "A loss at the last step T, L = <w, output_T>, is differentiated with the generated backward with "
@@ -766,6 +891,57 @@ INTRO = (
     "below {threshold:g}; the decay is a log-linear fit per step."
 )
 
+# one section per question: (key, title, introduction, its figures in order)
+SECTIONS = (
+    ("reach", "How far back does the gradient reach?", INTRO,
+     ("gradflow.png", "gradflow_inits.png", "horizon.png")),
+    ("jacobian", "What do the one-step Jacobians do?",
+     "The largest singular value of the one-step Jacobian ds'/ds, and of the product of k of them, bound how "
+     "fast a gradient can grow or shrink over k steps; a saturated gate's derivative is near 0.",
+     ("spectra.png", "spectra_steps.png")),
+    ("exact", "What do the exact derivatives guarantee?",
+     "Bounds that follow from the closed-form Jacobians (at the end of the report), each next to what is "
+     "measured on the same weights.", ("bounds.png", "forget_bias.png")),
+    ("greff", "Which parts of the LSTM matter? (Greff et al. 2015)",
+     "Greff et al. compared the vanilla LSTM (with peepholes: lstm_peephole) with eight variants, each "
+     "changing one part, on speech, handwriting and music. Here every variant and lstm learn the adding and "
+     "temporal-order problems from the same seeds; each is compared with the vanilla cell by Fisher's exact "
+     "test on the success counts and a Mann-Whitney test on the updates until solved (level 0.05).",
+     ("greff.png",)),
+    ("lags", "How long a lag can a cell learn? (Hochreiter & Schmidhuber 1997)",
+     "The adding problem (the sum of two marked values among T; solved: test MSE < 0.01, where predicting "
+     "the mean gives 1/6) and the temporal-order problem (the order of two symbols among T distractors; "
+     "solved: accuracy >= 95%, chance 25%), with the generated torch cells and their generated backward. "
+     "Hochreiter & Schmidhuber reported the LSTM bridging lags of 100 to 1000 steps on these problems.",
+     ("learning.png", "before_after.png")),
+)  # fmt: skip
+
+
+def _sections(data, figs, tables) -> list[tuple[str, str, list]]:
+    """(title, introduction, parts) per question with anything to show; a part is ("figure",
+    name), ("table", table) or ("list", title, items), each figure followed by the tables that
+    summarise it."""
+    out = []
+    for key, title, intro, names in SECTIONS:
+        parts: list = []
+        for name in names:
+            if name in figs:
+                parts.append(("figure", name))
+                parts += [("table", t) for t in tables if t[0] == name]
+        parts += [("table", t) for t in tables if t[0] == key]
+        if key == "greff" and data.get("greff"):
+            runs = data["greff"]
+            parts.append(("list", "Each variant against Greff et al.'s finding",
+                          [v["sentence"] for v in studies.greff(runs, max(r["budget"] for r in runs))]))  # fmt: skip
+        if parts:
+            out.append((title, intro.format(**data["settings"]) if key == "reach" else intro, parts))
+    return out
+
+
+def _with_notation(c, data) -> str:
+    words = data.get("notation", {}).get(c, [])
+    return ("where " + "; ".join(words)) if words else ""
+
 
 def _render(data, command: str) -> dict:
     """Every file of the report: name -> bytes."""
@@ -773,58 +949,73 @@ def _render(data, command: str) -> dict:
     tables = _tables(data)
     st = data["settings"]
     header = f"Generated by `{command}` (lstm-verify, {data['seconds']:.0f} s{', quick' if st['quick'] else ''})."
-    intro = INTRO.format(**st)
-    md = [f"# Gradient flow in recurrent cells\n\n{header}\n\n{intro}\n"]
-    md.append("![gradient norm against lag](gradflow.png)\n\n![initialisations](gradflow_inits.png)\n\n"
-              "![memory horizon](horizon.png)\n\n![Jacobian spectra](spectra.png)\n\n"
-              "![per-step Jacobian](spectra_steps.png)\n\n"
-              "![forget bias](forget_bias.png)\n")  # fmt: skip
-    if "bounds.png" in figs:
-        md.append("![gradient bounds](bounds.png)\n")
-    if "learning.png" in figs:
-        md.append("![learning](learning.png)\n\n![before and after training](before_after.png)\n")
-    md += [_md_table(*t) for t in tables]
+    sections = _sections(data, figs, tables)
+    md = [f"# Gradient flow in recurrent cells\n\n{header}\n"]
+    for title, intro, parts in sections:
+        md.append(f"## {title}\n\n{intro}\n")
+        for part in parts:
+            if part[0] == "figure":
+                md.append(f"![{FIGURE_TITLES.get(part[1], part[1])}]({part[1]})\n")
+            elif part[0] == "table":
+                md.append(_md_table(*part[1][1:]))
+            else:
+                md.append(f"### {part[1]}\n\n" + "\n".join(f"- {x}" for x in part[2]) + "\n")
     if data.get("theorems"):
         md.append("## Gradient bounds for all weights\n")
         for c, lines in data["theorems"].items():
-            md.append(f"**{c}**\n\n```\n" + "\n".join(lines) + "\n```\n")
+            md.append(f"**{c}**\n\n```\n" + "\n".join(lines + ([_with_notation(c, data)] if _with_notation(c, data)
+                                                              else [])) + "\n```\n")  # fmt: skip
     md.append("## Closed-form one-step Jacobians\n")
     for c, blocks in data["closed_forms"].items():
-        md.append(f"**{c}**\n\n```\n" + "\n".join(f"d{b['of']}/d{b['wrt']} = {b['text']}" for b in blocks) + "\n```\n")
+        lines = [f"d{b['of']}/d{b['wrt']} = {b['text']}" for b in blocks]
+        md.append(f"**{c}**\n\n```\n" + "\n".join(lines + ([_with_notation(c, data)] if _with_notation(c, data)
+                                                          else [])) + "\n```\n")  # fmt: skip
     out = {"report.md": "\n".join(md).encode("utf-8")}
     out.update(figs)
     out["data.json"] = json.dumps(data, indent=1, default=str).encode("utf-8")
-    sections: list[tuple[str, str, list[str]]] = []  # (anchor, title, the titles of its parts)
+    contents: list[tuple[str, str, list[str]]] = []  # (anchor, title, the titles of its parts)
 
     def section(title, parts=()):
-        sections.append((_anchor(title), title, list(parts)))
+        contents.append((_anchor(title), title, list(parts)))
         return f"<h2 id='{_anchor(title)}'>{html.escape(title)}</h2>"
 
-    order = [n for n in FIGURE_TITLES if n in figs] + sorted(n for n in figs if n not in FIGURE_TITLES)
-    body = [section("Figures", [FIGURE_TITLES.get(n, n) for n in order])]
-    for n in order:
-        title = FIGURE_TITLES.get(n, n)
-        body.append(f"<figure><h3 id='{_anchor(title)}'>{html.escape(title)}</h3>"
-                     f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(figs[n]).decode()}">'
-                     "</figure>")  # fmt: skip
-    body.append(section("Tables", [t[0] for t in tables]))
-    body += [_html_table(*t) for t in tables]
+    def part_title(part):
+        return FIGURE_TITLES.get(part[1], part[1]) if part[0] == "figure" else part[1][1] if part[0] == "table" \
+            else part[1]
+
+    body = []
+    for title, intro, parts in sections:
+        body.append(section(title, [part_title(p) for p in parts]) + f"<p>{_inline(intro)}</p>")
+        for part in parts:
+            name = part_title(part)
+            if part[0] == "figure":
+                body.append(f"<figure><h3 id='{_anchor(name)}'>{html.escape(name)}</h3>"
+                            f'<img alt="{html.escape(name)}" src="data:image/png;base64,'
+                            f'{base64.b64encode(figs[part[1]]).decode()}"></figure>')  # fmt: skip
+            elif part[0] == "table":
+                body.append(_html_table(*part[1][1:]))
+            else:
+                body.append(f"<h3 id='{_anchor(name)}'>{html.escape(name)}</h3><ul>"
+                            + "".join(f"<li>{_inline(x)}</li>" for x in part[2]) + "</ul>")  # fmt: skip
     if data.get("theorems"):
         body.append(section("Gradient bounds for all weights"))
         for c, lines in data["theorems"].items():
+            where = _with_notation(c, data)
             body.append(f"<details><summary>{html.escape(c)}</summary><pre>{html.escape(chr(10).join(lines))}</pre>"
-                        "</details>")  # fmt: skip
+                        + (f"<p>{html.escape(where)}</p>" if where else "") + "</details>")  # fmt: skip
     body.append(section("Closed-form one-step Jacobians"))
     for c, blocks in data["closed_forms"].items():
         rows = "".join(f"<tr><td>d{html.escape(b['of'])}/d{html.escape(b['wrt'])}</td><td><code>{html.escape(b['text'])}"
                        f"</code></td><td><details><summary>LaTeX</summary><code>{html.escape(b['latex'])}</code>"
                        "</details></td></tr>" for b in blocks)  # fmt: skip
+        where = _with_notation(c, data)
         body.append(f"<details><summary>{html.escape(c)}</summary><table><tr><th>block</th><th>plain</th>"
-                    f"<th>LaTeX</th></tr>{rows}</table></details>")  # fmt: skip
+                    f"<th>LaTeX</th></tr>{rows}</table>" + (f"<p>{html.escape(where)}</p>" if where else "")
+                    + "</details>")  # fmt: skip
     toc = "".join(f"<li><a href='#{a}'>{html.escape(t)}</a>"
                   + ("<ul>" + "".join(f"<li><a href='#{_anchor(p)}'>{_inline(p)}</a></li>" for p in parts) + "</ul>"
-                     if parts else "") + "</li>" for a, t, parts in sections)  # fmt: skip
-    head = (f"<h1>Gradient flow in recurrent cells</h1><p>{_inline(header)}</p><p>{_inline(intro)}</p>"
+                     if parts else "") + "</li>" for a, t, parts in contents)  # fmt: skip
+    head = (f"<h1>Gradient flow in recurrent cells</h1><p>{_inline(header)}</p>"
             f"<nav><h2>Contents</h2><ul>{toc}</ul></nav>")  # fmt: skip
     style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}img{max-width:100%}"
              "table{border-collapse:collapse;margin:1em 0;font-size:90%}td,th{border:1px solid #ccc;"

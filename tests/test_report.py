@@ -446,3 +446,160 @@ def _html_is_navigable(page):
 def test_the_html_escapes_and_marks_code():
     assert rp._inline("run `a<b` and `c`") == "run <code>a&lt;b</code> and <code>c</code>"
     assert rp._inline("one ` alone") == "one ` alone"
+
+
+# ------------------------------------------------ Greff's and Hochreiter's questions
+
+from lstm_verify import studies  # noqa: E402
+
+
+def test_wilson_interval_matches_its_closed_form():
+    z = 1.959963984540054
+    for k, n in ((0, 5), (5, 5), (3, 5), (7, 20)):
+        p = k / n
+        mid, half = (p + z * z / (2 * n)), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        lo, hi = studies.wilson(k, n)
+        assert lo == pytest.approx((mid - half) / (1 + z * z / n), abs=1e-9)
+        assert hi == pytest.approx((mid + half) / (1 + z * z / n), abs=1e-9)
+
+
+def _runs(cell, task, solved, steps, budget=100):
+    return [{"cell": cell, "task": task, "T": 5, "init": "forget_bias_1", "solved": s, "steps": n if s else budget,
+             "metric": 0.0, "seconds": 1.0, "budget": budget} for s, n in zip(solved, steps)]  # fmt: skip
+
+
+def test_a_variant_is_compared_by_success_and_by_updates():
+    vanilla = _runs("lstm_peephole", "adding", [True] * 5, [10, 20, 30, 40, 50])
+    never = studies.compare(_runs("v", "adding", [False] * 5, [0] * 5), vanilla, 100)
+    assert never["solved"] == 0 and never["p_success"] == pytest.approx(2 / 252) and never["effect"] == "worse"
+    slower = studies.compare(_runs("v", "adding", [True] * 5, [60, 70, 80, 90, 99]), vanilla, 100)
+    assert slower["p_success"] == 1 and slower["p_updates"] < 0.05 and slower["effect"] == "worse"
+    assert slower["median_updates"] == 80
+    same = studies.compare(_runs("v", "adding", [True] * 5, [10, 20, 30, 40, 50]), vanilla, 100)
+    assert same["effect"] == "none" and same["p_updates"] == 1
+    # 5/5 against 2/5 is not separated by 5 seeds (p = 1/6), and an unsolved run is slower than any solved
+    fewer = studies.compare(vanilla, _runs("v", "adding", [True, True, False, False, False], [1] * 5), 100)
+    assert fewer["p_success"] == pytest.approx(1 / 6) and fewer["p_updates"] > 0.05 and fewer["effect"] == "none"
+    faster = studies.compare(_runs("v", "adding", [True] * 5, [1, 2, 3, 4, 5]), vanilla, 100)
+    assert faster["p_updates"] == pytest.approx(2 / 252) and faster["effect"] == "better"
+
+
+def test_each_verdict_follows_from_greffs_finding_and_the_tests():
+    vanilla = _runs("lstm_peephole", "adding", [True] * 5, [10, 20, 30, 40, 50])
+    runs = vanilla + _runs("greff_nfg", "adding", [False] * 5, [0] * 5)  # found harmful, worse here
+    runs += _runs("greff_np", "adding", [False] * 5, [0] * 5)  # found harmless, worse here
+    runs += _runs("greff_nig", "adding", [True] * 5, [10, 20, 30, 40, 50])  # found harmful, the same here
+    runs += _runs("greff_cifg", "adding", [True] * 5, [10, 20, 30, 40, 51])  # found harmless, the same here
+    runs += _runs("greff_nog", "adding", [True] * 5, [1, 2, 3, 4, 5])  # found harmful, faster here
+    got = {v["cell"]: v for v in studies.greff(runs, 100)}
+    assert {c: v["verdict"] for c, v in got.items()} == {
+        "greff_nfg": "agree", "greff_np": "disagree", "greff_nig": "cannot separate here", "greff_cifg": "agree",
+        "greff_nog": "disagree"}  # fmt: skip
+    assert got["greff_nfg"]["sentence"].startswith("greff_nfg (no forget gate): Greff et al.: significantly worse")
+    assert "adding: 0/5 solved against 5/5 for lstm_peephole, worse (Fisher p = 0.0079)" in got["greff_nfg"]["sentence"]
+    assert got["greff_nog"]["sentence"].endswith("Disagree.")
+
+
+def test_settings_choose_the_runs_of_each_question():
+    full = rp.Settings.make()
+    assert full.greff_cells == ("lstm_peephole", *studies.GREFF_FINDINGS, "lstm") and full.greff_seeds >= 5
+    assert full.long_T["adding"] == [500, 1000] and max(full.long_T["order"]) >= 100
+    assert {c for c, _ in full.long_cells} == {"lstm", "gru"} and {i for c, i in full.long_cells if c == "lstm"} == {
+        "chrono", "forget_bias_1"}  # fmt: skip
+    assert rp.Settings.make(["lstm", "greff_nfg"]).greff_cells == ()  # no vanilla cell, nothing to compare with
+    assert rp.Settings.make(["lstm_peephole", "greff_nfg", "gru"]).greff_cells == ("lstm_peephole", "greff_nfg")
+    assert rp.Settings.make(quick=True).long_T == {}
+    runs = rp._runs(full)
+    assert len(runs["greff"]) == 10 * 2 * full.greff_seeds and len(runs["long_lag"]) == 3 * 4 * full.long_seeds
+    jobs = [j for j in rp.report_jobs(full) if j.key[0] == "learn"]
+    shared = set(runs["learning"]) & set(runs["greff"])  # lstm (forget_bias_1) on the adding problem at T = 100
+    assert shared and len(jobs) == len(set(runs["learning"]) | set(runs["greff"]) | set(runs["long_lag"]))
+
+
+def test_notation_defines_the_names_a_spec_implies():
+    from lstm_verify.derive import notation
+
+    ir = lv.load("mut3").ir
+    assert notation(ir, ["diag(1 - z_h_in**2)"]) == ["z_h_in = tanh(h)"]
+    assert notation(ir, ["lo(lin_z)"]) == ["z_h_in = tanh(h)", "lin_z = W_z_x·x + W_z_h·z_h_in + b_z"]
+    assert notation(ir, ["diag(1 - z)"]) == []
+    assert notation(lv.load("gru").ir, ["lin_n_h*r"]) == ["lin_n_h = W_n_h·h + b_n_h"]
+
+
+@pytest.fixture(scope="module")
+def answered(tmp_path_factory):
+    """A small report with every section: Greff's variants and Hochreiter's lags included."""
+    st = rp.Settings.make(["lstm_peephole", "greff_fgr", "lstm"], quick=True)
+    st.lags, st.batch, st.spectra_steps, st.hidden = 20, 2, 10, 4
+    st.learn_T, st.learn_cells, st.trained_T = {"adding": [5]}, (("lstm", "forget_bias_1"),), 6
+    st.max_steps, st.greff_T, st.greff_seeds = 100, {"adding": 5, "order": 10}, 2
+    st.long_cells, st.long_T, st.long_seeds, st.long_max_steps = (("lstm", "chrono"),), {"adding": [12]}, 2, 100
+    data = rp.build(st, progress=False, workers=1)
+    return data, rp.write(data, tmp_path_factory.mktemp("answered") / "r", "cmd")
+
+
+def test_report_answers_greffs_and_hochreiters_questions(answered):
+    data, out = answered
+    assert len(data["greff"]) == 3 * 2 * 2 and len(data["long_lag"]) == 2
+    assert {r["budget"] for r in data["long_lag"]} == {100}
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    _html_is_navigable(page)
+    assert "greff.png" in {p.name for p in out.iterdir()}
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[:5] == ["## " + t for _, t, _, _ in rp.SECTIONS]
+    greff = md[md.index("## Which parts"):md.index("## How long")]
+    assert "| greff_fgr | full gate recurrence |" in greff and "- greff_fgr (full gate recurrence): Greff et al.:" in greff
+    lags = md[md.index("## How long"):]
+    assert "| adding | lstm (chrono) | 12 | " in lags and "(100) |" in lags
+    # each figure is followed by the tables that summarise it
+    assert md.index("![Memory horizon") < md.index("### Memory horizon and decay") < md.index("## What do the one")
+    assert "where lin_i = W_i_x·x + W_i_h·h + W_i_i·i" in md  # greff_fgr's closed forms say what lin_i is
+    assert "i': " in md and "i_:" not in md  # greff_fgr's gates as written in its spec
+
+
+def _chromium():
+    """A Chromium for Playwright: LSTM_VERIFY_CHROMIUM, the system's, or Playwright's own download."""
+    import shutil
+
+    for path in (os.environ.get("LSTM_VERIFY_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser")):
+        if path:
+            return path
+    return None  # Playwright's own browser, if `playwright install chromium` fetched one
+
+
+def test_the_html_report_in_a_headless_browser(answered):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright (the extra 'test')")
+    _, out = answered
+    # the flags keep Chromium from reaching for the network at start (no network here)
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_api.sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=_chromium(), args=args)
+        except sync_api.Error as exc:
+            pytest.skip(f"no Chromium to run: install Debian's chromium, run `playwright install chromium`, or set "
+                        f"LSTM_VERIFY_CHROMIUM ({str(exc).splitlines()[0]})")
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"failed: {r.url[:80]}"))
+            page.goto((out / "report.html").as_uri(), wait_until="load")
+            images = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.complete, i.naturalWidth, i.alt])")
+            assert len(images) == len(list(out.glob("*.png")))
+            assert all(done and width > 100 for done, width, _ in images), images
+            links = page.eval_on_selector_all("nav a", "as => as.map(a => a.getAttribute('href'))")
+            assert len(links) > 10
+            for href in links:  # every entry of the contents leads to its heading, which the click scrolls to
+                assert page.locator(href).count() == 1, href
+            target = links[-1]
+            page.click(f"nav a[href='{target}']")
+            assert page.evaluate("location.hash") == target
+            top = page.eval_on_selector(target, "e => e.getBoundingClientRect().top")
+            assert 0 <= top < page.viewport_size["height"]
+            page.click("details summary")  # folded parts open
+            assert page.eval_on_selector("details", "d => d.open")
+            assert errors == []
+        finally:
+            browser.close()
