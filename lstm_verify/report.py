@@ -801,7 +801,7 @@ def _tables(data) -> list:
     if data.get("greff"):
         t.append(("greff.png", *_greff_table(data)))
     if data["trained"]:
-        t.append(("before_after.png", "Gradient at lag T-1 relative to lag 0, before and after training (adding, T = trained_T)",
+        t.append(("before_after.png", f"Gradient at lag T-1 relative to lag 0, before and after training (adding, T = {data['settings']['trained_T']})",
                   ["cell", "solved", "at init", "after training", "decay at init", "decay after"],
                   [[c, d["solved"], d["init"]["lag_T_minus_1"], d["trained"]["lag_T_minus_1"], d["init"]["decay"],
                     d["trained"]["decay"]] for c, d in data["trained"].items()]))  # fmt: skip

@@ -80,7 +80,8 @@ def greff(runs: list[dict], budget: int) -> list[dict]:
     the vanilla cell per task, the verdict against Greff's finding, and a sentence saying so.
     Verdicts: where Greff found harm, *agree* if a task shows it worse (and none better),
     *disagree* if a task shows it better, else *cannot separate here*; where they found none,
-    *agree* if no task separates it from the vanilla cell, else *disagree*."""
+    *agree* if no task separates it from the vanilla cell, else *disagree*; with too few seeds for
+    any difference to be significant, *cannot separate here*."""
     tasks = sorted({r["task"] for r in runs})
     by = lambda c, t: [r for r in runs if r["cell"] == c and r["task"] == t]  # noqa: E731
     out = []
@@ -89,7 +90,9 @@ def greff(runs: list[dict], budget: int) -> list[dict]:
             continue
         per = {t: compare(by(variant, t), by(VANILLA, t), budget) for t in tasks}
         effects = {p["effect"] for p in per.values()}
-        if found == "hurts":
+        if not any(_separable(len(by(variant, t)), len(by(VANILLA, t))) for t in tasks):
+            verdict = "cannot separate here"  # too few seeds: not even 0/n against n/n would be significant
+        elif found == "hurts":
             verdict = ("disagree" if "better" in effects else "agree" if "worse" in effects
                        else "cannot separate here")  # fmt: skip
         else:
@@ -101,6 +104,11 @@ def greff(runs: list[dict], budget: int) -> list[dict]:
         out.append({"cell": variant, "change": change, "greff": found, "greff_detail": detail, "tasks": per,
                     "verdict": verdict, "sentence": sentence})  # fmt: skip
     return out
+
+
+def _separable(n: int, n0: int) -> bool:
+    """Whether n runs against n0 can show any difference at ALPHA: all solved against none can."""
+    return n > 0 and n0 > 0 and _stats().fisher_exact([[n, 0], [0, n0]]).pvalue < ALPHA
 
 
 def _vanilla(runs, task) -> str:
