@@ -20,7 +20,7 @@ for its next parallel region, which on a shared machine burns the cores other wo
 :func:`quiet_threads` does the same for this process while OpenMP has not started yet.
 
 Nothing here writes files: a caller writes its results after :func:`run` returns, so an
-interrupt (which cancels what has not run and stops the workers) leaves nothing half written.
+interrupt (which stops the workers and drops what has not run) leaves nothing half written.
 """
 
 from __future__ import annotations
@@ -139,45 +139,91 @@ def _label(job: Job) -> str:
 
 
 def _in_processes(jobs, workers, threads, bar) -> dict:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    """The jobs in ``workers`` spawned processes, each sent one job at a time over its own pipe.
 
-    results = {}
-    others = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(threads,))  # fmt: skip
+    No executor: the parent is the only dispatcher, so an interrupt or a failure needs only to
+    terminate the processes and join them. (concurrent.futures' manager thread can hang at exit
+    when its workers are killed, on Python versions before the fixes of gh-94777, and it starts
+    replacements for workers that exit.) A worker that dies (killed, ``os._exit``) ends the run
+    with an error naming its job."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")
+    todo = sorted(jobs, key=lambda j: -j.cost)[::-1]  # popped from the end: the costliest first
+    workers = max(1, min(workers, len(jobs)))
+    procs, results, busy = [], {}, {}  # busy: connection -> (its process, its job)
     try:
-        # the costliest first: the long jobs do not end up last, alone on one core
-        futures = {pool.submit(execute, j.function, j.args, threads): j
-                   for j in sorted(jobs, key=lambda j: -j.cost)}  # fmt: skip
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                job = futures[f]
-                results[job.key] = f.result()
+        for _ in range(workers):
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(there, threads), daemon=True)
+            proc.start()
+            there.close()  # the worker's end is the worker's alone: its death is an end of file here
+            procs.append((proc, here))
+        for proc, conn in procs:
+            if todo:
+                busy[conn] = (proc, _send(conn, todo.pop()))
+        while busy:
+            for conn in wait(list(busy)):
+                proc, job = busy.pop(conn)
+                try:
+                    ok, value, trace = conn.recv()
+                except (EOFError, OSError):
+                    proc.join(timeout=5)
+                    raise RuntimeError(f"a worker process died running the job {_label(job)!r} "
+                                       f"(exit code {proc.exitcode})") from None  # fmt: skip
+                if not ok:
+                    raise value from _Remote(trace)
+                results[job.key] = value
                 bar.set_postfix_str(_label(job))
                 bar.update(_units(job))
-    except BaseException:
-        manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it
-        pool.shutdown(wait=False, cancel_futures=True)
-        # an interrupt stops the running jobs too: every process started since the pool was made.
-        # The pool's manager thread replaces a worker that exits, so terminate until it has
-        # stopped (it does once its workers are gone) and no new process is left.
-        for _ in range(100):
-            mine = set(multiprocessing.active_children()) - others
-            for p in mine:
-                p.terminate()
-            for p in mine:
-                p.join(timeout=30)
-            if manager is not None:
-                manager.join(timeout=0.1)
-            alive = manager is not None and manager.is_alive()
-            if not alive and not set(multiprocessing.active_children()) - others:
-                break
-        raise
-    pool.shutdown()
+                if todo:
+                    busy[conn] = (proc, _send(conn, todo.pop()))
+        for proc, conn in procs:
+            conn.send(None)  # done: the worker returns
+        for proc, _ in procs:
+            proc.join(timeout=30)
+    finally:
+        for proc, conn in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc, conn in procs:
+            proc.join()
+            conn.close()
     return results
+
+
+class _Remote(Exception):
+    """A job's traceback in its worker process."""
+
+    def __str__(self):
+        return "\n" + self.args[0]
+
+
+def _send(conn, job: Job) -> Job:
+    conn.send((job.function, job.args))
+    return job
+
+
+def _worker(conn, threads: int) -> None:
+    """A worker process: jobs from ``conn`` until None, each answered with (ok, result or
+    exception, traceback text)."""
+    import traceback
+
+    _start_worker(threads)
+    while True:
+        message = conn.recv()
+        if message is None:
+            return
+        try:
+            answer = (True, execute(*message, threads), "")
+        except Exception as exc:  # the parent raises it again
+            answer = (False, exc, traceback.format_exc())
+        try:
+            conn.send(answer)
+        except Exception as exc:  # a result or an exception that does not pickle
+            conn.send((False, RuntimeError(f"the job's answer could not be sent back: {exc!r}"),
+                       traceback.format_exc()))  # fmt: skip
 
 
 def _on_dask(jobs, scheduler, threads, bar) -> dict:

@@ -232,9 +232,17 @@ class WrongCell(SequenceKernel):
 
 
 def test_a_sequence_kernel_that_differs_fails_on_the_states_it_exposes():
+    import re
+
     report = _check(WrongCell)
     assert not report.passed
-    assert "h'" in next(r.message for r in report.rows if not r.passed)
+    message = next(r.message for r in report.rows if not r.passed)
+    # which case fails first depends on Hypothesis's draws (which also mine constants from the
+    # modules loaded): the failure is on h' at any step, or on c' at the last step, never on a c
+    # the kernel did not expose
+    state, step = re.match(r"lstm: (h'|c') at step (\d+)", message).groups()
+    steps = int(re.search(r", (\d+) steps?, batch", message).group(1))
+    assert state == "h'" or int(step) == steps - 1, message
 
 
 class KernelError(Exception):

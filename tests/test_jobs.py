@@ -122,3 +122,17 @@ def test_the_scheduler_option_names_its_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(MissingExtraError, match="dask"):
         jobs.run([jobs.Job(("n",), "math:factorial", (3,))], scheduler="tcp://127.0.0.1:1", progress=False)
+
+
+def test_a_worker_that_dies_ends_the_run_with_an_error_naming_its_job():
+    work = [jobs.Job(("dies",), "os:_exit", (3,), cost=2)] + [jobs.Job(("n", k), "math:factorial", (k,)) for k in range(4)]
+    with pytest.raises(RuntimeError, match=r"a worker process died running the job 'dies' \(exit code 3\)"):
+        jobs.run(work, workers=2, progress=False)
+    assert not multiprocessing.active_children()
+
+
+def test_a_failing_job_shows_its_traceback_from_the_worker():
+    with pytest.raises(ValueError, match="math domain error") as info:
+        jobs.run([jobs.Job(("bad",), "math:sqrt", (-1.0,)), jobs.Job(("ok",), "math:sqrt", (4.0,))], workers=2,
+                 progress=False)  # fmt: skip
+    assert "Traceback" in str(info.value.__cause__) and "execute" in str(info.value.__cause__)
