@@ -497,6 +497,7 @@ def test_each_verdict_follows_from_greffs_finding_and_the_tests():
         "greff_nog": "disagree"}  # fmt: skip
     assert got["greff_nfg"]["sentence"].startswith("greff_nfg (no forget gate): Greff et al.: significantly worse")
     assert "adding: 0/5 solved against 5/5 for lstm_peephole, worse (Fisher p = 0.0079)" in got["greff_nfg"]["sentence"]
+    assert "better in updates until solved (median 3 against 30, Mann-Whitney p = 0.0079)" in got["greff_nog"]["sentence"]
     assert got["greff_nog"]["sentence"].endswith("Disagree.")
     # one seed each: not even 0/1 against 1/1 is significant, so nothing can be told apart
     one = [r for c in ("lstm_peephole", "greff_nfg", "greff_np") for r in runs if r["cell"] == c][::5]
