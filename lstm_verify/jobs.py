@@ -19,6 +19,9 @@ in their environment, read when OpenMP starts: an idle OpenMP thread sleeps inst
 for its next parallel region, which on a shared machine burns the cores other work needs.
 :func:`quiet_threads` does the same for this process while OpenMP has not started yet.
 
+**Steady memory.** Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set, which pins
+glibc's mmap threshold; a job gives the threshold back its dynamic range (:func:`steady_malloc`).
+
 Nothing here writes files: a caller writes its results after :func:`run` returns, so an
 interrupt (which stops the workers and drops what has not run) leaves nothing half written.
 """
@@ -66,8 +69,27 @@ def limited(threads: int):
                 torch.set_num_threads(before)
 
 
+def steady_malloc() -> bool:
+    """Give glibc's malloc back its dynamic mmap threshold (up to 32 MiB) where the environment
+    fixed it: setting ``MALLOC_TRIM_THRESHOLD_``, as Dask's nanny does for its workers (65536,
+    its ``distributed.nanny.pre-spawn-environ``), also pins the mmap threshold at 128 KiB, so
+    every tensor above that is mapped and unmapped again at each use, and a training job spends
+    much of its time in page faults. Only where that variable is set and the user has not set
+    ``MALLOC_MMAP_THRESHOLD_``; trimming the heap stays as asked. Whether it acted."""
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc's; not on musl, macOS or Windows
+    except (AttributeError, OSError):
+        return False
+    return bool(mallopt(-3, 32 * 1024 * 1024))  # M_MMAP_THRESHOLD
+
+
 def execute(function: str, args: tuple, threads: int):
     """Run one job: ``function`` ("module:function") on ``args`` with ``threads`` threads."""
+    steady_malloc()
     module, name = function.split(":")
     fn = getattr(importlib.import_module(module), name)
     importlib.import_module("torch")  # before limited(), so that its threads are limited too
@@ -248,4 +270,4 @@ def _on_dask(jobs, scheduler, threads, bar) -> dict:
     return results
 
 
-__all__ = ["Job", "cores", "execute", "limited", "probe", "quiet_threads", "run"]
+__all__ = ["Job", "cores", "execute", "limited", "probe", "quiet_threads", "run", "steady_malloc"]

@@ -136,3 +136,34 @@ def test_a_failing_job_shows_its_traceback_from_the_worker():
         jobs.run([jobs.Job(("bad",), "math:sqrt", (-1.0,)), jobs.Job(("ok",), "math:sqrt", (4.0,))], workers=2,
                  progress=False)  # fmt: skip
     assert "Traceback" in str(info.value.__cause__) and "execute" in str(info.value.__cause__)
+
+
+FAULTS = """
+import resource, sys
+import numpy as np
+from lstm_verify import jobs
+acted = jobs.steady_malloc() if sys.argv[1] == "steady" else None
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+keep = []
+for _ in range(300):  # as in training: a large tensor freed while smaller ones made after it live on
+    a = np.ones(1 << 18)  # 2 MiB, written
+    keep.append(np.ones(1000))
+    del a
+print(acted, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_job_under_dasks_malloc_setting_reuses_its_memory():
+    def faults(mode, **env):
+        out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env)  # fmt: skip
+        acted, n = out.stdout.split()
+        return acted, int(n)
+
+    dask = {"MALLOC_TRIM_THRESHOLD_": "65536"}  # as Dask's nanny starts its workers
+    pinned, steady = faults("plain", **dask), faults("steady", **dask)
+    assert steady[0] == "True" and faults("steady")[0] == "False"  # it acts only where the threshold was pinned
+    assert pinned[1] > 300 * 400  # every 2 MiB array mapped afresh: about 512 page faults each
+    assert steady[1] < pinned[1] / 4, (pinned, steady)
+    assert faults("steady", MALLOC_MMAP_THRESHOLD_="131072", **dask)[0] == "False"  # the user's own choice stays

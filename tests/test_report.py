@@ -607,3 +607,12 @@ def test_the_html_report_in_a_headless_browser(answered):
             assert errors == []
         finally:
             browser.close()
+
+
+def test_lstm_and_greff_np_learn_alike_from_the_same_seed():
+    # the same function with the same parameter names: the same initial weights, the same training
+    a, b = (train(lv.load(c), "adding", 6, seed=1, init="forget_bias_1", hidden=5, max_steps=100, eval_every=50)
+            for c in ("lstm", "greff_np"))  # fmt: skip
+    assert (a.steps, a.metric) == (b.steps, b.metric)
+    c = train(lv.load("lstm_peephole"), "adding", 6, seed=1, init="forget_bias_1", hidden=5, max_steps=100, eval_every=50)
+    assert c.metric != a.metric  # and peepholes change it
